@@ -1,0 +1,464 @@
+"""wsserver.config.loader: TOML -> validated Config, with one error line per problem."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from wsserver.config import (
+    DEFAULT_CONFIG_TOML,
+    Config,
+    ConfigError,
+    PoolConfig,
+    PortConfig,
+    default_config,
+    load_config,
+    parse_config,
+)
+
+ECHO = """
+[[endpoints]]
+path = "/echo"
+handler = "wsserver.endpoints.echo:Echo"
+"""
+
+PORT = """
+[[ports]]
+alias = "a"
+port = 8080
+"""
+
+
+def errors_of(text: str, source: str = "wsserver.toml") -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source)
+    assert str(info.value) == "\n".join(info.value.errors)
+    return info.value.errors
+
+
+# (id, file text, substrings the one error line must contain: key path and what is allowed)
+INVALID = [
+    (
+        "duplicate alias",
+        ECHO + PORT + '[[ports]]\nalias = "a"\nport = 8081\n',
+        ['ports[1].alias = "a": duplicate alias (also ports[0])'],
+    ),
+    (
+        "alias with a space",
+        '[[ports]]\nalias = "my port"\nport = 8080\n',
+        ['ports[0].alias = "my port": must be 1-255 characters of a-z A-Z 0-9 _ . -'],
+    ),
+    (
+        "alias of 256 characters",
+        f'[[ports]]\nalias = "{"x" * 256}"\nport = 8080\n',
+        ["ports[0].alias = ", "(256 characters): must be 1-255 characters of a-z A-Z 0-9 _ . -"],
+    ),
+    (
+        "backlog 0",
+        PORT + "backlog = 0\n",
+        ["ports[0].backlog = 0: must be an integer 1..65535"],
+    ),
+    (
+        "backlog 70000",
+        PORT + '[[ports]]\nalias = "b"\nport = 8081\nbacklog = 70000\n',
+        ["ports[1].backlog = 70000: must be an integer 1..65535"],
+    ),
+    (
+        "pool min larger than max",
+        PORT + "[ports.pool]\nmin = 20\nmax = 10\n",
+        ["ports[0]: pool.min = 20 is larger than pool.max = 10"],
+    ),
+    (
+        "priority 11",
+        PORT + "[ports.pool]\npriority = 11\n",
+        ["ports[0].pool.priority = 11: must be an integer 1..10"],
+    ),
+    (
+        "unknown key with a close match",
+        PORT + "backlg = 100\n",
+        ['ports[0].backlg = 100: unknown key; did you mean "backlog"?'],
+    ),
+    (
+        "unknown key without a close match",
+        PORT + "[ports.pool]\nzzz = 1\n",
+        ["ports[0].pool.zzz = 1: unknown key; known keys: min, max, priority, mode, idle_shrink_ms"],
+    ),
+    (
+        "unknown top-level key",
+        PORT + "[port]\nalias = 1\n",
+        ['port: unknown key; did you mean "ports"?'],
+    ),
+    (
+        "metrics table",
+        PORT + '[metrics]\nenabled = true\nbind = "127.0.0.1"\nport = 9108\n',
+        ["wsserver.toml: metrics: not supported by this version of wsserver"],
+    ),
+    (
+        "users table",
+        PORT + '[[users]]\nname = "alice"\n',
+        ["wsserver.toml: users: not supported by this version of wsserver"],
+    ),
+    (
+        "string for port",
+        '[[ports]]\nalias = "a"\nport = "8080"\n',
+        ['ports[0].port = "8080": must be an integer 1..65535'],
+    ),
+    (
+        "bool for int",
+        '[[ports]]\nalias = "a"\nport = true\n',
+        ["ports[0].port = true: must be an integer 1..65535"],
+    ),
+    (
+        "int for bool",
+        PORT + "compression = 1\n",
+        ["ports[0].compression = 1: must be a boolean (true/false)"],
+    ),
+    (
+        "nan for a number",
+        "[server]\ngraceful_timeout = nan\n",
+        ["server.graceful_timeout = nan: must be a number 0..3600"],
+    ),
+    (
+        "protocol http",
+        PORT + 'protocol = "http"\n',
+        ['ports[0].protocol = "http": must be one of "ws", "wss"'],
+    ),
+    (
+        "missing port",
+        '[[ports]]\nalias = "a"\n',
+        ["ports[0].port: is required (an integer 1..65535)"],
+    ),
+    (
+        "missing alias",
+        "[[ports]]\nport = 8080\n",
+        ["ports[0].alias: is required (1-255 characters of a-z A-Z 0-9 _ . -)"],
+    ),
+    (
+        "table given a scalar",
+        PORT + "pool = 5\n",
+        ["ports[0].pool = 5: must be a table ([ports.pool])"],
+    ),
+    (
+        "array of tables given a table",
+        '[ports]\nalias = "a"\nport = 8080\n',
+        ["ports: must be an array of tables ([[ports]])"],
+    ),
+    (
+        "array of strings given a string",
+        PORT + '[ports.access]\nip_deny = "10.0.0.0/8"\n',
+        ['ports[0].access.ip_deny = "10.0.0.0/8": must be an array of strings'],
+    ),
+    (
+        "bad CIDR",
+        PORT + '[ports.access]\nip_deny = ["10.0.0.0/8", "10.0.0.0/33"]\n',
+        ['ports[0].access.ip_deny[1] = "10.0.0.0/33": must be an IPv4 or IPv6 address or CIDR'],
+    ),
+    (
+        "origin with a path",
+        PORT + '[ports.origin]\nallowed = ["https://app.example.com/login"]\n',
+        [
+            'ports[0].origin.allowed[0] = "https://app.example.com/login": '
+            "must be scheme://host[:port] with scheme http, https, ws or wss and no path"
+        ],
+    ),
+    (
+        "origin with a trailing slash",
+        PORT + '[ports.origin]\nallowed = ["https://app.example.com/"]\n',
+        ['ports[0].origin.allowed[0] = "https://app.example.com/": must be scheme://host[:port]'],
+    ),
+    (
+        "origin with a space",
+        PORT + '[ports.origin]\nallowed = [" https://app.example.com"]\n',
+        ['ports[0].origin.allowed[0] = " https://app.example.com": must be scheme://host[:port]'],
+    ),
+    (
+        "origin without scheme",
+        PORT + '[ports.origin]\nallowed = ["app.example.com"]\n',
+        ['ports[0].origin.allowed[0] = "app.example.com": must be scheme://host[:port]'],
+    ),
+    (
+        "bad bind",
+        PORT + 'bind = "[::1]"\n',
+        ['ports[0].bind = "[::1]": must be "" (all addresses), an IPv4 or IPv6 address without brackets'],
+    ),
+    (
+        "bind to a mistyped IPv4 address",
+        PORT + 'bind = "10.0.0.300"\n',
+        ['ports[0].bind = "10.0.0.300": must be "" (all addresses)'],
+    ),
+    (
+        "unknown package",
+        '[[packages]]\nname = "Demo"\n' + PORT + 'package = "Dmeo"\n',
+        ['ports[0].package = "Dmeo": must name a [[packages]] entry (known: "Demo")'],
+    ),
+    (
+        "package with none configured",
+        ECHO + 'package = "Demo"\n',
+        ['endpoints[0].package = "Demo": must name a [[packages]] entry (no [[packages]] configured)'],
+    ),
+    (
+        "duplicate package name",
+        '[[packages]]\nname = "Demo"\n[[packages]]\nname = "Demo"\n',
+        ['packages[1].name = "Demo": duplicate package name (also packages[0])'],
+    ),
+    (
+        "duplicate endpoint path",
+        ECHO + ECHO,
+        ['endpoints[1].path = "/echo": duplicate endpoint path (also endpoints[0])'],
+    ),
+    (
+        "endpoint path not absolute",
+        '[[endpoints]]\npath = "echo"\nhandler = "m:C"\n',
+        ['endpoints[0].path = "echo": must be an absolute URL path such as /echo'],
+    ),
+    (
+        "handler without colon",
+        '[[endpoints]]\npath = "/echo"\nhandler = "wsserver.endpoints.echo.Echo"\n',
+        [
+            'endpoints[0].handler = "wsserver.endpoints.echo.Echo": '
+            "must be module:Class, e.g. wsserver.endpoints.echo:Echo"
+        ],
+    ),
+    (
+        "handler with an empty module part",
+        '[[endpoints]]\npath = "/echo"\nhandler = "wsserver..echo:Echo"\n',
+        ['endpoints[0].handler = "wsserver..echo:Echo": must be module:Class'],
+    ),
+    (
+        "same port on all addresses and one address",
+        PORT + '[[ports]]\nalias = "b"\nport = 8080\nbind = "127.0.0.1"\n',
+        ['ports[1].port = 8080: bind "127.0.0.1" port 8080 conflicts with ports[0] (bind "")'],
+    ),
+    (
+        "same port on the same address written twice",
+        PORT + 'bind = "::1"\n[[ports]]\nalias = "b"\nport = 8080\nbind = "0:0::1"\n',
+        ['ports[1].port = 8080: bind "0:0::1" port 8080 conflicts with ports[0] (bind "::1")'],
+    ),
+    (
+        "endpoint access names an unknown path",
+        ECHO + PORT + '[ports.access]\ndeny_endpoints = ["/echo", "/chat"]\n',
+        ['ports[0].access.deny_endpoints[1] = "/chat": must be a configured endpoint path (known: "/echo")'],
+    ),
+    (
+        "wss",
+        PORT + 'protocol = "wss"\n',
+        ['ports[0].protocol = "wss": needs TLS keystores, not supported by this version of wsserver'],
+    ),
+    (
+        "server keystore",
+        PORT + '[server.tls]\nkeystore = "main"\n',
+        ['server.tls.keystore = "main": needs TLS keystores, not supported by this version of wsserver'],
+    ),
+    (
+        "port keystore",
+        PORT + '[ports.tls]\nkeystore = "main"\n',
+        ['ports[0].tls.keystore = "main": needs TLS keystores, not supported by this version of wsserver'],
+    ),
+    (
+        "client_auth of a later version",
+        PORT + 'client_auth = "password"\n',
+        ['ports[0].client_auth = "password": not supported by this version of wsserver; allowed: "none"'],
+    ),
+    (
+        "client_auth adapter",
+        PORT + 'client_auth = "adapter:corp-ldap"\n',
+        ['ports[0].client_auth = "adapter:corp-ldap": not supported by this version of wsserver'],
+    ),
+    (
+        "client_auth misspelt",
+        PORT + 'client_auth = "nnoe"\n',
+        ['ports[0].client_auth = "nnoe": must be "none" (password, token, jwt, certificate, adapter:<name>'],
+    ),
+    (
+        "no_auth_user",
+        PORT + 'no_auth_user = "guest"\n',
+        ['ports[0].no_auth_user = "guest": not supported by this version of wsserver', 'allowed: ""'],
+    ),
+    (
+        "TOML syntax error",
+        PORT + "backlog = = 5\n",
+        ["wsserver.toml: line 5, column 11: invalid TOML: Invalid value"],
+    ),
+    (
+        "TOML error at the end of the file",
+        PORT + "backlog =",
+        ["wsserver.toml: line 5 (end of file): invalid TOML"],
+    ),
+    (
+        "TOML duplicate key",
+        PORT + "port = 8081\n",
+        ["wsserver.toml: line ", "invalid TOML: Cannot overwrite a value"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [(t, e) for _, t, e in INVALID], ids=[i for i, _, _ in INVALID]
+)
+def test_invalid_config_gives_one_error_line(text: str, expected: list[str]) -> None:
+    errors = errors_of(text)
+    assert len(errors) == 1, errors
+    line = errors[0]
+    assert line.startswith("wsserver.toml: ")
+    assert "\n" not in line
+    for part in expected:
+        assert part in line
+
+
+def test_exact_message_format() -> None:
+    text = PORT + '[[ports]]\nalias = "b"\nport = 8081\nbacklog = 70000\n'
+    assert errors_of(text) == ["wsserver.toml: ports[1].backlog = 70000: must be an integer 1..65535"]
+
+
+def test_all_errors_are_collected() -> None:
+    text = """
+[server]
+workers = -1
+log_level = "loud"
+
+[metrics]
+enabled = true
+
+[[endpoints]]
+path = "/echo"
+handler = "nocolon"
+
+[[ports]]
+alias = "a b"
+port = 70000
+backlg = 5
+
+[ports.pool]
+min = 20
+max = 10
+
+[[ports]]
+alias = "c"
+port = 8081
+package = "Nope"
+
+[ports.access]
+ip_allow = ["not-an-ip"]
+"""
+    errors = errors_of(text)
+    expected = [
+        "server.workers = -1: must be an integer 0..256",
+        'server.log_level = "loud": must be one of "debug", "info", "warning", "error", "critical"',
+        "metrics: not supported by this version of wsserver",
+        'endpoints[0].handler = "nocolon": must be module:Class',
+        'ports[0].alias = "a b": must be 1-255 characters',
+        "ports[0].port = 70000: must be an integer 1..65535",
+        'ports[0].backlg = 5: unknown key; did you mean "backlog"?',
+        "ports[0]: pool.min = 20 is larger than pool.max = 10",
+        'ports[1].package = "Nope": must name a [[packages]] entry',
+        'ports[1].access.ip_allow[0] = "not-an-ip": must be an IPv4 or IPv6 address or CIDR',
+    ]
+    assert len(errors) == len(expected), "\n".join(errors)
+    for part in expected:
+        assert any(part in line for line in errors), part
+
+
+def test_bad_values_do_not_cause_follow_on_errors() -> None:
+    # Two invalid aliases are not also "duplicates"; a port that is not a table adds no noise.
+    text = '[[ports]]\nalias = "a b"\nport = 1\n[[ports]]\nalias = "a b"\nport = 2\n'
+    assert len(errors_of(text)) == 2
+    errors = errors_of("ports = [1, 2]\n")
+    assert errors == [
+        "wsserver.toml: ports[0] = 1: must be a table ([[ports]])",
+        "wsserver.toml: ports[1] = 2: must be a table ([[ports]])",
+    ]
+
+
+def test_default_config() -> None:
+    cfg = default_config()
+    assert cfg.source == "<built-in>"
+    assert cfg == parse_config(DEFAULT_CONFIG_TOML)
+    (port,) = cfg.ports
+    assert (port.alias, port.protocol, port.bind, port.port) == ("default_ws", "ws", "127.0.0.1", 8080)
+    assert port.enabled and port.tls is None
+    (endpoint,) = cfg.endpoints
+    assert (endpoint.path, endpoint.handler) == ("/echo", "wsserver.endpoints.echo:Echo")
+    assert cfg.packages == ()
+    assert cfg.active_ports() == cfg.ports
+
+
+def test_documented_defaults() -> None:
+    # design.md section 3 and wsserver.example.toml: the operator relies on these.
+    port = PortConfig(alias="a", port=1)
+    assert port.backlog == 6000
+    assert port.idle_timeout_ms == 300000
+    assert (port.pool.min, port.pool.max, port.pool.priority) == (10, 200, 5)
+    assert port.bind == "" and port.enabled and port.protocol == "ws"
+    assert port.client_auth == "none" and port.no_auth_user == ""
+    assert PoolConfig().mode == "greenlet"
+    assert (port.access.mode, port.access.ip_mode) == ("allow", "allow")
+    assert port.origin.allow_missing and not port.origin.same_origin
+    parsed = parse_config(PORT).ports[0]
+    assert parsed == dataclasses.replace(port, alias="a", port=8080)
+
+
+def test_types_are_converted() -> None:
+    text = (
+        ECHO
+        + 'subprotocols = ["chat", "superchat"]\n'
+        + PORT
+        + '[ports.access]\nip_deny = ["10.0.0.0/8", "::1"]\n'
+        + "[server]\ngraceful_timeout = 5\nworker_timeout = 2.5\n"
+    )
+    cfg = parse_config(text)
+    assert cfg.endpoints[0].subprotocols == ("chat", "superchat")
+    assert cfg.ports[0].access.ip_deny == ("10.0.0.0/8", "::1")
+    assert isinstance(cfg.server.graceful_timeout, float) and cfg.server.graceful_timeout == 5
+    assert cfg.server.worker_timeout == 2.5
+    assert isinstance(cfg, Config)
+
+
+def test_valid_edge_values() -> None:
+    text = (
+        ECHO
+        + '[[ports]]\nalias = "x"\nport = 1\nbind = "localhost"\nbacklog = 65535\n'
+        + '[ports.origin]\nallowed = ["https://app.example.com", "http://[::1]:8080", "wss://h:443"]\n'
+        + '[[ports]]\nalias = "y"\nport = 1\nbind = "::1"\n'
+        + '[[ports]]\nalias = "z"\nport = 65535\nbind = "0.0.0.0"\n'
+        + f'[[ports]]\nalias = "{"q" * 255}"\nport = 2\n'
+        + '[ports.tls]\nmin_version = "1.3"\n'
+    )
+    cfg = parse_config(text)
+    assert [p.port for p in cfg.ports] == [1, 1, 65535, 2]
+    assert cfg.ports[3].tls is not None and cfg.ports[3].tls.min_version == "1.3"
+
+
+def test_wildcard_address_conflicts_with_its_family() -> None:
+    text = PORT + 'bind = "0.0.0.0"\n[[ports]]\nalias = "b"\nport = 8080\nbind = "127.0.0.1"\n'
+    assert "conflicts with ports[0]" in errors_of(text)[0]
+    text = PORT + 'bind = "0.0.0.0"\n[[ports]]\nalias = "b"\nport = 8080\nbind = "::1"\n'
+    assert parse_config(text).ports[1].bind == "::1"
+
+
+def test_load_config(tmp_path) -> None:
+    path = tmp_path / "wsserver.toml"
+    path.write_text(ECHO + PORT, encoding="utf-8")
+    cfg = load_config(path)
+    assert cfg.source == str(path)
+    assert cfg.ports[0].alias == "a"
+    assert load_config(None) == default_config()
+
+
+def test_load_config_errors_name_the_file(tmp_path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(missing)
+    assert info.value.errors == [f"{missing}: cannot read config file: No such file or directory"]
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(PORT + "backlog = 0\n", encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match=r"bad\.toml: ports\[0\]\.backlog = 0: must be an integer 1\.\.65535"
+    ):
+        load_config(str(bad))
+
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b'alias = "a"\n\xff\n')
+    with pytest.raises(ConfigError, match=r"binary\.toml: line 2: invalid TOML: not UTF-8 text"):
+        load_config(binary)

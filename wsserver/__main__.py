@@ -1,0 +1,5 @@
+import sys
+
+from wsserver.cli import main
+
+sys.exit(main())

@@ -1,0 +1,52 @@
+"""wsserver configuration: the schema, the TOML loader and validator, and the writer.
+
+from wsserver.config import load_config, ConfigError
+cfg = load_config("wsserver.toml")   # None -> the built-in default config
+"""
+
+from wsserver.config.loader import (
+    DEFAULT_CONFIG_TOML,
+    ConfigError,
+    default_config,
+    load_config,
+    parse_config,
+)
+from wsserver.config.schema import (
+    ALIAS_HELP,
+    ALIAS_PATTERN,
+    AccessConfig,
+    Config,
+    EndpointConfig,
+    OriginConfig,
+    PackageConfig,
+    PoolConfig,
+    PortConfig,
+    PortTLSConfig,
+    ServerConfig,
+    ServerTLSConfig,
+    setting,
+)
+from wsserver.config.writer import dump_config, write_atomic
+
+__all__ = [
+    "ALIAS_HELP",
+    "ALIAS_PATTERN",
+    "DEFAULT_CONFIG_TOML",
+    "AccessConfig",
+    "Config",
+    "ConfigError",
+    "EndpointConfig",
+    "OriginConfig",
+    "PackageConfig",
+    "PoolConfig",
+    "PortConfig",
+    "PortTLSConfig",
+    "ServerConfig",
+    "ServerTLSConfig",
+    "default_config",
+    "dump_config",
+    "load_config",
+    "parse_config",
+    "setting",
+    "write_atomic",
+]

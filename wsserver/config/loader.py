@@ -1,0 +1,585 @@
+"""Load wsserver.toml and validate it into the frozen dataclasses of :mod:`.schema`.
+
+Validation has two passes. The shape pass walks the TOML tables along the schema: every
+key must be known and every value must have the right type, range, choice or pattern;
+it builds the dataclasses. The rules pass then checks what spans several keys (unique
+aliases, package references, ...) on the built ``Config``. Every problem is collected, so
+the operator fixes the file in one round, and each is one line:
+
+    wsserver.toml: ports[1].backlog = 70000: must be an integer 1..65535
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import ipaddress
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from wsserver.config.schema import (
+    AccessConfig,
+    Config,
+    EndpointConfig,
+    OriginConfig,
+    PortConfig,
+)
+from wsserver.config.writer import toml_value
+
+NOT_SUPPORTED = "not supported by this version of wsserver"
+
+# Tables of the operator's vocabulary (wsserver.example.toml) whose features land later.
+# They are rejected rather than ignored: configuring something that is not enforced would
+# be a lie (an [[users]] table must not look like it protects a port).
+UNSUPPORTED_TABLES = ("metrics", "admin", "keystores", "truststores", "users", "adapters")
+
+# client_auth values of the operator's vocabulary that later versions will accept.
+FUTURE_CLIENT_AUTH = ("password", "token", "jwt", "certificate", "adapter:<name>")
+
+DEFAULT_CONFIG_TOML = """\
+# wsserver's built-in configuration, used when no file is given:
+# one plain WebSocket port on the loopback address with the echo endpoint.
+
+[[endpoints]]
+path = "/echo"
+handler = "wsserver.endpoints.echo:Echo"
+
+[[ports]]
+alias = "default_ws"
+protocol = "ws"
+bind = "127.0.0.1"
+port = 8080
+"""
+
+
+class ConfigError(Exception):
+    """The configuration is invalid. ``errors`` holds every problem, one line each."""
+
+    def __init__(self, errors: Iterable[str]) -> None:
+        self.errors: list[str] = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def _range(meta: dict[str, Any]) -> str:
+    low, high = meta.get("min"), meta.get("max")
+    if low is not None and high is not None:
+        return f" {low}..{high}"
+    if low is not None:
+        return f" >= {low}"
+    if high is not None:
+        return f" <= {high}"
+    return ""
+
+
+def _kinds(kind: Any) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def describe(meta: dict[str, Any]) -> str:
+    """What a key allows, worded to follow "must be" (also the docs' "Allowed" column)."""
+    kind = meta.get("kind")
+    if meta.get("choices"):
+        return "one of " + ", ".join(toml_value(c) for c in meta["choices"])
+    if meta.get("pattern_help"):
+        return meta["pattern_help"]
+    if kind is bool:
+        return "a boolean (true/false)"
+    if float in _kinds(kind):
+        return "a number" + _range(meta)
+    if kind is int:
+        return "an integer" + _range(meta)
+    if kind is str:
+        return "a string"
+    if kind is list:
+        item = meta.get("item_kind")
+        return "an array of tables" if dataclasses.is_dataclass(item) else f"an array of {_plural(item)}"
+    if dataclasses.is_dataclass(kind):
+        return "a table"
+    return "a valid value"
+
+
+def _plural(kind: Any) -> str:
+    return {str: "strings", int: "integers", bool: "booleans"}.get(kind, "values")
+
+
+def _shown(value: Any) -> str:
+    """A value as the operator wrote it (TOML-like), cut short when long."""
+    if isinstance(value, str) and len(value) > 48:
+        return toml_value(value[:40])[:-1] + f'..." ({len(value)} characters)'
+    try:
+        text = toml_value(value)
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= 80 else text[:72] + "..."
+
+
+def _is_table_like(value: Any) -> bool:
+    """Tables are not repeated in messages: the key path already points at them."""
+    return isinstance(value, dict) or (
+        isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+    )
+
+
+_NO_VALUE = object()
+
+
+class _Errors:
+    """Collects error lines and remembers which key paths were bad.
+
+    The rules pass skips bad paths: a port whose alias is invalid must not also be
+    reported as a duplicate of another port with an invalid alias.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: list[str] = []
+        self.bad: set[str] = set()
+
+    def add(self, path: str, message: str, value: Any = _NO_VALUE) -> None:
+        shown = "" if value is _NO_VALUE or _is_table_like(value) else f" = {_shown(value)}"
+        self.lines.append(f"{self.source}: {path}{shown}: {message}")
+
+    def bad_value(self, path: str, message: str, value: Any = _NO_VALUE) -> None:
+        """A shape-pass error: the value at ``path`` is unusable for the rules pass."""
+        self.add(path, message, value)
+        self.taint(path)
+
+    def taint(self, path: str) -> None:
+        self.bad.add(path)
+
+    def is_bad(self, *paths: str) -> bool:
+        """Whether any of ``paths``, or a table containing one, failed the shape pass."""
+        return any(self._bad_one(path) for path in paths)
+
+    def _bad_one(self, path: str) -> bool:
+        return any(path == b or path.startswith((b + ".", b + "[")) for b in self.bad)
+
+
+# --- checks of one value beyond its schema metadata ----------------------------------------
+
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}\Z){_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
+_ORIGIN_SCHEMES = ("http", "https", "ws", "wss")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def valid_bind(text: str) -> bool:
+    if text == "" or _is_ip(text):
+        return True
+    # All-numeric names are mistyped IPv4 addresses ("10.0.0.300"), not host names.
+    return _HOST_NAME.fullmatch(text) is not None and not re.fullmatch(r"[0-9.]+", text)
+
+
+def valid_network(text: str) -> bool:
+    # The same call security/access.py makes, so what passes here works there.
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def valid_origin(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        port_ok = parts.port is None or parts.port > 0  # .port raises on a bad port
+    except ValueError:
+        return False
+    return (
+        port_ok
+        and parts.scheme.lower() in _ORIGIN_SCHEMES
+        and bool(parts.hostname)
+        and "@" not in parts.netloc
+        and not any(ch.isspace() for ch in text)  # urlsplit strips some; Origin headers have none
+        # Browsers send an Origin without path, query or fragment; one here never matches.
+        and not (parts.path or parts.query or parts.fragment or text.endswith(("?", "#")))
+    )
+
+
+def valid_handler(text: str) -> bool:
+    # The schema pattern lets "a..b:C" through; every dotted part must be an identifier.
+    module, _, cls = text.partition(":")
+    return all(part.isidentifier() for part in module.split(".")) and cls.isidentifier()
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueRule:
+    check: Callable[[str], bool]
+    allowed: str  # worded to follow "must be"
+
+
+VALUE_RULES: dict[tuple[type, str], ValueRule] = {
+    (PortConfig, "bind"): ValueRule(
+        valid_bind, '"" (all addresses), an IPv4 or IPv6 address without brackets, or a host name'
+    ),
+    (AccessConfig, "ip_deny"): ValueRule(
+        valid_network, 'an IPv4 or IPv6 address or CIDR, e.g. "10.0.0.0/8" or "2001:db8::/32"'
+    ),
+    (AccessConfig, "ip_allow"): ValueRule(
+        valid_network, 'an IPv4 or IPv6 address or CIDR, e.g. "10.0.0.0/8" or "2001:db8::/32"'
+    ),
+    (OriginConfig, "allowed"): ValueRule(
+        valid_origin,
+        'scheme://host[:port] with scheme http, https, ws or wss and no path, e.g. "https://app.example.com"',
+    ),
+    (EndpointConfig, "handler"): ValueRule(valid_handler, "module:Class, e.g. wsserver.endpoints.echo:Echo"),
+}
+
+
+# --- shape pass: TOML tables -> dataclasses -------------------------------------------------
+
+
+def settings(cls: type) -> dict[str, dataclasses.Field]:
+    """The TOML keys of a schema dataclass (fields without a kind, like Config.source, are not)."""
+    return {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("kind") is not None}
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type_ok(kind: Any, value: Any) -> bool:
+    kinds = _kinds(kind)
+    if isinstance(value, bool):  # bool is an int subclass: port = true is a mistake
+        return bool in kinds
+    return isinstance(value, kinds)
+
+
+class _Builder:
+    def __init__(self, errors: _Errors) -> None:
+        self.errors = errors
+
+    def table(self, cls: type, data: dict[str, Any], path: str) -> Any:
+        fields = settings(cls)
+        for key, value in data.items():
+            if key not in fields:
+                self._unknown(key, value, path, fields)
+        values = {}
+        for name, f in fields.items():
+            sub = _join(path, name)
+            if name in data:
+                ok, value = self.value(cls, f, data[name], sub)
+                if ok:
+                    values[name] = value
+            elif f.metadata.get("required"):
+                self.errors.bad_value(sub, f"is required ({describe(f.metadata)})")
+        return cls(**values)
+
+    def _unknown(self, key: str, value: Any, path: str, fields: dict[str, Any]) -> None:
+        sub = _join(path, key)
+        if not path and key in UNSUPPORTED_TABLES:
+            self.errors.bad_value(sub, NOT_SUPPORTED, value)
+            return
+        close = difflib.get_close_matches(key, fields, n=1)
+        hint = f'did you mean "{close[0]}"?' if close else "known keys: " + ", ".join(fields)
+        self.errors.bad_value(sub, f"unknown key; {hint}", value)
+
+    def value(self, owner: type, f: dataclasses.Field, value: Any, path: str) -> tuple[bool, Any]:
+        meta = f.metadata
+        kind = meta["kind"]
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(value, dict):
+                self.errors.bad_value(path, f"must be a table ([{_table_name(path)}])", value)
+                return False, None
+            return True, self.table(kind, value, path)
+        if kind is list:
+            return self._array(owner, f, value, path)
+        ok, value = self._scalar(meta, value, path)
+        if ok:
+            ok = self._rule(owner, f.name, value, path)
+        return ok, value
+
+    def _array(self, owner: type, f: dataclasses.Field, value: Any, path: str) -> tuple[bool, Any]:
+        item_kind = f.metadata.get("item_kind")
+        if dataclasses.is_dataclass(item_kind):
+            if not isinstance(value, list):
+                self.errors.bad_value(path, f"must be an array of tables ([[{_table_name(path)}]])", value)
+                return False, None
+            return True, tuple(
+                self._array_table(item_kind, item, f"{path}[{i}]") for i, item in enumerate(value)
+            )
+        if not isinstance(value, list):
+            self.errors.bad_value(path, "must be " + describe(f.metadata), value)
+            return False, None
+        ok = True
+        for i, item in enumerate(value):
+            if not _type_ok(item_kind, item):
+                self.errors.bad_value(f"{path}[{i}]", f"must be {describe({'kind': item_kind})}", item)
+                ok = False
+            elif not self._rule(owner, f.name, item, f"{path}[{i}]"):
+                ok = False
+        if not ok:
+            self.errors.taint(path)
+        return ok, tuple(value)
+
+    def _array_table(self, cls: type, item: Any, path: str) -> Any:
+        if isinstance(item, dict):
+            return self.table(cls, item, path)
+        self.errors.bad_value(path, f"must be a table ([[{_table_name(path)}]])", item)
+        # A stand-in keeps the indexes of the following entries right for the rules pass.
+        return cls()
+
+    def _scalar(self, meta: Any, value: Any, path: str) -> tuple[bool, Any]:
+        if not (_type_ok(meta["kind"], value) and _in_bounds(meta, value)):
+            self.errors.bad_value(path, "must be " + describe(meta), value)
+            return False, None
+        if float in _kinds(meta["kind"]):
+            value = float(value)
+        return True, value
+
+    def _rule(self, owner: type, name: str, value: Any, path: str) -> bool:
+        rule = VALUE_RULES.get((owner, name))
+        if rule is None or rule.check(value):
+            return True
+        self.errors.bad_value(path, "must be " + rule.allowed, value)
+        return False
+
+
+def _in_bounds(meta: Any, value: Any) -> bool:
+    if isinstance(value, float) and not math.isfinite(value):
+        return False  # nan compares false with everything and would pass min/max
+    if meta.get("min") is not None and value < meta["min"]:
+        return False
+    if meta.get("max") is not None and value > meta["max"]:
+        return False
+    if meta.get("choices") and value not in meta["choices"]:
+        return False
+    return not (meta.get("pattern") and re.fullmatch(meta["pattern"], value) is None)
+
+
+def _table_name(path: str) -> str:
+    """ports[0].pool -> ports.pool, the name the operator writes in the table header."""
+    return re.sub(r"\[\d+\]", "", path)
+
+
+# --- rules pass: what spans several keys ----------------------------------------------------
+
+
+def _indexed(name: str, items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+    for i, item in enumerate(items):
+        yield f"{name}[{i}]", item
+
+
+def _known(names: Iterable[str], what: str) -> str:
+    names = list(names)
+    return "known: " + ", ".join(toml_value(n) for n in names) if names else f"no {what} configured"
+
+
+def _check_unique(errors: _Errors, table: str, items: Iterable[Any], key: str, what: str) -> None:
+    seen: dict[Any, str] = {}
+    for path, item in _indexed(table, items):
+        if errors.is_bad(f"{path}.{key}"):
+            continue
+        value = getattr(item, key)
+        if value in seen:
+            errors.add(f"{path}.{key}", f"duplicate {what} (also {seen[value]})", value)
+        else:
+            seen[value] = path
+
+
+def _bind_key(bind: str) -> str:
+    return str(ipaddress.ip_address(bind)) if _is_ip(bind) else bind.lower().rstrip(".")
+
+
+# Each family's wildcard address covers every address of that family.
+_WILDCARDS = {"0.0.0.0": 4, "::": 6}
+
+
+def _covers(wildcard: str, other: str) -> bool:
+    version = _WILDCARDS.get(_bind_key(wildcard))
+    return version is not None and _is_ip(other) and ipaddress.ip_address(other).version == version
+
+
+def _binds_overlap(a: str, b: str) -> bool:
+    """Whether listening on both addresses with the same port would fail (EADDRINUSE)."""
+    if a == "" or b == "":
+        return True  # "" is every address, IPv4 and IPv6 (a dual-stack socket)
+    return _bind_key(a) == _bind_key(b) or _covers(a, b) or _covers(b, a)
+
+
+def _check_listen_addresses(cfg: Config, errors: _Errors) -> None:
+    taken: list[tuple[str, PortConfig]] = []
+    for path, port in _indexed("ports", cfg.ports):
+        if errors.is_bad(f"{path}.port", f"{path}.bind"):
+            continue
+        clash = next(
+            (t for t in taken if t[1].port == port.port and _binds_overlap(t[1].bind, port.bind)), None
+        )
+        if clash is None:
+            taken.append((path, port))
+            continue
+        clash_path, other = clash
+        hint = '; bind "" takes every address' if "" in (port.bind, other.bind) else ""
+        errors.add(
+            f"{path}.port",
+            f"bind {toml_value(port.bind)} port {port.port} conflicts with {clash_path} "
+            f"(bind {toml_value(other.bind)}){hint}",
+            port.port,
+        )
+
+
+def _check_pools(cfg: Config, errors: _Errors) -> None:
+    for path, port in _indexed("ports", cfg.ports):
+        if errors.is_bad(f"{path}.pool.min", f"{path}.pool.max"):
+            continue
+        if port.pool.min > port.pool.max:
+            errors.add(path, f"pool.min = {port.pool.min} is larger than pool.max = {port.pool.max}")
+
+
+def _check_package_refs(cfg: Config, errors: _Errors) -> None:
+    if any(errors.is_bad(f"{p}.name") for p, _ in _indexed("packages", cfg.packages)):
+        return  # the known names are incomplete: a reference to a bad entry is no news
+    names = [p.name for p in cfg.packages]
+    for table, items in (("ports", cfg.ports), ("endpoints", cfg.endpoints)):
+        for path, item in _indexed(table, items):
+            if item.package and item.package not in names and not errors.is_bad(f"{path}.package"):
+                errors.add(
+                    f"{path}.package",
+                    f"must name a [[packages]] entry ({_known(names, '[[packages]]')})",
+                    item.package,
+                )
+
+
+def _check_endpoint_refs(cfg: Config, errors: _Errors) -> None:
+    if any(errors.is_bad(f"{p}.path") for p, _ in _indexed("endpoints", cfg.endpoints)):
+        return  # the known paths are incomplete
+    paths = [e.path for e in cfg.endpoints]
+    for path, port in _indexed("ports", cfg.ports):
+        for key in ("deny_endpoints", "allow_endpoints"):
+            list_path = f"{path}.access.{key}"
+            if errors.is_bad(list_path):
+                continue
+            for i, endpoint in enumerate(getattr(port.access, key)):
+                if endpoint not in paths:
+                    errors.add(
+                        f"{list_path}[{i}]",
+                        f"must be a configured endpoint path ({_known(paths, '[[endpoints]]')})",
+                        endpoint,
+                    )
+
+
+# Features of the operator's vocabulary that land in later versions. Each is one function
+# so that the change that implements the feature deletes exactly its check.
+
+
+def _reject_tls(cfg: Config, errors: _Errors) -> None:
+    """wss and keystores need TLS support, which is not in this version."""
+    message = f"needs TLS keystores, {NOT_SUPPORTED}"
+    if cfg.server.tls.keystore:
+        errors.add("server.tls.keystore", message, cfg.server.tls.keystore)
+    for path, port in _indexed("ports", cfg.ports):
+        if port.protocol == "wss" and not errors.is_bad(f"{path}.protocol"):
+            errors.add(f"{path}.protocol", message, port.protocol)
+        if port.tls is not None and port.tls.keystore:
+            errors.add(f"{path}.tls.keystore", message, port.tls.keystore)
+
+
+def _reject_client_auth(cfg: Config, errors: _Errors) -> None:
+    """Client authentication needs users and adapters, which are not in this version."""
+    later = ", ".join(FUTURE_CLIENT_AUTH)
+    for path, port in _indexed("ports", cfg.ports):
+        auth = port.client_auth
+        if auth == "none" or errors.is_bad(f"{path}.client_auth"):
+            continue
+        if auth in FUTURE_CLIENT_AUTH or re.fullmatch(r"adapter:.+", auth):
+            message = f'{NOT_SUPPORTED}; allowed: "none" (later also {later})'
+        else:
+            message = f'must be "none" ({later} are {NOT_SUPPORTED})'
+        errors.add(f"{path}.client_auth", message, auth)
+
+
+def _reject_no_auth_user(cfg: Config, errors: _Errors) -> None:
+    """no_auth_user names a [[users]] entry, and users are not in this version."""
+    for path, port in _indexed("ports", cfg.ports):
+        if port.no_auth_user and not errors.is_bad(f"{path}.no_auth_user"):
+            errors.add(
+                f"{path}.no_auth_user", f'{NOT_SUPPORTED} (needs [[users]]); allowed: ""', port.no_auth_user
+            )
+
+
+def _check_rules(cfg: Config, errors: _Errors) -> None:
+    _check_unique(errors, "packages", cfg.packages, "name", "package name")
+    _check_unique(errors, "endpoints", cfg.endpoints, "path", "endpoint path")
+    _check_unique(errors, "ports", cfg.ports, "alias", "alias")
+    _check_listen_addresses(cfg, errors)
+    _check_pools(cfg, errors)
+    _check_package_refs(cfg, errors)
+    _check_endpoint_refs(cfg, errors)
+    _reject_tls(cfg, errors)
+    _reject_client_auth(cfg, errors)
+    _reject_no_auth_user(cfg, errors)
+
+
+# --- public API -----------------------------------------------------------------------------
+
+
+def _syntax_error(exc: tomllib.TOMLDecodeError, text: str, source: str) -> ConfigError:
+    # Python 3.11's TOMLDecodeError has no line attribute: the place is in the message.
+    message = str(exc)
+    where = re.search(r" \(at line (\d+), column (\d+)\)$", message)
+    if where:
+        place = f"line {where[1]}, column {where[2]}"
+        message = message[: where.start()]
+    elif message.endswith(" (at end of document)"):
+        place = f"line {max(len(text.splitlines()), 1)} (end of file)"
+        message = message.removesuffix(" (at end of document)")
+    else:
+        place = "line ?"
+    return ConfigError([f"{source}: {place}: invalid TOML: {message}"])
+
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    """Parse and validate TOML text. Raises ConfigError listing every problem found."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(exc, text, source) from None
+    errors = _Errors(source)
+    cfg = _Builder(errors).table(Config, data, "")
+    _check_rules(cfg, errors)
+    if errors.lines:
+        raise ConfigError(errors.lines)
+    return dataclasses.replace(cfg, source=source)
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Read and validate a config file; ``None`` gives the built-in default config."""
+    if path is None:
+        return default_config()
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read config file: {exc.strerror or exc}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{source}: line {line}: invalid TOML: not UTF-8 text"]) from None
+    return parse_config(text, source)
+
+
+@functools.cache
+def default_config() -> Config:
+    """The built-in config: one ws port on 127.0.0.1:8080 serving /echo.
+
+    Cached: a Config is immutable all the way down, so every caller can share one.
+    """
+    return parse_config(DEFAULT_CONFIG_TOML, "<built-in>")

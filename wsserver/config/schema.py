@@ -1,0 +1,199 @@
+"""The configuration schema: one frozen dataclass per TOML table.
+
+Each field carries its constraints in ``metadata`` (see :func:`setting`), so one registry
+drives validation, ``wsserver check`` and the reference docs. Field names are the TOML key
+names of ``wsserver.example.toml``: they are the operator's vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ALIAS_PATTERN = r"[A-Za-z0-9_.-]{1,255}"
+ALIAS_HELP = "1-255 characters of a-z A-Z 0-9 _ . -"
+
+
+def setting(
+    default: Any = None,
+    *,
+    kind: type | tuple[type, ...] | None = None,
+    min: int | float | None = None,  # the operator's word
+    max: int | float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    pattern: str | None = None,
+    pattern_help: str | None = None,
+    required: bool = False,
+    item_kind: type | None = None,
+    help: str = "",
+    factory: Any = None,
+) -> Any:
+    """Declare one config key with its default and the values it allows.
+
+    Returns a ``dataclasses.field``; ruff's RUF009 cannot see through the wrapper, hence
+    the ``noqa: RUF009`` on fields with a factory.
+    """
+    meta = {
+        "kind": kind,
+        "min": min,
+        "max": max,
+        "choices": choices,
+        "pattern": pattern,
+        "pattern_help": pattern_help,
+        "required": required,
+        "item_kind": item_kind,
+        "help": help,
+    }
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ServerTLSConfig:
+    keystore: str = setting("", kind=str, help="keystore alias of the server's default key")
+    key_alias: str = setting("", kind=str, help="key alias inside that keystore")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    workers: int = setting(0, kind=int, min=0, max=256, help="worker processes; 0 = CPU count")
+    graceful_timeout: float = setting(
+        30, kind=(int, float), min=0, max=3600, help="seconds to drain sessions on reload/stop"
+    )
+    worker_timeout: float = setting(
+        30, kind=(int, float), min=1, max=3600, help="seconds without a heartbeat before a worker is replaced"
+    )
+    log_level: str = setting(
+        "info", kind=str, choices=("debug", "info", "warning", "error", "critical")
+    )
+    log_format: str = setting("text", kind=str, choices=("text", "json"))
+    pid_file: str = setting("", kind=str, help="path of a pid file; empty = none")
+    tls: ServerTLSConfig = setting(factory=ServerTLSConfig, kind=ServerTLSConfig)  # noqa: RUF009
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    min: int = setting(10, kind=int, min=0, max=10000, help="executors kept warm")
+    max: int = setting(200, kind=int, min=1, max=10000, help="executors at most")
+    priority: int = setting(5, kind=int, min=1, max=10, help="1..10, larger = higher")
+    mode: str = setting("greenlet", kind=str, choices=("greenlet", "thread"))
+    idle_shrink_ms: int = setting(
+        60000, kind=int, min=0, max=86_400_000, help="idle time before the pool shrinks to min"
+    )
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    mode: str = setting("allow", kind=str, choices=("allow", "deny"), help="endpoint access default")
+    deny_endpoints: tuple[str, ...] = setting(
+        (), kind=list, item_kind=str, help='endpoint paths; used when mode = "allow"'
+    )
+    allow_endpoints: tuple[str, ...] = setting(
+        (), kind=list, item_kind=str, help='endpoint paths; used when mode = "deny"'
+    )
+    ip_mode: str = setting("allow", kind=str, choices=("allow", "deny"), help="IP access default")
+    ip_deny: tuple[str, ...] = setting((), kind=list, item_kind=str, help="addresses or CIDRs")
+    ip_allow: tuple[str, ...] = setting((), kind=list, item_kind=str, help="addresses or CIDRs")
+
+
+@dataclass(frozen=True)
+class OriginConfig:
+    same_origin: bool = setting(False, kind=bool)
+    allowed: tuple[str, ...] = setting((), kind=list, item_kind=str, help="scheme://host[:port]")
+    allow_missing: bool = setting(True, kind=bool, help="accept requests without an Origin header")
+
+
+@dataclass(frozen=True)
+class PortTLSConfig:
+    keystore: str = setting("", kind=str)
+    key_alias: str = setting("", kind=str)
+    client_certs: str = setting("none", kind=str, choices=("none", "request", "require"))
+    truststore: str = setting("", kind=str, help="default: the keystore")
+    min_version: str = setting("1.2", kind=str, choices=("1.2", "1.3"))
+
+
+@dataclass(frozen=True)
+class PortConfig:
+    alias: str = setting(
+        "", kind=str, required=True, pattern=ALIAS_PATTERN, pattern_help=ALIAS_HELP
+    )
+    port: int = setting(0, kind=int, required=True, min=1, max=65535)
+    enabled: bool = setting(True, kind=bool)
+    protocol: str = setting("ws", kind=str, choices=("ws", "wss"))
+    bind: str = setting("", kind=str, help='"" = all addresses; an IPv4 or IPv6 literal or a host name')
+    backlog: int = setting(6000, kind=int, min=1, max=65535)
+    description: str = setting("", kind=str)
+    package: str = setting("", kind=str, help="disabling the package disables the port")
+    idle_timeout_ms: int = setting(300000, kind=int, min=0, max=86_400_000, help="0 = never")
+    handshake_timeout_ms: int = setting(10000, kind=int, min=1, max=600_000)
+    max_message_size: int = setting(1048576, kind=int, min=1, max=2**31 - 1, help="bytes, after decompression")
+    max_header_size: int = setting(16384, kind=int, min=1024, max=1048576)
+    compression: bool = setting(True, kind=bool, help="permessage-deflate")
+    max_connections: int = setting(0, kind=int, min=0, max=10_000_000, help="0 = unlimited")
+    max_queue: int = setting(32, kind=int, min=1, max=100_000, help="inbound messages waiting per session")
+    write_limit: int = setting(
+        1048576, kind=int, min=1024, max=2**31 - 1, help="outbound bytes buffered per session"
+    )
+    ping_interval_ms: int = setting(20000, kind=int, min=0, max=86_400_000, help="0 = no server pings")
+    ping_timeout_ms: int = setting(20000, kind=int, min=1, max=86_400_000)
+    close_timeout_ms: int = setting(10000, kind=int, min=1, max=600_000)
+    client_auth: str = setting("none", kind=str)
+    no_auth_user: str = setting("", kind=str)
+    auth_timeout_ms: int = setting(2000, kind=int, min=1, max=600_000)
+    pool: PoolConfig = setting(factory=PoolConfig, kind=PoolConfig)  # noqa: RUF009
+    access: AccessConfig = setting(factory=AccessConfig, kind=AccessConfig)  # noqa: RUF009
+    origin: OriginConfig = setting(factory=OriginConfig, kind=OriginConfig)  # noqa: RUF009
+    tls: PortTLSConfig | None = setting(  # noqa: RUF009
+        None, kind=PortTLSConfig, help="wss only; omit to use [server.tls]"
+    )
+
+
+@dataclass(frozen=True)
+class PackageConfig:
+    name: str = setting("", kind=str, required=True, pattern=ALIAS_PATTERN, pattern_help=ALIAS_HELP)
+    enabled: bool = setting(True, kind=bool)
+    description: str = setting("", kind=str)
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    path: str = setting(
+        "", kind=str, required=True, pattern=r"/[!-~]*", pattern_help="an absolute URL path such as /echo"
+    )
+    handler: str = setting(
+        "",
+        kind=str,
+        required=True,
+        pattern=r"[A-Za-z_][\w.]*:[A-Za-z_]\w*",
+        pattern_help="module:Class, e.g. wsserver.endpoints.echo:Echo",
+    )
+    package: str = setting("", kind=str)
+    subprotocols: tuple[str, ...] = setting((), kind=list, item_kind=str, help="offered subprotocols, in preference order")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration. ``source`` names the file it came from."""
+
+    server: ServerConfig = setting(factory=ServerConfig, kind=ServerConfig)  # noqa: RUF009
+    packages: tuple[PackageConfig, ...] = setting((), kind=list, item_kind=PackageConfig)
+    endpoints: tuple[EndpointConfig, ...] = setting((), kind=list, item_kind=EndpointConfig)
+    ports: tuple[PortConfig, ...] = setting((), kind=list, item_kind=PortConfig)
+    source: str = field(default="<built-in>", compare=False)
+
+    def package(self, name: str) -> PackageConfig | None:
+        return next((p for p in self.packages if p.name == name), None)
+
+    def package_enabled(self, name: str) -> bool:
+        """A port or endpoint with no package, or an enabled one, is live."""
+        if not name:
+            return True
+        pkg = self.package(name)
+        return pkg is None or pkg.enabled
+
+    def active_ports(self) -> tuple[PortConfig, ...]:
+        return tuple(p for p in self.ports if p.enabled and self.package_enabled(p.package))
+
+    def active_endpoints(self) -> tuple[EndpointConfig, ...]:
+        return tuple(e for e in self.endpoints if self.package_enabled(e.package))

@@ -1,0 +1,1 @@
+"""The gevent world of one worker process: listeners, acceptor, dispatcher, sessions."""

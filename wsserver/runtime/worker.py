@@ -1,0 +1,116 @@
+"""One worker's runtime: an acceptor per listening port, the sessions, graceful stop.
+
+The caller binds the listeners (the master in prefork mode, the CLI in single-process mode)
+and hands them over; this module only accepts on them.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+
+import gevent
+from gevent import socket as gsocket
+from gevent.event import Event
+
+from wsserver.config import Config, PortConfig
+from wsserver.logs import log
+from wsserver.runtime.dispatcher import Dispatcher, load_mounts
+from wsserver.runtime.listeners import BoundListener
+from wsserver.runtime.session import Session
+from wsserver.security.access import IPRules
+
+logger = logging.getLogger("wsserver.worker")
+
+
+class PortRuntime:
+    """The acceptor of one port: accept, IP rule, TCP_NODELAY, spawn the dispatcher."""
+
+    def __init__(self, port: PortConfig, listener: BoundListener, dispatcher: Dispatcher) -> None:
+        self.port = port
+        self.listener = listener
+        self.dispatcher = dispatcher
+        self.ip_rules = IPRules.from_config(port.access)
+        # A gevent socket on a duplicate of the listening fd: closing it stops this worker's
+        # accepting while the inherited socket stays open for the others.
+        self.sock = gsocket.fromfd(listener.sock.fileno(), listener.sock.family, socket.SOCK_STREAM)
+        self.greenlets: set[gevent.Greenlet] = set()
+        self._acceptor: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        self._acceptor = gevent.spawn(self._accept_loop)
+
+    def stop_accepting(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.kill(block=False)
+            self._acceptor = None
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError as exc:
+                log(logger, "warning", "accept failed", port=self.port.alias, error=str(exc))
+                gevent.sleep(0.05)
+                continue
+            if not self.ip_rules.allows(peer[0]):
+                log(logger, "info", "connection refused by IP rule", port=self.port.alias, peer=peer[0])
+                conn.close()
+                continue
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            glet = gevent.spawn(self.dispatcher.handle, conn, peer)
+            self.greenlets.add(glet)
+            glet.link(self.greenlets.discard)
+
+
+class WorkerRuntime:
+    """All ports of one worker process."""
+
+    def __init__(self, config: Config, listeners: Sequence[BoundListener]) -> None:
+        self.config = config
+        self.mounts = load_mounts(config)
+        by_alias = {bl.alias: bl for bl in listeners}
+        self.ports: list[PortRuntime] = []
+        for port in config.active_ports():
+            listener = by_alias.get(port.alias)
+            if listener is None:
+                continue
+            sessions: dict[str, Session] = {}
+            dispatcher = Dispatcher(port, self.mounts, sessions, sessions.__len__)
+            self.ports.append(PortRuntime(port, listener, dispatcher))
+        self.stopped = Event()
+
+    def sessions(self) -> list[Session]:
+        return [s for p in self.ports for s in p.dispatcher.sessions.values()]
+
+    def start(self) -> None:
+        for port in self.ports:
+            port.start()
+            log(logger, "info", "listening", port=port.port.alias,
+                address=_address_text(port.listener.address), backlog=port.listener.effective_backlog)
+
+    def stop(self, graceful_timeout: float) -> None:
+        """Stop accepting, close every session with 1001, wait up to ``graceful_timeout``."""
+        for port in self.ports:
+            port.stop_accepting()
+        for session in self.sessions():
+            session.close(1001, "going away")
+        pending = [g for p in self.ports for g in p.greenlets]
+        done = gevent.joinall(pending, timeout=graceful_timeout)
+        if len(done) < len(pending):
+            log(logger, "warning", "graceful timeout: dropping sessions", remaining=len(pending) - len(done))
+            gevent.killall([g for g in pending if not g.dead], block=True, timeout=1)
+        self.stopped.set()
+
+
+def _address_text(address: tuple) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,1 @@
+"""Security decisions: IP rules, endpoint access, (later) keystores, users and tokens."""

@@ -24,7 +24,7 @@ system-deps:
 	@scripts/system-deps.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check wsserver tests bench
+	$(BIN)/ruff check .
 
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)

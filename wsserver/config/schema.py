@@ -132,6 +132,10 @@ class PortConfig:
     compression: bool = setting(True, kind=bool, help="permessage-deflate")
     max_connections: int = setting(0, kind=int, min=0, max=10_000_000, help="0 = unlimited")
     max_queue: int = setting(32, kind=int, min=1, max=100_000, help="inbound messages waiting per session")
+    write_limit_action: str = setting(
+        "close", kind=str, choices=("close", "wait"),
+        help="when write_limit is exceeded: close the session with 1013, or make the sender wait",
+    )
     write_limit: int = setting(
         1048576, kind=int, min=1024, max=2**31 - 1, help="outbound bytes buffered per session"
     )

@@ -12,7 +12,6 @@ import importlib
 import logging
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import gevent
@@ -21,7 +20,9 @@ from wsserver.config import Config, EndpointConfig, PortConfig
 from wsserver.endpoints.base import Endpoint
 from wsserver.logs import log
 from wsserver.protocol import Handshake, HandshakeError, HandshakeRequest, origin_allowed
+from wsserver.runtime.pool import ExecutorPool
 from wsserver.runtime.session import RECV_SIZE, Session
+from wsserver.runtime.transport import PlainTransport
 from wsserver.security.access import endpoint_allowed
 
 logger = logging.getLogger("wsserver.dispatcher")
@@ -100,12 +101,11 @@ _STATUS_TEXT = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 426: "Up
 class Dispatcher:
     """Turns accepted connections of one port into sessions."""
 
-    def __init__(self, port: PortConfig, mounts: dict[str, Mount], sessions: dict[str, Session],
-                 active_count: Callable[[], int]) -> None:
+    def __init__(self, port: PortConfig, mounts: dict[str, Mount], pool: ExecutorPool) -> None:
         self.port = port
         self.mounts = mounts
-        self.sessions = sessions
-        self.active_count = active_count
+        self.pool = pool
+        self.sessions: dict[str, Session] = {}
         self.scheme = "https" if port.protocol == "wss" else "http"
 
     def handle(self, sock: socket.socket, peer: tuple[str, int]) -> None:
@@ -123,7 +123,8 @@ class Dispatcher:
         log(logger, "debug", "session opened", port=self.port.alias, peer=_peer(peer), session=session.id,
             path=session.path, handshake_ms=round((time.monotonic() - started) * 1000, 2))
         self.sessions[session.id] = session
-        session.run()
+        # From here on the session lives in hub callbacks: this greenlet ends.
+        session.start()
 
     def _handshake(self, sock: socket.socket, peer: tuple[str, int]) -> Session | None:
         port = self.port
@@ -154,7 +155,7 @@ class Dispatcher:
         finally:
             timeout.close()
 
-        decision = decide(request, port, self.mounts, self.scheme, self.active_count())
+        decision = decide(request, port, self.mounts, self.scheme, len(self.sessions))
         if isinstance(decision, Refusal):
             log(logger, "info", "handshake refused", port=port.alias, peer=_peer(peer), path=request.path,
                 status=decision.status, reason=decision.reason)
@@ -166,8 +167,8 @@ class Dispatcher:
                                     max_message_size=port.max_message_size)
         if not _send_quietly(sock, response):
             return None
-        return Session(sock, peer, port, request.path, mount.endpoint, proto, subprotocol=subprotocol,
-                       on_end=self._ended)
+        return Session(PlainTransport(sock), peer, port, request.path, mount.endpoint, proto, self.pool,
+                       subprotocol=subprotocol, on_end=self._ended, query=request.query)
 
     def _ended(self, session: Session) -> None:
         self.sessions.pop(session.id, None)

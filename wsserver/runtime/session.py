@@ -1,7 +1,15 @@
-"""One WebSocket session: the read loop, timers, ordered delivery to the endpoint, send/close.
+"""One WebSocket session after the handshake: reading, timers, ordered delivery, send and close.
 
-The session greenlet owns the socket's read side. Sends may come from any greenlet (the
-endpoint, a broadcast); they are serialized by a lock so frames never interleave.
+No greenlet waits per connection: the socket is read in a hub callback (a read watcher), the
+bytes go through the sans-IO protocol, and complete messages join the session's bounded
+inbound queue. The queue is handed to the port's pool in batches, so the endpoint sees one
+message at a time, in order. When the queue is full the session stops reading: TCP then
+pushes back on the client and nothing is dropped.
+
+Writes go straight to the socket; what the socket does not take waits in a buffer drained by
+a write watcher. The buffer is bounded by ``write_limit``: a sender then waits (cooperatively,
+or natively in a thread-mode executor) or the session is closed with 1013, per
+``write_limit_action``.
 """
 
 from __future__ import annotations
@@ -9,13 +17,14 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
-from gevent.lock import Semaphore
+from gevent.event import Event
+from gevent.monkey import get_original
 
 from wsserver.logs import log
 from wsserver.protocol import (
@@ -27,19 +36,24 @@ from wsserver.protocol import (
     TextMessage,
     WebSocketProtocol,
 )
+from wsserver.runtime import groups
+from wsserver.runtime.transport import Transport, WantRead, WantWrite
 
 if TYPE_CHECKING:
     from wsserver.config import PortConfig
     from wsserver.endpoints.base import Endpoint
+    from wsserver.runtime.pool import ExecutorPool
 
 logger = logging.getLogger("wsserver.session")
 
 RECV_SIZE = 65536
+READ, WRITE = 1, 2
 _ids = itertools.count(1)
+_native_get_ident = get_original("_thread", "get_ident")
+_allocate_lock = get_original("_thread", "allocate_lock")
 
-
-class _Wake(Exception):
-    """Thrown into a reader parked in recv so it recomputes its deadlines (e.g. after close())."""
+# Inbound queue items: (kind, payload). Kinds, in the order an endpoint can see them:
+_CONNECT, _TEXT, _BINARY, _CLOSED = 0, 1, 2, 3
 
 
 class Session:
@@ -47,39 +61,62 @@ class Session:
 
     def __init__(
         self,
-        sock: socket.socket,
+        transport: Transport,
         peer: tuple[str, int],
         port: PortConfig,
         path: str,
         endpoint: Endpoint,
         proto: WebSocketProtocol,
+        pool: ExecutorPool,
         subprotocol: str | None = None,
         user: str | None = None,
         on_end: Callable[[Session], None] | None = None,
+        query: str = "",
     ) -> None:
         self.id = f"{os.getpid():x}-{next(_ids)}"
         self.remote_address = peer
         self.user = user
         self.port_alias = port.alias
         self.path = path
+        self.query = query
         self.subprotocol = subprotocol
         self.started = time.monotonic()
         self.messages_in = 0
         self.messages_out = 0
         self.close_code: int | None = None
-        self._sock = sock
+        self.close_reason = ""
+        self._transport = transport
         self._port = port
         self._endpoint = endpoint
         self._proto = proto
+        self._pool = pool
         self._on_end = on_end
-        self._write_lock = Semaphore()
-        self._reader: Any = None
-        self._in_recv = False
+        loop = gevent.get_hub().loop
+        self._loop = loop
+        self._hub_thread = _native_get_ident()
+        fd = transport.fileno()
+        self._reader = loop.io(fd, READ)
+        self._writer = loop.io(fd, WRITE)
+        self._timer: Any = None
+        self._abort_timer: Any = None
+        self._reading = False
+        # Inbound: messages waiting for the endpoint, and the batch it is working through.
+        self._inbound: deque[tuple[int, Any]] = deque()
+        self._in_flight = 0
+        self._scheduled = False
+        self._errored = False
+        # Outbound: bytes the socket has not taken yet.
+        self._out: deque[memoryview] = deque()
+        self._out_bytes = 0
+        self._drained = Event()
+        self._drained.set()
+        self._native_waiters: list[Any] = []
         self._last_activity = self.started
         self._ping_sent_at: float | None = None
         self._ping_base = self.started
         self._close_started: float | None = None
-        self._ended = False
+        self._terminated = False
+        self._ended = Event()
 
     # ---- the API endpoints use -------------------------------------------------------------
     @property
@@ -87,95 +124,282 @@ class Session:
         return self._proto.state is not ProtocolState.OPEN
 
     def send(self, message: str | bytes) -> None:
-        """Send one message; text for ``str``, binary for ``bytes``. Ignored once closing."""
-        if self._proto.state is not ProtocolState.OPEN:
+        """Send one message: text for ``str``, binary for ``bytes``. Ignored once closing.
+
+        Waits while more than ``write_limit`` bytes are buffered for this client (or closes
+        the session with 1013 when ``write_limit_action = "close"``).
+        """
+        if _native_get_ident() != self._hub_thread:
+            self._from_thread(self._send_now, message)
+            self._wait_for_room_natively()
             return
+        if self._send_now(message) and self._port.write_limit_action == "wait":
+            hub = gevent.get_hub()
+            # Only a greenlet can wait; the hub itself (a callback) must never block.
+            while (self._out_bytes > self._port.write_limit and not self._terminated
+                   and gevent.getcurrent() is not hub):
+                self._drained.wait(1.0)
+
+    def _send_now(self, message: str | bytes) -> bool:
+        """Encode and write on the hub thread; True when the write limit is exceeded."""
+        if self._proto.state is not ProtocolState.OPEN:
+            return False
         if isinstance(message, str):
             self._proto.send_text(message)
         else:
             self._proto.send_binary(bytes(message))
         self.messages_out += 1
         self._flush()
+        if self._out_bytes <= self._port.write_limit:
+            return False
+        if self._port.write_limit_action == "close":
+            log(logger, "warning", "write limit reached: closing", port=self.port_alias, peer=self.peer_text,
+                session=self.id, buffered=self._out_bytes)
+            self.close(1013, "try again later")
+            return False
+        return True
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; the connection ends when the peer replies or on timeout."""
+        if _native_get_ident() != self._hub_thread:
+            self._from_thread(self.close, code, reason)
+            return
         if self._proto.state is not ProtocolState.OPEN:
             return
         self._proto.send_close(code, reason)
         self._close_started = time.monotonic()
         self._flush()
-        self._wake_reader()
+        self._arm_timer(self._port.close_timeout_ms / 1000)
 
-    # ---- the read loop ---------------------------------------------------------------------
-    def run(self) -> None:
-        self._reader = gevent.getcurrent()
-        try:
-            self._call(self._endpoint.on_connect)
-            self._flush()
-            while self._proto.state is not ProtocolState.CLOSED and not self._ended:
-                data = self._recv()
-                if data is None:
-                    continue  # a timer fired or we were woken: re-evaluate
-                self._proto.receive_data(data)
-                self._handle_events()
-                self._flush()
-                if self._proto.failed:
-                    break  # RFC 6455 §7.1.7: after failing, close the TCP connection at once
-        finally:
-            self._finish()
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the session ended and ``on_close`` ran (for shutdown)."""
+        return self._ended.wait(timeout)
 
-    def _recv(self) -> bytes | None:
-        timeout = self._next_deadline()
-        if timeout is not None and timeout <= 0:
-            self._on_timer()
-            return None
-        self._sock.settimeout(timeout)
-        self._in_recv = True
+    # ---- groups (wsserver.runtime.groups) --------------------------------------------------
+    def join(self, group: str) -> None:
+        """Receive what is broadcast to ``group`` (on any worker) until :meth:`leave` or the end."""
+        groups.join(self, group)
+
+    def leave(self, group: str) -> None:
+        groups.leave(self, group)
+
+    def broadcast(self, message: str | bytes, group: str) -> None:
+        """Send ``message`` to every session in ``group`` on every worker (this one included)."""
+        if _native_get_ident() != self._hub_thread:
+            self._from_thread(groups.publish, group, message)
+            return
+        groups.publish(group, message)
+
+    # ---- start -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """On the hub, right after the 101 response went out."""
+        self._enqueue(_CONNECT, None)
+        # Frames the client sent right behind its request are already in the protocol.
+        self._after_input()
+        if not self._terminated:
+            self._resume_reading()
+            self._arm_timer(self._next_deadline())
+
+    # ---- reading (hub callbacks) -------------------------------------------------------------
+    def _on_readable(self) -> None:
         try:
-            return self._sock.recv(RECV_SIZE)
-        except _Wake:
-            return None
-        except TimeoutError:
-            self._on_timer()
-            return None
+            data = self._transport.recv(RECV_SIZE)
+        except WantRead:
+            return
+        except WantWrite:
+            return  # a TLS transport will retry its read once the write watcher fires
         except OSError:
-            return b""
-        finally:
-            self._in_recv = False
+            data = b""
+        except Exception:
+            log(logger, "error", "read failed", exc_info=True, session=self.id)
+            data = b""
+        try:
+            self._proto.receive_data(data)
+            self._after_input()
+        except Exception:
+            log(logger, "error", "session failed", exc_info=True, session=self.id, port=self.port_alias)
+            self._terminate()
 
-    def _handle_events(self) -> None:
+    def _after_input(self) -> None:
         for event in self._proto.events():
-            if isinstance(event, TextMessage):
-                self._message_arrived()
-                self._call(self._endpoint.on_text, event.data)
-            elif isinstance(event, BinaryMessage):
-                self._message_arrived()
-                self._call(self._endpoint.on_binary, event.data)
-            elif isinstance(event, Ping):
+            kind = type(event)
+            if kind is TextMessage:
+                self._message_arrived(_TEXT, event.data)
+            elif kind is BinaryMessage:
+                self._message_arrived(_BINARY, event.data)
+            elif kind is Ping:
                 self._last_activity = time.monotonic()
-            elif isinstance(event, Pong):
+            elif kind is Pong:
                 self._ping_sent_at = None
                 self._ping_base = time.monotonic()
-            elif isinstance(event, CloseReceived):
-                self.close_code = event.code
-                if self._close_started is None:
-                    self._close_started = time.monotonic()
-                if event.code in (1002, 1007, 1009):
-                    log(logger, "info", "protocol error", port=self.port_alias, peer=self._peer_text(),
-                        session=self.id, code=event.code, reason=event.reason)
-            if self._proto.state is not ProtocolState.OPEN and isinstance(event, (TextMessage, BinaryMessage)):
-                # The endpoint closed the session: later messages in this read are not delivered.
-                break
+            elif kind is CloseReceived:
+                self._close_received(event)
+        self._flush()
+        if self._proto.failed or self._proto.state is ProtocolState.CLOSED:
+            # Closed by both sides, or failed (RFC 6455 §7.1.7): close TCP once flushed.
+            self._terminate()
 
-    def _message_arrived(self) -> None:
+    def _message_arrived(self, kind: int, data: Any) -> None:
         self.messages_in += 1
         self._last_activity = time.monotonic()
+        self._enqueue(kind, data)
+        if len(self._inbound) + self._in_flight >= self._port.max_queue:
+            self._pause_reading()
+
+    def _close_received(self, event: CloseReceived) -> None:
+        self.close_code = event.code
+        self.close_reason = event.reason
+        if event.code in (1002, 1007, 1009):
+            log(logger, "info", "protocol error", port=self.port_alias, peer=self.peer_text, session=self.id,
+                code=event.code, reason=event.reason, detail=self._proto.error)
+
+    def _pause_reading(self) -> None:
+        if self._reading:
+            self._reader.stop()
+            self._reading = False
+
+    def _resume_reading(self) -> None:
+        if not self._reading and not self._terminated:
+            self._reading = True
+            self._reader.start(self._on_readable)
+
+    # ---- delivery to the endpoint (on the pool) --------------------------------------------
+    def _enqueue(self, kind: int, data: Any) -> None:
+        self._inbound.append((kind, data))
+        if not self._scheduled:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        batch = list(self._inbound)
+        self._inbound.clear()
+        self._in_flight = len(batch)
+        self._scheduled = True
+        self._pool.submit(self._deliver, batch, done=self._delivered)
+
+    def _deliver(self, batch: list[tuple[int, Any]]) -> None:
+        """On an executor: run the endpoint's callbacks for a batch, one at a time, in order."""
+        endpoint = self._endpoint
+        for kind, data in batch:
+            if kind == _CLOSED:
+                self._call(endpoint.on_close, data[0], data[1])
+            elif self._errored:
+                continue  # a callback failed: the session is closing, later messages are dropped
+            elif kind == _TEXT:
+                self._call(endpoint.on_text, data)
+            elif kind == _BINARY:
+                self._call(endpoint.on_binary, data)
+            else:
+                self._call(endpoint.on_connect)
+
+    def _delivered(self, exc: BaseException | None) -> None:
+        """On the hub, after a batch."""
+        self._in_flight = 0
+        if self._inbound:
+            self._schedule()
+        else:
+            self._scheduled = False
+        if self._terminated:
+            if not self._scheduled and not self._ended.is_set():
+                self._ended.set()
+                if self._on_end is not None:
+                    self._on_end(self)
+        elif not self._reading and len(self._inbound) + self._in_flight < self._port.max_queue:
+            self._resume_reading()
+
+    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
+        try:
+            callback(self, *args)
+        except Exception as exc:
+            if callback == self._endpoint.on_close:
+                log(logger, "error", "endpoint on_close failed", exc_info=True, session=self.id)
+                return
+            self._errored = True
+            log(logger, "error", "endpoint error", exc_info=True, port=self.port_alias,
+                peer=self.peer_text, session=self.id, path=self.path)
+            try:
+                self._endpoint.on_error(self, exc)
+            except Exception:
+                log(logger, "error", "endpoint on_error failed", exc_info=True, session=self.id)
+            self.close(1011, "internal error")
+
+    # ---- writing ---------------------------------------------------------------------------
+    def _flush(self) -> None:
+        data = self._proto.data_to_send()
+        if data:
+            if self._out:
+                self._out.append(memoryview(data))
+                self._out_bytes += len(data)
+            else:
+                self._write_now(data)
+
+    def _write_now(self, data: bytes) -> None:
+        try:
+            sent = self._transport.send(data)
+        except (WantWrite, WantRead):
+            sent = 0
+        except OSError:
+            self._terminate()
+            return
+        if sent < len(data):
+            self._out.append(memoryview(data)[sent:])
+            self._out_bytes += len(data) - sent
+            self._drained.clear()
+            self._writer.start(self._on_writable)
+
+    def _on_writable(self) -> None:
+        out = self._out
+        try:
+            while out:
+                chunk = out[0]
+                sent = self._transport.send(chunk)
+                self._out_bytes -= sent
+                if sent < len(chunk):
+                    out[0] = chunk[sent:]
+                    return
+                out.popleft()
+        except (WantWrite, WantRead):
+            return
+        except OSError:
+            self._terminate()
+            return
+        self._writer.stop()
+        self._drained.set()
+        self._wake_native_waiters()
+        if self._terminated:
+            self._transport.close()
+
+    def _wait_for_room_natively(self) -> None:
+        """In a thread-mode executor: wait for the hub to drain the buffer below the limit."""
+        if self._port.write_limit_action != "wait":
+            return
+        while self._out_bytes > self._port.write_limit and not self._terminated:
+            lock = _allocate_lock()
+            lock.acquire()
+            self._loop.run_callback_threadsafe(self._native_waiters.append, lock)
+            lock.acquire(True, 1.0)
+
+    def _wake_native_waiters(self) -> None:
+        waiters, self._native_waiters = self._native_waiters, []
+        for lock in waiters:
+            lock.release()
+
+    def _from_thread(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._loop.run_callback_threadsafe(fn, *args)
 
     # ---- timers ----------------------------------------------------------------------------
+    def _arm_timer(self, delay: float | None) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        if delay is None or self._terminated:
+            return
+        self._timer = self._loop.timer(max(delay, 0.0))
+        self._timer.start(self._on_timer)
+
     def _next_deadline(self) -> float | None:
+        """Seconds until the next timer matters (idle, ping, pong, close), or None."""
         now = time.monotonic()
-        deadlines = []
         port = self._port
+        deadlines = []
         if self._close_started is not None:
             deadlines.append(self._close_started + port.close_timeout_ms / 1000)
         else:
@@ -189,17 +413,27 @@ class Session:
         return min(deadlines) - now if deadlines else None
 
     def _on_timer(self) -> None:
+        # One timer per session, not re-armed on every message: when it fires we compare the
+        # real deadlines with the clock and sleep again for what is left.
+        try:
+            self._timer_fired()
+        except Exception:
+            log(logger, "error", "session timer failed", exc_info=True, session=self.id)
+            self._terminate()
+
+    def _timer_fired(self) -> None:
+        if self._terminated:
+            return
         now = time.monotonic()
         port = self._port
         if self._close_started is not None:
             if now >= self._close_started + port.close_timeout_ms / 1000:
-                self._ended = True  # the peer never answered our close: drop the connection
-            return
-        if port.idle_timeout_ms and now >= self._last_activity + port.idle_timeout_ms / 1000:
-            log(logger, "info", "idle timeout", port=self.port_alias, peer=self._peer_text(), session=self.id)
+                self._terminate()  # the peer never answered our close
+                return
+        elif port.idle_timeout_ms and now >= self._last_activity + port.idle_timeout_ms / 1000:
+            log(logger, "info", "idle timeout", port=self.port_alias, peer=self.peer_text, session=self.id)
             self.close(1000, "idle timeout")
-            return
-        if port.ping_interval_ms:
+        elif port.ping_interval_ms:
             if self._ping_sent_at is None:
                 if now >= self._ping_base + port.ping_interval_ms / 1000:
                     self._ping_sent_at = now
@@ -207,59 +441,50 @@ class Session:
                     self._proto.send_ping(b"")
                     self._flush()
             elif now >= self._ping_sent_at + port.ping_timeout_ms / 1000:
-                log(logger, "info", "ping timeout", port=self.port_alias, peer=self._peer_text(),
-                    session=self.id)
+                log(logger, "info", "ping timeout", port=self.port_alias, peer=self.peer_text, session=self.id)
                 self.close(1011, "ping timeout")
+        self._arm_timer(self._next_deadline())
 
-    # ---- plumbing --------------------------------------------------------------------------
-    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
-        try:
-            callback(self, *args)
-        except Exception as exc:
-            log(logger, "error", "endpoint error", exc_info=True, port=self.port_alias,
-                peer=self._peer_text(), session=self.id, path=self.path)
-            try:
-                self._endpoint.on_error(self, exc)
-            except Exception:
-                log(logger, "error", "endpoint on_error failed", exc_info=True, session=self.id)
-            self.close(1011, "internal error")
-
-    def _flush(self) -> None:
-        data = self._proto.data_to_send()
-        if not data:
+    # ---- the end ---------------------------------------------------------------------------
+    def _terminate(self) -> None:
+        """Close the connection (after the buffered bytes, if the socket takes them)."""
+        if self._terminated:
             return
-        with self._write_lock:
-            try:
-                self._sock.sendall(data)
-            except OSError:
-                self._ended = True
-                self._wake_reader()
-
-    def _wake_reader(self) -> None:
-        reader = self._reader
-        if reader is not None and reader is not gevent.getcurrent() and self._in_recv:
-            # Thrown from a hub callback, and only if the reader is still parked in recv by then:
-            # an exception must never land inside an endpoint callback.
-            gevent.get_hub().loop.run_callback(self._throw_wake)
-
-    def _throw_wake(self) -> None:
-        if self._in_recv and self._reader is not None and not self._reader.dead:
-            self._reader.throw(_Wake())
-
-    def _finish(self) -> None:
+        self._terminated = True
+        self._pause_reading()
+        if self._timer is not None:
+            self._timer.stop()
         if self.close_code is None:
             self.close_code = self._proto.close_code or 1006
-        try:
-            self._sock.close()
-        except OSError:
-            pass
-        try:
-            self._endpoint.on_close(self, self.close_code, "")
-        except Exception:
-            log(logger, "error", "endpoint on_close failed", exc_info=True, session=self.id)
-        if self._on_end is not None:
-            self._on_end(self)
+        if not self._out:
+            self._writer.stop()
+            self._transport.close()
+        else:
+            # Give the last bytes (our close frame) a bounded chance to leave.
+            self._abort_timer = self._loop.timer(self._port.close_timeout_ms / 1000)
+            self._abort_timer.start(self._abort)
+        self._drained.set()
+        self._wake_native_waiters()
+        groups.leave_all(self)
+        self._enqueue(_CLOSED, (self.close_code, self.close_reason))
 
-    def _peer_text(self) -> str:
+    def _abort(self) -> None:
+        self._writer.stop()
+        self._out.clear()
+        self._out_bytes = 0
+        self._transport.close()
+
+    @property
+    def peer_text(self) -> str:
         host, port = self.remote_address[0], self.remote_address[1]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "port": self.port_alias, "path": self.path, "user": self.user,
+                "remote_address": self.peer_text, "age_s": round(time.monotonic() - self.started, 3),
+                "messages_in": self.messages_in, "messages_out": self.messages_out}
+
+    def abort(self) -> None:
+        """Drop the connection now (shutdown past its graceful timeout)."""
+        self._terminate()
+        self._abort()

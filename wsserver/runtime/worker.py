@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Sequence
 
 import gevent
@@ -18,6 +19,7 @@ from wsserver.config import Config, PortConfig
 from wsserver.logs import log
 from wsserver.runtime.dispatcher import Dispatcher, load_mounts
 from wsserver.runtime.listeners import BoundListener
+from wsserver.runtime.pool import ExecutorPool, Scheduler
 from wsserver.runtime.session import Session
 from wsserver.security.access import IPRules
 
@@ -78,14 +80,14 @@ class WorkerRuntime:
         self.config = config
         self.mounts = load_mounts(config)
         by_alias = {bl.alias: bl for bl in listeners}
+        self.scheduler = Scheduler()
         self.ports: list[PortRuntime] = []
         for port in config.active_ports():
             listener = by_alias.get(port.alias)
             if listener is None:
                 continue
-            sessions: dict[str, Session] = {}
-            dispatcher = Dispatcher(port, self.mounts, sessions, sessions.__len__)
-            self.ports.append(PortRuntime(port, listener, dispatcher))
+            pool = ExecutorPool(port.alias, port.pool, self.scheduler)
+            self.ports.append(PortRuntime(port, listener, Dispatcher(port, self.mounts, pool)))
         self.stopped = Event()
 
     def sessions(self) -> list[Session]:
@@ -101,13 +103,18 @@ class WorkerRuntime:
         """Stop accepting, close every session with 1001, wait up to ``graceful_timeout``."""
         for port in self.ports:
             port.stop_accepting()
-        for session in self.sessions():
+        sessions = self.sessions()
+        for session in sessions:
             session.close(1001, "going away")
-        pending = [g for p in self.ports for g in p.greenlets]
-        done = gevent.joinall(pending, timeout=graceful_timeout)
-        if len(done) < len(pending):
-            log(logger, "warning", "graceful timeout: dropping sessions", remaining=len(pending) - len(done))
-            gevent.killall([g for g in pending if not g.dead], block=True, timeout=1)
+        deadline = time.monotonic() + graceful_timeout
+        handshakes = [g for p in self.ports for g in p.greenlets]
+        gevent.joinall(handshakes, timeout=graceful_timeout)
+        remaining = [s for s in sessions if not s.wait_closed(max(0.0, deadline - time.monotonic()))]
+        if remaining:
+            log(logger, "warning", "graceful timeout: dropping sessions", remaining=len(remaining))
+            for session in remaining:
+                session.abort()
+        self.scheduler.stop()
         self.stopped.set()
 
 

@@ -36,10 +36,14 @@ MAX_LEN_16 = 0xFFFF
 MASK_SIZE = 4
 MAX_CONTROL_PAYLOAD = 125
 
-# Below this size an int-XOR unmask wins; above it bytes.translate on the four byte lanes does
-# (measured: 32 B 0.7 vs 1.6 µs, 1 KiB equal, 64 KiB 243 vs 135 µs).
+# Up to this size an int-XOR unmask wins; above it bytes.translate on the four byte lanes does
+# (measured on 3.11: 32 B 0.7 vs 1.6 µs, 1 KiB about equal, 64 KiB 243 vs 135 µs).
 _INT_XOR_MAX = 1024
+# _REPEAT[q] * mask == the mask repeated q times, as an int: cheaper than building the key bytes
+# (~0.25 µs of a 0.8 µs unmask at 32 B). The table costs ~130 KB once per process.
+_REPEAT = [int.from_bytes(b"\x00\x00\x00\x01" * q, "big") for q in range((_INT_XOR_MAX >> 2) + 2)]
 
+_unpack_mask = struct.Struct("!I").unpack_from
 _pack_16 = struct.Struct("!BBH").pack
 _pack_64 = struct.Struct("!BBQ").pack
 
@@ -52,10 +56,9 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
     """XOR ``payload`` with the 4-byte ``mask`` repeated (RFC 6455 §5.3)."""
     n = len(payload)
     if n <= _INT_XOR_MAX:
-        if not n:
-            return b""
-        key = (mask * ((n >> 2) + 1))[:n]
-        return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+        # Key = mask repeated ceil(n/4) times, its surplus trailing bytes shifted off (big-endian).
+        key = (int.from_bytes(mask, "big") * _REPEAT[(n + 3) >> 2]) >> (((-n) & 3) << 3)
+        return (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
     data = bytearray(payload)
     a, b, c, d = (_XOR_TABLE[k] for k in mask)
     data[::4] = data[::4].translate(a)
@@ -100,7 +103,13 @@ def parse_frames(data: bytes, pos: int, max_size: int, events: list) -> tuple[in
             break  # incomplete: wsproto buffers it
         if length > max_size:
             return pos, MESSAGE_TOO_BIG
-        payload = unmask(data[start + MASK_SIZE : end], data[start : start + MASK_SIZE])
+        if length <= _INT_XOR_MAX:  # unmask() inlined: this is the hot line of the server
+            key = _unpack_mask(data, start)[0] * _REPEAT[(length + 3) >> 2]
+            payload = (
+                int.from_bytes(data[start + MASK_SIZE : end], "big") ^ (key >> (((-length) & 3) << 3))
+            ).to_bytes(length, "big")
+        else:
+            payload = unmask(data[start + MASK_SIZE : end], data[start : start + MASK_SIZE])
         if first == FIN_TEXT:
             try:
                 events.append(TextMessage(payload.decode("utf-8")))

@@ -7,6 +7,7 @@ declare -A NEED=(
   [ss]=iproute2
   [taskset]=util-linux
   [openssl]=openssl
+  [chromium]=chromium
 )
 
 missing=()

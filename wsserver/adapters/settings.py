@@ -1,0 +1,348 @@
+"""One ``[[adapters]]`` table as a frozen dataclass, validated with one-line errors.
+
+    settings, errors = parse_adapter(table, index=0, source="wsserver.toml")
+    # errors: ['wsserver.toml: adapters[0].load_balancing.penalty_limit = -1: must be an integer 0..10000']
+
+The fields carry ``wsserver.config.schema.setting`` metadata, so the config loader's shape pass
+(unknown keys with "did you mean", types, ranges, choices) checks them exactly as it checks the
+rest of the file; :func:`parse_adapter` adds the rules that span several keys. Secrets are
+never stored here: only the names of the environment variables or files that hold them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from wsserver.config.loader import _Builder, _Errors
+from wsserver.config.schema import ALIAS_HELP, ALIAS_PATTERN, setting
+
+ADAPTER_TYPES = ("ldap", "radius", "http", "ocsp")
+
+# security_protocol values of the seed that are refused, and why (one line for the error).
+REFUSED_PROTOCOLS = {
+    "sslv2": "SSLv2",
+    "sslv3": "SSLv3",
+    "tlsv1": "TLSv1.0",
+    "tlsv1.0": "TLSv1.0",
+    "tlsv1_0": "TLSv1.0",
+    "tlsv1.1": "TLSv1.1",
+    "tlsv1_1": "TLSv1.1",
+}
+REFUSED_WHY = (
+    'refused: {name} is broken (POODLE, BEAST, weak MACs) and RFC 8996 forbids it; use "tls", which '
+    'negotiates TLS 1.2 or 1.3 (tls_min_version = "1.3" to require 1.3)'
+)
+
+# URL schemes per adapter type, and whether the scheme itself means TLS.
+SCHEMES: dict[str, dict[str, bool]] = {
+    "ldap": {"ldap": False, "ldaps": True},
+    "radius": {"radius": False},
+    "http": {"http": False, "https": True},
+    "ocsp": {"http": False, "https": True},
+}
+DEFAULT_PORTS = {"ldap": 389, "ldaps": 636, "radius": 1812, "http": 80, "https": 443}
+
+STATUS_PATTERN = r"[1-5][0-9][0-9]|[1-5]xx"
+STATUS_HELP = 'HTTP status codes as strings: "401", or a class such as "2xx"'
+ENV_PATTERN = r"|[A-Za-z_][A-Za-z0-9_]*"
+ENV_HELP = "an environment variable name"
+
+
+@dataclass(frozen=True)
+class ServerEntry:
+    url: str = setting("", kind=str, required=True, help="ldap://, ldaps://, radius://, http:// or https://")
+    priority: int = setting(1, kind=int, min=1, max=1000, help="lower = tried first; equal = one pool")
+
+
+@dataclass(frozen=True)
+class LoadBalancing:
+    connection_timeout_ms: int = setting(3000, kind=int, min=1, max=600_000)
+    request_timeout_ms: int = setting(5000, kind=int, min=1, max=600_000)
+    request_attempts: int = setting(2, kind=int, min=1, max=100, help="requests per pool at most")
+    server_request_attempts: int = setting(
+        1, kind=int, min=1, max=100, help="requests per server at most (pools of 2+ servers)"
+    )
+    penalty_limit: int = setting(100, kind=int, min=0, max=10000)
+    connection_failure_threshold: int = setting(
+        4, kind=int, min=1, max=1000, help="consecutive failures before each one adds the weight"
+    )
+    connection_failure_weight: int = setting(50, kind=int, min=0, max=10000)
+    high_load_threshold_ms: int = setting(1000, kind=int, min=1, max=600_000)
+    high_load_weight: int = setting(2, kind=int, min=0, max=10000)
+    penalty_decay_per_s: float = setting(
+        1.0, kind=(int, float), min=0, max=10000, help="penalty units forgiven per second"
+    )
+
+
+@dataclass(frozen=True)
+class LdapOptions:
+    bind_dn_template: str = setting(
+        "", kind=str, help='simple bind, e.g. "uid={username},ou=people,dc=example,dc=com"'
+    )
+    search_base: str = setting("", kind=str, help="search-then-bind: where users are searched")
+    search_filter: str = setting("(uid={username})", kind=str)
+    search_scope: str = setting("subtree", kind=str, choices=("subtree", "one"))
+    service_dn: str = setting("", kind=str, help="service account for the search; empty = anonymous")
+    service_password_env: str = setting("", kind=str, pattern=ENV_PATTERN, pattern_help=ENV_HELP)
+    service_password_file: str = setting("", kind=str)
+    group_dn: str = setting("", kind=str, help="required group; empty = none")
+    group_member_attribute: str = setting(
+        "member", kind=str, choices=("member", "uniqueMember", "memberUid"),
+        help="memberUid holds user names, the others DNs",
+    )
+
+
+@dataclass(frozen=True)
+class RadiusOptions:
+    secret_env: str = setting("", kind=str, pattern=ENV_PATTERN, pattern_help=ENV_HELP)
+    secret_file: str = setting("", kind=str)
+    nas_identifier: str = setting("wsserver", kind=str)
+    nas_ip_address: str = setting("", kind=str)
+    attributes: Any = setting(factory=dict, kind=dict, help="extra Access-Request attributes by name")  # noqa: RUF009
+    dictionary: str = setting("", kind=str, help="extra RADIUS dictionary file (vendor attributes)")
+    require_message_authenticator: bool = setting(False, kind=bool, help="BlastRADIUS hardening")
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    method: str = setting("POST", kind=str, choices=("GET", "POST", "PUT"))
+    body_format: str = setting(
+        "basic", kind=str, choices=("basic", "json"), help="basic = Authorization header; json = a JSON body"
+    )
+    username_field: str = setting("username", kind=str)
+    password_field: str = setting("password", kind=str)
+    accept_statuses: tuple[str, ...] = setting(
+        ("2xx",), kind=list, item_kind=str, help=STATUS_HELP
+    )
+    reject_statuses: tuple[str, ...] = setting(("401", "403"), kind=list, item_kind=str, help=STATUS_HELP)
+
+
+@dataclass(frozen=True)
+class OcspOptions:
+    fail_mode: str = setting(
+        "closed", kind=str, choices=("closed", "open"), help="open = accept when no responder answers"
+    )
+    cache: bool = setting(True, kind=bool, help="cache answers until their nextUpdate")
+    cache_max_entries: int = setting(10000, kind=int, min=1, max=10_000_000)
+    issuers: str = setting("", kind=str, help="PEM file of CA certificates to find a certificate's issuer")
+    hash: str = setting("sha1", kind=str, choices=("sha1", "sha256"), help="CertID hash")
+    nonce: bool = setting(False, kind=bool)
+    clock_skew_s: int = setting(300, kind=int, min=0, max=86400)
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    name: str = setting("", kind=str, required=True, pattern=ALIAS_PATTERN, pattern_help=ALIAS_HELP)
+    type: str = setting("", kind=str, required=True, choices=ADAPTER_TYPES)
+    servers: tuple[ServerEntry, ...] = setting((), kind=list, item_kind=ServerEntry)
+    security_protocol: str = setting("none", kind=str, choices=("none", "tls"))
+    tls_min_version: str = setting("1.2", kind=str, choices=("1.2", "1.3"))
+    truststore: str = setting("", kind=str, help="default: the keystore, else the system CAs")
+    keystore: str = setting("", kind=str, help="client key for mutual TLS")
+    key_alias: str = setting("", kind=str)
+    pinned_sha256: tuple[str, ...] = setting(
+        (), kind=list, item_kind=str, help="SHA-256 of accepted server certificates (hex)"
+    )
+    load_balancing: LoadBalancing = setting(factory=LoadBalancing, kind=LoadBalancing)  # noqa: RUF009
+    ldap: LdapOptions | None = setting(None, kind=LdapOptions)  # noqa: RUF009
+    radius: RadiusOptions | None = setting(None, kind=RadiusOptions)  # noqa: RUF009
+    http: HttpOptions | None = setting(None, kind=HttpOptions)  # noqa: RUF009
+    ocsp: OcspOptions | None = setting(None, kind=OcspOptions)  # noqa: RUF009
+
+    @property
+    def options(self) -> Any:
+        """The options table of this adapter's type."""
+        return getattr(self, self.type)
+
+    def server_list(self) -> list[tuple[str, int]]:
+        return [(s.url, s.priority) for s in self.servers]
+
+
+# --- rules that span keys -------------------------------------------------------------------
+
+
+def parse_adapter(table: Any, index: int, source: str) -> tuple[AdapterSettings | None, list[str]]:
+    """Validate one ``[[adapters]]`` table; returns the settings (None if invalid) and the errors."""
+    path = f"adapters[{index}]"
+    errors = _Errors(source)
+    if not isinstance(table, dict):
+        errors.add(path, "must be a table ([[adapters]])", table)
+        return None, errors.lines
+    table = dict(table)
+    protocol = table.get("security_protocol")
+    if isinstance(protocol, str) and protocol.lower() in REFUSED_PROTOCOLS:
+        errors.bad_value(f"{path}.security_protocol",
+                         REFUSED_WHY.format(name=REFUSED_PROTOCOLS[protocol.lower()]), protocol)
+        del table["security_protocol"]
+    built: AdapterSettings = _Builder(errors).table(AdapterSettings, table, path)
+    if errors.is_bad(f"{path}.type"):
+        return None, errors.lines
+    if built.options is None:
+        built = dataclasses.replace(built, **{built.type: _OPTIONS[built.type]()})
+    if built.type == "radius" and isinstance(built.radius.attributes, dict):
+        built = dataclasses.replace(
+            built, radius=dataclasses.replace(built.radius, attributes=tuple(built.radius.attributes.items()))
+        )
+    _check(built, table, path, errors)
+    if errors.lines:
+        return None, errors.lines
+    return built, []
+
+
+def parse_adapters(tables: Any, source: str) -> tuple[tuple[AdapterSettings, ...], list[str]]:
+    """Every ``[[adapters]]`` table, plus unique names."""
+    if not isinstance(tables, list):
+        return (), [f"{source}: adapters: must be an array of tables ([[adapters]])"]
+    found, lines = [], []
+    for index, table in enumerate(tables):
+        settings, errors = parse_adapter(table, index, source)
+        lines += errors
+        if settings is not None:
+            found.append((index, settings))
+    seen: dict[str, int] = {}
+    unique = []
+    for index, settings in found:
+        if settings.name in seen:
+            lines.append(f'{source}: adapters[{index}].name = "{settings.name}": duplicate adapter name '
+                         f"(also adapters[{seen[settings.name]}])")
+            continue
+        seen[settings.name] = index
+        unique.append(settings)
+    return tuple(unique), lines
+
+
+_OPTIONS = {"ldap": LdapOptions, "radius": RadiusOptions, "http": HttpOptions, "ocsp": OcspOptions}
+
+
+def _check(s: AdapterSettings, table: dict[str, Any], path: str, errors: _Errors) -> None:
+    for other in ADAPTER_TYPES:
+        if other != s.type and other in table:
+            errors.add(f"{path}.{other}", f'is for type = "{other}", but this adapter has type = "{s.type}"')
+    _check_servers(s, path, errors)
+    for i, pin in enumerate(s.pinned_sha256):
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", pin.replace(":", "")):
+            errors.add(f"{path}.pinned_sha256[{i}]", "must be a SHA-256 digest in hex (64 digits, colons allowed)",
+                       pin)
+    if s.key_alias and not s.keystore and not errors.is_bad(f"{path}.keystore"):
+        errors.add(f"{path}.key_alias", "needs a keystore", s.key_alias)
+    if not errors.is_bad(f"{path}.{s.type}"):
+        check = {"ldap": _check_ldap, "radius": _check_radius, "http": _check_http, "ocsp": _check_ocsp}[s.type]
+        check(s, s.options, f"{path}.{s.type}", errors)
+
+
+def _check_servers(s: AdapterSettings, path: str, errors: _Errors) -> None:
+    if errors.is_bad(f"{path}.servers"):
+        return
+    if not s.servers and s.type != "ocsp":
+        errors.add(f"{path}.servers", 'needs at least one server, e.g. servers = [{ url = "...", priority = 1 }]')
+    schemes = SCHEMES[s.type]
+    seen: dict[str, int] = {}
+    for i, server in enumerate(s.servers):
+        where = f"{path}.servers[{i}].url"
+        if errors.is_bad(where):
+            continue
+        problem = url_problem(server.url, schemes)
+        if problem:
+            errors.add(where, problem, server.url)
+            continue
+        scheme = urlsplit(server.url).scheme.lower()
+        if errors.is_bad(f"{path}.security_protocol"):
+            pass
+        elif schemes[scheme] and s.security_protocol != "tls":
+            errors.add(where, f'{scheme}:// needs security_protocol = "tls"', server.url)
+        elif s.security_protocol == "tls" and not schemes[scheme] and scheme != "ldap":
+            hint = {"http": "use https://", "radius": "RADIUS over TLS (RadSec) is not supported"}[scheme]
+            errors.add(where, f'is not TLS but security_protocol = "tls": {hint}', server.url)
+        if server.url in seen:
+            errors.add(where, f"duplicate server (also servers[{seen[server.url]}])", server.url)
+        seen.setdefault(server.url, i)
+
+
+def url_problem(url: str, schemes: dict[str, bool]) -> str:
+    """Why ``url`` is not a usable server URL, or ""."""
+    allowed = " or ".join(f"{k}://" for k in schemes)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"must be a URL ({exc})"
+    if parts.scheme.lower() not in schemes:
+        return f"must start with {allowed}"
+    if not parts.hostname:
+        return "must name a host, e.g. " + f"{next(iter(schemes))}://host:port"
+    if parts.username or parts.password:
+        return "must not carry credentials; use the adapter's secret keys"
+    if parts.scheme.lower() in ("ldap", "ldaps", "radius") and (parts.path not in ("", "/") or parts.query):
+        return "must not have a path or query"
+    return ""
+
+
+def _secret_problem(env: str, file: str) -> str:
+    if env and file:
+        return "give one of *_env and *_file, not both"
+    if env and env not in os.environ:
+        return f"environment variable {env} is not set"
+    if file and not os.path.isfile(file):
+        return f"file {file!r} does not exist"
+    return ""
+
+
+def _check_ldap(s: AdapterSettings, o: LdapOptions, path: str, errors: _Errors) -> None:
+    if bool(o.bind_dn_template) == bool(o.search_base):
+        errors.add(path, "needs exactly one of bind_dn_template (simple bind) and search_base (search-then-bind)")
+    if o.bind_dn_template and "{username}" not in o.bind_dn_template:
+        errors.add(f"{path}.bind_dn_template", "must contain {username}", o.bind_dn_template)
+    if o.search_base and "{username}" not in o.search_filter:
+        errors.add(f"{path}.search_filter", "must contain {username}", o.search_filter)
+    if o.search_base and not (o.search_filter.startswith("(") and o.search_filter.endswith(")")):
+        errors.add(f"{path}.search_filter", "must be an LDAP filter in parentheses", o.search_filter)
+    problem = _secret_problem(o.service_password_env, o.service_password_file)
+    if problem:
+        errors.add(f"{path}.service_password_env", problem, o.service_password_env)
+    if o.service_dn and not (o.service_password_env or o.service_password_file):
+        errors.add(f"{path}.service_dn", "needs service_password_env or service_password_file", o.service_dn)
+
+
+def _check_radius(s: AdapterSettings, o: RadiusOptions, path: str, errors: _Errors) -> None:
+    if not (o.secret_env or o.secret_file):
+        errors.add(f"{path}.secret_env", "is required (the shared secret's environment variable), or secret_file")
+    problem = _secret_problem(o.secret_env, o.secret_file)
+    if problem:
+        errors.add(f"{path}.secret_env", problem, o.secret_env)
+    attributes = o.attributes if isinstance(o.attributes, tuple) else ()
+    for name, value in attributes:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            errors.add(f"{path}.attributes.{name}", "must be a string or an integer", value)
+    if o.dictionary and not os.path.isfile(o.dictionary):
+        errors.add(f"{path}.dictionary", "file does not exist", o.dictionary)
+
+
+def _check_http(s: AdapterSettings, o: HttpOptions, path: str, errors: _Errors) -> None:
+    ok = True
+    for key in ("accept_statuses", "reject_statuses"):
+        for i, status in enumerate(getattr(o, key)):
+            if not re.fullmatch(STATUS_PATTERN, status):
+                errors.add(f"{path}.{key}[{i}]", "must be " + STATUS_HELP, status)
+                ok = False
+    if ok:
+        overlap = sorted(c for c in range(100, 600) if status_in(c, o.accept_statuses) and status_in(c, o.reject_statuses))
+        if overlap:
+            errors.add(f"{path}.reject_statuses", f"overlaps accept_statuses (e.g. {overlap[0]})")
+    if o.body_format == "json" and o.method == "GET":
+        errors.add(f"{path}.method", 'GET cannot carry the JSON body of body_format = "json"', o.method)
+
+
+def _check_ocsp(s: AdapterSettings, o: OcspOptions, path: str, errors: _Errors) -> None:
+    if o.issuers and not os.path.isfile(o.issuers):
+        errors.add(f"{path}.issuers", "file does not exist", o.issuers)
+
+
+def status_in(code: int, patterns: tuple[str, ...]) -> bool:
+    """Whether an HTTP status matches "401"-style or "4xx"-style patterns."""
+    text = str(code)
+    return any(p == text or (p.endswith("xx") and p[0] == text[0]) for p in patterns)

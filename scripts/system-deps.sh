@@ -7,7 +7,8 @@ declare -A NEED=(
   [ss]=iproute2
   [taskset]=util-linux
   [openssl]=openssl
-  [chromium]=chromium
+  [/usr/sbin/slapd]=slapd
+  [/usr/sbin/freeradius]=freeradius
 )
 
 missing=()
@@ -21,5 +22,15 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Tests start their own slapd/freeradius/... on free loopback ports: keep the packages' own
+# services from starting on install (policy-rc.d exit 101 = "do not start").
+created_policy=0
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  created_policy=1
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+[ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+exit 0

@@ -56,15 +56,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    # Cooperative I/O everywhere in this process, endpoint code included, before any of it loads.
-    from gevent import monkey
-
-    monkey.patch_all()
-    import gevent
-
-    from wsserver.runtime.dispatcher import EndpointLoadError
-    from wsserver.runtime.listeners import bind_listener
-    from wsserver.runtime.worker import WorkerRuntime
+    # The master process: no gevent here (workers set it up after the fork), see wsserver.prefork.
+    from wsserver.prefork.arbiter import Options, serve
 
     try:
         config = _load(args.config)
@@ -77,29 +70,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or config.server.log_level, args.log_format or config.server.log_format)
     for note in _backlog_notes(config):
         log(logger, "warning", note)
-    try:
-        listeners = [bind_listener(port) for port in config.active_ports()]
-    except OSError as exc:
-        log(logger, "error", "cannot listen", error=str(exc))
+    options = Options(config_path=args.config, workers=args.workers, pid_file=args.pid, log_file=args.log_file,
+                      log_level=args.log_level, log_format=args.log_format, reuse_port=args.reuse_port)
+    return serve(config, options)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Send SIGHUP to the master named by the pid file."""
+    from wsserver.prefork.arbiter import read_pid_file
+
+    path = args.pid
+    if not path and args.config:
+        try:
+            path = _load(args.config).server.pid_file
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_CONFIG
+    if not path:
+        print("wsserver reload: no pid file: give --pid FILE (or -c with [server] pid_file)", file=sys.stderr)
+        return EXIT_RUNTIME
+    pid = read_pid_file(path)
+    if pid is None:
+        print(f"wsserver reload: cannot read a pid from {path}", file=sys.stderr)
         return EXIT_RUNTIME
     try:
-        runtime = WorkerRuntime(config, listeners)
-    except EndpointLoadError as exc:
-        log(logger, "error", "invalid configuration", error=str(exc))
-        return EXIT_CONFIG
-
-    def stop(signame: str) -> None:
-        log(logger, "info", "stopping", signal=signame, graceful_timeout=config.server.graceful_timeout)
-        gevent.spawn(runtime.stop, config.server.graceful_timeout)
-
-    gevent.signal_handler(signal.SIGTERM, stop, "TERM")
-    gevent.signal_handler(signal.SIGINT, stop, "INT")
-    runtime.start()
-    log(logger, "info", "wsserver started", version=__version__, config=config.source, pid=os.getpid())
-    runtime.stopped.wait()
-    for bl in listeners:
-        bl.sock.close()
-    log(logger, "info", "wsserver stopped")
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        print(f"wsserver reload: cannot signal pid {pid} (from {path}): {exc.strerror}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(f"wsserver reload: sent HUP to {pid}", file=sys.stderr)
     return 0
 
 
@@ -113,7 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=("text", "json"), help="overrides [server] log_format")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"),
                        help="overrides [server] log_level")
+    serve.add_argument("--workers", type=int, metavar="N", help="worker processes (0 = CPU count); "
+                       "overrides [server] workers")
+    serve.add_argument("--pid", metavar="FILE", help="write the master's pid here; overrides [server] pid_file")
+    serve.add_argument("--log-file", metavar="FILE", help="log here instead of stderr (reopened on SIGUSR1)")
+    serve.add_argument("--reuse-port", action="store_true", default=None,
+                       help="one SO_REUSEPORT socket per worker instead of shared sockets")
     serve.set_defaults(func=cmd_serve)
+
+    reload = sub.add_parser("reload", help="reload a running server (sends SIGHUP to its master)")
+    reload.add_argument("--pid", metavar="FILE", help="the pid file of the running server")
+    reload.add_argument("-c", "--config", help="take the pid file from this config's [server] pid_file")
+    reload.set_defaults(func=cmd_reload)
 
     check = sub.add_parser("check", help="validate a config file and print the effective config")
     check.add_argument("-c", "--config", required=True, help="path of wsserver.toml")

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def _config(ports: list[tuple[str, int, str]], endpoints: dict[str, str], server: str = "") -> str:
     # One worker: these tests look inside the process that runs the pools.
-    text = f"[server]\ngraceful_timeout = 3\n{server}\n"
+    text = f"[server]\nworkers = 1\ngraceful_timeout = 3\n{server}\n"
     endpoints = {**endpoints, "/who": "WhoAmI", "/threads": "Threads"}
     for path, handler in endpoints.items():
         text += f'[[endpoints]]\npath = "{path}"\nhandler = "tests.support.endpoints:{handler}"\n\n'

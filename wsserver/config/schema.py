@@ -69,6 +69,9 @@ class ServerConfig:
     )
     log_format: str = setting("text", kind=str, choices=("text", "json"))
     pid_file: str = setting("", kind=str, help="path of a pid file; empty = none")
+    reuse_port: bool = setting(
+        False, kind=bool, help="one SO_REUSEPORT listening socket per worker instead of shared sockets"
+    )
     tls: ServerTLSConfig = setting(factory=ServerTLSConfig, kind=ServerTLSConfig)  # noqa: RUF009
 
 
@@ -130,7 +133,12 @@ class PortConfig:
     max_message_size: int = setting(1048576, kind=int, min=1, max=2**31 - 1, help="bytes, after decompression")
     max_header_size: int = setting(16384, kind=int, min=1024, max=1048576)
     compression: bool = setting(True, kind=bool, help="permessage-deflate")
-    max_connections: int = setting(0, kind=int, min=0, max=10_000_000, help="0 = unlimited")
+    max_connections: int = setting(
+        0, kind=int, min=0, max=10_000_000, help="sessions on this port across all workers; 0 = unlimited"
+    )
+    max_connections_per_worker: int = setting(
+        0, kind=int, min=0, max=10_000_000, help="sessions on this port in one worker; 0 = unlimited"
+    )
     max_queue: int = setting(32, kind=int, min=1, max=100_000, help="inbound messages waiting per session")
     write_limit_action: str = setting(
         "close", kind=str, choices=("close", "wait"),

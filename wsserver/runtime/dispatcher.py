@@ -20,6 +20,7 @@ from wsserver.config import Config, EndpointConfig, PortConfig
 from wsserver.endpoints.base import Endpoint
 from wsserver.logs import log
 from wsserver.protocol import Handshake, HandshakeError, HandshakeRequest, origin_allowed
+from wsserver.runtime.limits import PortCounter
 from wsserver.runtime.pool import ExecutorPool
 from wsserver.runtime.session import RECV_SIZE, Session
 from wsserver.runtime.transport import PlainTransport
@@ -77,8 +78,7 @@ def choose_subprotocol(offered: tuple[str, ...], supported: tuple[str, ...]) -> 
     return next((p for p in supported if p in offered), None)
 
 
-def decide(request: HandshakeRequest, port: PortConfig, mounts: dict[str, Mount], scheme: str,
-           active_connections: int) -> Mount | Refusal:
+def decide(request: HandshakeRequest, port: PortConfig, mounts: dict[str, Mount], scheme: str) -> Mount | Refusal:
     """Route and check one upgrade request against the port's rules."""
     mount = mounts.get(request.path)
     if mount is None:
@@ -89,8 +89,6 @@ def decide(request: HandshakeRequest, port: PortConfig, mounts: dict[str, Mount]
     if not origin_allowed(request.origin, request.host, scheme, origin.same_origin, origin.allowed,
                           origin.allow_missing):
         return Refusal(403, "origin")
-    if port.max_connections and active_connections >= port.max_connections:
-        return Refusal(503, "max_connections")
     return mount
 
 
@@ -101,10 +99,12 @@ _STATUS_TEXT = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 426: "Up
 class Dispatcher:
     """Turns accepted connections of one port into sessions."""
 
-    def __init__(self, port: PortConfig, mounts: dict[str, Mount], pool: ExecutorPool) -> None:
+    def __init__(self, port: PortConfig, mounts: dict[str, Mount], pool: ExecutorPool,
+                 counter: PortCounter) -> None:
         self.port = port
         self.mounts = mounts
         self.pool = pool
+        self.counter = counter
         self.sessions: dict[str, Session] = {}
         self.scheme = "https" if port.protocol == "wss" else "http"
 
@@ -155,7 +155,11 @@ class Dispatcher:
         finally:
             timeout.close()
 
-        decision = decide(request, port, self.mounts, self.scheme, len(self.sessions))
+        decision = decide(request, port, self.mounts, self.scheme)
+        if not isinstance(decision, Refusal):
+            full = self.counter.try_add()
+            if full is not None:
+                decision = Refusal(503, full)
         if isinstance(decision, Refusal):
             log(logger, "info", "handshake refused", port=port.alias, peer=_peer(peer), path=request.path,
                 status=decision.status, reason=decision.reason)
@@ -166,12 +170,14 @@ class Dispatcher:
         response, proto = hs.accept(request, subprotocol=subprotocol, compression=port.compression,
                                     max_message_size=port.max_message_size)
         if not _send_quietly(sock, response):
+            self.counter.remove()
             return None
         return Session(PlainTransport(sock), peer, port, request.path, mount.endpoint, proto, self.pool,
                        subprotocol=subprotocol, on_end=self._ended, query=request.query)
 
     def _ended(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        self.counter.remove()
         log(logger, "debug", "session closed", port=self.port.alias, peer=_peer(session.remote_address),
             session=session.id, code=session.close_code, messages_in=session.messages_in,
             messages_out=session.messages_out)

@@ -18,6 +18,7 @@ from gevent.event import Event
 from wsserver.config import Config, PortConfig
 from wsserver.logs import log
 from wsserver.runtime.dispatcher import Dispatcher, load_mounts
+from wsserver.runtime.limits import ConnectionTable
 from wsserver.runtime.listeners import BoundListener
 from wsserver.runtime.pool import ExecutorPool, Scheduler
 from wsserver.runtime.session import Session
@@ -76,8 +77,11 @@ class PortRuntime:
 class WorkerRuntime:
     """All ports of one worker process."""
 
-    def __init__(self, config: Config, listeners: Sequence[BoundListener]) -> None:
+    def __init__(self, config: Config, listeners: Sequence[BoundListener],
+                 connections: ConnectionTable | None = None, row: int = 0) -> None:
         self.config = config
+        # Without a master (tests, embedding) this worker's own table counts alone.
+        connections = connections if connections is not None else ConnectionTable(rows=1)
         self.mounts = load_mounts(config)
         by_alias = {bl.alias: bl for bl in listeners}
         self.scheduler = Scheduler()
@@ -87,7 +91,8 @@ class WorkerRuntime:
             if listener is None:
                 continue
             pool = ExecutorPool(port.alias, port.pool, self.scheduler)
-            self.ports.append(PortRuntime(port, listener, Dispatcher(port, self.mounts, pool)))
+            counter = connections.counter(port.alias, row, port.max_connections, port.max_connections_per_worker)
+            self.ports.append(PortRuntime(port, listener, Dispatcher(port, self.mounts, pool, counter)))
         self.stopped = Event()
 
     def sessions(self) -> list[Session]:

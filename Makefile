@@ -37,3 +37,27 @@ integration: $(STAMP) system-deps
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+# Benchmarks (bench/, docs/benchmarks.md): `make bench` is the quick run (< 3 min), `make bench-full`
+# everything (about 30 min); both print the table and write bench/results/. BENCH_ARGS passes options.
+.PHONY: bench-full
+BENCH_STAMP := $(VENV)/.stamp-bench
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP) setup.cfg bench/peers/node/package-lock.json
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	@if command -v npm >/dev/null; then cd bench/peers/node && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the Node.js ws peer will show n/a"; fi
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-full: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py --full $(BENCH_ARGS)
+
+# Autobahn|Testsuite conformance (tests/conformance, docs/conformance.md): all 517 cases of 1-13
+# against `wsserver serve`; reports in tests/artifacts/conformance/. AUTOBAHN_CASES='6.* 7.*' narrows it.
+.PHONY: conformance
+conformance: $(STAMP)
+	$(BIN)/pytest tests/conformance $(PYTEST_ARGS)

@@ -7,8 +7,13 @@ declare -A NEED=(
   [ss]=iproute2
   [taskset]=util-linux
   [openssl]=openssl
+  [chromium]=chromium
   [/usr/sbin/slapd]=slapd
   [/usr/sbin/freeradius]=freeradius
+  [prometheus]=prometheus
+  [promtool]=prometheus
+  [haproxy]=haproxy
+  [keytool]=default-jre-headless
 )
 
 missing=()

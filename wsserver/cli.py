@@ -48,8 +48,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     except EndpointLoadError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
-    print(dump_config(config), end="")
-    for note in _backlog_notes(config):
+    from wsserver.security.tls import TLSConfigError, tls_for_config, uses_tls
+
+    tls_report: list[str] = []
+    if uses_tls(config):
+        try:
+            tls_report = tls_for_config(config).report()
+        except TLSConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_CONFIG
+    print(dump_config(config, redact=True), end="")
+    for note in _backlog_notes(config) + tls_report:
         print(f"# {note}")
     print(f"# {config.source}: OK", file=sys.stderr)
     return 0
@@ -68,6 +77,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(args.log_level or config.server.log_level, args.log_format or config.server.log_format)
+    from wsserver.prefork.arbiter import check_tls
+
+    tls_errors = check_tls(config)  # keystores opened once, here; the workers inherit the contexts
+    if tls_errors:
+        for line in tls_errors:
+            log(logger, "error", "invalid configuration", error=line)
+        print("\n".join(tls_errors), file=sys.stderr)
+        return EXIT_CONFIG
     for note in _backlog_notes(config):
         log(logger, "warning", note)
     options = Options(config_path=args.config, workers=args.workers, pid_file=args.pid, log_file=args.log_file,
@@ -102,6 +119,53 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    from wsserver.security.passwords import main as hash_password_main
+
+    return hash_password_main(args)
+
+
+def cmd_port_reset_access(args: argparse.Namespace) -> int:
+    from wsserver.config.edit import EditError, reset_port_access
+
+    try:
+        changed = reset_port_access(args.config, args.alias)
+    except EditError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    if changed:
+        print(f"{args.config}: port {args.alias}: endpoint access reset to the default (allow every endpoint); "
+              "reload a running server to apply it")
+    else:
+        print(f"{args.config}: port {args.alias}: endpoint access already at the default")
+    return 0
+
+
+def cmd_adapter_test(args: argparse.Namespace) -> int:
+    """Try one [[adapters]] entry from the command line and show which servers answered."""
+    import getpass
+
+    from gevent import monkey
+
+    monkey.patch_all()  # the backends' sockets, as in a worker
+    from wsserver.adapters.cli import adapter_test
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    settings = next((a for a in config.adapters if a.name == args.name), None)
+    if settings is None:
+        known = ", ".join(a.name for a in config.adapters) or "none"
+        print(f"{config.source}: no [[adapters]] entry named {args.name!r} (known: {known})", file=sys.stderr)
+        return EXIT_CONFIG
+    password = os.environ.get("WSSERVER_ADAPTER_PASSWORD")
+    if password is None and settings.type != "ocsp":
+        password = getpass.getpass(f"password for {args.user}: ")
+    return adapter_test(settings, args.user, password or "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsserver", description="A pre-forking WebSocket (ws/wss) server.")
     parser.add_argument("--version", action="version", version=f"wsserver {__version__}")
@@ -128,6 +192,32 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config file and print the effective config")
     check.add_argument("-c", "--config", required=True, help="path of wsserver.toml")
     check.set_defaults(func=cmd_check)
+
+    hp = sub.add_parser("hash-password", help="print a hash for [[users]] password_hash (asks for the password)")
+    hp.add_argument("--algorithm", choices=("scrypt", "argon2"), default="scrypt",
+                    help="argon2 needs the argon2-cffi package")
+    hp.add_argument("--stdin", action="store_true", help="read the password from one line of standard input")
+    for cost in ("n", "r", "p"):
+        hp.add_argument(f"--scrypt-{cost}", type=int, metavar=cost.upper(), help=f"scrypt cost {cost.upper()}")
+    hp.set_defaults(func=cmd_hash_password)
+
+    port = sub.add_parser("port", help="edit a port of a config file (comments are kept)")
+    port_sub = port.add_subparsers(dest="port_command", required=True)
+    reset = port_sub.add_parser("reset-access", help="restore the default endpoint access (allow every endpoint)")
+    reset.add_argument("alias", help="the port's alias")
+    reset.add_argument("-c", "--config", required=True, help="path of wsserver.toml")
+    reset.set_defaults(func=cmd_port_reset_access)
+    adapter = sub.add_parser("adapter", help="authentication adapters")
+    adapter_sub = adapter.add_subparsers(dest="adapter_command", required=True)
+    test = adapter_sub.add_parser("test", help="try an adapter: prints the servers tried, in order, with timings")
+    test.add_argument("name", help="the [[adapters]] name")
+    test.add_argument("--user", required=True, help="user name to check")
+    test.add_argument("-c", "--config", required=True, help="path of wsserver.toml")
+    test.set_defaults(func=cmd_adapter_test)
+
+    from wsserver.admin.client import add_parser as add_package_parser
+
+    add_package_parser(sub)  # wsserver package list|enable|disable|export|import (admin API client)
     return parser
 
 

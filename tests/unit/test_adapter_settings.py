@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from wsserver.adapters.settings import parse_adapter, parse_adapters
+from wsserver.config.adapter_settings import parse_adapter, parse_adapters
 
 SRC = "wsserver.toml"
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from wsserver.adapters.balancer import Balancer, Decision, Outcome, Result, Timeouts
-from wsserver.adapters.settings import LoadBalancing
+from wsserver.config.adapter_settings import LoadBalancing
 
 ACCEPT = Outcome.accepted("ok")
 REJECT = Outcome.rejected("invalidCredentials")

@@ -90,14 +90,9 @@ INVALID = [
         ['port: unknown key; did you mean "ports"?'],
     ),
     (
-        "metrics table",
-        PORT + '[metrics]\nenabled = true\nbind = "127.0.0.1"\nport = 9108\n',
-        ["wsserver.toml: metrics: not supported by this version of wsserver"],
-    ),
-    (
-        "users table",
-        PORT + '[[users]]\nname = "alice"\n',
-        ["wsserver.toml: users: not supported by this version of wsserver"],
+        "adapters table",
+        PORT + '[[adapters]]\nname = "corp"\n',
+        ['wsserver.toml: adapters[0].type: is required (one of "ldap", "radius", "http", "ocsp")'],
     ),
     (
         "string for port",
@@ -241,39 +236,43 @@ INVALID = [
         ['ports[0].access.deny_endpoints[1] = "/chat": must be a configured endpoint path (known: "/echo")'],
     ),
     (
-        "wss",
+        "wss without a key",
         PORT + 'protocol = "wss"\n',
-        ['ports[0].protocol = "wss": needs TLS keystores, not supported by this version of wsserver'],
+        ['ports[0].protocol = "wss": needs a TLS key: set [ports.tls] keystore (and key_alias) or the '
+         "server's default key in [server.tls]"],
     ),
     (
         "server keystore",
         PORT + '[server.tls]\nkeystore = "main"\n',
-        ['server.tls.keystore = "main": needs TLS keystores, not supported by this version of wsserver'],
+        ['server.tls.keystore = "main": must name a [[keystores]] entry (no [[keystores]] configured)'],
     ),
     (
-        "port keystore",
+        "tls on a ws port",
         PORT + '[ports.tls]\nkeystore = "main"\n',
-        ['ports[0].tls.keystore = "main": needs TLS keystores, not supported by this version of wsserver'],
+        ['ports[0].tls: is only used by wss ports (ports[0].protocol = "ws"); set protocol = "wss" or remove '
+         "[ports.tls]"],
     ),
     (
-        "client_auth of a later version",
-        PORT + 'client_auth = "password"\n',
-        ['ports[0].client_auth = "password": not supported by this version of wsserver; allowed: "none"'],
+        "client_auth certificate on a ws port",
+        PORT + 'client_auth = "certificate"\n',
+        ['ports[0].client_auth = "certificate": needs a wss port with [ports.tls] client_certs = "require" '
+         'or "request"'],
     ),
     (
         "client_auth adapter",
         PORT + 'client_auth = "adapter:corp-ldap"\n',
-        ['ports[0].client_auth = "adapter:corp-ldap": not supported by this version of wsserver'],
+        ['ports[0].client_auth = "adapter:corp-ldap": must name an [[adapters]] entry (no [[adapters]] configured)'],
     ),
     (
         "client_auth misspelt",
         PORT + 'client_auth = "nnoe"\n',
-        ['ports[0].client_auth = "nnoe": must be "none" (password, token, jwt, certificate, adapter:<name>'],
+        ['ports[0].client_auth = "nnoe": must be one of "none", "password", "token", "jwt", "certificate", '
+         '"adapter:<name>"'],
     ),
     (
-        "no_auth_user",
+        "no_auth_user without such a user",
         PORT + 'no_auth_user = "guest"\n',
-        ['ports[0].no_auth_user = "guest": not supported by this version of wsserver', 'allowed: ""'],
+        ['ports[0].no_auth_user = "guest": must be "" or a [[users]] name (no [[users]] configured)'],
     ),
     (
         "TOML syntax error",
@@ -317,8 +316,8 @@ def test_all_errors_are_collected() -> None:
 workers = -1
 log_level = "loud"
 
-[metrics]
-enabled = true
+[[adapters]]
+name = "corp"
 
 [[endpoints]]
 path = "/echo"
@@ -345,7 +344,7 @@ ip_allow = ["not-an-ip"]
     expected = [
         "server.workers = -1: must be an integer 0..256",
         'server.log_level = "loud": must be one of "debug", "info", "warning", "error", "critical"',
-        "metrics: not supported by this version of wsserver",
+        "adapters[0].type: is required",
         'endpoints[0].handler = "nocolon": must be module:Class',
         'ports[0].alias = "a b": must be 1-255 characters',
         "ports[0].port = 70000: must be an integer 1..65535",
@@ -421,8 +420,10 @@ def test_valid_edge_values() -> None:
         + '[ports.origin]\nallowed = ["https://app.example.com", "http://[::1]:8080", "wss://h:443"]\n'
         + '[[ports]]\nalias = "y"\nport = 1\nbind = "::1"\n'
         + '[[ports]]\nalias = "z"\nport = 65535\nbind = "0.0.0.0"\n'
-        + f'[[ports]]\nalias = "{"q" * 255}"\nport = 2\n'
-        + '[ports.tls]\nmin_version = "1.3"\n'
+        + f'[[ports]]\nalias = "{"q" * 255}"\nport = 2\nprotocol = "wss"\n'
+        + '[ports.tls]\nmin_version = "1.3"\nkeystore = "main"\n'
+        + '[[keystores]]\nalias = "main"\ntype = "pem"\n[[keystores.keys]]\nalias = "k"\ncert = "c.pem"\n'
+        + 'key = "k.pem"\n'
     )
     cfg = parse_config(text)
     assert [p.port for p in cfg.ports] == [1, 1, 65535, 2]
@@ -462,3 +463,173 @@ def test_load_config_errors_name_the_file(tmp_path) -> None:
     binary.write_bytes(b'alias = "a"\n\xff\n')
     with pytest.raises(ConfigError, match=r"binary\.toml: line 2: invalid TOML: not UTF-8 text"):
         load_config(binary)
+
+
+# --- users and client authentication (issue 7) ----------------------------------------------
+
+_HASH = "scrypt$1024$8$1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+_USER = f'[[users]]\nname = "alice"\npassword_hash = "{_HASH}"\n'
+_JWT_KEY = "k" * 40
+
+AUTH_INVALID = [
+    (
+        "plain password in password_hash",
+        ECHO + PORT + '[[users]]\nname = "alice"\npassword_hash = "hunter2"\n',
+        ["users[0].password_hash: must be a hash made by `wsserver hash-password`", "plain passwords are refused"],
+    ),
+    (
+        "scrypt hash with a bad N",
+        ECHO + PORT + '[[users]]\nname = "alice"\npassword_hash = "scrypt$1000$8$1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"\n',
+        ["users[0].password_hash: scrypt N must be a power of two"],
+    ),
+    (
+        "duplicate user",
+        ECHO + PORT + _USER + _USER,
+        ['users[1].name = "alice": duplicate user name (also users[0])'],
+    ),
+    (
+        "user name with a colon",
+        ECHO + PORT + '[[users]]\nname = "a:b"\n',
+        ['users[0].name = "a:b": must be 1-255 printable ASCII characters without spaces or :'],
+    ),
+    (
+        "short token",
+        ECHO + PORT + '[[users]]\nname = "alice"\ntoken = "abc"\n',
+        ["users[0].token: must be a bearer token of at least 16 characters"],
+    ),
+    (
+        "same token twice",
+        ECHO + PORT + '[[users]]\nname = "a"\ntoken = "0123456789abcdefXYZ"\n'
+        '[[users]]\nname = "b"\ntoken = "0123456789abcdefXYZ"\n',
+        ["users[1].token: the same token as users[0]"],
+    ),
+    (
+        "unknown connection type",
+        ECHO + PORT + '[[users]]\nname = "alice"\nconnection_types = ["ws", "http"]\n',
+        ['users[0].connection_types[1] = "http": must be one of "ws", "wss", "admin"'],
+    ),
+    (
+        "user limited to an unknown port",
+        ECHO + PORT + '[[users]]\nname = "alice"\nports = ["b"]\n',
+        ['users[0].ports[0] = "b": must be a configured [[ports]] alias (known: "a")'],
+    ),
+    (
+        "user limited to an unknown endpoint",
+        ECHO + PORT + '[[users]]\nname = "alice"\nendpoints = ["/chat"]\n',
+        ['users[0].endpoints[0] = "/chat": must be a configured endpoint path (known: "/echo")'],
+    ),
+    (
+        "no_auth_user names nobody",
+        ECHO + PORT + 'no_auth_user = "guest"\n' + _USER,
+        ['ports[0].no_auth_user = "guest": must be "" or a [[users]] name (known: "alice")'],
+    ),
+    (
+        "password auth without any password",
+        ECHO + PORT + 'client_auth = "password"\n[[users]]\nname = "alice"\n',
+        ['ports[0].client_auth = "password": no [[users]] entry has a password_hash'],
+    ),
+    (
+        "token auth without any token",
+        ECHO + PORT + 'client_auth = "token"\n' + _USER,
+        ['ports[0].client_auth = "token": no [[users]] entry has a token'],
+    ),
+    (
+        "client_auth adapter without that adapter",
+        ECHO + PORT + 'client_auth = "adapter:corp"\n',
+        ['ports[0].client_auth = "adapter:corp": must name an [[adapters]] entry (no [[adapters]] configured)'],
+    ),
+    (
+        "token_query_param on a password port",
+        ECHO + PORT + 'client_auth = "password"\ntoken_query_param = "t"\n' + _USER,
+        ['ports[0].token_query_param = "t": is only used with client_auth = "token" or "jwt"'],
+    ),
+    (
+        "jwt without a key",
+        ECHO + PORT + 'client_auth = "jwt"\n',
+        ["ports[0].jwt: set exactly one of key, key_file, key_env"],
+    ),
+    (
+        "jwt with a short secret",
+        ECHO + PORT + 'client_auth = "jwt"\n[ports.jwt]\nkey = "short"\n',
+        ["ports[0].jwt: an HS256 secret must be at least 32 bytes"],
+    ),
+    (
+        "jwt key_env not set",
+        ECHO + PORT + 'client_auth = "jwt"\n[ports.jwt]\nkey_env = "WSSERVER_TEST_SURELY_UNSET_VAR"\n',
+        ["ports[0].jwt: environment variable WSSERVER_TEST_SURELY_UNSET_VAR is not set or empty"],
+    ),
+    (
+        "jwt unknown algorithm",
+        ECHO + PORT + f'client_auth = "jwt"\n[ports.jwt]\nkey = "{_JWT_KEY}"\nalgorithms = ["none"]\n',
+        ['ports[0].jwt.algorithms[0] = "none": must be one of "HS256", "RS256", "ES256"'],
+    ),
+    (
+        "jwt cookie without an origin check",
+        ECHO + PORT + f'client_auth = "jwt"\n[ports.jwt]\nkey = "{_JWT_KEY}"\ncookie = "session"\n',
+        ['ports[0].jwt.cookie = "session": cookie authentication needs an Origin check'],
+    ),
+    (
+        "jwt with no way to send it",
+        ECHO + PORT + f'client_auth = "jwt"\n[ports.jwt]\nkey = "{_JWT_KEY}"\nbearer = false\n',
+        ["ports[0].jwt: no way to send a token"],
+    ),
+    (
+        "rate limit with a bad refill",
+        ECHO + PORT + "[ports.auth_rate_limit]\nrefill_per_minute = 0\n",
+        ["ports[0].auth_rate_limit.refill_per_minute = 0: must be a number 0.001..1000000"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [(t, e) for _, t, e in AUTH_INVALID], ids=[i for i, _, _ in AUTH_INVALID]
+)
+def test_invalid_auth_config_gives_one_error_line(text: str, expected: list[str]) -> None:
+    errors = errors_of(text)
+    assert len(errors) == 1, errors
+    for part in expected:
+        assert part in errors[0], errors[0]
+
+
+def test_secrets_are_not_repeated_in_errors() -> None:
+    text = ECHO + PORT + '[[users]]\nname = "alice"\npassword_hash = "MyPlainPassw0rd"\ntoken = "short-secret"\n'
+    errors = errors_of(text)
+    assert len(errors) == 2
+    assert not any("MyPlainPassw0rd" in e or "short-secret" in e for e in errors)
+
+
+def test_valid_auth_config() -> None:
+    text = (ECHO + PORT + 'client_auth = "jwt"\nno_auth_user = "alice"\ntoken_query_param = "access_token"\n'
+            f'[ports.jwt]\nkey = "{_JWT_KEY}"\ncookie = "session"\naudience = "ws"\n'
+            "[ports.origin]\nsame_origin = true\n"
+            "[ports.auth_rate_limit]\nburst = 3\nrefill_per_minute = 1\n"
+            + _USER + 'connection_types = ["wss"]\nports = ["a"]\nendpoints = ["/echo"]\n')
+    cfg = parse_config(text)
+    port, user = cfg.ports[0], cfg.users[0]
+    assert (port.client_auth, port.no_auth_user, port.token_query_param) == ("jwt", "alice", "access_token")
+    assert (port.jwt.cookie, port.jwt.algorithms, port.jwt.leeway_s) == ("session", ("HS256",), 30)
+    assert (port.auth_rate_limit.burst, port.auth_rate_limit.refill_per_minute) == (3, 1.0)
+    assert (user.connection_types, user.ports, user.endpoints) == (("wss",), ("a",), ("/echo",))
+    assert _HASH not in repr(user)
+
+
+@pytest.mark.parametrize(
+    ("auth", "extra", "expected"),
+    [
+        ("certificate", "", 'ports[0].client_auth = "certificate": needs a wss port with [ports.tls] '
+                            'client_certs = "require" or "request"'),
+        ("adapter:nope", "", 'ports[0].client_auth = "adapter:nope": must name an [[adapters]] entry '
+                             "(no [[adapters]] configured)"),
+        ("adapter:ocsp", '[[adapters]]\nname = "ocsp"\ntype = "ocsp"\n[adapters.load_balancing]\n'
+                         "server_request_attempts = 1\n",
+         'ports[0].client_auth = "adapter:ocsp": an OCSP adapter checks certificates, not passwords: use an '
+         "ldap, radius or http adapter"),
+        ("kerberos", "", 'ports[0].client_auth = "kerberos": must be one of "none", "password", "token", "jwt", '
+                         '"certificate", "adapter:<name>"'),
+    ],
+)
+def test_certificate_and_adapter_client_auth_rules(auth, extra, expected):
+    text = ECHO + extra + f'[[ports]]\nalias = "a"\nport = 8080\nclient_auth = "{auth}"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "wsserver.toml")
+    assert info.value.errors == [f"wsserver.toml: {expected}"]

@@ -21,7 +21,7 @@ from wsserver.config import (
 )
 
 # wsserver.example.toml without what this version does not support yet
-# ([metrics], [admin], keystores, truststores, users, adapters, TLS keys).
+# ([metrics], [admin], users, adapters).
 EXAMPLE_LIKE = """
 [server]
 workers = 4
@@ -30,6 +30,21 @@ worker_timeout = 30
 log_level = "debug"
 log_format = "json"
 pid_file = "/run/wsserver.pid"
+
+[server.tls]
+keystore = "main"
+key_alias = "default"
+
+[[keystores]]
+alias = "main"
+type = "pkcs12"
+path = "certs/server.p12"
+password_env = "WSSERVER_KEYSTORE_PASSWORD"
+
+[[truststores]]
+alias = "clients"
+type = "pem"
+path = "certs/client-ca.pem"
 
 [[packages]]
 name = "Demo"
@@ -53,7 +68,7 @@ handler = "some.module:Other"
 [[ports]]
 alias = "demo_ws"
 enabled = true
-protocol = "ws"
+protocol = "wss"
 port = 8080
 bind = ""
 backlog = 6000
@@ -94,8 +109,8 @@ allowed = ["https://app.example.com", "http://localhost:3000"]
 allow_missing = false
 
 [ports.tls]
-client_certs = "none"
-truststore = ""
+client_certs = "require"
+truststore = "clients"
 min_version = "1.3"
 
 [[ports]]
@@ -130,7 +145,10 @@ def test_default_config_round_trips() -> None:
 
 def test_dump_writes_every_key() -> None:
     data = tomllib.loads(dump_config(parse_config(EXAMPLE_LIKE)))
-    assert set(data) == {"server", "packages", "endpoints", "ports"}
+    assert set(data) == {"server", "packages", "endpoints", "ports", "keystores", "truststores",
+                         "metrics", "admin"}
+    assert data["keystores"] == [{"alias": "main", "type": "pkcs12", "path": "certs/server.p12",
+                                  "password_env": "WSSERVER_KEYSTORE_PASSWORD"}]
     assert len(data["ports"]) == 2
     port = data["ports"][1]
     names = {f.name for f in dataclasses.fields(type(default_config().ports[0]))}
@@ -142,6 +160,7 @@ def test_dump_writes_every_key() -> None:
         "client_certs",
         "truststore",
         "min_version",
+        "ciphers",
     }
     assert set(data["server"]["tls"]) == {"keystore", "key_alias"}
 

@@ -19,7 +19,7 @@ from wsserver.adapters.balancer import (
     Timeouts,
 )
 from wsserver.adapters.service import Adapter, AuthResult, Tried, build_adapters
-from wsserver.adapters.settings import AdapterSettings, LoadBalancing, parse_adapter, parse_adapters
+from wsserver.config.adapter_settings import AdapterSettings, LoadBalancing, parse_adapter, parse_adapters
 
 __all__ = [
     "Adapter",

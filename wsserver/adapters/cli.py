@@ -10,7 +10,7 @@ import sys
 from typing import Any, TextIO
 
 from wsserver.adapters.balancer import Decision
-from wsserver.adapters.settings import AdapterSettings
+from wsserver.config.adapter_settings import AdapterSettings
 
 EXIT = {Decision.ACCEPTED: 0, Decision.REJECTED: 1, Decision.UNAVAILABLE: 3}
 

@@ -15,8 +15,8 @@ import ssl
 
 from wsserver.adapters import _http
 from wsserver.adapters.balancer import Outcome, Timeouts
-from wsserver.adapters.settings import AdapterSettings, status_in
 from wsserver.adapters.tls import normalize_pins
+from wsserver.config.adapter_settings import AdapterSettings, status_in
 
 
 class HttpBackend:

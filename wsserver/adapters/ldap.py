@@ -31,8 +31,8 @@ with warnings.catch_warnings():  # ldap3 2.9 + pyasn1 0.6: tagMap/typeMap deprec
     from ldap3.utils.dn import escape_rdn
 
 from wsserver.adapters.balancer import Outcome, Timeouts
-from wsserver.adapters.settings import AdapterSettings
 from wsserver.adapters.tls import check_pins, normalize_pins
+from wsserver.config.adapter_settings import AdapterSettings
 
 REJECT_CODES = {48: "inappropriateAuthentication", 49: "invalidCredentials", 53: "unwillingToPerform"}
 MAX_SECRET_BYTES = 4096

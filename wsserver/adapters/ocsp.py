@@ -32,8 +32,8 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from wsserver.adapters import _http
 from wsserver.adapters.balancer import Outcome, Timeouts
-from wsserver.adapters.settings import AdapterSettings
 from wsserver.adapters.tls import normalize_pins
+from wsserver.config.adapter_settings import AdapterSettings
 
 MAX_RESPONSE_BYTES = 1 << 20
 

@@ -20,7 +20,7 @@ from pyrad import packet
 from pyrad.dictionary import Dictionary
 
 from wsserver.adapters.balancer import Outcome, Timeouts
-from wsserver.adapters.settings import AdapterSettings
+from wsserver.config.adapter_settings import AdapterSettings
 
 MAX_DATAGRAMS = 64  # stray datagrams read per request at most
 MAX_SECRET_BYTES = 4096

@@ -31,8 +31,8 @@ from wsserver.adapters.balancer import (
     ServerState,
     Timeouts,
 )
-from wsserver.adapters.settings import AdapterSettings
 from wsserver.adapters.tls import TLSSetup, client_context
+from wsserver.config.adapter_settings import AdapterSettings
 from wsserver.logs import log
 
 logger = logging.getLogger("wsserver.adapters")

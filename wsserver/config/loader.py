@@ -25,11 +25,16 @@ from urllib.parse import urlsplit
 
 from wsserver.config.schema import (
     AccessConfig,
+    AdminConfig,
     Config,
     EndpointConfig,
+    JWTConfig,
+    MetricsConfig,
     OriginConfig,
     PortConfig,
+    UserConfig,
 )
+from wsserver.config.tls_settings import check_tls_references, parse_keystores, parse_truststores
 from wsserver.config.writer import toml_value
 
 NOT_SUPPORTED = "not supported by this version of wsserver"
@@ -37,10 +42,16 @@ NOT_SUPPORTED = "not supported by this version of wsserver"
 # Tables of the operator's vocabulary (wsserver.example.toml) whose features land later.
 # They are rejected rather than ignored: configuring something that is not enforced would
 # be a lie (an [[users]] table must not look like it protects a port).
-UNSUPPORTED_TABLES = ("metrics", "admin", "keystores", "truststores", "users", "adapters")
+UNSUPPORTED_TABLES: tuple[str, ...] = ()
 
-# client_auth values of the operator's vocabulary that later versions will accept.
-FUTURE_CLIENT_AUTH = ("password", "token", "jwt", "certificate", "adapter:<name>")
+# client_auth values (see _check_certificate_and_adapter_auth for the last two).
+CLIENT_AUTH = ("none", "password", "token", "jwt", "certificate", "adapter:<name>")
+CONNECTION_TYPES = ("ws", "wss", "admin")
+JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
+
+# Keys whose values are secrets: error messages name the key but never show the value
+# (a plain password pasted into password_hash must not reach a terminal or a log).
+SECRET_KEYS = ("password_hash", "token", "key")
 
 DEFAULT_CONFIG_TOML = """\
 # wsserver's built-in configuration, used when no file is given:
@@ -145,6 +156,8 @@ class _Errors:
         self.bad: set[str] = set()
 
     def add(self, path: str, message: str, value: Any = _NO_VALUE) -> None:
+        if path.rsplit(".", 1)[-1] in SECRET_KEYS:
+            value = _NO_VALUE
         shown = "" if value is _NO_VALUE or _is_table_like(value) else f" = {_shown(value)}"
         self.lines.append(f"{self.source}: {path}{shown}: {message}")
 
@@ -228,10 +241,22 @@ VALUE_RULES: dict[tuple[type, str], ValueRule] = {
     (PortConfig, "bind"): ValueRule(
         valid_bind, '"" (all addresses), an IPv4 or IPv6 address without brackets, or a host name'
     ),
+    (AdminConfig, "bind"): ValueRule(
+        valid_bind, '"" (all addresses), an IPv4 or IPv6 address without brackets, or a host name'
+    ),
+    (MetricsConfig, "bind"): ValueRule(
+        valid_bind, '"" (all addresses), an IPv4 or IPv6 address without brackets, or a host name'
+    ),
+    (MetricsConfig, "allow"): ValueRule(
+        valid_network, 'an IPv4 or IPv6 address or CIDR, e.g. "10.0.0.0/8" or "2001:db8::/32"'
+    ),
     (AccessConfig, "ip_deny"): ValueRule(
         valid_network, 'an IPv4 or IPv6 address or CIDR, e.g. "10.0.0.0/8" or "2001:db8::/32"'
     ),
     (AccessConfig, "ip_allow"): ValueRule(
+        valid_network, 'an IPv4 or IPv6 address or CIDR, e.g. "10.0.0.0/8" or "2001:db8::/32"'
+    ),
+    (AccessConfig, "trusted_proxies"): ValueRule(
         valid_network, 'an IPv4 or IPv6 address or CIDR, e.g. "10.0.0.0/8" or "2001:db8::/32"'
     ),
     (OriginConfig, "allowed"): ValueRule(
@@ -239,6 +264,12 @@ VALUE_RULES: dict[tuple[type, str], ValueRule] = {
         'scheme://host[:port] with scheme http, https, ws or wss and no path, e.g. "https://app.example.com"',
     ),
     (EndpointConfig, "handler"): ValueRule(valid_handler, "module:Class, e.g. wsserver.endpoints.echo:Echo"),
+    (UserConfig, "connection_types"): ValueRule(
+        lambda value: value in CONNECTION_TYPES, "one of " + ", ".join(f'"{t}"' for t in CONNECTION_TYPES)
+    ),
+    (JWTConfig, "algorithms"): ValueRule(
+        lambda value: value in JWT_ALGORITHMS, "one of " + ", ".join(f'"{a}"' for a in JWT_ALGORITHMS)
+    ),
 }
 
 
@@ -478,39 +509,105 @@ def _check_endpoint_refs(cfg: Config, errors: _Errors) -> None:
 # so that the change that implements the feature deletes exactly its check.
 
 
-def _reject_tls(cfg: Config, errors: _Errors) -> None:
-    """wss and keystores need TLS support, which is not in this version."""
-    message = f"needs TLS keystores, {NOT_SUPPORTED}"
-    if cfg.server.tls.keystore:
-        errors.add("server.tls.keystore", message, cfg.server.tls.keystore)
-    for path, port in _indexed("ports", cfg.ports):
-        if port.protocol == "wss" and not errors.is_bad(f"{path}.protocol"):
-            errors.add(f"{path}.protocol", message, port.protocol)
-        if port.tls is not None and port.tls.keystore:
-            errors.add(f"{path}.tls.keystore", message, port.tls.keystore)
-
-
-def _reject_client_auth(cfg: Config, errors: _Errors) -> None:
-    """Client authentication needs users and adapters, which are not in this version."""
-    later = ", ".join(FUTURE_CLIENT_AUTH)
+def _check_certificate_and_adapter_auth(cfg: Config, errors: _Errors) -> None:
+    """client_auth "certificate" needs client certificates; "adapter:<name>" a password adapter."""
+    adapters = {a.name: a for a in cfg.adapters}
     for path, port in _indexed("ports", cfg.ports):
         auth = port.client_auth
-        if auth == "none" or errors.is_bad(f"{path}.client_auth"):
+        if errors.is_bad(f"{path}.client_auth") or auth in CLIENT_AUTH[:4]:
             continue
-        if auth in FUTURE_CLIENT_AUTH or re.fullmatch(r"adapter:.+", auth):
-            message = f'{NOT_SUPPORTED}; allowed: "none" (later also {later})'
+        adapter = re.fullmatch(r"adapter:(.+)", auth)
+        if auth == "certificate":
+            if port.protocol != "wss" or port.tls is None or port.tls.client_certs == "none":
+                errors.add(f"{path}.client_auth", 'needs a wss port with [ports.tls] client_certs = "require" '
+                           'or "request"', auth)
+        elif adapter is not None:
+            found = adapters.get(adapter[1])
+            if found is None:
+                errors.add(f"{path}.client_auth", f"must name an [[adapters]] entry "
+                           f"({_known(list(adapters), '[[adapters]]')})", auth)
+            elif found.type == "ocsp":
+                errors.add(f"{path}.client_auth", "an OCSP adapter checks certificates, not passwords: use an "
+                           "ldap, radius or http adapter", auth)
         else:
-            message = f'must be "none" ({later} are {NOT_SUPPORTED})'
-        errors.add(f"{path}.client_auth", message, auth)
+            errors.add(f"{path}.client_auth", f"must be one of {_CLIENT_AUTH_TEXT}", auth)
 
 
-def _reject_no_auth_user(cfg: Config, errors: _Errors) -> None:
-    """no_auth_user names a [[users]] entry, and users are not in this version."""
+_CLIENT_AUTH_TEXT = ", ".join(f'"{a}"' for a in CLIENT_AUTH)
+
+
+# --- users and client authentication ----------------------------------------------------------
+# security.passwords, security.users and security.jwt are leaf modules (stdlib and
+# cryptography only, no wsserver imports): the loader uses them so that what validates here
+# is exactly what the server can use.
+
+
+def _check_users(cfg: Config, errors: _Errors) -> None:
+    from wsserver.security.passwords import HashFormatError, check_hash
+    from wsserver.security.users import TOKEN_HELP, check_token, token_digest
+
+    _check_unique(errors, "users", cfg.users, "name", "user name")
+    aliases = [p.alias for p in cfg.ports]
+    paths = [e.path for e in cfg.endpoints]
+    tokens: dict[bytes, str] = {}
+    for path, user in _indexed("users", cfg.users):
+        if user.password_hash and not errors.is_bad(f"{path}.password_hash"):
+            try:
+                check_hash(user.password_hash)
+            except HashFormatError as exc:
+                errors.add(f"{path}.password_hash", str(exc))
+        if user.token and not errors.is_bad(f"{path}.token"):
+            if not check_token(user.token):
+                errors.add(f"{path}.token", f"must be {TOKEN_HELP}")
+            else:
+                digest = (bytes.fromhex(user.token[7:]) if user.token.startswith("sha256:")
+                          else token_digest(user.token))
+                if digest in tokens:
+                    errors.add(f"{path}.token", f"the same token as {tokens[digest]}")
+                tokens.setdefault(digest, path)
+        for key, known, what in (("ports", aliases, "[[ports]] alias"), ("endpoints", paths, "endpoint path")):
+            if errors.is_bad(f"{path}.{key}"):
+                continue
+            for i, item in enumerate(getattr(user, key)):
+                if item not in known:
+                    errors.add(f"{path}.{key}[{i}]", f"must be a configured {what} ({_known(known, what)})", item)
+
+
+def _check_client_auth(cfg: Config, errors: _Errors) -> None:
+    from wsserver.security.jwt import JWTKeyError, load_key_material, parse_key
+
+    names = [u.name for u in cfg.users]
     for path, port in _indexed("ports", cfg.ports):
-        if port.no_auth_user and not errors.is_bad(f"{path}.no_auth_user"):
-            errors.add(
-                f"{path}.no_auth_user", f'{NOT_SUPPORTED} (needs [[users]]); allowed: ""', port.no_auth_user
-            )
+        auth = port.client_auth
+        if (port.no_auth_user and not errors.is_bad(f"{path}.no_auth_user", "users")
+                and port.no_auth_user not in names):
+            errors.add(f"{path}.no_auth_user", f'must be "" or a [[users]] name ({_known(names, "[[users]]")})',
+                       port.no_auth_user)
+        if errors.is_bad(f"{path}.client_auth"):
+            continue
+        if port.token_query_param and auth not in ("token", "jwt") and not errors.is_bad(f"{path}.token_query_param"):
+            errors.add(f"{path}.token_query_param", 'is only used with client_auth = "token" or "jwt"',
+                       port.token_query_param)
+        if errors.is_bad("users"):
+            continue
+        if auth == "password" and not any(u.password_hash for u in cfg.users):
+            errors.add(f"{path}.client_auth", "no [[users]] entry has a password_hash", auth)
+        elif auth == "token" and not any(u.token for u in cfg.users):
+            errors.add(f"{path}.client_auth", "no [[users]] entry has a token", auth)
+        elif auth == "jwt" and not errors.is_bad(f"{path}.jwt"):
+            jwt = port.jwt
+            try:
+                parse_key(load_key_material(jwt.key, jwt.key_file, jwt.key_env), jwt.algorithms)
+            except JWTKeyError as exc:
+                errors.add(f"{path}.jwt", str(exc))
+            if not (jwt.bearer or jwt.cookie or port.token_query_param):
+                errors.add(f"{path}.jwt", "no way to send a token: set bearer = true, cookie or token_query_param")
+            origin = port.origin
+            if jwt.cookie and not (origin.same_origin or origin.allowed):
+                # Browsers attach cookies to cross-site WebSocket requests: without an Origin
+                # check any web page could open a session as the user (CSWSH).
+                errors.add(f"{path}.jwt.cookie", "cookie authentication needs an Origin check: set "
+                           "origin.same_origin = true or origin.allowed", jwt.cookie)
 
 
 def _check_rules(cfg: Config, errors: _Errors) -> None:
@@ -521,9 +618,63 @@ def _check_rules(cfg: Config, errors: _Errors) -> None:
     _check_pools(cfg, errors)
     _check_package_refs(cfg, errors)
     _check_endpoint_refs(cfg, errors)
-    _reject_tls(cfg, errors)
-    _reject_client_auth(cfg, errors)
-    _reject_no_auth_user(cfg, errors)
+    _check_users(cfg, errors)
+    _check_certificate_and_adapter_auth(cfg, errors)
+    _check_client_auth(cfg, errors)
+    _check_metrics(cfg, errors)
+
+
+def _check_metrics(cfg: Config, errors: _Errors) -> None:
+    """[metrics]: basic auth needs a user and exactly one password; the address is its own."""
+    m = cfg.metrics
+    if errors.is_bad("metrics"):
+        return
+    if m.password_hash and m.password_env:
+        errors.add("metrics.password_env", "give password_hash or password_env, not both", m.password_env)
+    elif m.user and not (m.password_hash or m.password_env):
+        errors.add("metrics.user", "needs password_hash or password_env", m.user)
+    elif (m.password_hash or m.password_env) and not m.user:
+        errors.add("metrics.user", "is required with password_hash or password_env", m.user)
+    if m.password_hash:
+        from wsserver.security.passwords import HashFormatError, check_hash
+
+        try:
+            check_hash(m.password_hash)
+        except HashFormatError as exc:
+            errors.add("metrics.password_hash", str(exc))
+    if m.password_env and not os.environ.get(m.password_env):
+        errors.add("metrics.password_env", "this environment variable is not set or empty", m.password_env)
+    if not m.enabled:
+        return
+    for path, port in _indexed("ports", cfg.ports):
+        if port.port == m.port and not errors.is_bad(f"{path}.port", f"{path}.bind") \
+                and _binds_overlap(port.bind, m.bind):
+            errors.add("metrics.port", f"bind {toml_value(m.bind)} port {m.port} conflicts with {path} "
+                       f"(bind {toml_value(port.bind)})", m.port)
+
+
+def _check_admin(cfg: Config, errors: _Errors, keystores: Iterable[Any], keystores_complete: bool) -> None:
+    """[admin]: its TLS key names a keystore; its address is its own (no port, not /metrics)."""
+    a = cfg.admin
+    if errors.is_bad("admin"):
+        return
+    aliases = [k.alias for k in keystores]
+    if a.tls.keystore and a.tls.keystore not in aliases and keystores_complete:
+        errors.add("admin.tls.keystore", f"must name a [[keystores]] entry ({_known(aliases, '[[keystores]]')})",
+                   a.tls.keystore)
+    elif a.tls.key_alias and not a.tls.keystore:
+        errors.add("admin.tls.key_alias", "needs admin.tls.keystore (the keystore holding that key)",
+                   a.tls.key_alias)
+    if not a.enabled:
+        return
+    taken = [(f"{path}.port", port.port, port.bind) for path, port in _indexed("ports", cfg.ports)
+             if not errors.is_bad(f"{path}.port", f"{path}.bind")]
+    if cfg.metrics.enabled and not errors.is_bad("metrics.port", "metrics.bind"):
+        taken.append(("metrics.port", cfg.metrics.port, cfg.metrics.bind))
+    for path, number, bind in taken:
+        if number == a.port and _binds_overlap(bind, a.bind):
+            errors.add("admin.port", f"bind {toml_value(a.bind)} port {a.port} conflicts with "
+                       f"{path.removesuffix('.port')} (bind {toml_value(bind)})", a.port)
 
 
 # --- public API -----------------------------------------------------------------------------
@@ -551,11 +702,22 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise _syntax_error(exc, text, source) from None
     errors = _Errors(source)
+    # Adapter settings reuse this module's builder, so they are imported here, not at the top.
+    from wsserver.config.adapter_settings import parse_adapters
+
+    adapters, adapter_errors = parse_adapters(data.pop("adapters", []), source)
+    keystores, ks_errors = parse_keystores(data.pop("keystores", None), source)
+    truststores, ts_errors = parse_truststores(data.pop("truststores", None), source)
     cfg = _Builder(errors).table(Config, data, "")
+    errors.lines += adapter_errors + ks_errors + ts_errors
+    cfg = dataclasses.replace(cfg, adapters=adapters)
     _check_rules(cfg, errors)
+    errors.lines += check_tls_references(cfg.server.tls, cfg.ports, keystores, truststores, source,
+                                         keystores_complete=not ks_errors, truststores_complete=not ts_errors)
+    _check_admin(cfg, errors, keystores, keystores_complete=not ks_errors)
     if errors.lines:
         raise ConfigError(errors.lines)
-    return dataclasses.replace(cfg, source=source)
+    return dataclasses.replace(cfg, source=source, keystores=keystores, truststores=truststores, adapters=adapters)
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -15,22 +15,25 @@ from typing import Any
 
 from wsserver.config.loader import (
     DEFAULT_CONFIG_TOML,
-    FUTURE_CLIENT_AUTH,
     NOT_SUPPORTED,
     UNSUPPORTED_TABLES,
     VALUE_RULES,
     describe,
     settings,
 )
-from wsserver.config.schema import AccessConfig, Config, EndpointConfig, PortConfig
+from wsserver.config.schema import (
+    AccessConfig,
+    Config,
+    EndpointConfig,
+    JWTConfig,
+    MetricsConfig,
+    PortConfig,
+    UserConfig,
+)
 from wsserver.config.writer import toml_value, write_atomic
 
 # Keys whose schema allows more than this version accepts (see loader._reject_*).
-_NOT_YET = {
-    (PortConfig, "protocol"): f'"wss" is {NOT_SUPPORTED} (needs TLS keystores)',
-    (PortConfig, "client_auth"): f'only "none"; {", ".join(FUTURE_CLIENT_AUTH)} are {NOT_SUPPORTED}',
-    (PortConfig, "no_auth_user"): f'only ""; it names a [[users]] entry, {NOT_SUPPORTED}',
-}
+_NOT_YET: dict[tuple[type, str], str] = {}
 
 # Keys whose values must match other keys (see loader._check_*_refs).
 _REFERS_TO = {
@@ -38,6 +41,20 @@ _REFERS_TO = {
     (AccessConfig, "allow_endpoints"): "each a configured endpoint path",
     (PortConfig, "package"): '"" or the name of a [[packages]] entry',
     (EndpointConfig, "package"): '"" or the name of a [[packages]] entry',
+    (PortConfig, "client_auth"): '"none", "password" (HTTP Basic), "token" (bearer), "jwt", "certificate" '
+                                 '(a verified client certificate; wss with client_certs) or "adapter:<name>" '
+                                 "(HTTP Basic checked by an [[adapters]] entry); see docs/security.md",
+    (PortConfig, "no_auth_user"): '"" or the name of a [[users]] entry',
+    (UserConfig, "password_hash"): '"" or a hash from `wsserver hash-password`: scrypt$N$r$p$salt$hash, '
+                                   "or $argon2id$... (needs argon2-cffi); plain passwords are refused",
+    (UserConfig, "token"): '"", a token of at least 16 characters of A-Z a-z 0-9 - . _ ~ + /, '
+                           'or "sha256:" + 64 hex digits',
+    (UserConfig, "ports"): "each a configured port alias",
+    (UserConfig, "endpoints"): "each a configured endpoint path",
+    (JWTConfig, "key"): "HS256: a secret of at least 32 bytes; RS256/ES256: a PEM public key or certificate "
+                        "(RSA >= 2048 bits, EC P-256); exactly one of key, key_file, key_env",
+    (MetricsConfig, "password_hash"): '"" or a hash from `wsserver hash-password` (checked in the master: prefer '
+                                      "password_env, see docs/metrics.md)",
 }
 
 _RULES = (
@@ -50,6 +67,16 @@ _RULES = (
     "Every entry of `access.deny_endpoints` and `access.allow_endpoints` is a configured endpoint path.",
     "`endpoints[].handler` is only checked for its `module:Class` form here; it is imported when "
     "the server starts.",
+    "`users[].name` is unique, and so is every `users[].token`.",
+    '`client_auth = "password"` needs a user with a `password_hash`; `"token"` a user with a `token`.',
+    '`client_auth = "jwt"` needs exactly one of `jwt.key`, `jwt.key_file`, `jwt.key_env`, usable with '
+    "`jwt.algorithms` (HS256 alone, or RS256 / ES256 with a matching public key), and a way to send "
+    "the token (`jwt.bearer`, `jwt.cookie` or `token_query_param`).",
+    "`jwt.cookie` needs an Origin check (`origin.same_origin = true` or `origin.allowed`): browsers "
+    "attach cookies to cross-site WebSocket requests.",
+    '`token_query_param` is only used with `client_auth = "token"` or `"jwt"`.',
+    "`metrics.user` needs exactly one of `metrics.password_hash` and `metrics.password_env` (whose variable "
+    "must be set), and they need a user; an enabled `[metrics]` address must not be a port's address.",
 )
 
 _INTRO = """\
@@ -141,16 +168,15 @@ def config_reference_markdown() -> str:
         lines += _table_section(header, cls, help_text)
     lines += ["", "## Rules across keys", ""]
     lines += [f"- {rule}" for rule in _RULES]
-    tables = ", ".join(f"`{name}`" for name in UNSUPPORTED_TABLES)
     lines += [
         "",
-        "## Not supported by this version",
+        "## Tables described elsewhere",
         "",
-        f"These tables of the operator's vocabulary are rejected ({NOT_SUPPORTED}): {tables}.",
-        'So are `protocol = "wss"`, a non-empty `keystore` in `[server.tls]` or `[ports.tls]`,',
-        '`client_auth` other than `"none"` and a non-empty `no_auth_user`. They are errors rather',
-        "than ignored: configuring something that is not enforced would be a lie.",
+        "`[[keystores]]` and `[[truststores]]`: [tls.md](tls.md). `[[adapters]]`: [adapters.md](adapters.md).",
     ]
+    if UNSUPPORTED_TABLES:
+        tables = ", ".join(f"`{name}`" for name in UNSUPPORTED_TABLES)
+        lines += ["", f"These tables are rejected ({NOT_SUPPORTED}): {tables}."]
     return "\n".join(lines) + "\n"
 
 

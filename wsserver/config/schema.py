@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from wsserver.config.tls_settings import KeystoreConfig, TruststoreConfig
+
 ALIAS_PATTERN = r"[A-Za-z0-9_.-]{1,255}"
 ALIAS_HELP = "1-255 characters of a-z A-Z 0-9 _ . -"
 
@@ -98,6 +100,11 @@ class AccessConfig:
     ip_mode: str = setting("allow", kind=str, choices=("allow", "deny"), help="IP access default")
     ip_deny: tuple[str, ...] = setting((), kind=list, item_kind=str, help="addresses or CIDRs")
     ip_allow: tuple[str, ...] = setting((), kind=list, item_kind=str, help="addresses or CIDRs")
+    trusted_proxies: tuple[str, ...] = setting(
+        (), kind=list, item_kind=str,
+        help="reverse proxies (addresses or CIDRs) whose X-Forwarded-For names the client for IP rules, "
+        "rate limits and logs",
+    )
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,46 @@ class PortTLSConfig:
     client_certs: str = setting("none", kind=str, choices=("none", "request", "require"))
     truststore: str = setting("", kind=str, help="default: the keystore")
     min_version: str = setting("1.2", kind=str, choices=("1.2", "1.3"))
+    ciphers: str = setting("", kind=str, help='TLS 1.2 cipher list (OpenSSL syntax); "" = Mozilla intermediate')
+
+
+@dataclass(frozen=True)
+class JWTConfig:
+    algorithms: tuple[str, ...] = setting(
+        ("HS256",), kind=list, item_kind=str,
+        help="accepted signature algorithms; HS256 with a shared secret, or RS256/ES256 with a public key",
+    )
+    key: str = setting("", kind=str, help="HS256 secret or PEM public key; prefer key_file or key_env")
+    key_file: str = setting("", kind=str, help="file holding the secret or the PEM public key")
+    key_env: str = setting("", kind=str, help="environment variable holding the secret or the PEM public key")
+    cookie: str = setting(
+        "", kind=str, pattern=r"[!#$%&'*+\-.^_`|~0-9A-Za-z]*", pattern_help="a cookie name (an HTTP token)",
+        help='cookie carrying the JWT; "" = none',
+    )
+    bearer: bool = setting(True, kind=bool, help="accept the JWT in Authorization: Bearer")
+    audience: str = setting("", kind=str, help='required "aud"; "" = tokens must not have one')
+    issuer: str = setting("", kind=str, help='required "iss"; "" = not checked')
+    user_claim: str = setting("sub", kind=str, pattern=r".{1,255}", pattern_help="a claim name",
+                              help="claim naming the user")
+    known_users_only: bool = setting(
+        True, kind=bool, help="the user must be a [[users]] entry (whose limits apply)"
+    )
+    require_exp: bool = setting(True, kind=bool, help='refuse tokens without "exp"')
+    leeway_s: int = setting(30, kind=int, min=0, max=600, help="clock skew allowed for exp and nbf")
+
+
+@dataclass(frozen=True)
+class AuthRateLimitConfig:
+    burst: int = setting(
+        10, kind=int, min=0, max=1_000_000, help="failed attempts a client address may make at once; 0 = no limit"
+    )
+    refill_per_minute: float = setting(
+        6.0, kind=(int, float), min=0.001, max=1_000_000, help="failed attempts given back per minute"
+    )
+    max_clients: int = setting(
+        100_000, kind=int, min=1, max=10_000_000, help="client addresses remembered (least recent forgotten)"
+    )
+    ipv6_prefix: int = setting(64, kind=int, min=1, max=128, help="IPv6 clients count per prefix of this length")
 
 
 @dataclass(frozen=True)
@@ -150,12 +197,24 @@ class PortConfig:
     ping_interval_ms: int = setting(20000, kind=int, min=0, max=86_400_000, help="0 = no server pings")
     ping_timeout_ms: int = setting(20000, kind=int, min=1, max=86_400_000)
     close_timeout_ms: int = setting(10000, kind=int, min=1, max=600_000)
+    health_path: str = setting(
+        "/healthz", kind=str, pattern=r"(/[!-~]*)?", pattern_help='"" or an absolute URL path such as /healthz',
+        help='a plain GET of this path (no Upgrade) is answered 200 "ok", for load balancer checks; "" = off',
+    )
     client_auth: str = setting("none", kind=str)
     no_auth_user: str = setting("", kind=str)
     auth_timeout_ms: int = setting(2000, kind=int, min=1, max=600_000)
+    token_query_param: str = setting(
+        "", kind=str, pattern=r"[A-Za-z0-9_.~-]{0,64}", pattern_help="a query parameter name (A-Z a-z 0-9 _ . ~ -)",
+        help='token and jwt: also accept the credential in this query parameter; "" = off',
+    )
     pool: PoolConfig = setting(factory=PoolConfig, kind=PoolConfig)  # noqa: RUF009
     access: AccessConfig = setting(factory=AccessConfig, kind=AccessConfig)  # noqa: RUF009
     origin: OriginConfig = setting(factory=OriginConfig, kind=OriginConfig)  # noqa: RUF009
+    jwt: JWTConfig = setting(factory=JWTConfig, kind=JWTConfig)  # noqa: RUF009
+    auth_rate_limit: AuthRateLimitConfig = setting(  # noqa: RUF009
+        factory=AuthRateLimitConfig, kind=AuthRateLimitConfig, help="failed authentication attempts per client"
+    )
     tls: PortTLSConfig | None = setting(  # noqa: RUF009
         None, kind=PortTLSConfig, help="wss only; omit to use [server.tls]"
     )
@@ -185,6 +244,60 @@ class EndpointConfig:
 
 
 @dataclass(frozen=True)
+class UserConfig:
+    name: str = setting(
+        "", kind=str, required=True, pattern=r"[!-9;-~]{1,255}",
+        pattern_help="1-255 printable ASCII characters without spaces or :",
+    )
+    password_hash: str = setting(
+        "", kind=str, help='from `wsserver hash-password` (scrypt or argon2); "" = no password login'
+    )
+    token: str = setting(
+        "", kind=str, help='bearer token (>= 16 characters) or "sha256:" + its hex SHA-256; "" = none'
+    )
+    connection_types: tuple[str, ...] = setting(
+        (), kind=list, item_kind=str, help="ws | wss | admin; empty = all"
+    )
+    ports: tuple[str, ...] = setting((), kind=list, item_kind=str, help="port aliases; empty = all")
+    endpoints: tuple[str, ...] = setting((), kind=list, item_kind=str, help="endpoint paths; empty = all")
+
+    def __repr__(self) -> str:  # no secrets in tracebacks or debug output
+        return f"UserConfig(name={self.name!r}, ...)"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = setting(True, kind=bool, help="serve /metrics, /healthz and /readyz from the master")
+    bind: str = setting("127.0.0.1", kind=str, help='"" = all addresses; an IPv4 or IPv6 literal or a host name')
+    port: int = setting(9108, kind=int, min=1, max=65535)
+    user: str = setting("", kind=str, help='basic auth user for /metrics; "" = no authentication')
+    password_hash: str = setting("", kind=str, help="from `wsserver hash-password`; or use password_env")
+    password_env: str = setting("", kind=str, help="environment variable holding the basic auth password")
+    allow: tuple[str, ...] = setting(
+        (), kind=list, item_kind=str, help="client addresses or CIDRs allowed to connect; empty = all"
+    )
+
+    def __repr__(self) -> str:  # no secrets in tracebacks or debug output
+        return f"MetricsConfig(enabled={self.enabled!r}, bind={self.bind!r}, port={self.port!r}, ...)"
+
+
+@dataclass(frozen=True)
+class AdminTLSConfig:
+    keystore: str = setting("", kind=str, help='keystore alias; "" = plain HTTP')
+    key_alias: str = setting("", kind=str, help='key alias inside that keystore; "" = its only key')
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    enabled: bool = setting(
+        True, kind=bool, help="serve the admin API and console (needs a [[users]] entry allowed the admin type)"
+    )
+    bind: str = setting("127.0.0.1", kind=str, help='"" = all addresses; an IPv4 or IPv6 literal or a host name')
+    port: int = setting(9100, kind=int, min=1, max=65535)
+    tls: AdminTLSConfig = setting(factory=AdminTLSConfig, kind=AdminTLSConfig)  # noqa: RUF009
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration. ``source`` names the file it came from."""
 
@@ -192,6 +305,14 @@ class Config:
     packages: tuple[PackageConfig, ...] = setting((), kind=list, item_kind=PackageConfig)
     endpoints: tuple[EndpointConfig, ...] = setting((), kind=list, item_kind=EndpointConfig)
     ports: tuple[PortConfig, ...] = setting((), kind=list, item_kind=PortConfig)
+    users: tuple[UserConfig, ...] = setting((), kind=list, item_kind=UserConfig)
+    metrics: MetricsConfig = setting(factory=MetricsConfig, kind=MetricsConfig)  # noqa: RUF009
+    admin: AdminConfig = setting(factory=AdminConfig, kind=AdminConfig)  # noqa: RUF009
+    # Parsed by wsserver.config.tls_settings (their PEM "keys" tables are free-form, which the
+    # generic builder does not do): no setting() metadata on purpose.
+    keystores: tuple[KeystoreConfig, ...] = field(default=())
+    truststores: tuple[TruststoreConfig, ...] = field(default=())
+    adapters: tuple[Any, ...] = field(default=())  # AdapterSettings, parsed by config.adapter_settings
     source: str = field(default="<built-in>", compare=False)
 
     def package(self, name: str) -> PackageConfig | None:

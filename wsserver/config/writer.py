@@ -18,6 +18,7 @@ import tempfile
 from typing import Any
 
 from wsserver.config.schema import Config
+from wsserver.config.tls_settings import keystore_to_toml
 
 # Values shorter than this are followed by their comment on the same column, like the
 # example file; longer ones get two spaces.
@@ -126,7 +127,13 @@ def _assignment(key: str, value: Any, comment: str) -> list[str]:
     return [text]
 
 
-def _emit(lines: list[str], obj: Any, name: str, array: bool) -> None:
+# Keys whose values are secrets (a bearer token, an HS256 JWT secret): `wsserver check` shows
+# that they are set, never what they are.
+_SECRET_KEYS = {("users", "token"), ("ports.jwt", "key")}
+REDACTED = "<redacted>"
+
+
+def _emit(lines: list[str], obj: Any, name: str, array: bool, redact: bool = False) -> None:
     """Write one table: its keys, then its sub-tables, then its arrays of tables."""
     fields = _settings(obj)
     if name:
@@ -134,26 +141,48 @@ def _emit(lines: list[str], obj: Any, name: str, array: bool) -> None:
         lines.append(f"[[{name}]]" if array else f"[{name}]")
     for f in fields:
         if not (_is_table(f) or _is_table_array(f)):
-            lines.extend(_assignment(f.name, getattr(obj, f.name), _comment(f)))
+            value = getattr(obj, f.name)
+            if redact and value and (name, f.name) in _SECRET_KEYS:
+                value = REDACTED
+            lines.extend(_assignment(f.name, value, _comment(f)))
     for f in fields:
         sub = f"{name}.{f.name}" if name else f.name
         value = getattr(obj, f.name)
         if _is_table(f) and value is not None:  # None: an optional table left out (ports.tls)
-            _emit(lines, value, sub, array=False)
+            _emit(lines, value, sub, array=False, redact=redact)
         elif _is_table_array(f):
             for item in value:
-                _emit(lines, item, sub, array=True)
+                _emit(lines, item, sub, array=True, redact=redact)
 
 
-def dump_config(cfg: Config) -> str:
-    """The effective configuration as readable TOML: every key with its value."""
+def dump_config(cfg: Config, redact: bool = False) -> str:
+    """The effective configuration as readable TOML: every key with its value.
+
+    ``redact`` replaces secrets (tokens, JWT secrets) with "<redacted>", for display.
+    """
     source = cfg.source.replace("\n", " ")
     lines = [
         f"# wsserver effective configuration (source: {source}).",
         "# Every key is written with its value in force, defaults included.",
     ]
-    _emit(lines, cfg, "", array=False)
+    _emit(lines, cfg, "", array=False, redact=redact)
+    for name in ("keystores", "truststores"):
+        for store in getattr(cfg, name):
+            _emit_store(lines, name, keystore_to_toml(store))
     return "\n".join(lines) + "\n"
+
+
+def _emit_store(lines: list[str], name: str, table: dict[str, Any]) -> None:
+    """A [[keystores]] / [[truststores]] entry; a PEM keystore's keys as [[keystores.keys]]."""
+    lines += ["", f"[[{name}]]"]
+    nested = {k: v for k, v in table.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
+    for key, value in table.items():
+        if key not in nested:
+            lines.append(f"{key} = {toml_value(value)}")
+    for key, items in nested.items():
+        for item in items:
+            lines += ["", f"[[{name}.{key}]]"]
+            lines += [f"{k} = {toml_value(v)}" for k, v in item.items()]
 
 
 # --- write_atomic ---------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Modelled on gunicorn's arbiter. Read :meth:`Arbiter.run` top to bottom: signal handlers only
 queue the signal and wake the loop; each turn of the loop
 
-1. sleeps until a signal, a relay frame or a timer (and moves broadcast frames meanwhile),
+1. sleeps until a signal, a relay frame or a timer (and moves broadcast frames meanwhile,
+   and answers the metrics listener: ``/metrics``, ``/healthz``, ``/readyz``, see status.py),
 2. reaps exited workers (logging why),
 3. kills workers that are stuck (silent heartbeat) or overdue (drain/stop took too long),
 4. reaches the worker count of the current generation (forking, with back-off after boot
@@ -37,6 +38,8 @@ from wsserver.config import Config, ConfigError, PortConfig, load_config
 from wsserver.logs import configure as configure_logging
 from wsserver.logs import log
 from wsserver.prefork import relay
+from wsserver.prefork.admin import AdminSupervisor
+from wsserver.prefork.status import StatusServer
 from wsserver.prefork.worker import (
     CLOSE_GRACE,
     EXIT_BOOT,
@@ -170,6 +173,22 @@ def _reset_child_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def check_tls(config: Config) -> list[str]:
+    """Open the keystores a config names (wrong password, expired or mismatched keys...).
+
+    Done in the master, once per generation: the workers inherit the loaded TLS contexts.
+    """
+    from wsserver.security.tls import TLSConfigError, tls_for_config, uses_tls
+
+    if not uses_tls(config):
+        return []
+    try:
+        tls_for_config(config)
+    except TLSConfigError as exc:
+        return exc.errors
+    return []
+
+
 def check_endpoints(config: Config) -> str | None:
     """Import and instantiate every endpoint in a short-lived child; the error text, or None.
 
@@ -242,6 +261,8 @@ class Arbiter:
         self.board = LoadBoard()
         self.connections = ConnectionTable(rows=LoadBoard.CELLS)  # max_connections across workers
         self.pid_file_written: str | None = None
+        self.status = StatusServer(self)  # [metrics]: /metrics, /healthz, /readyz in this loop
+        self.admin = AdminSupervisor(self)  # [admin]: the admin process (API and console)
 
     @property
     def config(self) -> Config:
@@ -254,6 +275,11 @@ class Arbiter:
         error = check_endpoints(self.config)
         if error is not None:
             log(logger, "error", "invalid configuration", error=error)
+            return EXIT_CONFIG
+        tls_errors = check_tls(self.config)
+        for line in tls_errors:
+            log(logger, "error", "invalid configuration", error=line)
+        if tls_errors:
             return EXIT_CONFIG
         try:
             self.current.sockets = self.bind_all(self.config, {})[0]
@@ -273,6 +299,9 @@ class Arbiter:
             mode="reuse_port" if self.reuse_port else "shared", config=self.config.source)
         code = EXIT_OK
         try:
+            self.status.setup()  # the metrics directory, before the first worker is forked
+            self.status.configure(self.config)
+            self.admin.configure(self.config)
             while True:
                 self.sleep(self.next_timeout())
                 self.reap_workers()
@@ -293,6 +322,8 @@ class Arbiter:
             code = EXIT_RUNTIME
         finally:
             self.close_sockets(self.current.sockets.values())
+            self.admin.stop()
+            self.status.stop()
             self.remove_pid_file()
         log(logger, "info", "wsserver stopped", code=code)
         return code
@@ -308,6 +339,10 @@ class Arbiter:
         deadlines += [w.kill_at for w in self.workers.values() if w.kill_at is not None]
         if self.pending is not None:
             deadlines.append(self.pending.deadline)
+        for service in (self.status, self.admin):
+            service_deadline = service.next_deadline()
+            if service_deadline is not None:
+                deadlines.append(service_deadline)
         return max(0.0, min(deadlines) - now)
 
     def sleep(self, timeout: float) -> None:
@@ -326,15 +361,31 @@ class Arbiter:
             if events:
                 by_fd[channel.fileno()] = worker
                 poller.register(channel.fileno(), events)
+        status_fds = set()
+        for fd, events in self.status.registrations():  # the metrics listener (non-blocking HTTP)
+            status_fds.add(fd)
+            poller.register(fd, events)
+        admin_fds = set()
+        for fd, events in self.admin.registrations():  # the admin process's relay socket
+            admin_fds.add(fd)
+            poller.register(fd, events)
         for fd, events in poller.poll(timeout * 1000):
             if fd == self.signals.wake_r:
                 self._drain_wake_pipe()
+                continue
+            if fd in status_fds:
+                self.status.on_event(fd, events)
+                continue
+            if fd in admin_fds:
+                self.admin.on_event(fd, events)
                 continue
             worker = by_fd[fd]
             if events & select.POLLOUT:
                 worker.channel.flush()
             if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
                 self.receive_from(worker)
+        self.status.tick()
+        self.admin.tick()
 
     def receive_from(self, worker: Worker) -> None:
         try:
@@ -354,6 +405,8 @@ class Arbiter:
                 self.boot_failures = 0
                 log(logger, "debug", "worker ready", pid=worker.pid, gen=worker.gen, slot=worker.slot)
                 self.announce()
+            elif kind == relay.REPLY:  # a worker's answer to the admin process
+                self.admin.from_worker(raw)
 
     def announce(self) -> None:
         if self.announced:
@@ -375,11 +428,13 @@ class Arbiter:
                 return
             worker = self.workers.pop(pid, None)
             if worker is None:
+                self.admin.reaped(pid, _exit_text(status))
                 continue
             self.forget(worker)
             how = _exit_text(status)
             if worker.state == "active" and not self.stopping:
                 log(logger, "warning", "worker died", pid=pid, gen=worker.gen, slot=worker.slot, how=how)
+                self.status.worker_died()
             else:
                 log(logger, "info", "worker exited", pid=pid, gen=worker.gen, slot=worker.slot, how=how)
             if not worker.ready and not worker.killed and not self.stopping:
@@ -390,6 +445,7 @@ class Arbiter:
         worker.channel.close()
         worker.heartbeat.close()
         self.board.free(worker.cell, {w.cell for w in self.workers.values()})
+        self.status.worker_reaped(worker.pid)  # its live gauges go, its counters stay
         self.connections.clear_row(worker.cell)  # its connections died with it
 
     def boot_failed(self, worker: Worker, status: int) -> None:
@@ -489,6 +545,8 @@ class Arbiter:
         """In a new worker: close every inherited fd of the master that is not its own."""
         os.close(self.signals.wake_r)
         os.close(self.signals.wake_w)
+        self.status.close_in_child()
+        self.admin.close_in_child()
         kept = {id(listener.sock) for listener in keep}
         generations = [self.current] + ([self.pending.previous] if self.pending else [])
         for gen in generations:
@@ -499,14 +557,15 @@ class Arbiter:
             other.channel.sock.close()
             other.heartbeat.close()
 
-    def drain(self, worker: Worker, timeout: float | None = None) -> None:
-        """Tell a worker to stop accepting and let its sessions finish (reload, TTOU)."""
+    def drain(self, worker: Worker, timeout: float | None = None, closing: list[str] | None = None) -> None:
+        """Tell a worker to stop accepting and let its sessions finish (reload, TTOU); sessions
+        on the ports in ``closing`` (gone from the new configuration) get 1001 at once."""
         if worker.state != "active":
             return
         timeout = self.config.server.graceful_timeout if timeout is None else timeout
         worker.state = "draining"
         worker.kill_at = time.monotonic() + timeout + CLOSE_GRACE + 1.0
-        worker.channel.send(relay.encode_drain(timeout))
+        worker.channel.send(relay.encode_drain(timeout, closing or []))
         log(logger, "info", "worker draining", pid=worker.pid, gen=worker.gen, slot=worker.slot)
 
     # ---- listening sockets -----------------------------------------------------------------
@@ -578,14 +637,19 @@ class Arbiter:
             for line in exc.errors:
                 log(logger, "error", "reload: invalid configuration", error=line)
             log(logger, "error", "reload aborted: the running configuration is unchanged")
+            self.reload_result("invalid", exc.errors)
             return
         except OSError as exc:
             log(logger, "error", "reload aborted: cannot read the configuration", error=str(exc))
+            self.reload_result("invalid", [f"cannot read the configuration: {exc}"])
             return
         error = check_endpoints(config)
-        if error is not None:
-            log(logger, "error", "reload: invalid configuration", error=error)
+        errors = ([error] if error is not None else []) + check_tls(config)
+        if errors:
+            for line in errors:
+                log(logger, "error", "reload: invalid configuration", error=line)
             log(logger, "error", "reload aborted: the running configuration is unchanged")
+            self.reload_result("invalid", errors)
             return
         if reuse_port_of(self.options, config) != self.reuse_port:
             log(logger, "warning", "reload: a change of server.reuse_port needs a restart; keeping it",
@@ -595,11 +659,13 @@ class Arbiter:
             sockets, opened = self.bind_all(config, previous.sockets)
         except OSError as exc:
             log(logger, "error", "reload aborted: cannot listen", error=str(exc))
+            self.reload_result("failed", [f"cannot listen: {exc}"])
             return
         self.pending = PendingReload(previous=previous, opened=opened,
                                      deadline=time.monotonic() + config.server.worker_timeout)
         self.current = Generation(self.take_gen(), config, sockets, worker_count(self.options, config))
         self.setup_logging()
+        self.status.configure(config)
         old_ports = {p.alias for p in previous.config.active_ports()}
         new_ports = {p.alias for p in config.active_ports()}
         log(logger, "info", "reload: starting a new generation", gen=self.current.gen,
@@ -615,9 +681,11 @@ class Arbiter:
         new = [w for w in self.workers.values() if w.gen == gen.gen and w.state == "active"]
         if len(new) >= gen.target and all(w.ready for w in new):
             self.pending = None
+            served = {(p.bind, p.port) for p in gen.config.active_ports()}
+            closing = [p.alias for p in pending.previous.config.active_ports() if (p.bind, p.port) not in served]
             for worker in list(self.workers.values()):
                 if worker.gen != gen.gen:
-                    self.drain(worker)
+                    self.drain(worker, closing=closing)
             for port in gen.config.active_ports():  # a changed backlog applies to the kept socket
                 for key, listener in gen.sockets.items():
                     if key[:2] == (port.bind, port.port) and listener.sock.fileno() >= 0:
@@ -625,6 +693,7 @@ class Arbiter:
             kept = {id(listener.sock) for listener in gen.sockets.values()}
             self.close_sockets(bl for bl in pending.previous.sockets.values() if id(bl.sock) not in kept)
             log(logger, "info", "reload complete", gen=gen.gen, workers=len(new))
+            self.reload_result("success")
             if pending.again:
                 self.reload()
         elif pending.failures >= RELOAD_MAX_BOOT_FAILURES or time.monotonic() >= pending.deadline:
@@ -638,9 +707,17 @@ class Arbiter:
             self.close_sockets(bl for bl in pending.opened if id(bl.sock) not in kept)
             self.current = pending.previous
             self.setup_logging()
+            self.status.configure(self.config)
+            self.reload_result("failed", ["the new workers did not start; the previous generation keeps running"])
             self.spawn_after = 0.0
             log(logger, "error", "reload failed: the new workers did not start; the previous generation "
                                  "keeps running", failed_gen=gen.gen, gen=self.current.gen)
+
+    def reload_result(self, result: str, errors: list[str] | None = None) -> None:
+        """A reload ended ("success", "invalid" or "failed"): counted for /metrics, answered to the
+        admin process if it asked for the reload."""
+        self.status.reload_result(result)
+        self.admin.reload_result(result, errors)
 
     def take_gen(self) -> int:
         gen, self.next_gen = self.next_gen, self.next_gen + 1

@@ -8,7 +8,13 @@ kind      direction          body
 READY     worker -> master   empty: the worker accepts connections
 PUBLISH   worker -> master   ``!HB`` group length, 1 = text / 0 = binary, group, message
           master -> worker   the same bytes, forwarded to every other worker
-DRAIN     master -> worker   ``!d`` graceful timeout: stop accepting, let sessions finish
+DRAIN     master -> worker   ``!d`` graceful timeout: stop accepting, let sessions finish;
+                             then optionally the aliases (``\n``-separated) of ports the
+                             new generation no longer serves: their sessions get 1001 now
+REQUEST   admin -> master    a JSON object ``{"id": n, "op": ...}`` (see prefork/admin.py)
+          master -> worker   the same, for the worker's part (sessions, closing one)
+REPLY     master -> admin    a JSON object ``{"id": n, ...}``: the answer to a request
+          worker -> master   the same, forwarded unchanged to the admin process
 ========  =================  =========================================================
 
 Ordering: a worker writes its publishes to one stream socket in order, the master appends
@@ -22,6 +28,7 @@ the worker wraps its end in a gevent socket and uses :class:`FrameReader` and th
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 from collections.abc import Iterator
@@ -33,6 +40,9 @@ DRAIN_BODY = struct.Struct("!d")
 READY = 1
 PUBLISH = 2
 DRAIN = 3
+REQUEST = 4
+REPLY = 5
+KINDS = (READY, PUBLISH, DRAIN, REQUEST, REPLY)
 
 # A broadcast message is at most a port's max_message_size (< 2 GiB); anything larger is a bug.
 MAX_BODY = 2**31 + 65536 + PUBLISH_HEAD.size
@@ -67,12 +77,32 @@ def decode_publish(body: bytes) -> tuple[str, str | bytes]:
     return group, (payload.decode() if is_text else bytes(payload))
 
 
-def encode_drain(timeout: float) -> bytes:
-    return frame(DRAIN, DRAIN_BODY.pack(timeout))
+def encode_drain(timeout: float, closing: tuple[str, ...] | list[str] = ()) -> bytes:
+    return frame(DRAIN, DRAIN_BODY.pack(timeout) + "\n".join(closing).encode())
 
 
 def decode_drain(body: bytes) -> float:
-    return DRAIN_BODY.unpack(body)[0]
+    return DRAIN_BODY.unpack_from(body)[0]
+
+
+def decode_drain_closing(body: bytes) -> tuple[str, ...]:
+    """The aliases of the ports whose sessions a draining worker closes at once."""
+    rest = body[DRAIN_BODY.size:]
+    return tuple(rest.decode().split("\n")) if rest else ()
+
+
+def encode_json(kind: int, message: dict) -> bytes:
+    return frame(kind, json.dumps(message, separators=(",", ":")).encode())
+
+
+def decode_json(body: bytes) -> dict:
+    try:
+        message = json.loads(body)
+    except ValueError as exc:
+        raise RelayError(f"bad relay message: {exc}") from None
+    if not isinstance(message, dict):
+        raise RelayError("bad relay message: not a JSON object")
+    return message
 
 
 class FrameReader:
@@ -87,7 +117,7 @@ class FrameReader:
         pos = 0
         while len(buf) - pos >= HEADER.size:
             length, kind = HEADER.unpack_from(buf, pos)
-            if length > MAX_BODY or kind not in (READY, PUBLISH, DRAIN):
+            if length > MAX_BODY or kind not in KINDS:
                 raise RelayError(f"bad relay frame: kind={kind} length={length}")
             end = pos + HEADER.size + length
             if len(buf) < end:

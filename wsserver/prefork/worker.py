@@ -294,22 +294,30 @@ class _Worker:
         self._close_listeners()
         self.gevent.spawn(self.runtime.stop, self.spec.config.server.graceful_timeout)
 
-    def drain(self, timeout: float) -> None:
-        """Stop accepting; sessions go on until they end or ``timeout``, then 1001."""
+    def drain(self, timeout: float, closing: tuple[str, ...] = ()) -> None:
+        """Stop accepting; sessions go on until they end or ``timeout``, then 1001.
+
+        Sessions on the ports in ``closing`` (ports the new generation no longer serves: removed,
+        disabled, or whose package was disabled) get 1001 at once.
+        """
         if self.phase != "serving":
             return
         self.phase = "draining"
         self.spec.board.set(self.spec.cell, -1)
         log(logger, "info", "worker draining", gen=self.spec.gen, sessions=len(self.runtime.sessions()),
-            timeout=timeout)
-        self.gevent.spawn(self._drain, timeout)
+            timeout=timeout, closing=",".join(closing) or "-")
+        self.gevent.spawn(self._drain, timeout, closing)
 
-    def _drain(self, timeout: float) -> None:
+    def _drain(self, timeout: float, closing: tuple[str, ...] = ()) -> None:
         for port in self.runtime.ports:
             port.stop_accepting()
         self._close_listeners()
         deadline = time.monotonic() + timeout
         while self.load():
+            for port in self.runtime.ports:  # again each turn: handshakes in progress end up here too
+                if port.port.alias in closing:
+                    for session in list(port.dispatcher.sessions.values()):
+                        session.close(1001, "going away")
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.urgent.wait(min(remaining, 0.2)):
                 break
@@ -385,7 +393,35 @@ class _Worker:
                 if kind == relay.PUBLISH:
                     groups.publish_local(*relay.decode_publish(body))
                 elif kind == relay.DRAIN:
-                    self.drain(relay.decode_drain(body))
+                    self.drain(relay.decode_drain(body), relay.decode_drain_closing(body))
+                elif kind == relay.REQUEST:
+                    self.gevent.spawn(self._answer, body)
+
+    def _answer(self, body: bytes) -> None:
+        """A request the master forwards from the admin process: list sessions, close one."""
+        try:
+            message = relay.decode_json(body)
+        except relay.RelayError as exc:
+            log(logger, "error", "bad request from the master", error=str(exc))
+            return
+        reply: dict[str, Any] = {"id": message.get("id"), "pid": os.getpid(), "gen": self.spec.gen}
+        op = message.get("op")
+        sessions = self.runtime.sessions()
+        if op == "sessions":
+            port = message.get("port")
+            found = [s for s in sessions if not port or s.port_alias == port]
+            limit = int(message.get("limit") or 1000)
+            reply["total"] = len(found)
+            reply["sessions"] = [dict(s.describe(), pid=os.getpid(), gen=self.spec.gen) for s in found[:limit]]
+        elif op == "close_session":
+            session = next((s for s in sessions if s.id == message.get("session")), None)
+            if session is not None:
+                reason = str(message.get("reason", "")).encode()[:120].decode(errors="ignore")
+                session.close(int(message.get("code", 1000)), reason)
+            reply["closed"] = session is not None
+        else:
+            reply["error"] = f"unknown op {op!r}"
+        self._send(relay.encode_json(relay.REPLY, reply))
 
     def _heartbeat_loop(self) -> None:
         while True:

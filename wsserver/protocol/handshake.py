@@ -84,6 +84,7 @@ class Handshake:
         self._stage = _Stage.READING
         self._eof = False
         self._received = 0  # bytes fed so far: with the trailing data it gives the head size
+        self._head: h11.Request | None = None  # the parsed request line and headers
 
     def receive_data(self, data: bytes | bytearray | None) -> None:
         """Feed bytes from the socket; ``b""`` or None means EOF.
@@ -117,6 +118,7 @@ class Handshake:
             return None
         if not isinstance(event, h11.Request):  # nothing else can come first from a client
             self._fail(400, "malformed request")
+        self._head = event
         head_size = self._received - len(self._h11.trailing_data[0])
         if head_size > self.max_header_size:
             # h11 bounds only incomplete requests; one read may bring a whole oversized head.
@@ -188,6 +190,20 @@ class Handshake:
         """
         self._stage = _Stage.DONE
         return error_response(status, reason, headers, body)
+
+    @property
+    def plain_get_path(self) -> str | None:
+        """The path of a plain HTTP GET (no ``Upgrade: websocket``) that ``next_request`` refused.
+
+        None for anything else. Lets the caller answer a health check (a load balancer's
+        ``GET /healthz``) on a WebSocket port instead of the 400 a non-upgrade request gets.
+        """
+        head = self._head
+        if head is None or head.method != b"GET":
+            return None
+        if any(name == b"upgrade" and b"websocket" in value.lower() for name, value in head.headers):
+            return None
+        return head.target.decode("latin-1").partition("?")[0]
 
     @property
     def trailing_data(self) -> bytes:

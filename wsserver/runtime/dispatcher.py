@@ -19,12 +19,16 @@ import gevent
 from wsserver.config import Config, EndpointConfig, PortConfig
 from wsserver.endpoints.base import Endpoint
 from wsserver.logs import log
+from wsserver.metrics import PortStats
 from wsserver.protocol import Handshake, HandshakeError, HandshakeRequest, origin_allowed
+from wsserver.runtime.auth_step import run_auth
 from wsserver.runtime.limits import PortCounter
 from wsserver.runtime.pool import ExecutorPool
 from wsserver.runtime.session import RECV_SIZE, Session
-from wsserver.runtime.transport import PlainTransport
-from wsserver.security.access import endpoint_allowed
+from wsserver.runtime.tls import make_transport  # TLS or plain
+from wsserver.security.access import IPRules, ProxyTrust, endpoint_allowed
+from wsserver.security.auth import Authenticator
+from wsserver.security.users import UserTable
 
 logger = logging.getLogger("wsserver.dispatcher")
 
@@ -92,19 +96,27 @@ def decide(request: HandshakeRequest, port: PortConfig, mounts: dict[str, Mount]
     return mount
 
 
-_STATUS_TEXT = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 426: "Upgrade Required",
+_STATUS_TEXT = {400: "Bad Request", 401: "Unauthorized", 429: "Too Many Requests", 500: "Internal Server Error",
+                403: "Forbidden", 404: "Not Found", 426: "Upgrade Required",
                 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+
+
+# Counted refusal reasons (wsserver_connections_rejected_total{reason}) of HandshakeError statuses.
+_HANDSHAKE_ERRORS = {0: "incomplete", 400: "bad_request", 426: "version", 431: "headers_too_large"}
 
 
 class Dispatcher:
     """Turns accepted connections of one port into sessions."""
 
     def __init__(self, port: PortConfig, mounts: dict[str, Mount], pool: ExecutorPool,
-                 counter: PortCounter) -> None:
+                 counter: PortCounter, auth: Authenticator | None = None, stats: PortStats | None = None) -> None:
         self.port = port
+        self.stats = stats if stats is not None else PortStats()  # counts for wsserver.metrics
+        self.counter = counter  # connections of this port across workers (max_connections)
+        self.auth = auth or Authenticator(port, UserTable())  # client authentication (security/auth.py)
+        self.proxies, self.ip_rules = ProxyTrust.from_config(port.access), IPRules.from_config(port.access)
         self.mounts = mounts
         self.pool = pool
-        self.counter = counter
         self.sessions: dict[str, Session] = {}
         self.scheme = "https" if port.protocol == "wss" else "http"
 
@@ -114,12 +126,14 @@ class Dispatcher:
             result = self._handshake(sock, peer)
         except Exception:
             log(logger, "error", "handshake failed", exc_info=True, port=self.port.alias, peer=_peer(peer))
+            self.stats.reject("error")
             _close(sock)
             return
         if result is None:
             _close(sock)
             return
         session = result
+        self.stats.handshake_done(time.monotonic() - started)
         log(logger, "debug", "session opened", port=self.port.alias, peer=_peer(peer), session=session.id,
             path=session.path, handshake_ms=round((time.monotonic() - started) * 1000, 2))
         self.sessions[session.id] = session
@@ -138,8 +152,16 @@ class Dispatcher:
                 hs.receive_data(data)
                 request = hs.next_request()
                 if request is None and not data:
+                    self.stats.reject("incomplete")
                     return None
         except HandshakeError as exc:
+            if exc.status == 400 and port.health_path and hs.plain_get_path == port.health_path:
+                # A load balancer's check (HAProxy option httpchk): counted, logged at debug only.
+                self.stats.health_checks += 1
+                log(logger, "debug", "health check", port=port.alias, peer=_peer(peer))
+                _send_quietly(sock, hs.reject(200, "ok"))
+                return None
+            self.stats.reject(_HANDSHAKE_ERRORS.get(exc.status, "bad_request"))
             log(logger, "info", "handshake refused", port=port.alias, peer=_peer(peer), status=exc.status,
                 reason=exc.reason)
             if exc.response:
@@ -148,35 +170,57 @@ class Dispatcher:
         except gevent.Timeout as exc:
             if exc is not timeout:
                 raise
+            self.stats.reject("timeout")
             log(logger, "info", "handshake timeout", port=port.alias, peer=_peer(peer))
             return None
         except OSError:
+            self.stats.reject("incomplete")
             return None
         finally:
             timeout.close()
 
+        if self.proxies.networks:  # behind a trusted proxy: its X-Forwarded-For names the client
+            peer = (self.proxies.client_address(peer[0], request.header("x-forwarded-for")), peer[1])
+            if not self.ip_rules.allows(peer[0]):
+                log(logger, "info", "handshake refused", port=port.alias, peer=_peer(peer), status=403, reason="ip")
+                self.stats.reject("ip")
+                _send_quietly(sock, hs.reject(403, "Forbidden"))
+                return None
         decision = decide(request, port, self.mounts, self.scheme)
-        if not isinstance(decision, Refusal):
-            full = self.counter.try_add()
-            if full is not None:
-                decision = Refusal(503, full)
         if isinstance(decision, Refusal):
             log(logger, "info", "handshake refused", port=port.alias, peer=_peer(peer), path=request.path,
                 status=decision.status, reason=decision.reason)
+            self.stats.reject(decision.reason)
             _send_quietly(sock, hs.reject(decision.status, _STATUS_TEXT.get(decision.status, "")))
             return None
         mount = decision
+        certificate = sock.peer_certificate() if self.auth.method == "certificate" else None
+        auth = run_auth(self.auth, request, peer, _peer(peer), self.pool, certificate)  # within auth_timeout_ms
+        if not auth.ok:
+            self.stats.reject(f"auth_{auth.result}")  # missing, invalid, forbidden, rate_limited, timeout, error
+            _send_quietly(sock, hs.reject(auth.status, _STATUS_TEXT.get(auth.status, ""), auth.headers))
+            return None
+        full = self.counter.try_add()
+        if full is not None:
+            log(logger, "info", "handshake refused", port=port.alias, peer=_peer(peer), path=request.path,
+                status=503, reason=full)
+            self.stats.reject(full)
+            _send_quietly(sock, hs.reject(503, _STATUS_TEXT[503]))
+            return None
         subprotocol = choose_subprotocol(request.subprotocols, mount.subprotocols)
         response, proto = hs.accept(request, subprotocol=subprotocol, compression=port.compression,
                                     max_message_size=port.max_message_size)
         if not _send_quietly(sock, response):
             self.counter.remove()
+            self.stats.reject("incomplete")
             return None
-        return Session(PlainTransport(sock), peer, port, request.path, mount.endpoint, proto, self.pool,
-                       subprotocol=subprotocol, on_end=self._ended, query=request.query)
+        return Session(make_transport(sock), peer, port, request.path, mount.endpoint, proto, self.pool,
+                       subprotocol=subprotocol, on_end=self._ended, stats=self.stats,
+                       query=self.auth.public_query(request.query), user=auth.user)
 
     def _ended(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        self.stats.session_ended(session.close_code, time.monotonic() - session.started)
         self.counter.remove()
         log(logger, "debug", "session closed", port=self.port.alias, peer=_peer(session.remote_address),
             session=session.id, code=session.close_code, messages_in=session.messages_in,

@@ -55,6 +55,10 @@ class ConnectionTable:
         column = self.columns[alias]
         return sum(self._cells[column * self.rows:(column + 1) * self.rows])
 
+    def row(self, row: int) -> dict[str, int]:
+        """One worker's connections per port alias (for the admin's worker list)."""
+        return {alias: self._cells[column * self.rows + row] for alias, column in self.columns.items()}
+
     def _locked(self) -> _Lock:
         return _Lock(self._file.fileno())
 

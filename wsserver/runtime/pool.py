@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,7 @@ from gevent.monkey import get_original
 
 from wsserver.config import PoolConfig
 from wsserver.logs import log
+from wsserver.metrics import POOL_WAIT_BUCKETS
 
 logger = logging.getLogger("wsserver.pool")
 
@@ -49,20 +51,26 @@ def nice_for_priority(priority: int) -> int:
 
 
 class PoolStats:
-    """Counters read by metrics and tests: how long tasks waited before they started."""
+    """Counters read by metrics and tests: how long tasks waited before they started.
 
-    __slots__ = ("completed", "max_wait", "started", "wait_total")
+    Running totals; ``wait_buckets`` counts waits per bucket of ``POOL_WAIT_BUCKETS`` (+Inf
+    last) for the ``wsserver_pool_wait_seconds`` histogram (``metrics.PortMetrics``).
+    """
+
+    __slots__ = ("completed", "max_wait", "started", "wait_buckets", "wait_total")
 
     def __init__(self) -> None:
         self.started = 0
         self.completed = 0
         self.wait_total = 0.0
         self.max_wait = 0.0
+        self.wait_buckets = [0] * (len(POOL_WAIT_BUCKETS) + 1)
 
     def record_start(self, queued_at: float) -> None:
         wait = time.monotonic() - queued_at
         self.started += 1
         self.wait_total += wait
+        self.wait_buckets[bisect_left(POOL_WAIT_BUCKETS, wait)] += 1
         if wait > self.max_wait:
             self.max_wait = wait
 

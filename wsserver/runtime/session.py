@@ -27,6 +27,7 @@ from gevent.event import Event
 from gevent.monkey import get_original
 
 from wsserver.logs import log
+from wsserver.metrics import PortStats
 from wsserver.protocol import (
     BinaryMessage,
     CloseReceived,
@@ -72,6 +73,7 @@ class Session:
         user: str | None = None,
         on_end: Callable[[Session], None] | None = None,
         query: str = "",
+        stats: PortStats | None = None,
     ) -> None:
         self.id = f"{os.getpid():x}-{next(_ids)}"
         self.remote_address = peer
@@ -91,6 +93,7 @@ class Session:
         self._proto = proto
         self._pool = pool
         self._on_end = on_end
+        self._stats = stats if stats is not None else PortStats()  # the port's counts (wsserver.metrics)
         loop = gevent.get_hub().loop
         self._loop = loop
         self._hub_thread = _native_get_ident()
@@ -149,6 +152,7 @@ class Session:
         else:
             self._proto.send_binary(bytes(message))
         self.messages_out += 1
+        self._stats.messages_out += 1
         self._flush()
         if self._out_bytes <= self._port.write_limit:
             return False
@@ -213,6 +217,7 @@ class Session:
         except Exception:
             log(logger, "error", "read failed", exc_info=True, session=self.id)
             data = b""
+        self._stats.bytes_in += len(data)
         try:
             self._proto.receive_data(data)
             self._after_input()
@@ -241,6 +246,7 @@ class Session:
 
     def _message_arrived(self, kind: int, data: Any) -> None:
         self.messages_in += 1
+        self._stats.messages_in += 1
         self._last_activity = time.monotonic()
         self._enqueue(kind, data)
         if len(self._inbound) + self._in_flight >= self._port.max_queue:
@@ -340,6 +346,7 @@ class Session:
         except OSError:
             self._terminate()
             return
+        self._stats.bytes_out += sent
         if sent < len(data):
             self._out.append(memoryview(data)[sent:])
             self._out_bytes += len(data) - sent
@@ -353,6 +360,7 @@ class Session:
                 chunk = out[0]
                 sent = self._transport.send(chunk)
                 self._out_bytes -= sent
+                self._stats.bytes_out += sent
                 if sent < len(chunk):
                     out[0] = chunk[sent:]
                     return

@@ -10,19 +10,27 @@ import logging
 import socket
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import gevent
 from gevent import socket as gsocket
 from gevent.event import Event
 
+from wsserver import metrics
+from wsserver.adapters.service import build_adapters
 from wsserver.config import Config, PortConfig
 from wsserver.logs import log
+from wsserver.metrics import adapter_observer
 from wsserver.runtime.dispatcher import Dispatcher, load_mounts
 from wsserver.runtime.limits import ConnectionTable
 from wsserver.runtime.listeners import BoundListener
 from wsserver.runtime.pool import ExecutorPool, Scheduler
 from wsserver.runtime.session import Session
+from wsserver.runtime.tls import wrap_server_socket
 from wsserver.security.access import IPRules
+from wsserver.security.auth import Authenticator
+from wsserver.security.tls import tls_for_config
+from wsserver.security.users import UserTable
 
 logger = logging.getLogger("wsserver.worker")
 
@@ -30,8 +38,10 @@ logger = logging.getLogger("wsserver.worker")
 class PortRuntime:
     """The acceptor of one port: accept, IP rule, TCP_NODELAY, spawn the dispatcher."""
 
-    def __init__(self, port: PortConfig, listener: BoundListener, dispatcher: Dispatcher) -> None:
+    def __init__(self, port: PortConfig, listener: BoundListener, dispatcher: Dispatcher,
+                 tls_context: Any = None) -> None:
         self.port = port
+        self.tls_context = tls_context  # an OpenSSL.SSL.Context for wss ports (security/tls.py)
         self.listener = listener
         self.dispatcher = dispatcher
         self.ip_rules = IPRules.from_config(port.access)
@@ -61,14 +71,17 @@ class PortRuntime:
                 log(logger, "warning", "accept failed", port=self.port.alias, error=str(exc))
                 gevent.sleep(0.05)
                 continue
-            if not self.ip_rules.allows(peer[0]):
+            if not self.ip_rules.allows(peer[0]) and not self.dispatcher.proxies.trusts(peer[0]):
                 log(logger, "info", "connection refused by IP rule", port=self.port.alias, peer=peer[0])
+                self.dispatcher.stats.reject("ip")
                 conn.close()
                 continue
             try:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+            if self.tls_context is not None:  # the TLS handshake runs in the dispatcher's first recv
+                conn = wrap_server_socket(conn, self.tls_context, peer, self.port.alias)
             glet = gevent.spawn(self.dispatcher.handle, conn, peer)
             self.greenlets.add(glet)
             glet.link(self.greenlets.discard)
@@ -85,6 +98,9 @@ class WorkerRuntime:
         self.mounts = load_mounts(config)
         by_alias = {bl.alias: bl for bl in listeners}
         self.scheduler = Scheduler()
+        users = UserTable(config.users)
+        # Built here, in the worker, after gevent's monkey-patching: backend sockets cooperate.
+        self.adapters = build_adapters(config.adapters, observer=adapter_observer) if config.adapters else {}
         self.ports: list[PortRuntime] = []
         for port in config.active_ports():
             listener = by_alias.get(port.alias)
@@ -92,8 +108,17 @@ class WorkerRuntime:
                 continue
             pool = ExecutorPool(port.alias, port.pool, self.scheduler)
             counter = connections.counter(port.alias, row, port.max_connections, port.max_connections_per_worker)
-            self.ports.append(PortRuntime(port, listener, Dispatcher(port, self.mounts, pool, counter)))
+            stats = metrics.PortStats()
+            auth = Authenticator.from_config(port, config, users=users, adapters=self.adapters,
+                                             observer=stats.auth_observer)
+            tls_context = tls_for_config(config).ports[port.alias].context if port.protocol == "wss" else None
+            dispatcher = Dispatcher(port, self.mounts, pool, counter, auth=auth, stats=stats)
+            self.ports.append(PortRuntime(port, listener, dispatcher, tls_context))
         self.stopped = Event()
+        # [metrics]: each port's counts go to the metric files every FLUSH_INTERVAL and at the end.
+        self.metrics = {p.port.alias: metrics.PortMetrics(p.port.alias) for p in self.ports} \
+            if config.metrics.enabled else {}
+        self._publisher: gevent.Greenlet | None = None
 
     def sessions(self) -> list[Session]:
         return [s for p in self.ports for s in p.dispatcher.sessions.values()]
@@ -103,6 +128,22 @@ class WorkerRuntime:
             port.start()
             log(logger, "info", "listening", port=port.port.alias,
                 address=_address_text(port.listener.address), backlog=port.listener.effective_backlog)
+        if self.metrics:
+            self._publisher = gevent.spawn(self._publish_loop)
+
+    def publish_metrics(self) -> None:
+        """Move every port's counts into the metric files (wsserver.metrics); quick, on the hub."""
+        for port in self.ports:
+            dispatcher = port.dispatcher
+            self.metrics[port.port.alias].publish(dispatcher.stats, len(dispatcher.sessions), dispatcher.pool)
+
+    def _publish_loop(self) -> None:
+        while True:
+            gevent.sleep(metrics.FLUSH_INTERVAL)
+            try:
+                self.publish_metrics()
+            except Exception:
+                log(logger, "error", "publishing metrics failed", exc_info=True)
 
     def stop(self, graceful_timeout: float) -> None:
         """Stop accepting, close every session with 1001, wait up to ``graceful_timeout``."""
@@ -120,6 +161,9 @@ class WorkerRuntime:
             for session in remaining:
                 session.abort()
         self.scheduler.stop()
+        if self._publisher is not None:
+            self._publisher.kill(block=False)
+            self.publish_metrics()
         self.stopped.set()
 
 

@@ -44,6 +44,52 @@ class IPRules:
         return any(ip in net for net in self.allow)
 
 
+def _forwarded_address(item: str) -> str:
+    """One X-Forwarded-For entry without brackets or port: "[2001:db8::1]:443" -> "2001:db8::1"."""
+    item = item.strip().strip('"')
+    if item.startswith("["):
+        return item[1:item.find("]")] if "]" in item else item
+    if item.count(":") == 1:  # IPv4 with a port
+        return item.partition(":")[0]
+    return item
+
+
+class ProxyTrust:
+    """``trusted_proxies``: which peers may tell us the client's address in X-Forwarded-For."""
+
+    def __init__(self, trusted: Iterable[str] = ()) -> None:
+        self.networks = _networks(trusted)
+
+    @classmethod
+    def from_config(cls, access: AccessConfig) -> ProxyTrust:
+        return cls(access.trusted_proxies)
+
+    def trusts(self, address: str) -> bool:
+        if not self.networks:
+            return False
+        try:
+            ip = _normalize(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+    def client_address(self, peer: str, forwarded_for: str | None) -> str:
+        """The client's address: the peer, or, when the peer is a trusted proxy, the rightmost
+        X-Forwarded-For entry that is not itself a trusted proxy (entries left of it can be
+        forged by the client). A malformed entry stops the walk at the last good hop."""
+        if not forwarded_for or not self.trusts(peer):
+            return peer
+        client = peer
+        for item in reversed(forwarded_for.split(",")):
+            try:
+                client = str(_normalize(_forwarded_address(item)))
+            except ValueError:
+                break
+            if not self.trusts(client):
+                break
+        return client
+
+
 def endpoint_allowed(access: AccessConfig, path: str) -> bool:
     """Endpoint access mode of a port: allow-by-default with a deny list, or the reverse."""
     if access.mode == "allow":

@@ -1,0 +1,42 @@
+"""The benchmark harness end to end, tiny: scenario 1 against wsserver only, a few seconds.
+
+It checks that the harness starts the server, drives the load generator and writes JSON with
+positive figures; it asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_harness_runs_scenario_1_against_wsserver(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--servers", "wsserver", "--scenarios", "rr",
+         "--repeats", "1", "--warmup", "0.5", "--duration", "1.5", "--conns", "4", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "request/response echo" in proc.stdout  # the table was printed
+    doc = json.loads((out / "latest.json").read_text())
+    slot = doc["results"]["rr"]["wsserver"]
+    assert slot["na"] is None, slot
+    assert len(slot["runs"]) == 1
+    run = slot["runs"][0]
+    assert run["count"] > 0
+    assert run["rate"] > 0
+    assert run["server_us"] > 0
+    assert run["server_cpu_s"] > 0
+    assert run["client_cpu_pct"] is not None and run["client_cpu_pct"] >= 0
+    assert run["p50_us"] > 0 and run["p99_us"] >= run["p50_us"]
+    assert run["errors"] == 0 and run["connect_errors"] == 0
+    assert (out / "latest.md").read_text().startswith("# wsserver benchmark")

@@ -1,0 +1,210 @@
+"""The admin process's HTTP/1.1 server: one greenlet per connection, h11 framing, optional TLS.
+
+Bounded everywhere: a request head of at most :data:`MAX_HEAD` bytes (431), a body of at most
+:data:`MAX_BODY` (413), :data:`REQUEST_TIMEOUT` to send a request, :data:`KEEPALIVE_TIMEOUT`
+idle between requests, at most ``max_connections`` connections (more wait in the backlog).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs
+
+import gevent
+import h11
+from gevent.pool import Pool
+
+from wsserver.logs import log
+
+logger = logging.getLogger("wsserver.admin")
+
+MAX_HEAD = 16384
+MAX_BODY = 1024 * 1024
+REQUEST_TIMEOUT = 15.0
+KEEPALIVE_TIMEOUT = 30.0
+RECV_SIZE = 65536
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    body: bytes
+    peer: str
+    scheme: str  # http | https
+
+    @property
+    def host(self) -> str:
+        return self.headers.get("host", "")
+
+    @property
+    def origin(self) -> str:
+        """This listener's own origin, as a browser names it."""
+        return f"{self.scheme}://{self.host}"
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+Handler = Callable[[Request], Response]
+
+
+class HTTPServer:
+    def __init__(self, sock: socket.socket, handler: Handler, tls_context: Any = None,
+                 max_connections: int = 64) -> None:
+        from gevent import socket as gsocket
+
+        self.sock = gsocket.socket(sock.family, sock.type, fileno=sock.detach())
+        self.sock.setblocking(True)
+        self.handler = handler
+        self.tls_context = tls_context
+        self.pool = Pool(max_connections)
+        self.stopping = False
+        self.busy = 0  # requests being handled now
+        self._acceptor: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        self._acceptor = gevent.spawn(self._accept_loop)
+
+    def stop_accepting(self) -> None:
+        self.stopping = True
+        if self._acceptor is not None:
+            self._acceptor.kill(block=False)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _accept_loop(self) -> None:
+        while True:
+            self.pool.wait_available()
+            try:
+                conn, addr = self.sock.accept()
+            except OSError as exc:
+                if self.stopping:
+                    return
+                log(logger, "warning", "admin: accept failed", error=str(exc))
+                gevent.sleep(0.1)
+                continue
+            self.pool.spawn(self._serve, conn, addr)
+
+    def _serve(self, conn: Any, addr: Any) -> None:
+        peer = addr[0] if isinstance(addr, tuple) else str(addr)
+        scheme = "http"
+        if self.tls_context is not None:
+            from wsserver.runtime.tls import wrap_server_socket
+
+            conn = wrap_server_socket(conn, self.tls_context, addr, "admin")
+            scheme = "https"
+        try:
+            self._session(conn, peer, scheme)
+        except (OSError, TimeoutError):
+            pass
+        except Exception:
+            log(logger, "error", "admin: connection failed", exc_info=True, peer=peer)
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _session(self, conn: Any, peer: str, scheme: str) -> None:
+        h = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        conn.settimeout(KEEPALIVE_TIMEOUT)
+        while True:
+            request, body = None, bytearray()
+            while True:
+                try:
+                    event = h.next_event()
+                except h11.RemoteProtocolError as exc:
+                    self._fail(conn, h, exc.error_status_hint)
+                    return
+                if event is h11.NEED_DATA:
+                    data = conn.recv(RECV_SIZE)
+                    h.receive_data(data)
+                    if not data and h.their_state is h11.IDLE:
+                        return
+                    conn.settimeout(REQUEST_TIMEOUT)
+                    continue
+                if isinstance(event, h11.ConnectionClosed):
+                    return
+                if isinstance(event, h11.Request):
+                    request = event
+                    length = dict(event.headers).get(b"content-length")
+                    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+                        self._fail(conn, h, 413)
+                        return
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > MAX_BODY:
+                        self._fail(conn, h, 413)
+                        return
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+            assert request is not None
+            self.busy += 1
+            try:
+                response = self._handle(request, bytes(body), peer, scheme)
+            finally:
+                self.busy -= 1
+            self._send(conn, h, request, response, close=self.stopping)
+            if h.our_state is h11.MUST_CLOSE or h.their_state is h11.MUST_CLOSE or self.stopping:
+                return
+            h.start_next_cycle()
+            conn.settimeout(KEEPALIVE_TIMEOUT)
+
+    def _handle(self, request: h11.Request, body: bytes, peer: str, scheme: str) -> Response:
+        headers: dict[str, str] = {}
+        for name, value in request.headers:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        target = request.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        req = Request(request.method.decode("latin-1"), path, params, headers, body, peer, scheme)
+        try:
+            return self.handler(req)
+        except Exception:
+            log(logger, "error", "admin: handler failed", exc_info=True, path=path, method=req.method)
+            return Response(500, b"internal error\n")
+
+    def _send(self, conn: Any, h: h11.Connection, request: h11.Request, response: Response, close: bool) -> None:
+        headers = [("Content-Type", response.content_type), ("Content-Length", str(len(response.body))),
+                   ("Cache-Control", "no-store"), *response.headers]
+        if close:
+            headers.append(("Connection", "close"))
+        data = h.send(h11.Response(status_code=response.status, headers=headers, reason=_phrase(response.status)))
+        if request.method != b"HEAD":
+            data += h.send(h11.Data(data=response.body))
+        data += h.send(h11.EndOfMessage())
+        conn.sendall(data)
+
+    def _fail(self, conn: Any, h: h11.Connection, status: int) -> None:
+        if h.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            phrase = _phrase(status).decode() or "Bad Request"
+            body = f"{phrase}\n".encode()
+            try:
+                conn.sendall((f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                              f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body)
+            except OSError:
+                pass
+
+
+def _phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""

@@ -1,0 +1,93 @@
+"""Brute-force protection: a token bucket of FAILED authentication attempts per client.
+
+Each client address (IPv6: its /64, or the configured prefix, since one host commonly owns a
+whole /64) starts with ``burst`` tokens; every failed attempt takes one and they come back at
+``refill_per_minute``. With no token left, attempts are refused (429) without checking the
+credentials, and the answer says when to retry. Successful attempts cost nothing.
+
+Memory is bounded: at most ``max_clients`` buckets, least recently used forgotten first, and a
+bucket that has filled up again is dropped since it is the same as none.
+Not thread-safe: one instance per port per worker, used from the worker's hub.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+__all__ = ["FailureLimiter"]
+
+
+class FailureLimiter:
+    def __init__(self, burst: int, refill_per_minute: float, max_clients: int = 100_000,
+                 ipv6_prefix: int = 64, clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst = burst
+        self.rate = refill_per_minute / 60.0  # tokens per second
+        self.max_clients = max_clients
+        self.ipv6_prefix = ipv6_prefix
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+
+    @classmethod
+    def from_config(cls, cfg: object, clock: Callable[[], float] = time.monotonic) -> FailureLimiter | None:
+        """None when ``burst = 0`` (no limit)."""
+        burst = cfg.burst  # type: ignore[attr-defined]
+        if burst == 0:
+            return None
+        return cls(burst, cfg.refill_per_minute, cfg.max_clients, cfg.ipv6_prefix, clock)  # type: ignore[attr-defined]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def key(self, address: str) -> str:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return address
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ipaddress.ip_network(f"{ip}/{self.ipv6_prefix}", strict=False))
+        return str(ip)
+
+    def _tokens(self, key: str, now: float) -> float:
+        entry = self._buckets.get(key)
+        if entry is None:
+            return float(self.burst)
+        tokens, at = entry
+        return min(float(self.burst), tokens + max(0.0, now - at) * self.rate)
+
+    def retry_after(self, address: str) -> int | None:
+        """None if this client may try now; else whole seconds until it may (>= 1)."""
+        key = self.key(address)
+        if key not in self._buckets:
+            return None
+        now = self.clock()
+        tokens = self._tokens(key, now)
+        if tokens >= 1.0:
+            return None
+        return max(1, math.ceil((1.0 - tokens) / self.rate))
+
+    def failed(self, address: str) -> None:
+        """Take one token for a failed attempt."""
+        key = self.key(address)
+        now = self.clock()
+        tokens = max(0.0, self._tokens(key, now) - 1.0)
+        self._buckets[key] = (tokens, now)
+        self._buckets.move_to_end(key)
+        self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        # Drop a few refilled buckets from the old end on each call: amortized, bounded work.
+        for _ in range(4):
+            if not self._buckets:
+                break
+            key = next(iter(self._buckets))
+            if self._tokens(key, now) < self.burst:
+                break
+            del self._buckets[key]

@@ -29,6 +29,7 @@ Label values are bounded: ``port`` is a configured alias, ``reason``/``result``/
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import platform
@@ -381,22 +382,65 @@ def adapter_observer(adapter: str, server: str, result: str, seconds: float, pen
 
 
 # ---- the master: the directory, dead workers, the scrape ------------------------------------
+DIR_PREFIX = "wsserver-metrics-"
+LOCK_FILE = "lock"  # held (flock) by the master and its workers while they live; not *.db
+_lock_fds: dict[str, int] = {}
+
+
 def setup_multiprocess(path: str | None = None) -> str:
     """Create the private directory (unless given), point prometheus-client at it; before any fork.
 
     Values created from now on, in this process or a forked child, live in ``<type>_<pid>.db``
     files there. An inherited ``PROMETHEUS_MULTIPROC_DIR`` is replaced: the directory must
-    belong to this master alone.
+    belong to this master alone. Directories left by masters that were killed (SIGKILL: no
+    clean-up) are removed first: their lock file is no longer held by anyone.
     """
     if path is None:
-        path = tempfile.mkdtemp(prefix="wsserver-metrics-")
+        remove_stale_dirs()
+        path = _make_locked_dir()
     os.environ[ENV_DIR] = path
     values.ValueClass = values.MultiProcessValue()
     return path
 
 
+def _make_locked_dir(tmpdir: str | None = None) -> str:
+    # Created under another name and renamed once locked: a directory with the final prefix
+    # always has its lock held (or its owners are gone), so no master removes a live one.
+    tmp = tempfile.mkdtemp(prefix="." + DIR_PREFIX + "new-", dir=tmpdir)
+    fd = os.open(os.path.join(tmp, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    path = os.path.join(os.path.dirname(tmp), DIR_PREFIX + os.path.basename(tmp).rsplit("-", 1)[1])
+    os.rename(tmp, path)
+    _lock_fds[path] = fd
+    return path
+
+
+def remove_stale_dirs(tmpdir: str | None = None) -> list[str]:
+    """Remove this user's metrics directories whose lock nobody holds; the removed paths."""
+    removed = []
+    for path in glob.glob(os.path.join(tmpdir or tempfile.gettempdir(), DIR_PREFIX + "*")):
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR)
+        except OSError:
+            continue  # not ours, or not one of ours with a lock: leave it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live master (or its workers) holds it
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def remove_multiprocess_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+    fd = _lock_fds.pop(path, None)
+    if fd is not None:
+        os.close(fd)
     if os.environ.get(ENV_DIR) == path:
         del os.environ[ENV_DIR]
 

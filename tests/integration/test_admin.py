@@ -334,3 +334,46 @@ def test_master_killed_during_a_loop_of_writes(admin_server) -> None:  # noqa: F
     cfg = parse_config(final.decode())  # whole and valid
     assert cfg.ports[1].description.startswith("version") or final in versions
     assert not [p for p in _tree(server.pid) if alive(p)]
+
+
+def test_admin_over_tls(admin_server, tmp_path: Path) -> None:  # noqa: F811
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    import trustme
+
+    from tests.support.admin import ADMIN_PASSWORD, ADMIN_USER
+    from tests.support.tlsstores import issue, write_pem_files
+
+    ca = trustme.CA()
+    cert, key = write_pem_files(tmp_path / "tls", issue(ca, "admin", "127.0.0.1"))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    ws_port = free_port()
+    body = (f'[admin.tls]\nkeystore = "pem"\nkey_alias = "admin"\n\n'
+            f'[[keystores]]\nalias = "pem"\ntype = "pem"\n[keystores.keys.admin]\ncert = "{cert}"\nkey = "{key}"\n\n'
+            + ECHO.format(package="") + port_table("plain", ws_port))
+    server, api = admin_server(body, ws_port)
+    url = api.url.replace("http://", "https://")
+    server.wait_log(r'msg="admin listening" address=https://', timeout=5)
+    listed = run_cli("package", "list", "--admin", url, "--cacert", str(ca_file))
+    assert listed.returncode == 0, listed.stderr
+    untrusted = run_cli("package", "list", "--admin", url)
+    assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+    context = ssl.create_default_context(cafile=str(ca_file))
+    login = urllib.request.Request(url + "/login", method="POST",
+                                   data=f"user={ADMIN_USER}&password={ADMIN_PASSWORD}".encode(),
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), NoRedirect)
+    try:
+        opener.open(login, timeout=30)
+        raise AssertionError("expected a 303")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 303
+        assert "; Secure" in exc.headers["Set-Cookie"]

@@ -236,3 +236,57 @@ def test_hot_path_accounting_is_cheap():
     n = 20000
     cost = min(timeit.repeat(per_message, number=n, repeat=5)) / n
     assert cost < 2e-6, f"{cost * 1e6:.2f} µs per message"
+
+
+def test_certificate_expiry_of_a_real_keystore(tmp_path):
+    import datetime
+
+    import trustme
+
+    from tests.support.tlsstores import issue, write_pem_files
+    from wsserver.config import load_config
+
+    not_after = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(days=10)
+    leaf = issue(trustme.CA(), "server", not_after=not_after)
+    cert, key = write_pem_files(tmp_path, leaf)
+    path = tmp_path / "wsserver.toml"
+    path.write_text(f"""
+[server.tls]
+keystore = "main"
+key_alias = "default"
+[[keystores]]
+alias = "main"
+type = "pem"
+[keystores.keys.default]
+cert = "{cert}"
+key = "{key}"
+[[endpoints]]
+path = "/echo"
+handler = "wsserver.endpoints.echo:Echo"
+[[ports]]
+alias = "secure"
+protocol = "wss"
+port = 8443
+bind = "127.0.0.1"
+""")
+    [(store, alias, expires)] = metrics.certificates_of(load_config(path))
+    assert (store, alias) == ("main", "default")
+    assert expires == pytest.approx(not_after.timestamp(), abs=2)
+    assert metrics.certificates_of(load_config(None)) == []  # no TLS: nothing to report
+
+
+def test_directories_of_killed_masters_are_removed(tmp_path):
+    held = metrics._make_locked_dir(str(tmp_path))  # this process: a live master
+    pid = os.fork()
+    if pid == 0:  # a master that dies without cleaning up
+        metrics._make_locked_dir(str(tmp_path))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    foreign = tmp_path / (metrics.DIR_PREFIX + "nolock")  # not made by this code: left alone
+    foreign.mkdir()
+    assert len(list(tmp_path.glob(metrics.DIR_PREFIX + "*"))) == 3
+    removed = metrics.remove_stale_dirs(str(tmp_path))
+    assert len(removed) == 1 and removed[0] != held
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([os.path.basename(held), foreign.name])
+    metrics.remove_multiprocess_dir(held)
+    assert not os.path.exists(held) and held not in metrics._lock_fds

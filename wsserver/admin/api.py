@@ -205,6 +205,7 @@ class AdminApp:
                 if handler is None and (method == req.method or (req.method == "HEAD" and method == "GET")):
                     handler, args = fn, tuple(_unquote(g) for g in match.groups())
         caller = self.authenticate(req, is_api)
+        req.user = caller.user
         if handler is None:
             if allowed:
                 raise HTTPError(405, "method not allowed", headers=[("Allow", ", ".join(sorted(allowed)))])
@@ -286,7 +287,8 @@ class AdminApp:
         committed = self.store.change(edit, if_match if if_match is not None else req.headers.get("if-match"),
                                       dry_run=dry_run)
         if committed.changed:
-            log(logger, "info", "admin: configuration changed", path=req.path, method=req.method)
+            log(logger, "info", "admin: configuration changed", user=req.user, method=req.method, path=req.path,
+                peer=req.peer)
         return committed
 
     def _port_or_404(self, config: Config, alias: str) -> Any:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http import HTTPStatus
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -20,6 +19,7 @@ import h11
 from gevent.pool import Pool
 
 from wsserver.logs import log
+from wsserver.prefork.httpd import Response, _phrase  # the metrics listener's own
 
 logger = logging.getLogger("wsserver.admin")
 
@@ -39,6 +39,7 @@ class Request:
     body: bytes
     peer: str
     scheme: str  # http | https
+    user: str = ""  # set by the application once authenticated (for the logs)
 
     @property
     def host(self) -> str:
@@ -48,14 +49,6 @@ class Request:
     def origin(self) -> str:
         """This listener's own origin, as a browser names it."""
         return f"{self.scheme}://{self.host}"
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-    headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 Handler = Callable[[Request], Response]
@@ -122,38 +115,17 @@ class HTTPServer:
 
     def _session(self, conn: Any, peer: str, scheme: str) -> None:
         h = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-        conn.settimeout(KEEPALIVE_TIMEOUT)
         while True:
-            request, body = None, bytearray()
-            while True:
-                try:
-                    event = h.next_event()
-                except h11.RemoteProtocolError as exc:
-                    self._fail(conn, h, exc.error_status_hint)
-                    return
-                if event is h11.NEED_DATA:
-                    data = conn.recv(RECV_SIZE)
-                    h.receive_data(data)
-                    if not data and h.their_state is h11.IDLE:
-                        return
-                    conn.settimeout(REQUEST_TIMEOUT)
-                    continue
-                if isinstance(event, h11.ConnectionClosed):
-                    return
-                if isinstance(event, h11.Request):
-                    request = event
-                    length = dict(event.headers).get(b"content-length")
-                    if length is not None and length.isdigit() and int(length) > MAX_BODY:
-                        self._fail(conn, h, 413)
-                        return
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                    if len(body) > MAX_BODY:
-                        self._fail(conn, h, 413)
-                        return
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-            assert request is not None
+            conn.settimeout(KEEPALIVE_TIMEOUT)
+            timer: list[gevent.Timeout] = []  # the whole request within REQUEST_TIMEOUT of its first byte
+            try:
+                got = self._read_request(conn, h, timer)
+            finally:
+                for t in timer:
+                    t.cancel()
+            if got is None:
+                return
+            request, body = got
             self.busy += 1
             try:
                 response = self._handle(request, bytes(body), peer, scheme)
@@ -163,7 +135,41 @@ class HTTPServer:
             if h.our_state is h11.MUST_CLOSE or h.their_state is h11.MUST_CLOSE or self.stopping:
                 return
             h.start_next_cycle()
-            conn.settimeout(KEEPALIVE_TIMEOUT)
+
+    def _read_request(self, conn: Any, h: h11.Connection, timer: list) -> tuple[h11.Request, bytes] | None:
+        """The next request and its body; None when the connection ends (or was answered 4xx)."""
+        request, body = None, bytearray()
+        while True:
+            try:
+                event = h.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._fail(conn, h, exc.error_status_hint)
+                return None
+            if event is h11.NEED_DATA:
+                data = conn.recv(RECV_SIZE)
+                h.receive_data(data)
+                if not data and h.their_state is h11.IDLE:
+                    return None
+                if not timer:
+                    timer.append(gevent.Timeout.start_new(REQUEST_TIMEOUT, TimeoutError))
+                    conn.settimeout(REQUEST_TIMEOUT)
+                continue
+            if isinstance(event, h11.ConnectionClosed):
+                return None
+            if isinstance(event, h11.Request):
+                request = event
+                length = dict(event.headers).get(b"content-length")
+                if length is not None and length.isdigit() and int(length) > MAX_BODY:
+                    self._fail(conn, h, 413)
+                    return None
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY:
+                    self._fail(conn, h, 413)
+                    return None
+            elif isinstance(event, h11.EndOfMessage):
+                assert request is not None
+                return request, bytes(body)
 
     def _handle(self, request: h11.Request, body: bytes, peer: str, scheme: str) -> Response:
         headers: dict[str, str] = {}
@@ -201,10 +207,3 @@ class HTTPServer:
                               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body)
             except OSError:
                 pass
-
-
-def _phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""

@@ -665,7 +665,10 @@ def _check_admin(cfg: Config, errors: _Errors, keystores: Iterable[Any], keystor
     elif a.tls.key_alias and not a.tls.keystore:
         errors.add("admin.tls.key_alias", "needs admin.tls.keystore (the keystore holding that key)",
                    a.tls.key_alias)
-    if not a.enabled:
+    # The listener opens only when someone may log in to it (see docs/admin.md): without such a
+    # user the default address 9100 must not stand in the way of a port.
+    if not a.enabled or not any(u.password_hash and (not u.connection_types or "admin" in u.connection_types)
+                                for u in cfg.users):
         return
     taken = [(f"{path}.port", port.port, port.bind) for path, port in _indexed("ports", cfg.ports)
              if not errors.is_bad(f"{path}.port", f"{path}.bind")]

@@ -231,6 +231,8 @@ class AdminSupervisor:
 
     def status(self) -> dict[str, Any]:
         """The live state the admin shows: master, workers, per-port listening and connections."""
+        from wsserver.prefork.arbiter import _address_text
+
         arbiter = self.arbiter
         gen = arbiter.current
         table = arbiter.connections
@@ -337,9 +339,4 @@ def _kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
-
-
-def _address_text(address: tuple) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

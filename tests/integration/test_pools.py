@@ -189,3 +189,16 @@ def test_client_that_never_reads(start_server, action):
         assert "write limit reached" not in server.logs()
         assert not client.at_eof(timeout=0.5)  # still open: the sender is waiting, not buffering
     client.close()
+
+
+def test_message_larger_than_write_limit_reaches_a_reading_client(start_server):
+    port = free_port()
+    cfg = _config([("p", port, "")], {"/echo": "Boom"}).replace(
+        'bind = "127.0.0.1"\n', 'bind = "127.0.0.1"\nwrite_limit = 65536\nwrite_limit_action = "close"\n'
+        "max_message_size = 16777216\n")
+    start_server(cfg, wait_for=("127.0.0.1", port))
+    big = "x" * 8_000_000  # more than the kernel buffers hold, and 120 times the write limit
+    with connect(f"ws://127.0.0.1:{port}/echo", compression=None, max_size=None) as ws:
+        for _ in range(3):
+            ws.send(big)
+            assert ws.recv(timeout=10) == big  # the limit bounds what waits, not one message

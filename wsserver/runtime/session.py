@@ -144,8 +144,18 @@ class Session:
                 self._drained.wait(1.0)
 
     def _send_now(self, message: str | bytes) -> bool:
-        """Encode and write on the hub thread; True when the write limit is exceeded."""
+        """Encode and write on the hub thread; True when the sender should wait for the client.
+
+        The limit judges what the client has not taken *before* this message: a single message
+        larger than ``write_limit`` still goes out to a client that reads, and the buffer stays
+        bounded by ``write_limit`` plus one message.
+        """
         if self._proto.state is not ProtocolState.OPEN:
+            return False
+        if self._out_bytes > self._port.write_limit and self._port.write_limit_action == "close":
+            log(logger, "warning", "write limit reached: closing", port=self.port_alias, peer=self.peer_text,
+                session=self.id, buffered=self._out_bytes)
+            self.close(1013, "try again later")
             return False
         if isinstance(message, str):
             self._proto.send_text(message)
@@ -154,14 +164,7 @@ class Session:
         self.messages_out += 1
         self._stats.messages_out += 1
         self._flush()
-        if self._out_bytes <= self._port.write_limit:
-            return False
-        if self._port.write_limit_action == "close":
-            log(logger, "warning", "write limit reached: closing", port=self.port_alias, peer=self.peer_text,
-                session=self.id, buffered=self._out_bytes)
-            self.close(1013, "try again later")
-            return False
-        return True
+        return self._out_bytes > self._port.write_limit
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; the connection ends when the peer replies or on timeout."""

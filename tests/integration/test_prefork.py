@@ -483,12 +483,26 @@ def test_reload_picks_up_new_endpoint_code(prefork, tmp_path):
         c.send_text("?")
         assert c.recv_text() == "v1"
         c.close()
-        module.write_text(source.format(version="v2"))
+        # A different size and a later mtime: Python's .pyc check (mtime + size, 1 s resolution)
+        # must not take the new source for the cached old one.
+        module.write_text(source.format(version="version-2"))
+        later = time.time() + 2
+        os.utime(module, (later, later))
         server.reload()
-        c = Client(HOST, port, "/echo")
-        c.send_text("?")
-        assert c.recv_text() == "v2"
-        c.close()
+        # Old workers drain after the reload completes: within a bounded time every new
+        # connection reaches the new generation, which runs the new code.
+        answers = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            c = Client(HOST, port, "/echo")
+            c.send_text("?")
+            answers.append(c.recv_text())
+            c.close()
+            if answers[-1] == "version-2":
+                break
+            time.sleep(0.1)
+        assert answers[-1] == "version-2", answers
+        assert set(answers) <= {"v1", "version-2"}
     finally:
         server.stop()
 

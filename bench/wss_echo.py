@@ -103,8 +103,7 @@ ping_interval_ms = 0
 
 
 def start_server(cfg: Path, log: Path, ports: tuple[int, ...]) -> subprocess.Popen:
-    # tests.support.wss_shim is wsserver itself once the config loader knows [[keystores]].
-    cmd = [*pin(0), sys.executable, "-m", "tests.support.wss_shim", "serve", "-c", str(cfg)]
+    cmd = [*pin(0), sys.executable, "-m", "wsserver", "serve", "-c", str(cfg)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30

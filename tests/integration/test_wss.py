@@ -11,7 +11,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import connect
 
-from tests.support.server import REPO, ServerProcess, free_port
+from tests.support.server import ServerProcess, free_port
 from tests.support.tlsstores import PASSWORD, issue, keytool, write_jks, write_pem_files, write_pkcs12_multi
 
 pytestmark = pytest.mark.integration
@@ -33,34 +32,17 @@ REFUSED = (ssl.SSLError, OSError, EOFError, WebSocketException)  # TLS 1.3 repor
 ECHO = '[[endpoints]]\npath = "/echo"\nhandler = "wsserver.endpoints.echo:Echo"\n'
 
 
-class WssServer(ServerProcess):
-    """``wsserver serve`` through tests.support.wss_shim (a no-op once the loader knows keystores)."""
-
-    def start(self, wait_for: tuple[str, int] | None = None, timeout: float = 20.0) -> WssServer:
-        cmd = [sys.executable, "-m", "tests.support.wss_shim", "serve", "-c", str(self.config_path), *self.args]
-        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **self.env)
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        if wait_for is not None:
-            try:
-                self._wait(wait_for, timeout)
-            except Exception:
-                self.stop()
-                raise
-        return self
-
-
 @pytest.fixture
 def start_wss(tmp_path):
-    started: list[WssServer] = []
+    started: list[ServerProcess] = []
 
     def start(config_text: str, wait_for: tuple[str, int] | None = None, env: dict[str, str] | None = None,
-              name: str = "server") -> WssServer:
+              name: str = "server") -> ServerProcess:
         workdir = tmp_path / name
         workdir.mkdir(exist_ok=True)
-        server = WssServer(workdir, config_text, env=(env or {}) | {"KS_PASSWORD": PASSWORD})
+        server = ServerProcess(workdir, config_text, env=(env or {}) | {"KS_PASSWORD": PASSWORD})
         started.append(server)
-        return server.start(wait_for=wait_for)
+        return server.start(wait_for=wait_for, timeout=20.0)
 
     yield start
     for server in started:

@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+$(STAMP): $(BIN)/python setup.cfg setup.py pyproject.toml wsserver/protocol/_speedups.c
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
@@ -42,7 +42,7 @@ integration: $(STAMP) system-deps
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
 
-# Benchmarks (bench/, docs/benchmarks.md): `make bench` is the quick run (< 3 min), `make bench-full`
+# Benchmarks (bench/, docs/benchmarks.md): `make bench` is the quick run (about 5 min), `make bench-full`
 # everything (about 30 min); both print the table and write bench/results/. BENCH_ARGS passes options.
 .PHONY: bench-full
 BENCH_STAMP := $(VENV)/.stamp-bench

@@ -6,6 +6,16 @@ import statistics
 
 from bench.scenarios import Scenario
 
+# A server's CPU per message is comparable only when it was CPU-bound: at least this share of its core(s)
+# over the measured window. Below it, the server waited (for the client, or for a core other processes
+# took) and its µs/msg is left out of every ratio and target verdict.
+SATURATED_PCT = 95.0
+# Other processes' share of the server's core above which a window (and, by the median, a run) is noisy.
+NOISE_PCT = 5.0
+# Load generator CPU (share of its cores) from which an unsaturated row is said to be client-bound.
+CLIENT_BOUND_PCT = 90.0
+NOT_SATURATED = "n/a (not saturated)"
+
 
 def summarize(values: list[float]) -> tuple[float | None, float | None]:
     """Median and spread (half the range, as % of the median) of the repeats that produced a figure."""
@@ -45,7 +55,7 @@ def _extra(sc: Scenario, runs: list[dict]) -> str:
         if sc.key in ("rr", "wss-rr", "handshake", "wss-handshake") and p50 is not None:
             text = f"p50 {fmt(p50 / 1000)} ms, p99 {fmt(p99 / 1000)} ms"
         foreign, _ = summarize([r.get("foreign_pct") for r in runs])
-        if foreign is not None and foreign >= 10:
+        if foreign is not None and foreign > NOISE_PCT:
             text += f"{', ' if text else ''}other load on the server's core {foreign:.0f}%"
         if errors:
             text += f"{', ' if text else ''}{errors} errors"
@@ -66,10 +76,46 @@ def _extra(sc: Scenario, runs: list[dict]) -> str:
     return ""
 
 
+def server_pct(runs: list[dict]) -> float | None:
+    """Median share of its own CPU(s) the server used over the measured windows."""
+    return summarize([r.get("server_core_pct", r.get("server_cpu_pct")) for r in runs])[0]
+
+
+def is_saturated(sc: Scenario, runs: list[dict]) -> bool:
+    """Timed rows (echo, handshake) count as saturated at a median ≥ SATURATED_PCT of the server's core;
+    idle and storm rows measure memory and time to serve, not CPU under load, so the rule does not apply."""
+    if sc.kind not in ("echo", "handshake"):
+        return True
+    pct = server_pct(runs)
+    return pct is not None and pct >= SATURATED_PCT
+
+
+def saturation_note(sc: Scenario, runs: list[dict], client_procs: int | None = None) -> str:
+    """Why a timed row is not saturated ("" when it is): the server's CPU and, if the load generator was
+    at its limit, that the client could not drive this server harder."""
+    if is_saturated(sc, runs):
+        return ""
+    pct = server_pct(runs)
+    text = f"**not saturated** (server CPU {'-' if pct is None else f'{pct:.0f}%'} < {SATURATED_PCT:.0f}%)"
+    client, _ = summarize([r.get("client_cpu_pct") for r in runs])
+    if client is not None and client >= CLIENT_BOUND_PCT:
+        procs = f"{client_procs} load generator process(es)" if client_procs else "the load generator"
+        text += (f"; client-bound: {procs} at {client:.0f}% of the client's CPU cannot saturate this "
+                 "server (more connections or --client-procs on more client CPUs)")
+    else:
+        foreign, _ = summarize([r.get("foreign_pct") for r in runs])
+        if foreign is None or foreign <= NOISE_PCT:
+            text += ("; neither the client nor other load was at the limit: the messages in flight did not keep "
+                     "the server busy")
+    return text
+
+
 def scenario_rows(sc: Scenario, results: dict[str, dict], baseline: str = "wsserver",
-                  bases: dict[str, str] | None = None, invert: bool = False) -> list[dict]:
+                  bases: dict[str, str] | None = None, invert: bool = False, saturation: bool = True,
+                  client_procs: int | None = None) -> list[dict]:
     """One row per server; ``results[name] = {"runs": [...], "na": reason | None}``. Ratios are
-    baseline ÷ row, or row ÷ its base (``bases``) with ``invert``."""
+    baseline ÷ row, or row ÷ its base (``bases``) with ``invert``. With ``saturation``, a µs ratio whose
+    row or base is not saturated is ``n/a (not saturated)``."""
     rows = []
     summary = {}
     for name, res in results.items():
@@ -77,22 +123,28 @@ def scenario_rows(sc: Scenario, results: dict[str, dict], baseline: str = "wsser
         fig, spread = summarize([r.get(sc.figure) for r in runs])
         cpu, _ = summarize([r.get("server_us") for r in runs])
         client, _ = summarize([r.get("client_cpu_pct") for r in runs])
-        server_pct, _ = summarize([r.get("server_cpu_pct") for r in runs])
-        summary[name] = (fig, cpu)
+        saturated = (not saturation) or (bool(runs) and is_saturated(sc, runs))
+        summary[name] = (fig, cpu, saturated)
+        extra = _extra(sc, runs) if runs else ""
+        note = saturation_note(sc, runs, client_procs) if runs and saturation else ""
+        if note:
+            extra = f"{note}, {extra}" if extra else note
         rows.append({"name": name, "na": res.get("na") if not runs else None, "figure": fig, "spread": spread,
-                     "server_us": cpu, "client_pct": client, "server_pct": server_pct,
-                     "n": len(runs),
-                     "extra": _extra(sc, runs) if runs else ""})
+                     "server_us": cpu, "client_pct": client, "server_pct": server_pct(runs) if runs else None,
+                     "saturated": saturated, "n": len(runs), "extra": extra})
     for row in rows:
         base = (bases or {}).get(row["name"], baseline)
         if row["name"] == base or base not in summary:
             row["ratio_fig"] = row["ratio_cpu"] = ""
-        elif invert:
+            continue
+        if invert:
             row["ratio_fig"] = ratio(row["figure"], summary[base][0])
             row["ratio_cpu"] = ratio(row["server_us"], summary[base][1])
         else:
             row["ratio_fig"] = ratio(summary[base][0], row["figure"])
             row["ratio_cpu"] = ratio(summary[base][1], row["server_us"])
+        if not (row["saturated"] and summary[base][2]) and row["server_us"] is not None:
+            row["ratio_cpu"] = NOT_SATURATED
     return rows
 
 

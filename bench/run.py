@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """wsserver's benchmark harness: wsserver and its peers, the scenarios of issue #10, in one run.
 
-    python bench/run.py                 # quick (make bench): scenarios 1-5, one repeat, < 3 min
+    python bench/run.py                 # quick (make bench): scenarios 1-6a, one repeat, about 5 min
     python bench/run.py --full          # everything (make bench-full): 1-8, repeats, ceiling, profile
     python bench/run.py --servers wsserver,aiohttp --scenarios rr,handshake --repeats 3
 
 Each server is started pinned to CPU 0 (``taskset``), the load generator to CPU 1; the harness itself sits
 on the client's CPU. Figures: the scenario's headline (msgs/s, MiB/s, handshakes/s, KiB per idle
 connection, seconds), its spread over repeats, the server's CPU µs per message (utime + stime of the server
-and its children from /proc over the measured window, divided by the messages in it), the client's CPU,
-and wsserver ÷ peer for every row. Results go to ``bench/results/`` as JSON and markdown; see
-docs/benchmarks.md.
+and its children from /proc over the measured window, divided by the messages in it), the server's and the
+client's CPU, and wsserver ÷ peer for every row. A timed row whose server used less than 95 % of its core
+is "not saturated" and its µs/msg enters no ratio and no target verdict. Before the run the harness samples
+how busy the server's core is; after it, a median of more than 5 % taken by other processes marks the run
+noisy (and --write-results then refuses to write bench/RESULTS.md without --force-write). Results go to
+``bench/results/`` as JSON and markdown; see docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import report  # noqa: E402
+from bench.procfs import cpus_busy_seconds  # noqa: E402
 from bench.scenarios import RUNNERS, Scenario, Settings, _cores, scenarios  # noqa: E402
 from bench.servers import ALL_KINDS, NotAvailable, Server, ServerSpec  # noqa: E402
 
-QUICK_SCENARIOS = ("rr", "stream", "big", "handshake", "idle")
+QUICK_SCENARIOS = ("rr", "stream", "big", "handshake", "idle", "idle-deflate", "wss-rr")
 FULL_SCENARIOS = ("rr", "stream", "big", "handshake", "idle", "idle-deflate", "wss-rr", "wss-handshake",
                   "storm", "variants", "ceiling")
 DATA_GROUP = ("rr", "stream", "big", "handshake")
@@ -66,7 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-seconds", type=float, default=8.0)
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
     p.add_argument("--write-results", action="store_true",
-                   help="also write the report to bench/RESULTS.md (the committed copy of a full run)")
+                   help="also write the report to bench/RESULTS.md (the committed copy of a full run); "
+                        "refused when the run is noisy")
+    p.add_argument("--force-write", action="store_true",
+                   help="with --write-results: write bench/RESULTS.md even from a noisy run (marked noisy)")
     p.add_argument("--python", default=sys.executable, help="interpreter for servers and load generator")
     return p.parse_args(argv)
 
@@ -161,6 +168,7 @@ class Bench:
         self.no_metrics_table: set[str] = set()
         self.cert = self.key = None
         self.profile_text = ""
+        self.preflight: dict = {}
 
     def log(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
@@ -210,8 +218,14 @@ class Bench:
                 slot["runs"].append(result)
                 slot["na"] = None
                 head = result.get(sc.figure)
+                load = ""
+                if sc.kind in ("echo", "handshake"):
+                    pct = result.get("server_core_pct")
+                    load = (f"  server CPU {report.fmt(pct, 0)}%"
+                            + ("" if pct is not None and pct >= report.SATURATED_PCT else " NOT SATURATED")
+                            + f"  other load {report.fmt(result.get('foreign_pct'), 0)}%")
                 self.log(f"{spec.name:>22} {key:<14} {sc.unit} {report.fmt(head)}  server µs/{sc.per} "
-                         f"{report.fmt(result.get('server_us'))}  client CPU "
+                         f"{report.fmt(result.get('server_us'))}{load}  client CPU "
                          f"{report.fmt(result.get('client_cpu_pct'), 0)}%  ({time.monotonic() - started:.1f}s)")
         finally:
             server.stop()
@@ -380,71 +394,178 @@ def _figure(bench: Bench, key: str, name: str, field: str = "") -> float | None:
     return report.summarize([r.get(field or sc.figure) for r in slot["runs"]])[0]
 
 
+def _saturated(bench: Bench, key: str, name: str) -> bool:
+    slot = bench.records.get(key, {}).get(name)
+    sc = bench.scs.get(key) or bench.extra_scenarios.get(key)
+    return bool(slot and slot["runs"]) and report.is_saturated(sc, slot["runs"])
+
+
+def _server_pct(bench: Bench, key: str, name: str) -> float | None:
+    slot = bench.records.get(key, {}).get(name)
+    return report.server_pct(slot["runs"]) if slot and slot["runs"] else None
+
+
+def noise_median(bench: Bench) -> tuple[float | None, float | None, int]:
+    """Median and max of the other processes' share of the server's core over all measured windows."""
+    values = sorted(r["foreign_pct"] for slots in bench.records.values() for slot in slots.values()
+                    for r in slot["runs"] if r.get("foreign_pct") is not None)
+    if not values:
+        return None, None, 0
+    return values[len(values) // 2], values[-1], len(values)
+
+
+def is_noisy(bench: Bench) -> bool:
+    mid, _, _ = noise_median(bench)
+    return mid is not None and mid > report.NOISE_PCT
+
+
+# (scenario, peer, limit on wsserver ÷ peer of server CPU µs per message, peers only shown)
+CPU_TARGETS = (("rr", "aiohttp", 0.8, ()), ("stream", "aiohttp", 1.0, ()), ("wss-rr", "aiohttp", 1.0, ()),
+               ("handshake", "aiohttp", 1.0, ()), ("big", "websockets", 1.0, ("aiohttp",)))
+MEMORY_TARGETS = (("idle", 4.0), ("idle-deflate", 40.0))
+
+
 def targets(bench: Bench) -> list[str]:
-    """The targets of issue #10, checked against this run (n/a where a figure is missing)."""
-    def check(label: str, ok: bool | None, detail: str) -> str:
-        mark = "n/a" if ok is None else ("met" if ok else "**missed**")
-        return f"| {label} | {mark} | {detail} |"
+    """The targets (wsserver: one worker, greenlet mode, compression off), each met, missed, inconclusive
+    (a row not saturated, or the run noisy) or not run, with the figures it was judged on."""
+    noisy = is_noisy(bench)
+    mid, _, _ = noise_median(bench)
 
-    def cmp_cpu(key: str, peer: str) -> str:
+    def row(label: str, verdict: str, detail: str) -> str:
+        return f"| {label} | {verdict} | {detail} |"
+
+    def side(key: str, name: str) -> str:
+        us, pct = _figure(bench, key, name, "server_us"), _server_pct(bench, key, name)
+        sat = "" if _saturated(bench, key, name) else ", not saturated"
+        return f"{name} {report.fmt(us)} µs (server CPU {report.fmt(pct, 0)}%{sat})"
+
+    rows = ["| target | verdict | figures |", "|---|---|---|"]
+    for key, peer, limit, shown in CPU_TARGETS:
+        sc = bench.scs[key]
+        label = f"{key}: server µs/{sc.per} wsserver ÷ {peer} ≤ {limit:.1f}x"
+        if key not in bench.records:
+            rows.append(row(label, "not run", f"scenario {key} was not selected"))
+            continue
         a, b = _figure(bench, key, "wsserver", "server_us"), _figure(bench, key, peer, "server_us")
-        ok = None if a is None or b is None else a <= b
-        return check(f"{key}: server µs/msg ≤ {peer}", ok,
-                     f"wsserver {report.fmt(a)} vs {peer} {report.fmt(b)} ({report.ratio(a, b)})")
-
-    rows = ["| target | result | figures |", "|---|---|---|"]
-    for key in ("rr", "stream"):
-        rows.append(cmp_cpu(key, "websockets"))
-        rows.append(cmp_cpu(key, "aiohttp"))
-    a, b = _figure(bench, "handshake", "wsserver"), _figure(bench, "handshake", "aiohttp")
-    rows.append(check("handshakes/s ≥ aiohttp", None if a is None or b is None else a >= b,
-                      f"wsserver {report.fmt(a)} vs aiohttp {report.fmt(b)} ({report.ratio(a, b)})"))
-    for key, limit in (("idle", 12), ("idle-deflate", 70)):
-        a = _figure(bench, key, "wsserver")
-        rows.append(check(f"{key}: ≤ {limit} KiB per connection", None if a is None else a <= limit,
-                          f"wsserver {report.fmt(a)} KiB"))
-    for key in ("rr", "handshake"):
-        a, b = _figure(bench, f"wss-{key}", "wsserver"), _figure(bench, key, "wsserver")
-        if key == "rr":
-            rows.append(check("wss echo ≥ 0.6 x ws echo", None if a is None or b is None else a >= 0.6 * b,
-                              f"wss {report.fmt(a)} vs ws {report.fmt(b)} msg/s ({report.ratio(a, b)})"))
+        if a is None or b is None:
+            missing = [n for n, v in (("wsserver", a), (peer, b)) if v is None]
+            reasons = [f"{n}: {report.clean_reason(bench.records[key].get(n, {}).get('na') or 'not run', 120)}"
+                       for n in missing]
+            rows.append(row(label, "inconclusive (no figure)", "; ".join(reasons)))
+            continue
+        detail = f"{side(key, 'wsserver')} ÷ {side(key, peer)} = {a / b:.2f}x (limit {limit:.2f}x)"
+        for other in shown:
+            c = _figure(bench, key, other, "server_us")
+            if c is not None:
+                sat = "" if _saturated(bench, key, other) and _saturated(bench, key, "wsserver") \
+                    else "; not saturated, for the record only"
+                detail += f"; ÷ {other} {report.fmt(c)} µs = {a / c:.2f}x{sat}"
+        unsaturated = [n for n in ("wsserver", peer) if not _saturated(bench, key, n)]
+        if unsaturated:
+            verdict = f"inconclusive (not saturated: {', '.join(unsaturated)})"
+        elif noisy:
+            verdict = f"inconclusive (noisy run: other load {mid:.0f}% of the server's core)"
         else:
-            rows.append(check("wss handshakes/s (no target; for the record)", None,
-                              f"wss {report.fmt(a)} vs ws {report.fmt(b)} hs/s ({report.ratio(a, b)})"))
+            verdict = "met" if a / b <= limit else "**missed**"
+        rows.append(row(label, verdict, detail))
+    for key, limit in MEMORY_TARGETS:
+        label = f"{key}: ≤ {limit:g} KiB of server RSS per connection"
+        if key not in bench.records:
+            rows.append(row(label, "not run", f"scenario {key} was not selected"))
+            continue
+        a = _figure(bench, key, "wsserver")
+        if a is None:
+            na = bench.records[key].get("wsserver", {}).get("na") or "not run"
+            rows.append(row(label, "inconclusive (no figure)", f"wsserver: {report.clean_reason(na, 120)}"))
+            continue
+        rows.append(row(label, "met" if a <= limit else "**missed**",
+                        f"wsserver {report.fmt(a)} KiB per connection ({bench.scs[key].conns} connections; "
+                        "memory, so neither saturation nor noise applies)"))
+    return rows
+
+
+def other_checks(bench: Bench) -> list[str]:
+    """Checks from full runs that are not targets: worker scaling and the reconnect storm."""
+    rows = []
     for key in ("v-rr", "v-handshake"):
         a = _figure(bench, key, "wsserver[workers=2,cpus=0-1]")
         b = _figure(bench, key, "wsserver[metrics=off]")
+        if a is None or b is None:
+            continue
         noise = _figure(bench, key, "wsserver[metrics=off]", "foreign_pct")
-        ok = None if a is None or b is None or (noise or 0) >= 10 else a >= 1.6 * b
-        rows.append(check(f"2 workers ≥ 1.6 x 1 worker ({key[2:]})", ok,
-                          f"{report.fmt(a)} vs {report.fmt(b)} ({report.ratio(a, b)}); 2 workers share both cores "
-                          "with the client" + (f"; inconclusive: other load took {noise:.0f}% of the 1-worker "
-                                               "base's core" if (noise or 0) >= 10 else "")))
+        noisy = (noise or 0) > report.NOISE_PCT
+        verdict = "inconclusive (noisy)" if noisy else ("met" if a >= 1.6 * b else "**missed**")
+        rows.append(f"| 2 workers ≥ 1.6 x 1 worker ({key[2:]}) | {verdict} | {report.fmt(a)} vs {report.fmt(b)} "
+                    f"({report.ratio(a, b)}); 2 workers share both cores with the client"
+                    + (f"; other load took {noise:.0f}% of the 1-worker base's core" if noisy else "") + " |")
     slot = bench.records.get("storm", {}).get("wsserver")
     if slot and slot["runs"]:
         errors = max(r["errors"] for r in slot["runs"])
-        rows.append(check(f"storm of {bench.scs['storm'].conns}: zero errors", errors == 0,
-                          f"worst run {errors} errors, {report.fmt(_figure(bench, 'storm', 'wsserver'))} s to all"))
-    else:
-        rows.append(check("storm: zero errors", None, "not run"))
-    return rows
+        rows.append(f"| storm of {bench.scs['storm'].conns}: zero errors | {'met' if errors == 0 else '**missed**'} "
+                    f"| worst run {errors} errors, {report.fmt(_figure(bench, 'storm', 'wsserver'))} s to all |")
+    if not rows:
+        return []
+    return ["| check | verdict | figures |", "|---|---|---|", *rows]
+
+
+def preflight(server_cpus: str, seconds: float = 1.0) -> dict:
+    """Load average, and how busy the server's core(s) are for ``seconds`` before any server runs: all of
+    that is other processes (the harness itself sits on the client's CPU)."""
+    out: dict = {"loadavg": os.getloadavg(), "cpus": server_cpus, "busy_pct": None, "seconds": seconds}
+    if not server_cpus:
+        return out
+    try:
+        cpus = _expand(server_cpus)
+        b0, t0 = cpus_busy_seconds(cpus), time.monotonic()
+        time.sleep(seconds)
+        b1, t1 = cpus_busy_seconds(cpus), time.monotonic()
+    except (OSError, ValueError):
+        return out
+    out["busy_pct"] = max(0.0, 100.0 * (b1 - b0) / max(1e-9, t1 - t0) / len(cpus))
+    return out
+
+
+def preflight_lines(pre: dict) -> list[str]:
+    load = ", ".join(f"{x:.2f}" for x in pre["loadavg"])
+    if pre.get("busy_pct") is None:
+        return [f"before the run: load average {load}; the server's core not sampled (servers not pinned)"]
+    busy = pre["busy_pct"]
+    lines = [f"before the run: load average {load}; CPU {pre['cpus']} (the server's core) {busy:.1f}% busy "
+             f"over {pre['seconds']:g} s with no server running"]
+    if busy > report.NOISE_PCT:
+        lines.insert(0, f"NOISY: other processes took {busy:.0f}% of CPU {pre['cpus']} (the server's core; limit "
+                        f"{report.NOISE_PCT:g}%): rows may not saturate and the run will probably be marked noisy")
+    return lines
+
+
+def noise_header(bench: Bench, forced: bool = False) -> list[str]:
+    """The noisy-run banner for the top of the report ([] when the run is quiet or noise was not measured)."""
+    if not is_noisy(bench):
+        return []
+    mid, top, n = noise_median(bench)
+    text = (f"> **NOISY RUN**: other processes took a median {mid:.0f}% (max {top:.0f}%) of the server's core "
+            f"over {n} measured windows, above the {report.NOISE_PCT:g}% limit. Every CPU target is "
+            "inconclusive; rates are depressed and µs/msg inflated by amounts that differ from row to row. "
+            "Re-run on a quiet machine.")
+    if forced:
+        text += " (Written to bench/RESULTS.md with --force-write.)"
+    return [text, ""]
 
 
 def foreign_line(bench: Bench) -> str:
     """How much of the server's core other processes took during the measured windows (the noise)."""
-    values = sorted(r["foreign_pct"] for slots in bench.records.values() for slot in slots.values()
-                    for r in slot["runs"] if r.get("foreign_pct") is not None)
-    if not values:
-        return "- Other load on the server's core: not measured (server not pinned apart from the client)."
-    mid = values[len(values) // 2]
-    warning = ""
-    if mid >= 10:
-        warning = (f"\n- **Noisy run**: other processes took a median {mid:.0f}% of the server's core, so msg/s, "
-                   "hs/s and storm seconds are depressed by an amount that differs from row to row; "
-                   "µs per message and the ratios of µs are the usable figures. Re-run on a quiet machine.")
+    mid, top, n = noise_median(bench)
+    pre = bench.preflight
+    before = ""
+    if pre.get("busy_pct") is not None:
+        before = (f" Before the run, with no server running, CPU {pre['cpus']} was {pre['busy_pct']:.1f}% busy over "
+                  f"{pre['seconds']:g} s.")
+    if mid is None:
+        return "- Other load on the server's core: not measured (server not pinned apart from the client)." + before
+    verdict = "**noisy**" if mid > report.NOISE_PCT else "quiet"
     return (f"- Other load on the server's core (CPU time other processes took on it during the measured windows): "
-            f"median {mid:.0f}%, max {values[-1]:.0f}% over {len(values)} windows; rows above 10% say so in "
-            "their notes. Above a few % the absolute figures are depressed; compare µs/msg and ratios." + warning)
+            f"median {mid:.1f}%, max {top:.0f}% over {n} windows: {verdict} (limit {report.NOISE_PCT:g}% median); "
+            f"rows above {report.NOISE_PCT:g}% say so in their notes." + before)
 
 
 def ceiling_lines(bench: Bench) -> list[str]:
@@ -476,7 +597,8 @@ def summary_table(bench: Bench) -> list[str]:
     if not cols:
         return []
     names = list(dict.fromkeys(n for key, _, _ in cols for n in bench.records[key]))
-    out = ["## Summary (medians; in brackets wsserver ÷ that server, below 1 = wsserver cheaper)", "",
+    out = ["## Summary (medians; in brackets wsserver ÷ that server, below 1 = wsserver cheaper; µs of a row "
+           f"whose server was below {report.SATURATED_PCT:.0f}% CPU are marked and enter no ratio)", "",
            "| server | " + " | ".join(c[2] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
     for name in names:
         cells = []
@@ -484,20 +606,25 @@ def summary_table(bench: Bench) -> list[str]:
             value = _figure(bench, key, name, field)
             base = _figure(bench, key, "wsserver", field)
             cell = report.fmt(value) if value is not None else "n/a"
-            if value is not None and name != "wsserver" and base is not None:
-                cell += f" ({report.ratio(base, value)})"
+            sat = _saturated(bench, key, name)
+            if value is not None and not sat:
+                cell += " (not saturated)" if name == "wsserver" else f" ({report.NOT_SATURATED})"
+            elif value is not None and name != "wsserver" and base is not None:
+                cell += (f" ({report.ratio(base, value)})" if _saturated(bench, key, "wsserver")
+                         else f" ({report.NOT_SATURATED})")
             cells.append(cell)
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     return [*out, ""]
 
 
-def markdown(bench: Bench, env: dict) -> str:
+def markdown(bench: Bench, env: dict, forced: bool = False) -> str:
     st = bench.settings
     v = env["versions"]
     m = env["machine"]
     lines = [
         f"# wsserver benchmark — {'full' if bench.full else 'quick'} run, {env['date']}",
         "",
+        *noise_header(bench, forced),
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
         f"somaxconn {m['somaxconn']}; load average at start {', '.join(f'{x:.2f}' for x in env['loadavg_start'])},"
         f" at end {', '.join(f'{x:.2f}' for x in env['loadavg_end'])} (the machine is shared: absolute figures "
@@ -513,8 +640,11 @@ def markdown(bench: Bench, env: dict) -> str:
         "generator's own utime+stime ÷ window ÷ its cores; near 100 % the client is the limit.",
         "- Ratio columns: wsserver ÷ that row's server (for scenario 8: ÷ the variant it is compared with). "
         "For msg/s, MiB/s and hs/s above 1 is better for wsserver; for µs, KiB and seconds below 1 is.",
-        "- Server CPU: the server's CPU time ÷ the window (100 % = its core fully busy; below that it waited for "
-        "the client or lost its core to other work on the machine).",
+        "- Server CPU: the server's CPU time ÷ the window ÷ its cores (100 % = its core fully busy; below that it "
+        "waited for the client or lost its core to other work on the machine). **Saturation rule**: a timed row "
+        f"(echo, handshake) below {report.SATURATED_PCT:.0f}% is marked *not saturated*; its µs/msg enters no "
+        f"ratio and no target verdict ({report.NOT_SATURATED}). If the client CPU of such a row is "
+        f"≥ {report.CLIENT_BOUND_PCT:.0f}%, the load generator was the limit (client-bound).",
         foreign_line(bench),
         "",
     ]
@@ -531,10 +661,10 @@ def markdown(bench: Bench, env: dict) -> str:
             label = "variant ÷ its base"
         elif key.startswith("ceiling"):
             base = "raw client" if key == "ceiling-handshake" else "picows client"
-            rows = report.scenario_rows(sc, bench.records[key], baseline=base)
+            rows = report.scenario_rows(sc, bench.records[key], baseline=base, saturation=False)
             label = f"{base} ÷ row"
         else:
-            rows = report.scenario_rows(sc, bench.records[key])
+            rows = report.scenario_rows(sc, bench.records[key], client_procs=st.client_procs)
             label = "wsserver ÷ row"
         heading = sc.title[0].upper() + sc.title[1:] if key.startswith("ceiling") else f"{sc.number}. {sc.title}"
         lines += [f"## {heading} [{key}]", "", report.table(sc, rows, label), ""]
@@ -546,8 +676,13 @@ def markdown(bench: Bench, env: dict) -> str:
                          + ". Rows with cpus=0-1: server and client both on CPUs 0-1; the others: server on CPU 0, client on CPU 1.")
             lines.append("")
     lines += ceiling_lines(bench)
-    if any(k in bench.records for k in ("rr", "stream", "handshake", "idle")):
-        lines += ["## Targets of issue #10 (wsserver, one worker, greenlet mode)", "", *targets(bench), ""]
+    lines += ["## Targets (wsserver: one worker, greenlet mode, compression off)", "",
+              f"CPU targets compare server CPU µs per message (per handshake) in the same run; a target is "
+              f"inconclusive when either row is not saturated (server CPU < {report.SATURATED_PCT:.0f}%) or the "
+              f"run is noisy (median other load > {report.NOISE_PCT:g}%).", "", *targets(bench), ""]
+    checks = other_checks(bench)
+    if checks:
+        lines += ["## Other checks", "", *checks, ""]
     if bench.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in bench.notes], ""]
     if bench.profile_text:
@@ -563,7 +698,11 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, {int(c) for c in _expand(args.client_cpus)})
     except (OSError, ValueError):
         pass
+    bench.preflight = preflight(args.server_cpus)
+    for line in preflight_lines(bench.preflight):
+        bench.log(line)
     env = environment(args)
+    env["preflight"] = bench.preflight
     bench.log(f"{'full' if bench.full else 'quick'} run: servers {', '.join(bench.kinds)}; scenarios "
               f"{', '.join(bench.selected)}; client {bench.settings.client}; load average "
               f"{', '.join(f'{x:.2f}' for x in env['loadavg_start'])}")
@@ -575,8 +714,14 @@ def main(argv: list[str] | None = None) -> int:
         bench.notes.append("interrupted: partial results")
     env["loadavg_end"] = os.getloadavg()
     env["seconds"] = round(time.monotonic() - started, 1)
-    text = markdown(bench, env)
+    noisy = is_noisy(bench)
+    mid, top, windows = noise_median(bench)
+    write = args.write_results and (not noisy or args.force_write)
+    text = markdown(bench, env, forced=write and noisy)
     doc = {"environment": env, "profile": "full" if bench.full else "quick",
+           "noise": {"preflight": bench.preflight, "median_foreign_pct": mid, "max_foreign_pct": top,
+                     "windows": windows, "limit_pct": report.NOISE_PCT, "noisy": noisy},
+           "saturated_pct": report.SATURATED_PCT,
            "settings": dataclasses.asdict(bench.settings), "repeats": bench.repeats,
            "bulk_repeats": bench.bulk_repeats, "scenarios": {k: dataclasses.asdict(s) for k, s in
                                                              {**bench.scs, **bench.extra_scenarios}.items()},
@@ -587,10 +732,20 @@ def main(argv: list[str] | None = None) -> int:
     md_path.write_text(text)
     shutil.copyfile(json_path, out / "latest.json")
     shutil.copyfile(md_path, out / "latest.md")
-    if args.write_results:
+    if write:
         (REPO / "bench" / "RESULTS.md").write_text(text)
     print(text)
     bench.log(f"done in {env['seconds']:.0f}s: {md_path} and {json_path}")
+    if noisy:
+        bench.log(f"NOISY run: other processes took a median {mid:.1f}% of the server's core "
+                  f"(limit {report.NOISE_PCT:g}%)")
+    if args.write_results and not write:
+        bench.log(f"NOT writing bench/RESULTS.md: the run is noisy (median other load {mid:.1f}% of the server's "
+                  f"core > {report.NOISE_PCT:g}%); re-run on a quiet machine, or add --force-write to write it "
+                  "marked noisy")
+        return 2
+    if write:
+        bench.log("wrote bench/RESULTS.md" + (" (marked noisy: --force-write)" if noisy else ""))
     return 0
 
 

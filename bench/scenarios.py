@@ -34,7 +34,7 @@ def scenarios(full: bool) -> dict[str, Scenario]:
     storm_conns = 5_000 if full else 1_000
     items = [
         Scenario("rr", 1, "request/response echo, 32 B text, 64 connections", "echo", 64),
-        Scenario("stream", 2, "streaming echo, 32 B text, 16 connections x 16 in flight", "echo", 16, window=16),
+        Scenario("stream", 2, "streaming echo, 32 B text, 16 connections x 100 in flight", "echo", 16, window=100),
         Scenario("big", 3, "64 KiB binary echo, 8 connections", "echo", 8, size=65536, binary=True,
                  figure="mib_s", unit="MiB/s"),
         Scenario("handshake", 4, "connect + handshake + one echo + close, 16 at a time", "handshake", 16,
@@ -116,6 +116,8 @@ def run_timed(server: Server, sc: Scenario, st: Settings, conns: int | None = No
     out["connect_errors"] = connect_errors
     out["server_cpu_s"] = cpu1 - cpu0
     out["server_cpu_pct"] = 100.0 * (cpu1 - cpu0) / max(1e-9, w1 - w0)
+    # Share of the server's own CPUs it used (the saturation figure; = server_cpu_pct when pinned to one).
+    out["server_core_pct"] = out["server_cpu_pct"] / max(1, len(server_cpus) or 1)
     if server_cpus and set(server_cpus).isdisjoint(_cpu_list(st.client_cpus) if st.client_cpus else []):
         # What other processes took of the server's own core(s) in the window: the noise indicator.
         foreign = (core1 - core0) - (cpu1 - cpu0)

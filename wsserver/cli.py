@@ -168,7 +168,10 @@ def cmd_adapter_test(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsserver", description="A pre-forking WebSocket (ws/wss) server.")
-    parser.add_argument("--version", action="version", version=f"wsserver {__version__}")
+    from wsserver.protocol.fastpath import SPEEDUPS
+
+    accelerator = "C masking accelerator" if SPEEDUPS else "pure-Python masking (C accelerator not built)"
+    parser.add_argument("--version", action="version", version=f"wsserver {__version__} ({accelerator})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server (on the built-in default config without -c)")

@@ -39,4 +39,9 @@ def test_bench_harness_runs_scenario_1_against_wsserver(tmp_path: Path) -> None:
     assert run["client_cpu_pct"] is not None and run["client_cpu_pct"] >= 0
     assert run["p50_us"] > 0 and run["p99_us"] >= run["p50_us"]
     assert run["errors"] == 0 and run["connect_errors"] == 0
+    assert run["server_core_pct"] > 0  # the saturation figure
+    assert "foreign_pct" in run  # the noise figure (server and client pinned apart)
+    assert doc["noise"]["preflight"]["busy_pct"] is not None
+    assert doc["noise"]["noisy"] in (True, False)
+    assert "## Targets" in proc.stdout
     assert (out / "latest.md").read_text().startswith("# wsserver benchmark")

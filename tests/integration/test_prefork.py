@@ -596,8 +596,12 @@ def test_groups_publish_locally_and_through_the_hook():
             self.id = name
             self.got = []
 
-        def send(self, message):
+        def send_encoded(self, message, frame):
+            # One frame for every member: the message's own uncompressed encoding.
+            assert frame == encode_message(message)
             self.got.append(message)
+
+    from wsserver.protocol import encode_message
 
     a, b = FakeSession("a"), FakeSession("b")
     relayed = []

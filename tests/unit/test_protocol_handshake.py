@@ -164,7 +164,7 @@ def test_subprotocol_only_if_offered(offered, chosen, announced):
 @pytest.mark.parametrize(
     ("offer", "compression", "expected"),
     [
-        ("permessage-deflate; client_max_window_bits", True, "permessage-deflate"),
+        ("permessage-deflate; client_max_window_bits", True, "permessage-deflate; client_max_window_bits=11"),
         (
             "permessage-deflate; client_max_window_bits=11",
             True,
@@ -299,3 +299,182 @@ def test_reject_with_custom_body_and_type():
     head, headers, body = parse_response(data)
     assert head.status_code == 403 and body == b'{"error": "forbidden"}'
     assert headers["content-type"] == "application/json"
+
+
+# -- the fast parse of the common request is equivalent to h11 ----------------------------------
+
+_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+_GOOD = (
+    b"GET /echo?x=1 HTTP/1.1\r\nHost: example.com:80\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: " + _KEY.encode() + b"\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+def _variant(old: bytes, new: bytes) -> bytes:
+    assert old in _GOOD
+    return _GOOD.replace(old, new, 1) + b"\r\n"
+
+
+EQUIVALENCE_CASES = [
+    _GOOD + b"\r\n",
+    _GOOD + b"\r\n" + b"\x81\x85early",  # a frame right behind the request
+    _GOOD + b"Origin: https://a.example\r\nSec-WebSocket-Protocol: chat, , superchat\r\n\r\n",
+    _GOOD + b"X-Spaces: \t a  b \t \r\n\r\n",  # OWS around, inner whitespace kept
+    _GOOD + b"X-Empty:\r\nX-Empty2: \t\r\n\r\n",
+    _GOOD + b"X-Obs: caf\xe9\x80\r\n\r\n",  # obs-text in a value
+    _GOOD + b"Connection: keep-alive\r\nUpgrade: h2c\r\n\r\n",  # joined lists
+    _GOOD + b"X-Folded: a\r\n b\r\n\r\n",  # obs-fold: h11 joins it
+    _GOOD + b" X: leading space\r\n\r\n",
+    _GOOD + b"X-Bare-LF: a\nX-Next: b\r\n\r\n",
+    _GOOD + b"X-Bare-CR: a\rb\r\n\r\n",
+    _GOOD + b"X-Nul: a\x00b\r\n\r\n",
+    _GOOD + b"X-Ctl: a\x7fb\r\n\r\n",
+    _GOOD + b"X-Tab-End:\ta\t\r\n\r\n",
+    _GOOD + b"Bad Name: x\r\n\r\n",
+    _GOOD + b"Bad\x80Name: x\r\n\r\n",
+    _GOOD + b": no name\r\n\r\n",
+    _GOOD + b"NoColon\r\n\r\n",
+    _GOOD + b"X-Colon : x\r\n\r\n",
+    _GOOD + b"Host: second.example\r\n\r\n",
+    _GOOD + b"HOST: second.example\r\n\r\n",
+    _variant(b"Host: example.com:80\r\n", b""),
+    _variant(b"Host: example.com:80\r\n", b"Host:\r\n"),
+    _GOOD + b"Content-Length: 0\r\n\r\n",
+    _GOOD + b"Content-Length: 0, 0\r\n\r\n",
+    _GOOD + b"Content-Length: 5\r\n\r\nhello",
+    _GOOD + b"Content-Length: 1, 2\r\n\r\n",
+    _GOOD + b"Content-Length: x\r\n\r\n",
+    _GOOD + b"Transfer-Encoding: chunked\r\n\r\n",
+    _GOOD + b"Transfer-Encoding: gzip\r\n\r\n",
+    _variant(b"GET ", b"get "),
+    _variant(b"GET ", b"POST "),
+    _variant(b"GET ", b"GET  "),
+    _variant(b"GET ", b"G\xc3\x89T "),
+    _variant(b"/echo?x=1", b"http://example.com/echo?x=1"),
+    _variant(b"/echo?x=1", b"/ech\x80o"),
+    _variant(b"/echo?x=1", b"/e\x7fcho"),
+    _variant(b"/echo?x=1", b"*"),
+    _variant(b" HTTP/1.1", b" HTTP/1.0"),
+    _variant(b" HTTP/1.1", b" HTTP/2.0"),
+    _variant(b" HTTP/1.1", b" http/1.1"),
+    _variant(b" HTTP/1.1", b" HTTP/1.1 "),
+    _variant(b" HTTP/1.1", b""),
+    _variant(b"\r\nHost", b"\nHost"),  # bare LF line ends
+    _GOOD.replace(b"\r\n", b"\n") + b"\n",
+    _GOOD + b"\n",  # CRLF LF ends the head for h11
+    _GOOD[:-2] + b"\n\r\n",
+    b"\r\n" + _GOOD + b"\r\n",  # a leading empty line
+    b"\n" + _GOOD + b"\r\n",
+    b" " + _GOOD + b"\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello on a ws port
+    b"garbage\r\n\r\n",
+    b"\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\n",
+    _variant(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 8"),
+    _variant(b"Sec-WebSocket-Key: " + _KEY.encode(), b"Sec-WebSocket-Key: c2hvcnQ="),
+    _variant(b"Upgrade: websocket", b"Upgrade: WebSocket, foo"),
+    _variant(b"Upgrade: websocket\r\nConnection: Upgrade", b"Connection: Upgrade"),
+    b"GET /healthz HTTP/1.1\r\nHost: lb\r\n\r\n",
+    _GOOD + b"X-Big: " + b"x" * 3000 + b"\r\n\r\n",
+    _GOOD,  # no end of head yet
+    _GOOD[:30],
+    b"",
+]
+
+
+def _outcome(data: bytes, chunk: int | None, fast_parse: bool, max_header_size: int = 2048, eof: bool = False):
+    hs = Handshake(max_header_size=max_header_size, fast_parse=fast_parse)
+    pieces = [data] if chunk is None else [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    if eof:
+        pieces.append(b"")
+    result: object = None
+    try:
+        for piece in pieces or [b""]:
+            hs.receive_data(piece)
+            result = hs.next_request()
+            if result is not None:
+                break
+    except HandshakeError as exc:
+        result = ("error", exc.status, exc.reason, exc.response)
+    return result, hs.plain_get_path, hs.trailing_data
+
+
+@pytest.mark.parametrize("data", EQUIVALENCE_CASES)
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+@pytest.mark.parametrize("eof", [False, True])
+def test_fast_parse_is_equivalent_to_h11(data, chunk, eof):
+    assert _outcome(data, chunk, True, eof=eof) == _outcome(data, chunk, False, eof=eof)
+
+
+@pytest.mark.parametrize("max_header_size", [50, 150, len(_GOOD) + 1, len(_GOOD) + 2, len(_GOOD) + 3])
+@pytest.mark.parametrize("chunk", [None, 1, 64])
+def test_fast_parse_size_limit_is_equivalent_to_h11(max_header_size, chunk):
+    for data in (_GOOD + b"\r\n", _GOOD + b"X-Big: " + b"x" * 200 + b"\r\n\r\n" + b"trailing"):
+        assert _outcome(data, chunk, True, max_header_size) == _outcome(data, chunk, False, max_header_size)
+
+
+def test_fast_parse_takes_the_common_request():
+    hs = Handshake()
+    hs.receive_data(_GOOD + b"\r\n")
+    request = hs.next_request()
+    assert request is not None and hs._h11 is None  # h11 was not needed
+    assert request.key == _KEY and request.path == "/echo" and request.query == "x=1"
+
+
+def test_random_mutations_of_the_common_request_match_h11():
+    import random
+
+    rng = random.Random(6455)
+    alphabet = b"\r\n\t :\x00\x7f\x80\xff,;=/?Ga1-"
+    base = _GOOD + b"Origin: http://example.com\r\n\r\n"
+    for _ in range(3000):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(data))
+            op = rng.random()
+            if op < 0.4:
+                data[pos] = rng.choice(alphabet)
+            elif op < 0.7:
+                data.insert(pos, rng.choice(alphabet))
+            else:
+                del data[pos]
+        data = bytes(data)
+        chunk = rng.choice([None, 1, 5])
+        assert _outcome(data, chunk, True) == _outcome(data, chunk, False), data
+
+
+def test_key_check_shortcut_matches_base64_decoding():
+    import binascii
+    import os
+    import random
+
+    from wsserver.protocol.handshake import _valid_key
+
+    def reference(key: str) -> bool:
+        try:
+            return len(base64.b64decode(key.strip().encode("ascii"), validate=True)) == 16
+        except (binascii.Error, UnicodeEncodeError):
+            return False
+
+    rng = random.Random(13)
+    for _ in range(20000):
+        key = list(base64.b64encode(os.urandom(rng.choice([15, 16, 16, 17]))).decode())
+        for _ in range(rng.randint(0, 2)):
+            pos = rng.randrange(len(key) + 1)
+            key.insert(pos, rng.choice("A+/=- \t\xe9"))
+        if rng.random() < 0.3 and key:
+            del key[rng.randrange(len(key))]
+        text = "".join(key)
+        assert _valid_key(text) == reference(text), text
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, False), ("", False), ("websocket", True), ("WebSocket", True), (" websocket ", True),
+     ("h2c, WEBSOCKET", True), ("websockets", False), ("web socket", False), (",,websocket,", True)],
+)
+def test_token_check(value, expected):
+    from wsserver.protocol.handshake import _has_token, _tokens
+
+    assert _has_token(value, "websocket") is expected
+    assert _has_token(value, "websocket") is ("websocket" in _tokens(value))

@@ -180,6 +180,19 @@ class PortConfig:
     max_message_size: int = setting(1048576, kind=int, min=1, max=2**31 - 1, help="bytes, after decompression")
     max_header_size: int = setting(16384, kind=int, min=1024, max=1048576)
     compression: bool = setting(True, kind=bool, help="permessage-deflate")
+    compression_window_bits: int = setting(
+        11, kind=int, min=9, max=15,
+        help="permessage-deflate: our compressor's window, 2^n bytes (a client's server_max_window_bits may "
+        "lower it); see docs/protocol.md",
+    )
+    compression_client_window_bits: int = setting(
+        11, kind=int, min=9, max=15,
+        help="permessage-deflate: client_max_window_bits asked of a client that offers it, which bounds our "
+        "inflater's window; 15 = ask nothing",
+    )
+    compression_mem_level: int = setting(
+        4, kind=int, min=1, max=9, help="permessage-deflate: zlib memLevel of our compressor (memory vs ratio)"
+    )
     max_connections: int = setting(
         0, kind=int, min=0, max=10_000_000, help="sessions on this port across all workers; 0 = unlimited"
     )

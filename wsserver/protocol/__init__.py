@@ -3,7 +3,7 @@
 No sockets, no gevent, no clocks here. The contract is ``API.md`` beside this file.
 """
 
-from .connection import DEFAULT_MAX_MESSAGE_SIZE, WebSocketProtocol
+from .connection import DEFAULT_MAX_MESSAGE_SIZE, WebSocketProtocol, encode_message
 from .deflate import BoundedPerMessageDeflate
 from .events import (
     BinaryMessage,
@@ -36,6 +36,7 @@ __all__ = [
     "ProtocolState",
     "TextMessage",
     "WebSocketProtocol",
+    "encode_message",
     "error_response",
     "origin_allowed",
 ]

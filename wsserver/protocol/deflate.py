@@ -6,6 +6,13 @@ becomes 10 MB in memory before anyone can count it. This subclass inflates with
 so a compression bomb is refused (close 1009) after at most ``max_message_size + 1`` bytes of
 output. It also parses offers itself: wsproto's ``accept`` ignores unknown or duplicate
 parameters (RFC 7692 §7.1 says decline) and raises on quoted values.
+
+Memory: zlib's deflate state is about ``(1 << (wbits + 2)) + (1 << (mem_level + 9))`` bytes and its
+inflate state about ``1 << wbits`` plus 7 KiB, so the compressor's window bits and memLevel and the
+window we ask the client to use are port settings (``compression_window_bits``,
+``compression_mem_level``, ``compression_client_window_bits``; see docs/protocol.md for the figures
+behind the defaults). Both contexts are created on the first compressed message in their direction,
+so a connection that never sends or receives one holds neither.
 """
 
 from __future__ import annotations
@@ -16,7 +23,15 @@ from collections.abc import Iterable
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
-__all__ = ["EXTENSION_NAME", "BoundedPerMessageDeflate", "negotiate_deflate", "parse_extension_offer"]
+__all__ = [
+    "DEFAULT_CLIENT_WINDOW_BITS",
+    "DEFAULT_MEM_LEVEL",
+    "DEFAULT_WINDOW_BITS",
+    "EXTENSION_NAME",
+    "BoundedPerMessageDeflate",
+    "negotiate_deflate",
+    "parse_extension_offer",
+]
 
 EXTENSION_NAME = "permessage-deflate"
 
@@ -26,6 +41,16 @@ EXTENSION_NAME = "permessage-deflate"
 MIN_WINDOW_BITS = 8
 MAX_WINDOW_BITS = 15
 ZLIB_MIN_WINDOW_BITS = 9
+MIN_MEM_LEVEL = 1
+MAX_MEM_LEVEL = 9
+
+# The port defaults (wsserver/config/schema.py repeats them; a unit test keeps the two equal).
+# 11/11/4 keeps an idle connection under 40 KiB of RSS with both contexts live, even once their
+# windows are full (docs/protocol.md, "Compression memory"); memLevel = window bits - 7 is zlib's own
+# proportion (a hash table of 2^window_bits entries), as its defaults 15 and 8 are.
+DEFAULT_WINDOW_BITS = 11  # our compressor's window: server_max_window_bits
+DEFAULT_CLIENT_WINDOW_BITS = 11  # asked of a client that offers client_max_window_bits
+DEFAULT_MEM_LEVEL = 4  # our compressor's zlib memLevel
 
 # The four octets a sender strips from the end of every compressed message (RFC 7692 §7.2.1).
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"
@@ -54,7 +79,10 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         client_max_window_bits: int | None = None,
         server_no_context_takeover: bool = False,
         server_max_window_bits: int | None = None,
+        mem_level: int = DEFAULT_MEM_LEVEL,
     ) -> None:
+        if not MIN_MEM_LEVEL <= mem_level <= MAX_MEM_LEVEL:
+            raise ValueError(f"mem_level must be {MIN_MEM_LEVEL}..{MAX_MEM_LEVEL}, not {mem_level}")
         super().__init__(
             client_no_context_takeover=client_no_context_takeover,
             server_no_context_takeover=server_no_context_takeover,
@@ -64,6 +92,7 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
             # Bypass wsproto's 9..15 setter: 8 is legal on the wire, and inflating with 9 is safe.
             self._client_max_window_bits = max(client_max_window_bits, ZLIB_MIN_WINDOW_BITS)
         self.max_message_size = max_message_size
+        self.mem_level = mem_level
         self._budget = max_message_size  # bytes the current message may still inflate to
         self._enabled = True
 
@@ -120,6 +149,17 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         self._inbound_compressed = None
         return data
 
+    # -- outbound ------------------------------------------------------------------------------
+
+    def frame_outbound(
+        self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, data: bytes, fin: bool
+    ) -> tuple[RsvBits, bytes]:
+        if self._compressor is None and opcode in (Opcode.TEXT, Opcode.BINARY):
+            # wsproto would create it with zlib's default memLevel (8): make it ourselves, lazily.
+            bits = self.client_max_window_bits if proto.client else self.server_max_window_bits
+            self._compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits, self.mem_level)
+        return super().frame_outbound(proto, opcode, rsv, data, fin)
+
     def _inflate(self, data: bytes) -> bytes | CloseReason:
         """Inflate at most budget + 1 bytes: producing the +1 proves the message is too big."""
         decompressor = self._decompressor
@@ -136,7 +176,10 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         return out
 
     def __repr__(self) -> str:
-        return f"<BoundedPerMessageDeflate max_message_size={self.max_message_size} {super().__repr__()}>"
+        return (
+            f"<BoundedPerMessageDeflate max_message_size={self.max_message_size} mem_level={self.mem_level} "
+            f"{super().__repr__()}>"
+        )
 
 
 # -- negotiation (server side) ---------------------------------------------------------------
@@ -175,7 +218,11 @@ def _window_bits(value: str | None) -> int | None:
 
 
 def _accept_one(
-    params: list[tuple[str, str | None]], max_message_size: int
+    params: list[tuple[str, str | None]],
+    max_message_size: int,
+    window_bits: int,
+    client_window_bits: int,
+    mem_level: int,
 ) -> tuple[str, BoundedPerMessageDeflate] | None:
     """Our answer to one permessage-deflate offer, or None to decline it (RFC 7692 §7.1)."""
     seen: dict[str, str | None] = {}
@@ -196,24 +243,30 @@ def _accept_one(
     if client_no_context_takeover:
         response.append("client_no_context_takeover")  # lets us drop the inflater between messages
 
-    server_bits: int | None = None
+    # Our compressor's window needs no agreement (any smaller window inflates fine on the other
+    # side); a client's server_max_window_bits caps it, and we answer with what we will use.
+    server_bits = window_bits
     if "server_max_window_bits" in seen:
-        server_bits = _window_bits(seen["server_max_window_bits"])
-        if server_bits is None or server_bits < ZLIB_MIN_WINDOW_BITS:
+        offered = _window_bits(seen["server_max_window_bits"])
+        if offered is None or offered < ZLIB_MIN_WINDOW_BITS:
             return None
-        response.append(f"server_max_window_bits={server_bits}")
+        server_bits = min(offered, window_bits)
+        response.append(f"server_max_window_bits={server_bits}")  # same or smaller (§7.1.2.1)
 
-    client_bits: int | None = None
+    client_bits: int | None = None  # None: the client may use 15 bits, so we inflate with 15
     if "client_max_window_bits" in seen:
+        # Only when offered may we answer client_max_window_bits (§7.1.2.2): with our setting,
+        # or the client's own smaller value. Our inflater then needs no larger window.
         value = seen["client_max_window_bits"]
+        limit = client_window_bits
         if value is not None:
-            # The client limits itself to this window; echo it so we can inflate with as little.
-            client_bits = _window_bits(value)
-            if client_bits is None:
+            offered = _window_bits(value)
+            if offered is None:
                 return None
+            limit = min(offered, limit)
+        if limit < MAX_WINDOW_BITS:
+            client_bits = limit
             response.append(f"client_max_window_bits={client_bits}")
-        # Without a value the client merely says it *could* obey a limit; we set none and
-        # inflate with the full 15-bit window.
 
     extension = BoundedPerMessageDeflate(
         max_message_size,
@@ -221,23 +274,34 @@ def _accept_one(
         client_max_window_bits=client_bits,
         server_no_context_takeover=server_no_context_takeover,
         server_max_window_bits=server_bits,
+        mem_level=mem_level,
     )
     return "; ".join(response), extension
 
 
 def negotiate_deflate(
-    offers: Iterable[str], max_message_size: int
+    offers: Iterable[str],
+    max_message_size: int,
+    *,
+    window_bits: int = DEFAULT_WINDOW_BITS,
+    client_window_bits: int = DEFAULT_CLIENT_WINDOW_BITS,
+    mem_level: int = DEFAULT_MEM_LEVEL,
 ) -> tuple[str, BoundedPerMessageDeflate] | None:
     """Accept the first acceptable permessage-deflate offer.
 
-    Returns the ``Sec-WebSocket-Extensions`` response value and the enabled extension, or None
-    when nothing acceptable was offered.
+    ``window_bits`` (9..15) is our compressor's window, ``client_window_bits`` (9..15) the window
+    we ask of a client that offered ``client_max_window_bits``, ``mem_level`` (1..9) zlib's memLevel
+    for our compressor. Returns the ``Sec-WebSocket-Extensions`` response value and the enabled
+    extension, or None when nothing acceptable was offered.
     """
+    for name, bits in (("window_bits", window_bits), ("client_window_bits", client_window_bits)):
+        if not ZLIB_MIN_WINDOW_BITS <= bits <= MAX_WINDOW_BITS:
+            raise ValueError(f"{name} must be {ZLIB_MIN_WINDOW_BITS}..{MAX_WINDOW_BITS}, not {bits}")
     for offer in offers:
         parsed = parse_extension_offer(offer)
         if parsed is None or parsed[0] != EXTENSION_NAME:
             continue
-        accepted = _accept_one(parsed[1], max_message_size)
+        accepted = _accept_one(parsed[1], max_message_size, window_bits, client_window_bits, mem_level)
         if accepted is not None:
             return accepted
     return None

@@ -9,19 +9,44 @@ to wsproto. It enforces what wsproto would enforce for such a frame: the size li
 UTF-8 validity (1007, via the strict ``bytes.decode``). Masking, RSV, opcode and length-encoding
 rules are enforced by *not* taking a frame that breaks them: wsproto then rejects it.
 
+A simple frame that is not complete yet (a 64 KiB message arrives in several reads) is not
+handed to wsproto either: ``pending_frame_size`` says how many header bytes to collect, then a
+``PartialFrame`` unmasks each piece of payload as it arrives (the C ``_speedups`` when built,
+eight bytes at a time; else the pure-Python lanes below) instead of wsproto's per-byte-lane
+Python masker, validating text incrementally so bad UTF-8 fails as early as with wsproto. A
+header declaring more than ``max_size`` fails at once (1009), before any payload is buffered.
+
 ``build_frame`` writes the server's (unmasked, uncompressed) frames byte-for-byte as wsproto's
 ``FrameProtocol._serialize_frame`` does.
 """
 
 from __future__ import annotations
 
+import codecs
 import struct
 
 from wsproto.frame_protocol import _XOR_TABLE
 
 from .events import BinaryMessage, TextMessage
 
-__all__ = ["FIN_BINARY", "FIN_TEXT", "build_frame", "control_frame_end", "parse_frames", "unmask"]
+__all__ = [
+    "FIN_BINARY",
+    "FIN_TEXT",
+    "HEADER_INCOMPLETE",
+    "NOT_SIMPLE",
+    "PAYLOAD_ARRIVING",
+    "SPEEDUPS",
+    "TOO_BIG",
+    "PartialFrame",
+    "build_frame",
+    "control_frame_end",
+    "mask",
+    "parse_frames",
+    "pending_frame_size",
+    "start_partial",
+    "unmask",
+    "unmask_at",
+]
 
 # First header byte = FIN | RSV1..3 | opcode. The fast path takes only these two values.
 FIN_TEXT = 0x81  # FIN, RSV clear, opcode 0x1
@@ -44,6 +69,7 @@ _INT_XOR_MAX = 1024
 _REPEAT = [int.from_bytes(b"\x00\x00\x00\x01" * q, "big") for q in range((_INT_XOR_MAX >> 2) + 2)]
 
 _unpack_mask = struct.Struct("!I").unpack_from
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _pack_16 = struct.Struct("!BBH").pack
 _pack_64 = struct.Struct("!BBQ").pack
 
@@ -66,6 +92,34 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
     data[2::4] = data[2::4].translate(c)
     data[3::4] = data[3::4].translate(d)
     return bytes(data)
+
+
+def _unmask_at_py(data: bytes, mask_pos: int, end: int) -> bytes:
+    """``data[mask_pos + 4 : end]`` unmasked with the key at ``data[mask_pos : mask_pos + 4]``."""
+    length = end - mask_pos - MASK_SIZE
+    if length <= _INT_XOR_MAX:
+        key = _unpack_mask(data, mask_pos)[0] * _REPEAT[(length + 3) >> 2]
+        return (
+            int.from_bytes(data[mask_pos + MASK_SIZE : end], "big") ^ (key >> (((-length) & 3) << 3))
+        ).to_bytes(length, "big")
+    return unmask(data[mask_pos + MASK_SIZE : end], data[mask_pos : mask_pos + MASK_SIZE])
+
+
+def _mask_py(data: bytes, start: int, end: int, key: bytes, offset: int) -> bytes:
+    """``data[start:end]`` XOR ``key``, as if the slice began ``offset`` bytes into the payload."""
+    r = offset & 3
+    return unmask(data[start:end], key[r:] + key[:r]) if end > start else b""
+
+
+try:  # the optional C accelerator (setup.py builds it where a compiler exists)
+    from ._speedups import mask
+    from ._speedups import unmask as unmask_at
+except ImportError:  # pragma: no cover - exercised by the fallback test
+    unmask_at = _unmask_at_py
+    mask = _mask_py
+
+#: True when the C masker is in use (``wsserver --version`` says which).
+SPEEDUPS = unmask_at is not _unmask_at_py
 
 
 def parse_frames(data: bytes, pos: int, max_size: int, events: list) -> tuple[int, int]:
@@ -103,13 +157,7 @@ def parse_frames(data: bytes, pos: int, max_size: int, events: list) -> tuple[in
             break  # incomplete: wsproto buffers it
         if length > max_size:
             return pos, MESSAGE_TOO_BIG
-        if length <= _INT_XOR_MAX:  # unmask() inlined: this is the hot line of the server
-            key = _unpack_mask(data, start)[0] * _REPEAT[(length + 3) >> 2]
-            payload = (
-                int.from_bytes(data[start + MASK_SIZE : end], "big") ^ (key >> (((-length) & 3) << 3))
-            ).to_bytes(length, "big")
-        else:
-            payload = unmask(data[start + MASK_SIZE : end], data[start : start + MASK_SIZE])
+        payload = unmask_at(data, start, end)
         if first == FIN_TEXT:
             try:
                 events.append(TextMessage(payload.decode("utf-8")))
@@ -119,6 +167,105 @@ def parse_frames(data: bytes, pos: int, max_size: int, events: list) -> tuple[in
             events.append(BinaryMessage(payload))
         pos = end
     return pos, 0
+
+
+# What pending_frame_size found at a position where parse_frames stopped.
+NOT_SIMPLE = 0  # another kind of frame: wsproto takes it
+TOO_BIG = 1  # declares more than max_size: fail with 1009 before any payload is read
+HEADER_INCOMPLETE = 2  # collect ``size`` bytes from pos (the header so far known) and ask again
+PAYLOAD_ARRIVING = 3  # the header (``size`` bytes with the masking key) is in: start_partial
+
+
+def pending_frame_size(data: bytes, pos: int, max_size: int) -> tuple[int, int]:
+    """``(what, size)`` for the incomplete frame at ``pos``, where ``parse_frames`` stopped.
+
+    Only a simple frame (FIN, RSV clear, TEXT or BINARY, masked, minimally encoded length) is
+    taken here; the checks fall at the same bytes as wsproto's, so both paths fail on the same
+    read: the length rules once the length bytes are in, the size limit once the key is in too.
+    """
+    avail = len(data) - pos
+    first = data[pos]
+    if first != FIN_TEXT and first != FIN_BINARY:
+        return NOT_SIMPLE, 0
+    if avail < 2:
+        return HEADER_INCOMPLETE, 2
+    length = data[pos + 1] ^ MASK_BIT
+    if length <= MAX_LEN_7:
+        header = 2
+    elif length == LEN_16:
+        header = 4
+    elif length == LEN_64:
+        header = 10
+    else:
+        return NOT_SIMPLE, 0  # unmasked: wsproto fails it with 1002
+    if avail < header:
+        return HEADER_INCOMPLETE, header
+    if header == 4:
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if length <= MAX_LEN_7:
+            return NOT_SIMPLE, 0
+    elif header == 10:
+        length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+        if length <= MAX_LEN_16 or length >> 63:
+            return NOT_SIMPLE, 0
+    if avail < header + MASK_SIZE:
+        return HEADER_INCOMPLETE, header + MASK_SIZE
+    if length > max_size:
+        return TOO_BIG, 0
+    return PAYLOAD_ARRIVING, header + MASK_SIZE
+
+
+class PartialFrame:
+    """A simple frame whose header is in but whose payload arrives over several reads.
+
+    Each piece is unmasked as it comes (and, for text, fed to an incremental UTF-8 decoder, so
+    an invalid byte fails the connection on the read that brought it, as with wsproto); the
+    message is assembled once the last byte is in.
+    """
+
+    __slots__ = ("decoder", "key", "offset", "parts", "remaining", "text")
+
+    def __init__(self, text: bool, key: bytes, length: int) -> None:
+        self.text = text
+        self.key = key
+        self.offset = 0
+        self.remaining = length
+        self.parts: list = []
+        self.decoder = _utf8_decoder() if text else None
+
+    def feed(self, data: bytes, pos: int) -> int:
+        """Take this frame's bytes from ``data[pos:]``; returns where the rest of ``data`` starts.
+
+        Raises UnicodeDecodeError on invalid UTF-8 in a text frame.
+        """
+        take = min(len(data) - pos, self.remaining)
+        piece = mask(data, pos, pos + take, self.key, self.offset)
+        self.offset += take
+        self.remaining -= take
+        if self.decoder is not None:
+            piece = self.decoder.decode(piece, not self.remaining)
+        if piece:
+            self.parts.append(piece)
+        return pos + take
+
+    def message(self) -> TextMessage | BinaryMessage:
+        parts = self.parts
+        if self.text:
+            return TextMessage(parts[0] if len(parts) == 1 else "".join(parts))
+        return BinaryMessage(parts[0] if len(parts) == 1 else b"".join(parts))
+
+
+def start_partial(data: bytes, pos: int) -> PartialFrame:
+    """The PartialFrame of the frame at ``pos``, whose whole header ``pending_frame_size`` saw."""
+    length = data[pos + 1] ^ MASK_BIT
+    start = pos + 2
+    if length == LEN_16:
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        start = pos + 4
+    elif length == LEN_64:
+        length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+        start = pos + 10
+    return PartialFrame(data[pos] == FIN_TEXT, data[start : start + MASK_SIZE], length)
 
 
 def control_frame_end(data: bytes, pos: int) -> int:

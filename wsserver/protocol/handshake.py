@@ -19,7 +19,7 @@ import h11
 from wsproto.utilities import generate_accept_token
 
 from .connection import DEFAULT_MAX_MESSAGE_SIZE, WebSocketProtocol
-from .deflate import negotiate_deflate
+from .deflate import DEFAULT_CLIENT_WINDOW_BITS, DEFAULT_MEM_LEVEL, DEFAULT_WINDOW_BITS, negotiate_deflate
 
 __all__ = ["DEFAULT_MAX_HEADER_SIZE", "Handshake", "HandshakeError", "HandshakeRequest"]
 
@@ -32,6 +32,15 @@ HeaderList = Iterable[tuple[bytes | str, bytes | str]]
 # RFC 9110 §5.1 field-name token; values must not smuggle line breaks or NULs into our response.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\r\n\x00]")
+
+# The common request is parsed without h11 when it is plainly simple: the grammar below is h11's
+# own (h11/_abnf.py: request-line, field-line), narrowed to "GET <target> HTTP/1.1" with CRLF line
+# ends. Anything else (another method or version, obs-fold, bare LF or CR, Content-Length,
+# Transfer-Encoding, no or several Host headers, a malformed line) goes to h11 unchanged, so
+# every answer to an unusual request is still h11's (see _fast_head).
+_FAST_REQUEST_LINE = re.compile(rb"GET ([\x21-\x7e]+) HTTP/1\.1")
+_FAST_FIELD = re.compile(rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*((?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?)[ \t]*")
+_HEAD_END = re.compile(rb"\n\r?\n")  # h11's end of the head (its blank_line_regex)
 
 
 @dataclass(frozen=True)
@@ -78,13 +87,19 @@ class _Stage(enum.Enum):
 class Handshake:
     """Server side of the opening handshake, sans-IO (see ``API.md``)."""
 
-    def __init__(self, max_header_size: int = DEFAULT_MAX_HEADER_SIZE) -> None:
+    def __init__(self, max_header_size: int = DEFAULT_MAX_HEADER_SIZE, *, fast_parse: bool = True) -> None:
         self.max_header_size = max_header_size
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
+        # With fast_parse, h11 is created only when the fast parse declines a request (_fast_head);
+        # without, h11 parses every request (the reference the tests compare the fast parse with).
+        self._h11: h11.Connection | None = None
+        if not fast_parse:
+            self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
+        self._buffer = bytearray()  # bytes fed while h11 is not in use (after the head: trailing)
+        self._searched = 0  # where to resume looking for the end of the head in _buffer
         self._stage = _Stage.READING
         self._eof = False
         self._received = 0  # bytes fed so far: with the trailing data it gives the head size
-        self._head: h11.Request | None = None  # the parsed request line and headers
+        self._head: h11.Request | _Head | None = None  # the parsed request line and headers
 
     def receive_data(self, data: bytes | bytearray | None) -> None:
         """Feed bytes from the socket; ``b""`` or None means EOF.
@@ -96,7 +111,10 @@ class Handshake:
             self._eof = True
         elif not self._eof:
             self._received += len(data)
-            self._h11.receive_data(bytes(data))
+            if self._h11 is None:
+                self._buffer += data
+            else:
+                self._h11.receive_data(bytes(data))
 
     def next_request(self) -> HandshakeRequest | None:
         """The validated request, None if more data is needed (returned once).
@@ -105,6 +123,26 @@ class Handshake:
         """
         if self._stage is not _Stage.READING:
             return None
+        if self._h11 is None:
+            buffer = self._buffer
+            end = _HEAD_END.search(buffer, self._searched)
+            if end is None:
+                # h11 would still wait (NEED_DATA) for this: no end of head, no early error.
+                if buffer[:1] in (b"G", b"") and len(buffer) <= self.max_header_size:
+                    self._searched = max(0, len(buffer) - 2)
+                    if self._eof:
+                        self._stage = _Stage.DONE
+                        raise HandshakeError(0, "incomplete request", b"")
+                    return None
+            elif end.group() == b"\n\r\n" and buffer[end.start() - 1 : end.start()] == b"\r":
+                head = _fast_head(bytes(buffer[: end.start() - 1]))
+                if head is not None:
+                    del buffer[: end.end()]  # what remains (and what comes) is the trailing data
+                    return self._received_head(head, end.end())
+            # Not plainly simple: h11 takes over, with every byte received so far.
+            self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_header_size)
+            self._h11.receive_data(bytes(buffer))
+            self._buffer = bytearray()
         try:
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
@@ -118,8 +156,10 @@ class Handshake:
             return None
         if not isinstance(event, h11.Request):  # nothing else can come first from a client
             self._fail(400, "malformed request")
+        return self._received_head(event, self._received - len(self._h11.trailing_data[0]))
+
+    def _received_head(self, event: h11.Request | _Head, head_size: int) -> HandshakeRequest:
         self._head = event
-        head_size = self._received - len(self._h11.trailing_data[0])
         if head_size > self.max_header_size:
             # h11 bounds only incomplete requests; one read may bring a whole oversized head.
             self._fail(431, "request headers too large")
@@ -136,13 +176,18 @@ class Handshake:
         extra_headers: HeaderList | None = None,
         *,
         fast_path: bool = True,
+        compression_window_bits: int = DEFAULT_WINDOW_BITS,
+        compression_client_window_bits: int = DEFAULT_CLIENT_WINDOW_BITS,
+        compression_mem_level: int = DEFAULT_MEM_LEVEL,
     ) -> tuple[bytes, WebSocketProtocol]:
         """The 101 response and the protocol for the data phase.
 
         ``subprotocol`` is announced only if the client offered it (else no header, and
         ``proto.subprotocol`` is None). permessage-deflate is negotiated only if ``compression``
-        and the client offered an acceptable variant. Bytes that followed the request are fed to
-        the protocol: call ``proto.events()`` and ``proto.data_to_send()`` right away.
+        and the client offered an acceptable variant; ``compression_*`` are the port settings of the
+        same names (our window bits, the window asked of the client, zlib memLevel). Bytes that
+        followed the request are fed to the protocol: call ``proto.events()`` and
+        ``proto.data_to_send()`` right away.
         """
         if self._stage is not _Stage.RECEIVED:
             raise RuntimeError(f"accept() while {self._stage.value}")
@@ -159,7 +204,13 @@ class Handshake:
         deflate = None
         extensions_header = None
         if compression:
-            negotiated = negotiate_deflate(request.extensions, max_message_size)
+            negotiated = negotiate_deflate(
+                request.extensions,
+                max_message_size,
+                window_bits=compression_window_bits,
+                client_window_bits=compression_client_window_bits,
+                mem_level=compression_mem_level,
+            )
             if negotiated is not None:
                 extensions_header, deflate = negotiated
                 headers.append((b"Sec-WebSocket-Extensions", extensions_header.encode("ascii")))
@@ -171,7 +222,7 @@ class Handshake:
             subprotocol=subprotocol,
             extensions_header=extensions_header,
         )
-        trailing = self._h11.trailing_data[0]
+        trailing = self.trailing_data
         if trailing:
             proto.receive_data(trailing)
         return _format_response(101, headers, b""), proto
@@ -208,6 +259,8 @@ class Handshake:
     @property
     def trailing_data(self) -> bytes:
         """Bytes received after the request head (normally empty until accept)."""
+        if self._h11 is None:
+            return bytes(self._buffer)
         return self._h11.trailing_data[0]
 
     # -- validation ----------------------------------------------------------------------------
@@ -216,8 +269,8 @@ class Handshake:
         self._stage = _Stage.DONE
         raise HandshakeError(status, reason, error_response(status, reason, headers))
 
-    def _validate(self, event: h11.Request) -> HandshakeRequest:
-        headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers)
+    def _validate(self, event: h11.Request | _Head) -> HandshakeRequest:
+        headers = tuple([(name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers])
         values: dict[str, list[str]] = {}
         for name, value in headers:
             values.setdefault(name, []).append(value)
@@ -234,9 +287,9 @@ class Handshake:
         host = joined("host")
         if not host:
             self._fail(400, "missing Host")
-        if "websocket" not in _tokens(joined("upgrade")):
+        if not _has_token(joined("upgrade"), "websocket"):
             self._fail(400, "missing Upgrade: websocket")
-        if "upgrade" not in _tokens(joined("connection")):
+        if not _has_token(joined("connection"), "upgrade"):
             self._fail(400, "missing Connection: upgrade")
         keys = values.get("sec-websocket-key", [])
         if len(keys) != 1 or not _valid_key(keys[0]):
@@ -267,6 +320,47 @@ class Handshake:
 # -- helpers ---------------------------------------------------------------------------------
 
 
+class _Head:
+    """A request head parsed by ``_fast_head``: the attributes of ``h11.Request`` we read."""
+
+    __slots__ = ("headers", "http_version", "method", "target")
+
+    def __init__(self, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.method = b"GET"
+        self.target = target
+        self.http_version = b"1.1"
+        self.headers = headers  # (lower-case name, value), as iterating h11's Headers gives
+
+
+def _fast_head(head: bytes) -> _Head | None:
+    """The head (without its final CRLF CRLF) if it is plainly simple, else None (ask h11).
+
+    Accepts exactly what h11 accepts and reports identically for such a head: the same
+    grammar, one Host header, no Content-Length or Transfer-Encoding (h11 normalizes those).
+    """
+    lines = head.split(b"\r\n")
+    match = _FAST_REQUEST_LINE.fullmatch(lines[0])
+    if match is None:
+        return None
+    headers = []
+    hosts = 0
+    field = _FAST_FIELD.fullmatch
+    for line in lines[1:]:
+        found = field(line)
+        if found is None:
+            return None
+        name = found[1].lower()
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length" or name == b"transfer-encoding":
+            return None
+        headers.append((name, found[2]))
+    if hosts != 1:
+        return None
+    return _Head(match[1], headers)
+
+
+
 def _split_list(value: str | None) -> list[str]:
     """A comma-separated header list, items stripped, empty items dropped (RFC 9110 §5.6.1)."""
     if not value:
@@ -278,7 +372,20 @@ def _tokens(value: str | None) -> set[str]:
     return {item.lower() for item in _split_list(value)}
 
 
+def _has_token(value: str | None, token: str) -> bool:
+    """``token`` (lower-case) is in the comma-separated list ``value``, compared case-blind."""
+    if value is None:
+        return False
+    return value.lower() == token or token in _tokens(value)  # the first: the common one-item case
+
+
+# 16 bytes in base64: 22 digits and "==" (what _valid_key accepts, without decoding it).
+_KEY_FORM = re.compile(r"[A-Za-z0-9+/]{22}==")
+
+
 def _valid_key(key: str) -> bool:
+    if _KEY_FORM.fullmatch(key) is not None:
+        return True
     try:
         return len(base64.b64decode(key.strip().encode("ascii"), validate=True)) == KEY_LENGTH
     except (binascii.Error, UnicodeEncodeError):
@@ -296,11 +403,11 @@ def _encode_headers(headers: HeaderList) -> list[tuple[bytes, bytes]]:
     return encoded
 
 
+_PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
+
+
 def _phrase(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return ""
+    return _PHRASES.get(status, "")
 
 
 def _format_response(status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> bytes:

@@ -13,6 +13,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import gevent
 
@@ -134,8 +135,9 @@ class Dispatcher:
             return
         session = result
         self.stats.handshake_done(time.monotonic() - started)
-        log(logger, "debug", "session opened", port=self.port.alias, peer=_peer(peer), session=session.id,
-            path=session.path, handshake_ms=round((time.monotonic() - started) * 1000, 2))
+        if logger.isEnabledFor(logging.DEBUG):  # the fields cost more than the disabled call
+            log(logger, "debug", "session opened", port=self.port.alias, peer=_peer(peer), session=session.id,
+                path=session.path, handshake_ms=round((time.monotonic() - started) * 1000, 2))
         self.sessions[session.id] = session
         # From here on the session lives in hub callbacks: this greenlet ends.
         session.start()
@@ -209,7 +211,10 @@ class Dispatcher:
             return None
         subprotocol = choose_subprotocol(request.subprotocols, mount.subprotocols)
         response, proto = hs.accept(request, subprotocol=subprotocol, compression=port.compression,
-                                    max_message_size=port.max_message_size)
+                                    max_message_size=port.max_message_size,
+                                    compression_window_bits=port.compression_window_bits,
+                                    compression_client_window_bits=port.compression_client_window_bits,
+                                    compression_mem_level=port.compression_mem_level)
         if not _send_quietly(sock, response):
             self.counter.remove()
             self.stats.reject("incomplete")
@@ -222,9 +227,69 @@ class Dispatcher:
         self.sessions.pop(session.id, None)
         self.stats.session_ended(session.close_code, time.monotonic() - session.started)
         self.counter.remove()
-        log(logger, "debug", "session closed", port=self.port.alias, peer=_peer(session.remote_address),
-            session=session.id, code=session.close_code, messages_in=session.messages_in,
-            messages_out=session.messages_out)
+        if logger.isEnabledFor(logging.DEBUG):
+            log(logger, "debug", "session closed", port=self.port.alias, peer=_peer(session.remote_address),
+                session=session.id, code=session.close_code, messages_in=session.messages_in,
+                messages_out=session.messages_out)
+
+
+_AGAIN = (BlockingIOError, InterruptedError)
+
+
+class RawConnection:
+    """An accepted plain TCP socket as the handshake uses it, without gevent's socket wrapper.
+
+    ``recv`` and ``sendall`` wait cooperatively (a hub watcher, created on the first wait);
+    ``detach`` hands the fd on to the session's transport. gevent's socket object costs a
+    wrapper, two watchers and a timeout per connection, and its ``sendall`` a getsockopt per
+    call; this keeps only what the handshake needs.
+    """
+
+    __slots__ = ("_reader", "_sock", "_writer")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock  # a non-blocking _socket.socket
+        self._reader: Any = None
+        self._writer: Any = None
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def recv(self, size: int) -> bytes:
+        while True:
+            try:
+                return self._sock.recv(size)
+            except _AGAIN:
+                if self._reader is None:
+                    self._reader = gevent.get_hub().loop.io(self._sock.fileno(), 1)
+                gevent.get_hub().wait(self._reader)
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self._sock.send(view)
+            except _AGAIN:
+                sent = 0
+            view = view[sent:]
+            if view:
+                if self._writer is None:
+                    self._writer = gevent.get_hub().loop.io(self._sock.fileno(), 2)
+                gevent.get_hub().wait(self._writer)
+
+    def _drop_watchers(self) -> None:
+        for watcher in (self._reader, self._writer):
+            if watcher is not None:
+                watcher.close()
+        self._reader = self._writer = None
+
+    def detach(self) -> int:
+        self._drop_watchers()
+        return self._sock.detach()
+
+    def close(self) -> None:
+        self._drop_watchers()
+        self._sock.close()
 
 
 def _peer(peer: tuple) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from wsserver.logs import log
+from wsserver.protocol import encode_message
 
 if TYPE_CHECKING:
     from wsserver.runtime.session import Session
@@ -65,11 +66,19 @@ def members(group: str) -> list[Session]:
 
 
 def publish_local(group: str, message: str | bytes) -> int:
-    """Send ``message`` to the members of ``group`` in this worker; returns how many."""
+    """Send ``message`` to the members of ``group`` in this worker; returns how many.
+
+    The frame is encoded once for all members (a compressing member encodes its own), and each
+    member's bytes leave with its other writes of this turn of the loop, one ``send`` each.
+    """
+    members = _members.get(group)
+    if not members:
+        return 0
+    frame = encode_message(message)
     sent = 0
-    for session in list(_members.get(group, ())):
+    for session in list(members):
         try:
-            session.send(message)
+            session.send_encoded(message, frame)
             sent += 1
         except Exception:
             log(logger, "error", "broadcast send failed", exc_info=True, group=group, session=session.id)

@@ -66,6 +66,11 @@ class PoolStats:
         self.max_wait = 0.0
         self.wait_buckets = [0] * (len(POOL_WAIT_BUCKETS) + 1)
 
+    def record_immediate(self) -> None:
+        """A task that started as it was submitted: a wait of zero."""
+        self.started += 1
+        self.wait_buckets[0] += 1
+
     def record_start(self, queued_at: float) -> None:
         wait = time.monotonic() - queued_at
         self.started += 1
@@ -90,17 +95,15 @@ class Scheduler:
 
     def __init__(self) -> None:
         self.pools: list[ExecutorPool] = []
+        #: With one pool there is no priority to honour: tasks may start at once.
+        self.single = False
         self._dispatch_scheduled = False
         self._tick = gevent.get_hub().loop.timer(0.0)
 
     def register(self, pool: ExecutorPool) -> None:
         self.pools.append(pool)
         self.pools.sort(key=lambda p: -p.priority)
-
-    @property
-    def single(self) -> bool:
-        """With one pool there is no priority to honour: tasks may start at once."""
-        return len(self.pools) == 1
+        self.single = len(self.pools) == 1
 
     def notify(self) -> None:
         if not self._dispatch_scheduled:
@@ -149,11 +152,14 @@ class ExecutorPool:
     def submit(self, fn: Callable[..., Any], *args: Any,
                done: Callable[[BaseException | None], None] | None = None) -> None:
         """Run ``fn(*args)`` on an executor; ``done(exc_or_None)`` is called on the hub afterwards."""
-        task: Task = (fn, args, done, time.monotonic())
-        if self.scheduler.single and not self.pending and self.has_capacity():
-            self._start(task)
+        if self.scheduler.single and not self.pending and not self._stopped and (
+                self._impl.has_idle() or self.alive < self.max):
+            # Started at once: it waited for nothing (and the clock need not be read).
+            self.busy += 1
+            self.stats.record_immediate()
+            self._impl.run((fn, args, done, 0.0))
         else:
-            self.pending.append(task)
+            self.pending.append((fn, args, done, time.monotonic()))
             self.scheduler.notify()
 
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
@@ -214,18 +220,29 @@ class ExecutorPool:
 
 
 class _GreenletExecutors:
-    """Executors as greenlets parked on a Waiter; an idle one beyond ``min`` exits after a while."""
+    """Executors as greenlets parked on a Waiter, most recently parked reused first.
+
+    Shrinking needs no timer per task: while more than ``min`` are alive, one periodic timer
+    retires the executors parked for longer than ``idle_shrink`` (those at the bottom of the
+    stack of idle ones).
+    """
 
     def __init__(self, pool: ExecutorPool) -> None:
         self.pool = pool
-        self.idle: list[Waiter] = []
+        self.idle: list[tuple[Waiter, float]] = []  # (waiter, parked at loop time), oldest first
         self.greenlets: set[gevent.Greenlet] = set()
+        self.loop = gevent.get_hub().loop
+        self._reaper: Any = None
 
     def spawn(self, first: Task | None = None) -> None:
         self.pool.alive += 1
         glet = gevent.spawn(self._executor, first)
         self.greenlets.add(glet)
         glet.link(self.greenlets.discard)
+        if self.pool.alive > self.pool.min and self.pool.idle_shrink and self._reaper is None:
+            period = self.pool.idle_shrink / 2
+            self._reaper = self.loop.timer(period, period)
+            self._reaper.start(self._reap)
 
     def has_idle(self) -> bool:
         return bool(self.idle)
@@ -234,42 +251,43 @@ class _GreenletExecutors:
         if not self.idle:
             self.spawn(task)
             return
-        waiter = self.idle.pop()
+        waiter = self.idle.pop()[0]
         hub = gevent.get_hub()
         if gevent.getcurrent() is hub:
             waiter.switch(task)  # runs the task now; we are back when it blocks or ends
         else:
             hub.loop.run_callback(waiter.switch, task)
 
+    def _reap(self) -> None:
+        pool = self.pool
+        deadline = self.loop.now() - pool.idle_shrink
+        retire = 0
+        while retire < len(self.idle) and pool.alive - retire > pool.min and self.idle[retire][1] <= deadline:
+            retire += 1
+        if retire:
+            retired, self.idle[:retire] = self.idle[:retire], []
+            pool.alive -= retire
+            for waiter, _ in retired:
+                self.loop.run_callback(waiter.switch, None)
+        if pool.alive <= pool.min and self._reaper is not None:
+            self._reaper.stop()
+            self._reaper = None
+
     def _executor(self, task: Task | None) -> None:
         pool = self.pool
+        loop = self.loop
+        retired = False
         try:
             while True:
                 if task is None:
                     waiter = Waiter()
-                    self.idle.append(waiter)
+                    self.idle.append((waiter, loop.now()))
                     if pool.pending:
                         pool.scheduler.notify()  # work queued while we were busy or starting
-                    timeout = gevent.Timeout(pool.idle_shrink) if pool.alive > pool.min and pool.idle_shrink else None
-                    if timeout is not None:
-                        timeout.start()
-                    try:
-                        task = waiter.get()
-                    except gevent.Timeout as exc:
-                        if exc is not timeout:
-                            raise
-                        if waiter not in self.idle:
-                            task = waiter.get()  # a task was handed to us as the timer fired
-                        else:
-                            self.idle.remove(waiter)
-                            if pool.alive > pool.min:
-                                return  # shrink back towards min
-                            continue
-                    finally:
-                        if timeout is not None:
-                            timeout.close()
+                    task = waiter.get()
                     if task is None:
-                        return  # stop()
+                        retired = True  # stop() or the reaper (which counted us out already)
+                        return
                 fn, args, _, _ = task
                 error: BaseException | None = None
                 try:
@@ -279,13 +297,18 @@ class _GreenletExecutors:
                 pool.task_finished(task, error)
                 task = None
         finally:
-            pool.alive -= 1
+            if not retired:
+                pool.alive -= 1
 
     def stop(self) -> None:
         hub = gevent.get_hub()
-        for waiter in self.idle:
+        for waiter, _ in self.idle:
+            self.pool.alive -= 1
             hub.loop.run_callback(waiter.switch, None)
         self.idle.clear()
+        if self._reaper is not None:
+            self._reaper.stop()
+            self._reaper = None
 
 
 class _ThreadExecutors:

@@ -6,8 +6,11 @@ inbound queue. The queue is handed to the port's pool in batches, so the endpoin
 message at a time, in order. When the queue is full the session stops reading: TCP then
 pushes back on the client and nothing is dropped.
 
-Writes go straight to the socket; what the socket does not take waits in a buffer drained by
-a write watcher. The buffer is bounded by ``write_limit``: a sender then waits (cooperatively,
+Writes are gathered: what the endpoint sends while the hub works through one read (a whole
+batch of pipelined messages) leaves in one ``send`` when that read is done; what it sends at
+other times (after blocking, from another session, from a thread) leaves once per turn of the
+event loop through the worker's ``_WriteFlusher``; a frame or a backlog of 64 KiB leaves at once.
+What the socket does not take waits in a buffer drained by a write watcher. The buffer is bounded by ``write_limit``: a sender then waits (cooperatively,
 or natively in a thread-mode executor) or the session is closed with 1013, per
 ``write_limit_action``.
 """
@@ -18,7 +21,6 @@ import itertools
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -48,17 +50,128 @@ if TYPE_CHECKING:
 logger = logging.getLogger("wsserver.session")
 
 RECV_SIZE = 65536
+MAX_RECV_SIZE = 1 << 20  # one read's size while a large frame arrives (protocol.bytes_wanted())
+FLUSH_SIZE = 65536  # unsent bytes written at once, without waiting for the end of the turn
 READ, WRITE = 1, 2
 _ids = itertools.count(1)
 _native_get_ident = get_original("_thread", "get_ident")
 _allocate_lock = get_original("_thread", "allocate_lock")
+# Guards every session's _thread_sends (held for an append or a swap: one lock is enough).
+_thread_sends_lock = _allocate_lock()
 
-# Inbound queue items: (kind, payload). Kinds, in the order an endpoint can see them:
-_CONNECT, _TEXT, _BINARY, _CLOSED = 0, 1, 2, 3
+
+class _Marker:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+# Inbound queue items: the protocol's TextMessage/BinaryMessage events themselves, this marker
+# first, and a (code, reason) tuple last.
+_CONNECT = _Marker("connect")
+
+
+class _WriteFlusher:
+    """Writes, once per turn of one event loop, what sessions sent outside their own read.
+
+    An echo answers inside the read that brought the request and is flushed by it; but a
+    broadcast reaches many sessions, and a handler that blocked resumes later: their sessions
+    are marked here and written in one loop callback, one ``send`` each however many messages
+    they got in that turn.
+    """
+
+    __slots__ = ("dirty", "loop", "scheduled")
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.dirty: list[Session] = []
+        self.scheduled = False
+
+    def add(self, session: Session) -> None:
+        self.dirty.append(session)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.run_callback(self.run)
+
+    def run(self) -> None:
+        self.scheduled = False
+        dirty, self.dirty = self.dirty, []
+        for session in dirty:
+            session._dirty = False
+            try:
+                session._flush()
+            except Exception:
+                log(logger, "error", "flush failed", exc_info=True, session=session.id)
+
+
+_flushers: dict[Any, _WriteFlusher] = {}
+
+
+def _flusher_for(loop: Any) -> _WriteFlusher:
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        flusher = _flushers[loop] = _WriteFlusher(loop)
+    return flusher
 
 
 class Session:
     """A live WebSocket connection as an endpoint sees it (see ``wsserver.endpoints.SessionAPI``)."""
+
+    # Slots: an idle connection's memory is mostly this object (a __dict__ would add ~1.5 KiB).
+    __slots__ = (
+        "_abort_timer",
+        "_close_started",
+        "_dirty",
+        "_drained",
+        "_ended",
+        "_ended_event",
+        "_endpoint",
+        "_errored",
+        "_fd",
+        "_flusher",
+        "_hub_thread",
+        "_in_flight",
+        "_in_read",
+        "_inbound",
+        "_last_activity",
+        "_loop",
+        "_native_waiters",
+        "_on_end",
+        "_out",
+        "_out_bytes",
+        "_ping_base",
+        "_ping_sent_at",
+        "_pool",
+        "_port",
+        "_proto",
+        "_reader",
+        "_reading",
+        "_scheduled",
+        "_stats",
+        "_terminated",
+        "_thread_sends",
+        "_thread_signalled",
+        "_timer",
+        "_transport",
+        "_unflushed",
+        "_writer",
+        "close_code",
+        "close_reason",
+        "id",
+        "messages_in",
+        "messages_out",
+        "path",
+        "port_alias",
+        "query",
+        "remote_address",
+        "started",
+        "subprotocol",
+        "user",
+    )
 
     def __init__(
         self,
@@ -99,27 +212,37 @@ class Session:
         self._hub_thread = _native_get_ident()
         fd = transport.fileno()
         self._reader = loop.io(fd, READ)
-        self._writer = loop.io(fd, WRITE)
+        self._fd = fd
+        self._writer: Any = None  # created on the first short write
         self._timer: Any = None
         self._abort_timer: Any = None
         self._reading = False
         # Inbound: messages waiting for the endpoint, and the batch it is working through.
-        self._inbound: deque[tuple[int, Any]] = deque()
+        self._inbound: list[Any] = []
         self._in_flight = 0
         self._scheduled = False
         self._errored = False
-        # Outbound: bytes the socket has not taken yet.
-        self._out: deque[memoryview] = deque()
+        # Outbound: bytes encoded but not written yet (the protocol holds them) and whether the
+        # hub writes them at the end of this read (_in_read) or the flusher at the end of the turn.
+        self._unflushed = 0
+        self._in_read = False
+        self._dirty = False
+        self._flusher = _flusher_for(loop)
+        # Messages sent from thread-mode executors, handed to the hub in one callback per burst.
+        self._thread_sends: list[str | bytes] = []
+        self._thread_signalled = False
+        # Bytes the socket has not taken yet.
+        self._out: list[memoryview] = []
         self._out_bytes = 0
-        self._drained = Event()
-        self._drained.set()
+        self._drained: Event | None = None  # created when a sender first waits for the client
         self._native_waiters: list[Any] = []
         self._last_activity = self.started
         self._ping_sent_at: float | None = None
         self._ping_base = self.started
         self._close_started: float | None = None
         self._terminated = False
-        self._ended = Event()
+        self._ended = False
+        self._ended_event: Event | None = None  # created when someone waits for the end
 
     # ---- the API endpoints use -------------------------------------------------------------
     @property
@@ -133,22 +256,35 @@ class Session:
         the session with 1013 when ``write_limit_action = "close"``).
         """
         if _native_get_ident() != self._hub_thread:
-            self._from_thread(self._send_now, message)
+            self._send_from_thread(message)
             self._wait_for_room_natively()
             return
         if self._send_now(message) and self._port.write_limit_action == "wait":
-            hub = gevent.get_hub()
-            # Only a greenlet can wait; the hub itself (a callback) must never block.
-            while (self._out_bytes > self._port.write_limit and not self._terminated
-                   and gevent.getcurrent() is not hub):
+            self._wait_for_room()
+
+    def send_encoded(self, message: str | bytes, frame: bytes) -> None:
+        """Send ``message`` whose uncompressed frame ``frame`` was built once for many sessions
+        (``protocol.encode_message``); a compressing session encodes its own. On the hub only."""
+        if self._send_now(message, frame) and self._port.write_limit_action == "wait":
+            self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        hub = gevent.get_hub()
+        # Only a greenlet can wait; the hub itself (a callback) must never block.
+        while (self._out_bytes > self._port.write_limit and not self._terminated
+               and gevent.getcurrent() is not hub):
+            if self._drained is None:
+                self._drained = Event()
+            self._drained.clear()
+            if self._out_bytes > self._port.write_limit and not self._terminated:
                 self._drained.wait(1.0)
 
-    def _send_now(self, message: str | bytes) -> bool:
-        """Encode and write on the hub thread; True when the sender should wait for the client.
+    def _send_now(self, message: str | bytes, frame: bytes | None = None) -> bool:
+        """Encode on the hub thread; True when the sender should wait for the client.
 
         The limit judges what the client has not taken *before* this message: a single message
         larger than ``write_limit`` still goes out to a client that reads, and the buffer stays
-        bounded by ``write_limit`` plus one message.
+        bounded by ``write_limit`` plus one message (and ``FLUSH_SIZE`` not yet written).
         """
         if self._proto.state is not ProtocolState.OPEN:
             return False
@@ -157,18 +293,41 @@ class Session:
                 session=self.id, buffered=self._out_bytes)
             self.close(1013, "try again later")
             return False
-        if isinstance(message, str):
-            self._proto.send_text(message)
+        if frame is not None and not self._proto.compression:
+            self._unflushed += self._proto.send_encoded(frame)
+        elif type(message) is str:
+            self._unflushed += self._proto.send_text(message)
         else:
-            self._proto.send_binary(bytes(message))
+            self._unflushed += self._proto.send_binary(message)
         self.messages_out += 1
         self._stats.messages_out += 1
-        self._flush()
+        if self._unflushed >= FLUSH_SIZE:
+            self._flush()
+        elif not self._in_read and not self._dirty:
+            self._dirty = True
+            self._flusher.add(self)
         return self._out_bytes > self._port.write_limit
+
+    def _send_from_thread(self, message: str | bytes) -> None:
+        """From a thread-mode executor: queue for the hub, waking it once per burst of sends."""
+        with _thread_sends_lock:
+            self._thread_sends.append(message)
+            if self._thread_signalled:
+                return
+            self._thread_signalled = True
+        self._loop.run_callback_threadsafe(self._send_thread_messages)
+
+    def _send_thread_messages(self) -> None:
+        with _thread_sends_lock:
+            messages, self._thread_sends = self._thread_sends, []
+            self._thread_signalled = False
+        for message in messages:
+            self._send_now(message)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; the connection ends when the peer replies or on timeout."""
         if _native_get_ident() != self._hub_thread:
+            # After this thread's queued sends: both go through the loop's callbacks in order.
             self._from_thread(self.close, code, reason)
             return
         if self._proto.state is not ProtocolState.OPEN:
@@ -180,7 +339,11 @@ class Session:
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the session ended and ``on_close`` ran (for shutdown)."""
-        return self._ended.wait(timeout)
+        if self._ended:
+            return True
+        if self._ended_event is None:
+            self._ended_event = Event()
+        return self._ended_event.wait(timeout)
 
     # ---- groups (wsserver.runtime.groups) --------------------------------------------------
     def join(self, group: str) -> None:
@@ -200,17 +363,22 @@ class Session:
     # ---- start -----------------------------------------------------------------------------
     def start(self) -> None:
         """On the hub, right after the 101 response went out."""
-        self._enqueue(_CONNECT, None)
+        self._inbound.append(_CONNECT)
         # Frames the client sent right behind its request are already in the protocol.
-        self._after_input()
+        self._in_read = True
+        try:
+            self._after_input()
+        finally:
+            self._in_read = False
         if not self._terminated:
             self._resume_reading()
             self._arm_timer(self._next_deadline())
 
     # ---- reading (hub callbacks) -------------------------------------------------------------
     def _on_readable(self) -> None:
+        wanted = self._proto.bytes_wanted()
         try:
-            data = self._transport.recv(RECV_SIZE)
+            data = self._transport.recv(RECV_SIZE if wanted <= RECV_SIZE else min(wanted, MAX_RECV_SIZE))
         except WantRead:
             return
         except WantWrite:
@@ -221,20 +389,24 @@ class Session:
             log(logger, "error", "read failed", exc_info=True, session=self.id)
             data = b""
         self._stats.bytes_in += len(data)
+        self._in_read = True
         try:
             self._proto.receive_data(data)
             self._after_input()
         except Exception:
             log(logger, "error", "session failed", exc_info=True, session=self.id, port=self.port_alias)
             self._terminate()
+        finally:
+            self._in_read = False
 
     def _after_input(self) -> None:
+        """On the hub, inside a read: queue the messages, run the endpoint, write its answers."""
+        inbound = self._inbound
+        arrived = len(inbound)
         for event in self._proto.events():
             kind = type(event)
-            if kind is TextMessage:
-                self._message_arrived(_TEXT, event.data)
-            elif kind is BinaryMessage:
-                self._message_arrived(_BINARY, event.data)
+            if kind is TextMessage or kind is BinaryMessage:
+                inbound.append(event)
             elif kind is Ping:
                 self._last_activity = time.monotonic()
             elif kind is Pong:
@@ -242,18 +414,22 @@ class Session:
                 self._ping_base = time.monotonic()
             elif kind is CloseReceived:
                 self._close_received(event)
+        if inbound:
+            arrived = len(inbound) - arrived
+            if arrived:
+                self.messages_in += arrived
+                self._stats.messages_in += arrived
+                self._last_activity = time.monotonic()
+            if not self._scheduled:
+                # In greenlet mode the batch runs now, until done or blocked: what it sends is
+                # written by the _flush below, in one send for the whole read.
+                self._schedule()
+            if len(self._inbound) + self._in_flight >= self._port.max_queue:
+                self._pause_reading()
         self._flush()
         if self._proto.failed or self._proto.state is ProtocolState.CLOSED:
             # Closed by both sides, or failed (RFC 6455 §7.1.7): close TCP once flushed.
             self._terminate()
-
-    def _message_arrived(self, kind: int, data: Any) -> None:
-        self.messages_in += 1
-        self._stats.messages_in += 1
-        self._last_activity = time.monotonic()
-        self._enqueue(kind, data)
-        if len(self._inbound) + self._in_flight >= self._port.max_queue:
-            self._pause_reading()
 
     def _close_received(self, event: CloseReceived) -> None:
         self.close_code = event.code
@@ -273,30 +449,26 @@ class Session:
             self._reader.start(self._on_readable)
 
     # ---- delivery to the endpoint (on the pool) --------------------------------------------
-    def _enqueue(self, kind: int, data: Any) -> None:
-        self._inbound.append((kind, data))
-        if not self._scheduled:
-            self._schedule()
-
     def _schedule(self) -> None:
-        batch = list(self._inbound)
-        self._inbound.clear()
+        batch = self._inbound
+        self._inbound = []
         self._in_flight = len(batch)
         self._scheduled = True
         self._pool.submit(self._deliver, batch, done=self._delivered)
 
-    def _deliver(self, batch: list[tuple[int, Any]]) -> None:
+    def _deliver(self, batch: list[Any]) -> None:
         """On an executor: run the endpoint's callbacks for a batch, one at a time, in order."""
         endpoint = self._endpoint
-        for kind, data in batch:
-            if kind == _CLOSED:
-                self._call(endpoint.on_close, data[0], data[1])
-            elif self._errored:
+        for item in batch:
+            kind = type(item)
+            if self._errored and kind is not tuple:
                 continue  # a callback failed: the session is closing, later messages are dropped
-            elif kind == _TEXT:
-                self._call(endpoint.on_text, data)
-            elif kind == _BINARY:
-                self._call(endpoint.on_binary, data)
+            if kind is TextMessage:
+                self._call(endpoint.on_text, item.data)
+            elif kind is BinaryMessage:
+                self._call(endpoint.on_binary, item.data)
+            elif kind is tuple:
+                self._call(endpoint.on_close, item[0], item[1])
             else:
                 self._call(endpoint.on_connect)
 
@@ -307,9 +479,13 @@ class Session:
             self._schedule()
         else:
             self._scheduled = False
+        if self._unflushed and not self._in_read:
+            self._flush()
         if self._terminated:
-            if not self._scheduled and not self._ended.is_set():
-                self._ended.set()
+            if not self._scheduled and not self._ended:
+                self._ended = True
+                if self._ended_event is not None:
+                    self._ended_event.set()
                 if self._on_end is not None:
                     self._on_end(self)
         elif not self._reading and len(self._inbound) + self._in_flight < self._port.max_queue:
@@ -333,6 +509,7 @@ class Session:
 
     # ---- writing ---------------------------------------------------------------------------
     def _flush(self) -> None:
+        self._unflushed = 0
         data = self._proto.data_to_send()
         if data:
             if self._out:
@@ -353,7 +530,8 @@ class Session:
         if sent < len(data):
             self._out.append(memoryview(data)[sent:])
             self._out_bytes += len(data) - sent
-            self._drained.clear()
+            if self._writer is None:
+                self._writer = self._loop.io(self._fd, WRITE)
             self._writer.start(self._on_writable)
 
     def _on_writable(self) -> None:
@@ -367,14 +545,15 @@ class Session:
                 if sent < len(chunk):
                     out[0] = chunk[sent:]
                     return
-                out.popleft()
+                del out[0]
         except (WantWrite, WantRead):
             return
         except OSError:
             self._terminate()
             return
         self._writer.stop()
-        self._drained.set()
+        if self._drained is not None:
+            self._drained.set()
         self._wake_native_waiters()
         if self._terminated:
             self._transport.close()
@@ -468,19 +647,24 @@ class Session:
         if self.close_code is None:
             self.close_code = self._proto.close_code or 1006
         if not self._out:
-            self._writer.stop()
+            if self._writer is not None:
+                self._writer.stop()
             self._transport.close()
         else:
             # Give the last bytes (our close frame) a bounded chance to leave.
             self._abort_timer = self._loop.timer(self._port.close_timeout_ms / 1000)
             self._abort_timer.start(self._abort)
-        self._drained.set()
+        if self._drained is not None:
+            self._drained.set()
         self._wake_native_waiters()
         groups.leave_all(self)
-        self._enqueue(_CLOSED, (self.close_code, self.close_reason))
+        self._inbound.append((self.close_code, self.close_reason))
+        if not self._scheduled:
+            self._schedule()
 
     def _abort(self) -> None:
-        self._writer.stop()
+        if self._writer is not None:
+            self._writer.stop()
         self._out.clear()
         self._out_bytes = 0
         self._transport.close()

@@ -6,6 +6,7 @@ and hands them over; this module only accepts on them.
 
 from __future__ import annotations
 
+import _socket
 import logging
 import socket
 import time
@@ -15,13 +16,14 @@ from typing import Any
 import gevent
 from gevent import socket as gsocket
 from gevent.event import Event
+from gevent.hub import Waiter
 
 from wsserver import metrics
 from wsserver.adapters.service import build_adapters
 from wsserver.config import Config, PortConfig
 from wsserver.logs import log
 from wsserver.metrics import adapter_observer
-from wsserver.runtime.dispatcher import Dispatcher, load_mounts
+from wsserver.runtime.dispatcher import Dispatcher, RawConnection, load_mounts
 from wsserver.runtime.limits import ConnectionTable
 from wsserver.runtime.listeners import BoundListener
 from wsserver.runtime.pool import ExecutorPool, Scheduler
@@ -45,10 +47,12 @@ class PortRuntime:
         self.listener = listener
         self.dispatcher = dispatcher
         self.ip_rules = IPRules.from_config(port.access)
-        # A gevent socket on a duplicate of the listening fd: closing it stops this worker's
-        # accepting while the inherited socket stays open for the others.
-        self.sock = gsocket.fromfd(listener.sock.fileno(), listener.sock.family, socket.SOCK_STREAM)
-        self.greenlets: set[gevent.Greenlet] = set()
+        # A duplicate of the listening fd: closing it stops this worker's accepting while the
+        # inherited socket stays open for the others. Its accept() gives raw sockets.
+        self.sock: Any = AcceptSocket(listener.sock)
+        # Handshakes in progress (for the load and a graceful stop): one token per busy runner.
+        self.greenlets: set[Any] = set()
+        self._runners = HandshakeRunners(self.dispatcher.handle, self.greenlets)
         self._acceptor: gevent.Greenlet | None = None
 
     def start(self) -> None:
@@ -58,33 +62,145 @@ class PortRuntime:
         if self._acceptor is not None:
             self._acceptor.kill(block=False)
             self._acceptor = None
+        self._runners.stop()
         try:
             self.sock.close()
         except OSError:
             pass
 
     def _accept_loop(self) -> None:
+        # Accepts until none is pending, then waits for the listening socket to be readable:
+        # one wake-up serves every connection that arrived meanwhile (a BalancedListener in
+        # prefork mode waits inside its accept() instead).
+        hub = gevent.get_hub()
+        readable = hub.loop.io(self.sock.fileno(), 1)
+        in_a_row = 0
+        try:
+            while True:
+                try:
+                    conn, peer = self.sock.accept()
+                except _AGAIN:
+                    in_a_row = 0
+                    hub.wait(readable)
+                    continue
+                except OSError as exc:
+                    log(logger, "warning", "accept failed", port=self.port.alias, error=str(exc))
+                    gevent.sleep(0.05)
+                    continue
+                self._admit(conn, peer)
+                in_a_row += 1
+                if in_a_row >= ACCEPT_BATCH:  # let the handshakes run before accepting more
+                    in_a_row = 0
+                    gevent.sleep(0)
+        finally:
+            readable.close()
+
+    def _admit(self, conn: Any, peer: Any) -> None:
+        if not self.ip_rules.allows(peer[0]) and not self.dispatcher.proxies.trusts(peer[0]):
+            log(logger, "info", "connection refused by IP rule", port=self.port.alias, peer=peer[0])
+            self.dispatcher.stats.reject("ip")
+            conn.close()
+            return
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        if type(conn) is _socket.socket:  # from AcceptSocket (a stand-in may give gevent sockets)
+            conn.setblocking(False)
+            if self.tls_context is not None:
+                conn = gsocket.socket(conn.family, socket.SOCK_STREAM, fileno=conn.detach())
+        if self.tls_context is not None:  # the TLS handshake runs in the dispatcher's first recv
+            conn = wrap_server_socket(conn, self.tls_context, peer, self.port.alias)
+        elif type(conn) is _socket.socket:
+            conn = RawConnection(conn)
+        self._runners.run(conn, peer)
+
+
+ACCEPT_BATCH = 64  # connections accepted in a row before the acceptor yields
+_AGAIN = (BlockingIOError, InterruptedError)
+
+
+class AcceptSocket:
+    """A port's listening socket in one worker: a non-blocking duplicate of the inherited fd.
+
+    ``accept()`` returns a raw ``_socket.socket`` (no gevent wrapper: the dispatcher's
+    ``RawConnection`` or the TLS wrapper takes it) or raises BlockingIOError when none is
+    pending, which is also what prefork's BalancedListener expects of the socket it wraps.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.family = sock.family
+        self._sock = _socket.socket(sock.family, socket.SOCK_STREAM, 0, _socket.dup(sock.fileno()))
+        self._sock.setblocking(False)
+
+    def accept(self) -> tuple[Any, Any]:
+        fd, peer = self._sock._accept()
+        return _socket.socket(self.family, socket.SOCK_STREAM, 0, fd), peer
+
+    def settimeout(self, timeout: float | None) -> None:
+        """Ignored: the socket is always non-blocking (the acceptor waits with a watcher)."""
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class HandshakeRunners:
+    """Greenlets that run one handshake after another, parked on a Waiter in between.
+
+    A switch to a parked greenlet costs a fraction of ``gevent.spawn`` plus a greenlet's end
+    and link. A runner whose handshake blocks (a slow client, authentication) just keeps its
+    connection; a new runner is spawned when none is parked. While a runner works, its token
+    (an Event, set when it is done) is in ``busy``: the load, and what a graceful stop waits for.
+    """
+
+    MAX_IDLE = 64  # parked runners kept; more exit when done
+
+    def __init__(self, fn: Any, busy: set[Any]) -> None:
+        self.fn = fn
+        self.busy = busy
+        self.idle: list[tuple[Waiter, Event, gevent.Greenlet]] = []
+        self._stopped = False
+
+    def run(self, *args: Any) -> None:
+        """Run ``fn(*args)`` on a runner (call from a greenlet or the hub; never blocks)."""
+        if self.idle:
+            waiter, token, _ = self.idle.pop()
+            token.clear()
+            self.busy.add(token)
+            gevent.get_hub().loop.run_callback(waiter.switch, args)
+        else:
+            token = Event()
+            self.busy.add(token)
+            gevent.spawn(self._runner, args, token)
+
+    def _runner(self, args: tuple, token: Event) -> None:
+        fn, busy, idle = self.fn, self.busy, self.idle
         while True:
             try:
-                conn, peer = self.sock.accept()
-            except OSError as exc:
-                log(logger, "warning", "accept failed", port=self.port.alias, error=str(exc))
-                gevent.sleep(0.05)
-                continue
-            if not self.ip_rules.allows(peer[0]) and not self.dispatcher.proxies.trusts(peer[0]):
-                log(logger, "info", "connection refused by IP rule", port=self.port.alias, peer=peer[0])
-                self.dispatcher.stats.reject("ip")
-                conn.close()
-                continue
-            try:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-            if self.tls_context is not None:  # the TLS handshake runs in the dispatcher's first recv
-                conn = wrap_server_socket(conn, self.tls_context, peer, self.port.alias)
-            glet = gevent.spawn(self.dispatcher.handle, conn, peer)
-            self.greenlets.add(glet)
-            glet.link(self.greenlets.discard)
+                fn(*args)
+            except Exception:  # the dispatcher logs its own failures; this is a last resort
+                log(logger, "error", "handshake runner failed", exc_info=True)
+            finally:
+                busy.discard(token)
+                token.set()
+            if self._stopped or len(idle) >= self.MAX_IDLE:
+                return
+            waiter = Waiter()
+            idle.append((waiter, token, gevent.getcurrent()))
+            args = waiter.get()
+
+    def stop(self) -> None:
+        """Parked runners exit; busy ones exit when their handshake is done."""
+        self._stopped = True
+        idle, self.idle = self.idle, []
+        for _, _, glet in idle:
+            glet.kill(block=False)
 
 
 class WorkerRuntime:

@@ -3,7 +3,9 @@ phase, and the non-blocking TLSTransport the session reads in hub callbacks."""
 
 from __future__ import annotations
 
+import shutil
 import ssl
+import subprocess
 
 import gevent
 import pytest
@@ -13,7 +15,7 @@ from gevent import ssl as gssl
 
 from tests.support.tlsstores import issue
 from wsserver.runtime.tls import TLSError, TLSSocket, TLSTransport, make_transport
-from wsserver.runtime.transport import PlainTransport, WantRead
+from wsserver.runtime.transport import PlainTransport, WantRead, WantWrite
 from wsserver.security.keystores import KeyEntry
 from wsserver.security.tls import build_server_context
 
@@ -123,3 +125,138 @@ def test_plain_sockets_get_the_plain_transport():
     assert isinstance(transport, PlainTransport)
     transport.close()
     b.close()
+
+
+def test_pyopenssl_private_bindings(server_context):
+    """TLSTransport calls pyOpenSSL's private cffi bindings (see wsserver.runtime.tls's doc): pin
+    every name it uses, so an upgrade that changes them fails here and not in production."""
+    from OpenSSL import SSL
+    from OpenSSL._util import ffi, lib
+
+    from wsserver.runtime import tls
+
+    assert tls._lib is lib and tls._ffi is ffi
+    assert str(ffi.typeof(lib.SSL_read)) == "<ctype 'int(*)(SSL *, void *, int)'>"
+    assert str(ffi.typeof(lib.SSL_write)) == "<ctype 'int(*)(SSL *, void *, int)'>"
+    assert str(ffi.typeof(lib.SSL_get_error)) == "<ctype 'int(*)(SSL *, int)'>"
+    assert lib.SSL_ERROR_WANT_READ == 2
+    assert ffi.unpack(ffi.new("char[]", b"abc"), 2) == b"ab"
+    conn = SSL.Connection(server_context, None)
+    conn.set_accept_state()
+    assert str(ffi.typeof(conn._ssl)) == "<ctype 'SSL *'>"
+    assert callable(conn._raise_ssl_error)
+    with pytest.raises(SSL.WantReadError):
+        conn._raise_ssl_error(conn._ssl, lib.SSL_read(conn._ssl, tls._RBUF, 1))
+
+
+def test_transport_bursts_memoryviews_and_close_notify(server_context, ca):
+    server, client = pair(server_context, ca)
+    server.settimeout(5)
+    glet = gevent.spawn(client.do_handshake)
+    server.do_handshake()
+    glet.get(timeout=5)
+    transport = make_transport(server)
+    for i in range(20):  # many small records: one per recv, none stranded inside OpenSSL
+        client.sendall(b"m%02d" % i)
+    gevent.sleep(0.05)
+    got = [transport.recv(65536) for _ in range(20)]
+    assert got == [b"m%02d" % i for i in range(20)]
+    with pytest.raises(WantRead):
+        transport.recv(65536)
+    client.sendall(b"L" * 50_000)  # three full records and a short one: one recv
+    gevent.sleep(0.05)
+    assert transport.recv(65536) == b"L" * 50_000
+    with pytest.raises(WantRead):
+        transport.recv(65536)
+    sender = gevent.spawn(client.sendall, b"B" * 200_000)  # a large frame: the session asks for more
+    gevent.sleep(0.05)
+    chunks = []
+    for _ in range(200):
+        try:
+            chunks.append(transport.recv(1 << 20))
+        except WantRead:
+            gevent.sleep(0.01)
+        if sum(map(len, chunks)) == 200_000:
+            break
+    sender.get(timeout=5)
+    assert b"".join(chunks) == b"B" * 200_000 and max(map(len, chunks)) > 65536
+    client.sendall(b"y" * 40_000)
+    gevent.sleep(0.05)
+    first = transport.recv(20_000)  # a small size: at most that, and nothing stranded in OpenSSL
+    assert 0 < len(first) <= 20_000
+    rest = b""
+    for _ in range(100):
+        try:
+            rest += transport.recv(65536)
+        except WantRead:
+            gevent.sleep(0.01)
+        if len(first) + len(rest) == 40_000:
+            break
+    assert first + rest == b"y" * 40_000
+    big = memoryview(bytearray(b"q" * 100_000))
+    sent = 0
+    chunks = []
+    while sent < len(big):
+        try:
+            sent += transport.send(big[sent:])
+        except WantWrite:
+            chunks.append(client.recv(65536))
+    while sum(map(len, chunks)) < len(big):
+        chunks.append(client.recv(65536))
+    assert b"".join(chunks) == bytes(big)
+    unwrap = gevent.spawn(client.unwrap)  # close_notify from the client (it waits for ours)
+    gevent.sleep(0.05)
+    assert transport.recv(65536) == b""
+    transport.close()
+    unwrap.get(timeout=5)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
+def test_transport_survives_tls13_key_updates(server_context, ca, tmp_path):
+    """openssl s_client's "K": a KeyUpdate that asks for ours in return, so the server's
+    SSL_read has to write. Data flows both ways, with the new keys, afterwards."""
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    listener = gsocket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    proc = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3", "-servername", "server.test", "-CAfile", str(tmp_path / "ca.pem")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        sock, _ = listener.accept()
+        server = TLSSocket(sock, server_context, ("127.0.0.1", 1), "unit")
+        server.settimeout(10)
+        server.do_handshake()
+        transport = make_transport(server)
+
+        def read_until(expected: bytes) -> bytes:
+            got = b""
+            for _ in range(500):
+                try:
+                    got += transport.recv(65536)
+                except (WantRead, WantWrite):
+                    gevent.sleep(0.01)
+                if got == expected:
+                    break
+            return got
+
+        proc.stdin.write(b"one\n")
+        proc.stdin.flush()
+        assert read_until(b"one\n") == b"one\n"
+        for line in (b"K\n", b"two\n", b"k\n", b"three\n"):
+            proc.stdin.write(line)
+            proc.stdin.flush()
+            gevent.sleep(0.05)
+        assert read_until(b"two\nthree\n") == b"two\nthree\n"
+        assert transport.send(b"back\n") == 5
+        lines = []
+        while b"back\n" not in lines and len(lines) < 200:  # s_client's report comes first
+            lines.append(proc.stdout.readline())
+        assert b"back\n" in lines  # s_client decrypted it with the updated keys
+        transport.close()
+        proc.stdin.close()
+        assert proc.stderr.read().count(b"KEYUPDATE") == 2  # both updates really happened
+    finally:
+        proc.kill()
+        proc.wait()
+        listener.close()

@@ -15,6 +15,18 @@ needs the other direction (a read that must first write, e.g. a TLS 1.3 key upda
 watcher is busy, it polls briefly instead of sharing the watcher.
 
 Why pyOpenSSL and not gevent's ``ssl``: see ``bench/tls_micro.py`` and docs/tls.md.
+
+Why :class:`TLSTransport` calls pyOpenSSL's private cffi bindings (``OpenSSL._util.lib``/``ffi``):
+``Connection.recv`` allocates a fresh cffi buffer of the requested size on every call (64 KiB
+for the session's reads) and every ``WantRead`` -- the normal end of each read burst -- is an
+exception built by ``_raise_ssl_error``. For small WebSocket messages that Python overhead
+outweighed the crypto. The transport therefore calls ``SSL_read``/``SSL_write`` on the
+connection's own ``SSL*`` (``Connection._ssl``), reads into one preallocated per-process buffer,
+ends a burst on ``SSL_get_error() == SSL_ERROR_WANT_READ`` without an exception, and passes every
+other result <= 0 to ``Connection._raise_ssl_error``, so errors map exactly as pyOpenSSL maps them.
+Those are private names: ``tests/unit/test_runtime_tls.py::test_pyopenssl_private_bindings``
+fails loudly if a pyOpenSSL or cryptography upgrade changes them (``bench/tls_transport_micro.py``
+measures the gain).
 """
 
 from __future__ import annotations
@@ -28,6 +40,8 @@ from typing import Any
 import gevent
 from cryptography import x509
 from OpenSSL import SSL
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
 
 from wsserver.logs import log
 from wsserver.runtime.transport import PlainTransport, WantRead, WantWrite
@@ -262,26 +276,45 @@ def wrap_server_socket(sock: Any, context: SSL.Context, peer: tuple | None = Non
 # ---- the session's transport -----------------------------------------------------------------
 
 _RECORD = 16384  # the largest TLS record's plaintext
+_RBUF_LEN = 1 << 20  # the session's MAX_RECV_SIZE (reads while a large frame arrives); a larger
+# request reads at most this much, which a recv may always do
+# One read buffer per worker process: transports read only in the hub's callbacks (one thread),
+# and recv copies the bytes out before it returns, so the buffer is never in use twice.
+_RBUF = _ffi.new("char[]", _RBUF_LEN)
+_SSL_read = _lib.SSL_read
+_SSL_write = _lib.SSL_write
+_SSL_get_error = _lib.SSL_get_error
+_SSL_ERROR_WANT_READ = _lib.SSL_ERROR_WANT_READ
+_ffi_unpack = _ffi.unpack
+_ffi_from_buffer = _ffi.from_buffer
 
 
 class TLSTransport:
     """The non-blocking transport (``wsserver.runtime.transport.Transport``) of an established
     TLS connection: the session reads it in hub callbacks, so nothing here waits.
 
-    ``recv`` reads whole records while they are complete in the socket (up to ``size``), so a
-    burst costs one callback, and never leaves decrypted bytes inside OpenSSL (each read asks
-    for at least a record's worth): what is left stays in the kernel, where the session's read
-    watcher sees it. ``send`` after WantWrite is retried by the session with the same bytes,
-    which is what SSL_write requires.
+    ``recv`` reads one record, and after a full-size one (16 KiB of plaintext: part of a large
+    message) the next ones while they are complete in the socket (up to ``size``), so a large
+    message costs one callback per ``size`` bytes while a small one costs no extra ``read()`` that
+    would fail with EAGAIN; it never leaves decrypted bytes inside OpenSSL (each read asks for
+    at least a record's worth, and without read-ahead OpenSSL reads just the record it
+    decrypts): what is left stays in the kernel, where the session's read watcher sees it.
+    ``send`` after WantWrite is retried by the session with the same bytes, which is what
+    SSL_write requires (pyOpenSSL sets ACCEPT_MOVING_WRITE_BUFFER, so a new memoryview of them
+    is fine).
+
+    The hot path calls ``SSL_read``/``SSL_write`` through pyOpenSSL's own cffi bindings (see the
+    module doc) and only hands a result <= 0 to pyOpenSSL's error mapping.
     """
 
-    __slots__ = ("_closed", "_conn", "_fd", "_sock", "tls")
+    __slots__ = ("_closed", "_conn", "_fd", "_sock", "_ssl", "tls")
 
     def __init__(self, tls: TLSSocket) -> None:
         import _socket
 
         self.tls = tls  # kept for its facts (peer_certificate, version, cipher)
         self._conn = tls._conn
+        self._ssl = self._conn._ssl  # the SSL*; kept alive by self._conn
         # Take the fd from the gevent socket: from now on only this object closes it.
         fd = tls._sock.detach()
         self._sock = _socket.socket(fileno=fd)
@@ -295,9 +328,40 @@ class TLSTransport:
     def recv(self, size: int) -> bytes:
         if self._closed:
             raise OSError(errno.EBADF, "TLS transport is closed")
-        conn = self._conn
+        ssl = self._ssl
+        if size > _RBUF_LEN:
+            size = _RBUF_LEN
+        n = _SSL_read(ssl, _RBUF, size)
+        if n <= 0:
+            return self._read_failed(n)
+        total = n
+        # Only a full record (the middle of a large message, or a bulk transfer) suggests more
+        # is already here; after a short one, the usual end of what the peer wrote at once, one
+        # more SSL_read would mostly cost a read() that fails with EAGAIN.
+        while n >= _RECORD and total + _RECORD <= size:
+            n = _SSL_read(ssl, _RBUF + total, size - total)
+            if n <= 0:
+                # WantRead is the usual end of a burst: no exception for it. Anything else goes
+                # through pyOpenSSL (which takes it off OpenSSL's error queue); the next call
+                # reports it, as OpenSSL keeps a connection's failed or closed state.
+                if _SSL_get_error(ssl, n) != _SSL_ERROR_WANT_READ:
+                    try:
+                        self._conn._raise_ssl_error(ssl, n)
+                    except SSL.Error:
+                        pass
+                break
+            total += n
+        return _ffi_unpack(_RBUF, total)
+
+    def _read_failed(self, result: int) -> bytes:
+        # WantRead without building pyOpenSSL's exception: a record that is still arriving, or
+        # a post-handshake message (key update) with nothing behind it. (pyOpenSSL would first
+        # re-raise exceptions from its Python callbacks; those run only during the handshake,
+        # and do_handshake has raised them already.)
+        if _SSL_get_error(self._ssl, result) == _SSL_ERROR_WANT_READ:
+            raise WantRead
         try:
-            data = conn.recv(size)
+            self._conn._raise_ssl_error(self._ssl, result)
         except SSL.WantReadError:
             raise WantRead from None
         except SSL.WantWriteError:
@@ -310,24 +374,16 @@ class TLSTransport:
             raise OSError(exc.args[0], _syscall_reason(exc)) from None
         except SSL.Error as exc:
             raise TLSError(ssl_error_reason(exc), False) from None
-        total = len(data)
-        if total + _RECORD > size:
-            return data
-        chunks = [data]
-        while total + _RECORD <= size:
-            try:
-                more = conn.recv(size - total)
-            except SSL.Error:
-                break  # WantRead (the usual end), or a problem the next call reports
-            chunks.append(more)
-            total += len(more)
-        return b"".join(chunks) if len(chunks) > 1 else data
+        return b""  # SSL_read gave 0 and OpenSSL reported no error: treat as the end, as pyOpenSSL did
 
     def send(self, data: bytes | memoryview) -> int:
         if self._closed:
             raise OSError(errno.EBADF, "TLS transport is closed")
+        n = _SSL_write(self._ssl, data if type(data) is bytes else _ffi_from_buffer(data), len(data))
+        if n > 0:
+            return n
         try:
-            return self._conn.send(data)
+            self._conn._raise_ssl_error(self._ssl, n)
         except SSL.WantWriteError:
             raise WantWrite from None
         except SSL.WantReadError:
@@ -337,6 +393,7 @@ class TLSTransport:
             raise OSError(code, _syscall_reason(exc)) from None
         except SSL.Error as exc:
             raise TLSError(ssl_error_reason(exc), False) from None
+        return n
 
     def close(self) -> None:
         """close_notify if the socket takes it at once, then close. Idempotent."""

@@ -87,13 +87,18 @@ def test_handshake_failure_is_an_oserror(server_context):
         server.recv(1)  # closed: the fd number is never touched again
 
 
-def test_transport_is_non_blocking(server_context, ca):
+def _handshaken(server_context, ca):
+    """A TLS pair after its handshake, and the server side's session transport."""
     server, client = pair(server_context, ca)
     server.settimeout(5)
     glet = gevent.spawn(client.do_handshake)
     server.do_handshake()
     glet.get(timeout=5)
-    transport = make_transport(server)
+    return server, client, make_transport(server)
+
+
+def test_transport_is_non_blocking(server_context, ca):
+    _server, client, transport = _handshaken(server_context, ca)
     assert isinstance(transport, TLSTransport)
     with pytest.raises(WantRead):
         transport.recv(65536)
@@ -150,12 +155,7 @@ def test_pyopenssl_private_bindings(server_context):
 
 
 def test_transport_bursts_memoryviews_and_close_notify(server_context, ca):
-    server, client = pair(server_context, ca)
-    server.settimeout(5)
-    glet = gevent.spawn(client.do_handshake)
-    server.do_handshake()
-    glet.get(timeout=5)
-    transport = make_transport(server)
+    _server, client, transport = _handshaken(server_context, ca)
     for i in range(20):  # many small records: one per recv, none stranded inside OpenSSL
         client.sendall(b"m%02d" % i)
     gevent.sleep(0.05)

@@ -9,6 +9,23 @@
 #include <stdint.h>
 #include <string.h>
 
+/* dst[0:n] = src[0:n] XOR the 8-byte key (a 4-byte mask twice, already rotated): 8 bytes a step. */
+static void
+xor_key(unsigned char *dst, const unsigned char *src, Py_ssize_t n, const unsigned char key[8])
+{
+    uint64_t k8;
+    memcpy(&k8, key, 8);
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, src + i, 8);
+        w ^= k8;
+        memcpy(dst + i, &w, 8);
+    }
+    for (; i < n; i++)
+        dst[i] = src[i] ^ key[i & 3];
+}
+
 /* unmask(data, mask_pos, end) -> bytes
  * The payload data[mask_pos + 4 : end] XOR-ed with the 4-byte key data[mask_pos : mask_pos + 4]:
  * the frame is unmasked straight out of the read buffer, with no slice copied first. */
@@ -43,18 +60,7 @@ unmask(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyBuffer_Release(&view);
         return NULL;
     }
-    unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
-    uint64_t k8;
-    memcpy(&k8, key, 8);
-    Py_ssize_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, src + i, 8);
-        w ^= k8;
-        memcpy(dst + i, &w, 8);
-    }
-    for (; i < n; i++)
-        dst[i] = src[i] ^ key[i & 3];
+    xor_key((unsigned char *)PyBytes_AS_STRING(out), src, n, key);
     PyBuffer_Release(&view);
     return out;
 }
@@ -93,19 +99,7 @@ mask(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     out = PyBytes_FromStringAndSize(NULL, n);
     if (out == NULL)
         goto done;
-    const unsigned char *src = (const unsigned char *)view.buf + start;
-    unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
-    uint64_t k8;
-    memcpy(&k8, key, 8);
-    Py_ssize_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, src + i, 8);
-        w ^= k8;
-        memcpy(dst + i, &w, 8);
-    }
-    for (; i < n; i++)
-        dst[i] = src[i] ^ key[i & 3];
+    xor_key((unsigned char *)PyBytes_AS_STRING(out), (const unsigned char *)view.buf + start, n, key);
 done:
     PyBuffer_Release(&keyview);
     PyBuffer_Release(&view);

@@ -66,6 +66,9 @@ class HTTPServer:
         self.pool = Pool(max_connections)
         self.stopping = False
         self.busy = 0  # requests being handled now
+        # Connections accepted whose first request has not been read yet: a stopping server
+        # waits a moment for it rather than resetting a request that was already on its way.
+        self.fresh = 0
         self._acceptor: gevent.Greenlet | None = None
 
     def start(self) -> None:
@@ -85,6 +88,7 @@ class HTTPServer:
             self.pool.wait_available()
             try:
                 conn, addr = self.sock.accept()
+                self.fresh += 1  # counted before the server greenlet first runs: stop() waits for it
             except OSError as exc:
                 if self.stopping:
                     return
@@ -94,6 +98,14 @@ class HTTPServer:
             self.pool.spawn(self._serve, conn, addr)
 
     def _serve(self, conn: Any, addr: Any) -> None:
+        fresh = [True]  # until the first request is read (self.fresh counts it)
+        try:
+            self._serve_connection(conn, addr, fresh)
+        finally:
+            if fresh[0]:
+                self.fresh -= 1
+
+    def _serve_connection(self, conn: Any, addr: Any, fresh: list[bool]) -> None:
         peer = addr[0] if isinstance(addr, tuple) else str(addr)
         scheme = "http"
         if self.tls_context is not None:
@@ -102,7 +114,7 @@ class HTTPServer:
             conn = wrap_server_socket(conn, self.tls_context, addr, "admin")
             scheme = "https"
         try:
-            self._session(conn, peer, scheme)
+            self._session(conn, peer, scheme, fresh)
         except (OSError, TimeoutError):
             pass
         except Exception:
@@ -113,7 +125,7 @@ class HTTPServer:
             except OSError:
                 pass
 
-    def _session(self, conn: Any, peer: str, scheme: str) -> None:
+    def _session(self, conn: Any, peer: str, scheme: str, fresh: list[bool]) -> None:
         h = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         while True:
             conn.settimeout(KEEPALIVE_TIMEOUT)
@@ -123,18 +135,28 @@ class HTTPServer:
             finally:
                 for t in timer:
                     t.cancel()
+            if fresh[0]:
+                fresh[0] = False
+                self.fresh -= 1
             if got is None:
                 return
-            request, body = got
-            self.busy += 1
-            try:
-                response = self._handle(request, bytes(body), peer, scheme)
-            finally:
-                self.busy -= 1
-            self._send(conn, h, request, response, close=self.stopping)
-            if h.our_state is h11.MUST_CLOSE or h.their_state is h11.MUST_CLOSE or self.stopping:
+            if not self._answer(conn, h, got, peer, scheme):
                 return
-            h.start_next_cycle()
+
+    def _answer(self, conn: Any, h: h11.Connection, got: tuple[h11.Request, bytes], peer: str,
+                scheme: str) -> bool:
+        """Handle one request and send the response; False when the connection is to end."""
+        request, body = got
+        self.busy += 1
+        try:
+            response = self._handle(request, bytes(body), peer, scheme)
+        finally:
+            self.busy -= 1
+        self._send(conn, h, request, response, close=self.stopping)
+        if h.our_state is h11.MUST_CLOSE or h.their_state is h11.MUST_CLOSE or self.stopping:
+            return False
+        h.start_next_cycle()
+        return True
 
     def _read_request(self, conn: Any, h: h11.Connection, timer: list) -> tuple[h11.Request, bytes] | None:
         """The next request and its body; None when the connection ends (or was answered 4xx)."""

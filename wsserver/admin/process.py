@@ -44,6 +44,9 @@ logger = logging.getLogger("wsserver.admin")
 
 EXIT_BOOT = 3
 STOP_GRACE = 10.0  # after TERM: seconds for the requests in flight
+# ... and for a connection accepted just before TERM whose request is still on its way (the next
+# click of an operator whose change replaced this process must not meet a reset connection).
+FRESH_GRACE = 1.0
 STATUS_TIMEOUT = 5.0
 GATHER_TIMEOUT = 3.0  # how long the workers get to answer a sessions request
 MASTER_ONLY_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2)
@@ -277,8 +280,9 @@ def _main(spec: AdminSpec) -> int:
         f"{f'[{host}]' if ':' in host else host}:{port}/", users=",".join(admin_users(spec.config)))
     stop.wait()
     server.stop_accepting()
-    deadline = time.monotonic() + STOP_GRACE
-    while server.busy and time.monotonic() < deadline:
-        gevent.sleep(0.05)
+    now = time.monotonic()
+    deadline, fresh_deadline = now + STOP_GRACE, now + FRESH_GRACE
+    while time.monotonic() < deadline and (server.busy or (server.fresh and time.monotonic() < fresh_deadline)):
+        gevent.sleep(0.02)
     log(logger, "info", "admin process exiting", reason=why[0] if why else "-")
     return 0

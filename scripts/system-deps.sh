@@ -14,6 +14,7 @@ declare -A NEED=(
   [promtool]=prometheus
   [haproxy]=haproxy
   [keytool]=default-jre-headless
+  [redis-server]=redis-server
 )
 
 missing=()

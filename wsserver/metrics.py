@@ -124,11 +124,24 @@ ADAPTER_SERVER_PENALTY = Gauge(
 HEALTH_CHECKS = Counter(
     "wsserver_health_checks_total", "Plain GET requests of a WebSocket port's health_path answered 200.",
     ["port"], registry=None)
+BROKER_UP = Gauge(
+    "wsserver_broker_up",
+    "[cluster]: 1 while every live worker's subscriber is connected to Redis, else 0 (the lowest of the workers).",
+    ["node"], multiprocess_mode="livemin", registry=None)
+BROKER_PUBLISH_ERRORS = Counter(
+    "wsserver_broker_publish_errors_total",
+    "[cluster]: broadcasts that failed because Redis was unavailable (the endpoint got BrokerUnavailable).",
+    ["node"], registry=None)
+BROKER_RECONNECTS = Counter(
+    "wsserver_broker_reconnects_total",
+    "[cluster]: subscriber connections to Redis re-established after a loss.", ["node"],
+    registry=None)
 
 WORKER_METRICS = (CONNECTIONS_ACCEPTED, CONNECTIONS_REJECTED, CONNECTIONS_ACTIVE, HANDSHAKE_DURATION,
                   MESSAGES_RECEIVED, MESSAGES_SENT, BYTES_RECEIVED, BYTES_SENT, SESSION_DURATION, CLOSE_CODES,
                   POOL_EXECUTORS, POOL_QUEUE_DEPTH, POOL_WAIT, AUTH_ATTEMPTS, AUTH_DURATION, ADAPTER_REQUESTS,
-                  ADAPTER_REQUEST_DURATION, ADAPTER_SERVER_PENALTY, HEALTH_CHECKS)
+                  ADAPTER_REQUEST_DURATION, ADAPTER_SERVER_PENALTY, HEALTH_CHECKS, BROKER_UP, BROKER_PUBLISH_ERRORS,
+                  BROKER_RECONNECTS)
 
 
 # ---- the metrics the master computes at scrape time -----------------------------------------

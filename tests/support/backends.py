@@ -1,10 +1,10 @@
-"""Real authentication backends on loopback for tests: slapd, FreeRADIUS, ``openssl ocsp``,
-an HTTP auth server, a delaying TCP proxy and black holes.
+"""Real backends on loopback for tests: slapd, FreeRADIUS, ``openssl ocsp``, an HTTP auth
+server, a delaying TCP proxy, black holes, and redis-server (the ``[cluster]`` broker).
 
 Every server gets a free port on 127.0.0.1 and keeps it across stop/start, so a test can stop
 one mid-run and bring it back. Subprocesses are stopped by their PID only. See
 ../shared/backends.md for how each server was verified. Needs: apt slapd ldap-utils freeradius
-openssl; pip ldap3 pyrad trustme pyjks cryptography.
+openssl redis-server; pip ldap3 pyrad trustme pyjks cryptography redis.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ GROUP_MEMBERS = ("alice",)  # cn=staff
 SERVICE_DN, SERVICE_PASSWORD = "cn=svc,dc=example,dc=test", "svcpw"
 BASE_DN = "dc=example,dc=test"
 RADIUS_SECRET = "testing123"
+REDIS_SERVER = "redis-server"
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -600,6 +601,32 @@ class UdpDelayProxy:
             sock.close()
 
 
+# --- Redis --------------------------------------------------------------------------------------
+
+
+def _redis_ready(backend: Backend) -> bool:
+    if not tcp_open(backend.port):
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1", backend.port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def make_redis(directory: Path, port: int | None = None) -> Backend:
+    """redis-server on 127.0.0.1 without persistence; ``url`` is its redis:// URL."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    cmd = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+           "--dir", str(directory), "--daemonize", "no"]
+    backend = Backend("redis", cmd, directory, _redis_ready)
+    backend.port = port
+    backend.url = f"redis://127.0.0.1:{port}/0"
+    return backend
+
+
 # --- pytest fixtures (import them into a test module or a conftest) ------------------------------
 
 def _need(*commands: str) -> None:
@@ -680,3 +707,15 @@ def http_pair():
     finally:
         for backend in pair:
             backend.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A fresh redis-server for one test (it may stop and start it again on the same port)."""
+    if have_commands(REDIS_SERVER):
+        pytest.skip("missing redis-server: run scripts/system-deps.sh (apt redis-server)")
+    backend = make_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield backend.start()
+    finally:
+        backend.stop()

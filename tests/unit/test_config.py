@@ -633,3 +633,59 @@ def test_certificate_and_adapter_client_auth_rules(auth, extra, expected):
     with pytest.raises(ConfigError) as info:
         parse_config(text, "wsserver.toml")
     assert info.value.errors == [f"wsserver.toml: {expected}"]
+
+
+# ---- [cluster] ------------------------------------------------------------------------------
+
+BROKER_ALLOWED = "redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB] (TLS) or unix:///PATH[?db=DB]"
+
+
+def test_cluster_is_absent_by_default():
+    assert parse_config(ECHO + PORT).cluster is None
+    assert default_config().cluster is None
+
+
+@pytest.mark.parametrize("broker", [
+    "redis://127.0.0.1:6379/0", "redis://redis.internal", "rediss://[::1]:6380/2", "redis://user@h:1/",
+    "unix:///run/redis/redis.sock", "unix:///tmp/r.sock?db=3",
+])
+def test_cluster_accepts_redis_urls(broker):
+    cfg = parse_config(ECHO + PORT + f'[cluster]\nbroker = "{broker}"\n')
+    assert cfg.cluster is not None
+    assert cfg.cluster.broker == broker
+    assert (cfg.cluster.node, cfg.cluster.connect_timeout_ms, cfg.cluster.password_env) == ("", 2000, "")
+
+
+@pytest.mark.parametrize("broker", [
+    "http://127.0.0.1:6379", "redis://:6379/0", "redis://", "redis://h:99999", "redis://h/x", "redis://h?x=1",
+    "unix://host/sock", "unix://", "127.0.0.1:6379", "redis://:secret@h:6379/0", "redis://u:secret@h/0",
+])
+def test_cluster_rejects_bad_broker_urls_in_one_line(broker):
+    [line] = errors_of(ECHO + PORT + f'[cluster]\nbroker = "{broker}"\n')
+    assert line.startswith("wsserver.toml: cluster.broker: must be ")
+    assert BROKER_ALLOWED in line and "password_env" in line
+    assert "secret" not in line  # a URL may hold a password: never shown
+
+
+@pytest.mark.parametrize(("table", "expected"), [
+    ("[cluster]\n", "cluster.broker: is required (redis://"),
+    ('[cluster]\nbrokr = "redis://h"\n', 'cluster.brokr = "redis://h": unknown key; did you mean "broker"?'),
+    ('[cluster]\nbroker = "redis://h"\nconnect_timeout_ms = 0\n', "cluster.connect_timeout_ms = 0: must be an "
+                                                                   "integer 1..60000"),
+    ('[cluster]\nbroker = "redis://h"\nnode = "a b"\n', 'cluster.node = "a b": must be "" or 1-255 characters'),
+    ('[cluster]\nbroker = "redis://h"\npassword_env = "WSSERVER_TEST_UNSET_VAR"\n',
+     'cluster.password_env = "WSSERVER_TEST_UNSET_VAR": this environment variable is not set or empty'),
+    ('cluster = "redis://h"\n', 'cluster = "redis://h": must be a table ([cluster])'),
+])
+def test_cluster_errors(table, expected, monkeypatch):
+    monkeypatch.delenv("WSSERVER_TEST_UNSET_VAR", raising=False)
+    lines = errors_of(table + ECHO + PORT)
+    assert all(line.startswith("wsserver.toml: ") for line in lines)
+    assert any(expected in line for line in lines), lines
+
+
+def test_cluster_password_env_set(monkeypatch):
+    monkeypatch.setenv("WSSERVER_TEST_REDIS_PW", "s3cret")
+    cfg = parse_config(ECHO + PORT + '[cluster]\nbroker = "redis://h"\nnode = "n-1"\npassword_env = '
+                       '"WSSERVER_TEST_REDIS_PW"\nconnect_timeout_ms = 500\n')
+    assert cfg.cluster.node == "n-1" and cfg.cluster.connect_timeout_ms == 500

@@ -24,8 +24,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from wsserver.config.schema import (
+    BROKER_HELP,
     AccessConfig,
     AdminConfig,
+    ClusterConfig,
     Config,
     EndpointConfig,
     JWTConfig,
@@ -51,7 +53,8 @@ JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
 
 # Keys whose values are secrets: error messages name the key but never show the value
 # (a plain password pasted into password_hash must not reach a terminal or a log).
-SECRET_KEYS = ("password_hash", "token", "key")
+# A broker URL is not shown either: it may carry a password (which it must not: see valid_broker).
+SECRET_KEYS = ("password_hash", "token", "key", "broker")
 
 DEFAULT_CONFIG_TOML = """\
 # wsserver's built-in configuration, used when no file is given:
@@ -231,6 +234,28 @@ def valid_handler(text: str) -> bool:
     return all(part.isidentifier() for part in module.split(".")) and cls.isidentifier()
 
 
+BROKER_SCHEMES = ("redis", "rediss", "unix")
+
+
+def valid_broker(text: str) -> bool:
+    """A Redis URL this version connects to (see wsserver.runtime.broker)."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises on a bad port
+    except ValueError:
+        return False
+    if parts.scheme not in BROKER_SCHEMES or parts.password is not None or parts.fragment \
+            or any(ch.isspace() for ch in text):
+        return False
+    if parts.scheme == "unix":
+        query = parts.query
+        return (not parts.netloc and parts.path.startswith("/") and len(parts.path) > 1
+                and (not query or re.fullmatch(r"db=\d{1,5}", query) is not None))
+    return (bool(parts.hostname) and valid_bind(parts.hostname.strip("[]"))
+            and (port is None or port > 0) and not parts.query
+            and (parts.path in ("", "/") or re.fullmatch(r"/\d{1,5}", parts.path) is not None))
+
+
 @dataclasses.dataclass(frozen=True)
 class ValueRule:
     check: Callable[[str], bool]
@@ -263,6 +288,7 @@ VALUE_RULES: dict[tuple[type, str], ValueRule] = {
         valid_origin,
         'scheme://host[:port] with scheme http, https, ws or wss and no path, e.g. "https://app.example.com"',
     ),
+    (ClusterConfig, "broker"): ValueRule(valid_broker, BROKER_HELP),
     (EndpointConfig, "handler"): ValueRule(valid_handler, "module:Class, e.g. wsserver.endpoints.echo:Echo"),
     (UserConfig, "connection_types"): ValueRule(
         lambda value: value in CONNECTION_TYPES, "one of " + ", ".join(f'"{t}"' for t in CONNECTION_TYPES)
@@ -622,6 +648,16 @@ def _check_rules(cfg: Config, errors: _Errors) -> None:
     _check_certificate_and_adapter_auth(cfg, errors)
     _check_client_auth(cfg, errors)
     _check_metrics(cfg, errors)
+    _check_cluster(cfg, errors)
+
+
+def _check_cluster(cfg: Config, errors: _Errors) -> None:
+    """[cluster]: the password's environment variable must be set (the workers read it)."""
+    c = cfg.cluster
+    if c is None or errors.is_bad("cluster"):
+        return
+    if c.password_env and not os.environ.get(c.password_env):
+        errors.add("cluster.password_env", "this environment variable is not set or empty", c.password_env)
 
 
 def _check_metrics(cfg: Config, errors: _Errors) -> None:

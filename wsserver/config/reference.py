@@ -77,6 +77,7 @@ _RULES = (
     '`token_query_param` is only used with `client_auth = "token"` or `"jwt"`.',
     "`metrics.user` needs exactly one of `metrics.password_hash` and `metrics.password_env` (whose variable "
     "must be set), and they need a user; an enabled `[metrics]` address must not be a port's address.",
+    "`cluster.password_env`, when set, names an environment variable that is set and not empty.",
 )
 
 _INTRO = """\

@@ -14,6 +14,8 @@ from wsserver.config.tls_settings import KeystoreConfig, TruststoreConfig
 
 ALIAS_PATTERN = r"[A-Za-z0-9_.-]{1,255}"
 ALIAS_HELP = "1-255 characters of a-z A-Z 0-9 _ . -"
+BROKER_HELP = ('redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB] (TLS) or unix:///PATH[?db=DB], '
+               "without a password in it (use password_env)")
 
 
 def setting(
@@ -311,6 +313,24 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    broker: str = setting(
+        "", kind=str, required=True, pattern_help=BROKER_HELP,
+        help="the Redis server every worker of every node publishes to and subscribes at (see docs/cluster.md)",
+    )
+    node: str = setting(
+        "", kind=str, pattern=r"[A-Za-z0-9_.-]{0,255}", pattern_help='"" or ' + ALIAS_HELP,
+        help='the name of this server in logs and broker metrics; "" = the host name',
+    )
+    connect_timeout_ms: int = setting(
+        2000, kind=int, min=1, max=60_000, help="connecting to Redis, and waiting for one PUBLISH"
+    )
+    password_env: str = setting(
+        "", kind=str, help='environment variable holding the Redis password; "" = no password'
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration. ``source`` names the file it came from."""
 
@@ -321,6 +341,10 @@ class Config:
     users: tuple[UserConfig, ...] = setting((), kind=list, item_kind=UserConfig)
     metrics: MetricsConfig = setting(factory=MetricsConfig, kind=MetricsConfig)  # noqa: RUF009
     admin: AdminConfig = setting(factory=AdminConfig, kind=AdminConfig)  # noqa: RUF009
+    cluster: ClusterConfig | None = setting(  # noqa: RUF009
+        None, kind=ClusterConfig,
+        help="broadcasts between servers through Redis; omit it and they stay within this server",
+    )
     # Parsed by wsserver.config.tls_settings (their PEM "keys" tables are free-form, which the
     # generic builder does not do): no setting() metadata on purpose.
     keystores: tuple[KeystoreConfig, ...] = field(default=())

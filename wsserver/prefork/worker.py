@@ -9,7 +9,8 @@ What a worker does:
 - builds a :class:`~wsserver.runtime.worker.WorkerRuntime` on the listening sockets the master
   handed it (inherited through the fork), then tells the master READY;
 - writes a counter to its heartbeat file every second (the master kills a silent worker);
-- relays broadcasts: its publishes go to the master, the master's go to local group members;
+- relays broadcasts: its publishes go to the master, the master's go to local group members
+  (with ``[cluster]`` it publishes to and subscribes at Redis instead: runtime/broker.py);
 - SIGTERM: graceful stop (stop accepting, 1001 to every session, wait ``graceful_timeout``);
   a DRAIN message (reload, one worker less): stop accepting, let sessions finish on their
   own until the timeout, then 1001; SIGQUIT: exit at once; SIGUSR1: reopen the log file;
@@ -264,7 +265,16 @@ class _Worker:
         gevent.signal_handler(signal.SIGTERM, self.stop, "TERM")
         gevent.signal_handler(signal.SIGQUIT, self.quit)
         gevent.signal_handler(signal.SIGUSR1, self.reopen_logs)
-        groups.set_relay(self.publish)
+        broker = None
+        if self.spec.config.cluster is not None:
+            # [cluster]: this worker publishes to and subscribes at Redis itself; the master
+            # relays nothing (see wsserver/runtime/broker.py).
+            from wsserver.runtime.broker import Broker
+
+            broker = Broker(self.spec.config.cluster)
+            broker.start()
+        else:
+            groups.set_relay(self.publish)
         if self.spec.balance:
             for port in self.runtime.ports:
                 port.sock = BalancedListener(port.sock, self)
@@ -276,6 +286,8 @@ class _Worker:
         self._send(relay.frame(relay.READY))
         log(logger, "info", "worker ready", gen=self.spec.gen, slot=self.spec.slot)
         self.runtime.stopped.wait()
+        if broker is not None:
+            broker.stop()
         groups.set_relay(None)
         log(logger, "info", "worker exiting", gen=self.spec.gen, reason=self.phase)
         return 0

@@ -356,7 +356,7 @@ class Session:
     def broadcast(self, message: str | bytes, group: str) -> None:
         """Send ``message`` to every session in ``group`` on every worker (this one included)."""
         if _native_get_ident() != self._hub_thread:
-            self._from_thread(groups.publish, group, message)
+            self._from_thread(groups.publish_soon, group, message)
             return
         groups.publish(group, message)
 

@@ -7,7 +7,7 @@ import json
 import re
 from html import unescape
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import pytest
 
@@ -347,3 +347,38 @@ def test_every_api_route_is_in_the_openapi_file(env) -> None:
     for method, path in routes:
         matches = [k for k in documented if re.fullmatch(re.escape(path).replace(r"\{\}", r"\{\w+\}"), k)]
         assert matches and method in documented[matches[0]], (method, path)
+
+
+@pytest.mark.parametrize("target", [
+    "/%5C%5Cevil.example", "/%5Cevil.example", "/%09/evil.example", "//evil.example/x", "https://evil.example/",
+    "/ports%0D%0ASet-Cookie:%20x=1", "/ports%0Aevil", "/p%C3%A4ge", "/ports/a//b", "evil.example", "",
+])
+def test_login_redirects_only_to_console_paths(env, target) -> None:
+    app, _, _ = env
+    for value in (target, unquote(target)):  # as sent, and as the query parser decodes it
+        response = call(app, "POST", f"/login?next={value}", urlencode({"user": "admin", "password": "pw"}).encode(),
+                        {"content-type": "application/x-www-form-urlencoded", "origin": ORIGIN}, user=None)
+        assert response.status == 303 and header(response, "Location") == "/ports"
+        page = call(app, "GET", f"/login?next={value}", user=None)
+        assert page.status == 200 and b"evil" not in page.body
+
+
+def test_deeply_nested_input_is_a_400_with_one_line(env) -> None:
+    app, _, path = env
+    before = path.read_bytes()
+    nested = b"[" * 100_000 + b"]" * 100_000
+    response = call(app, "PATCH", "/api/ports/plain", nested, {"content-type": "application/json"})
+    assert response.status == 400 and json.loads(response.body) == {"error": "the body is nested too deeply"}
+    toml = ("a = " + "[" * 50_000 + "]" * 50_000).encode()
+    response = call(app, "POST", "/api/packages/import", toml, {"content-type": "application/toml"})
+    assert response.status == 400
+    assert json.loads(response.body)["error"] == "import: invalid TOML: nested too deeply"
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("target", ["/ports", "/ports/plain", "/packages", "/ports/my_port.v2-x"])
+def test_login_keeps_a_console_path(env, target) -> None:
+    app, _, _ = env
+    response = call(app, "POST", f"/login?next={target}", urlencode({"user": "admin", "password": "pw"}).encode(),
+                    {"content-type": "application/x-www-form-urlencoded", "origin": ORIGIN}, user=None)
+    assert response.status == 303 and header(response, "Location") == target

@@ -186,3 +186,33 @@ def test_from_config_and_repr() -> None:
     v = JWTVerifier.from_config(cfg)
     assert v.leeway == 5.0
     assert SECRET.decode() not in repr(v)
+
+
+def _raw_claims_token(claims_json: str, key: bytes = SECRET) -> str:
+    """HS256 over a claims text written by hand (json.dumps cannot write 1e999)."""
+    signing_input = _b64(b'{"alg":"HS256"}') + "." + _b64(claims_json.encode())
+    return signing_input + "." + _b64(hmac.new(key, signing_input.encode(), hashlib.sha256).digest())
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
+@pytest.mark.parametrize("claim", ["exp", "nbf"])
+def test_numeric_dates_must_be_finite(claim: str, value: str) -> None:
+    """RFC 7519 §2: a NumericDate is a number of seconds; NaN or infinity would never expire."""
+    other = f', "exp": {NOW + 60}' if claim == "nbf" else ""
+    token = _raw_claims_token(f'{{"sub": "a", "{claim}": {value}{other}}}')
+    with pytest.raises(JWTError) as info:
+        _verifier().verify(token, NOW)
+    assert info.value.reason == "malformed"
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1e999"])
+def test_numeric_dates_must_be_finite_rs256(rsa_key, value: str) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    signing_input = _b64(b'{"alg":"RS256"}') + "." + _b64(f'{{"sub": "a", "exp": {value}}}'.encode())
+    signature = rsa_key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    verifier = JWTVerifier(("RS256",), parse_key(_pem(rsa_key.public_key()), ["RS256"]))
+    with pytest.raises(JWTError) as info:
+        verifier.verify(signing_input + "." + _b64(signature), NOW)
+    assert info.value.reason == "malformed"

@@ -69,3 +69,14 @@ def test_cli(tmp_path, capsys) -> None:
     assert "already at the default" in capsys.readouterr().out
     assert main(["port", "reset-access", "nope", "-c", str(path)]) == 2
     assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
+
+
+def test_a_config_nested_too_deeply_is_one_error_line():
+    from wsserver.config import ConfigError, parse_config
+
+    try:
+        parse_config("a = " + "[" * 50_000 + "]" * 50_000, "deep.toml")
+    except ConfigError as exc:
+        assert exc.errors == ["deep.toml: invalid TOML: arrays or inline tables nested too deeply"]
+    else:
+        raise AssertionError("accepted")

@@ -116,6 +116,8 @@ def _json_body(req: Request) -> Any:
         return json.loads(req.body or b"null")
     except ValueError as exc:
         raise HTTPError(400, f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise HTTPError(400, "the body is nested too deeply") from None
 
 
 def close_code(value: Any) -> int:
@@ -418,9 +420,7 @@ class AdminApp:
 
     # ---- the console: login ----------------------------------------------------------------
     def login(self, req: Request) -> Response:
-        target = req.query.get("next", "/ports")
-        if not target.startswith("/") or target.startswith("//"):
-            target = "/ports"
+        target = _console_target(req.query.get("next", ""))
         if req.method == "GET":
             return console.html(console.login_page(target))
         if req.method != "POST":
@@ -583,6 +583,17 @@ class AdminApp:
             return redirect("/workers?done=reloaded&name=" + str(outcome.get("gen", "")))
         return self.page_workers(req, caller, errors=[f"reload {outcome.get('result')}", *outcome.get("errors", [])],
                                  status=409)
+
+
+# A console page's path: ASCII letters, digits and ``._~/-`` only. What a browser could read as
+# another host ("//h", "/\\h", "/\t/h", a scheme) or what breaks the Location header (CR, LF,
+# non-ASCII) cannot match, so ``next`` can only lead to a page of this console.
+_CONSOLE_PATH = re.compile(r"/(?:[A-Za-z0-9._~-][A-Za-z0-9._~/-]*)?")
+
+
+def _console_target(target: str) -> str:
+    """Where the login goes next: ``target`` if it is a plain console path, else the ports page."""
+    return target if _CONSOLE_PATH.fullmatch(target) and "//" not in target else "/ports"
 
 
 class _Redirect(HTTPError):

@@ -221,6 +221,8 @@ def _read_import(import_text: str) -> dict[str, Any]:
         data = tomllib.loads(import_text)
     except tomllib.TOMLDecodeError as exc:
         raise EditError(f"import: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise EditError("import: invalid TOML: nested too deeply") from None
     extra = [k for k in data if k not in PACKAGE_TABLES]
     if extra:
         raise EditError(f"import: {', '.join(extra)}: not part of a package export "

@@ -740,6 +740,8 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _syntax_error(exc, text, source) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: invalid TOML: arrays or inline tables nested too deeply"]) from None
     errors = _Errors(source)
     # Adapter settings reuse this module's builder, so they are imported here, not at the top.
     from wsserver.config.adapter_settings import parse_adapters

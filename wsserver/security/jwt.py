@@ -19,6 +19,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -191,7 +192,13 @@ def sign(claims: Mapping[str, Any], key: Any, algorithm: str = "HS256",
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A NumericDate (RFC 7519 §2): a finite JSON number. NaN, Infinity and 1e999 (which JSON
+    parsing turns into inf) would make a token that never expires."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -260,8 +267,11 @@ class JWTVerifier:
         elif now > exp + self.leeway:
             raise JWTError("expired")
         nbf = claims.get("nbf")
-        if nbf is not None and (not _number(nbf) or now + self.leeway < nbf):
-            raise JWTError("not_yet_valid")
+        if nbf is not None:
+            if not _number(nbf):
+                raise JWTError("malformed")
+            if now + self.leeway < nbf:
+                raise JWTError("not_yet_valid")
         aud = claims.get("aud")
         if self.audience:
             audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []

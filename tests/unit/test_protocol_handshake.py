@@ -107,6 +107,25 @@ def test_absolute_form_target():
     assert request.path == "/echo" and request.query == "q=1"
 
 
+def test_absolute_form_authority_replaces_host():
+    """RFC 9112 §3.2.2: the origin rules must judge the host the request is really for."""
+    request = request_for(upgrade_request("http://evil.example:8080/echo", Host="127.0.0.1"))
+    assert request.host == "evil.example:8080" and request.path == "/echo"
+    request = request_for(upgrade_request("ws://user@evil.example/x", Host="127.0.0.1"))
+    assert request.host == "evil.example" and request.path == "/x"
+
+
+@pytest.mark.parametrize("target", ["ftp://evil.example/echo", "http:///echo", "*", "echo"])
+def test_odd_targets_are_400(target):
+    assert error_for(upgrade_request(target)).status == 400
+
+
+def test_duplicated_version_header_is_400():
+    data = upgrade_request(extra=[("Sec-WebSocket-Version", "13")])
+    error = error_for(data)
+    assert error.status == 400 and "more than once" in error.reason
+
+
 def test_need_more_data_then_request_once():
     hs = Handshake()
     data = upgrade_request()

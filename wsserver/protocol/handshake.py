@@ -294,6 +294,9 @@ class Handshake:
         keys = values.get("sec-websocket-key", [])
         if len(keys) != 1 or not _valid_key(keys[0]):
             self._fail(400, "missing or invalid Sec-WebSocket-Key")
+        versions = values.get("sec-websocket-version", [])
+        if len(versions) > 1:
+            self._fail(400, "Sec-WebSocket-Version given more than once")
         if joined("sec-websocket-version") != WEBSOCKET_VERSION:
             self._fail(426, "unsupported WebSocket version", [(b"Sec-WebSocket-Version", b"13")])
         if "transfer-encoding" in values or joined("content-length") not in (None, "0"):
@@ -301,8 +304,14 @@ class Handshake:
 
         target = event.target.decode("latin-1")
         path, _, query = target.partition("?")
-        if not path.startswith("/") and "://" in path:
-            path = urlsplit(target).path or "/"  # absolute-form (RFC 9112 §3.2.2)
+        if not path.startswith("/"):
+            # Absolute-form (RFC 9112 §3.2.2): the target's authority replaces Host, so the origin
+            # rules judge the host the request is really for.
+            parts = urlsplit(target)
+            if parts.scheme.lower() not in ("http", "https", "ws", "wss") or not parts.hostname:
+                self._fail(400, "request target must be a path or an http(s)/ws(s) URL")
+            host = parts.netloc.rpartition("@")[2]
+            path, query = parts.path or "/", parts.query
         return HandshakeRequest(
             method="GET",
             target=target,

@@ -60,6 +60,14 @@ bench: $(BENCH_STAMP)
 bench-full: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py --full $(BENCH_ARGS)
 
+# Differential fuzzing of the protocol layer (tests/unit/test_protocol_fuzz.py, docs/protocol.md):
+# 500 000 cases per test, 10^6 in all (hours); `make test` runs 150 per test. FUZZ_SEED=N replays.
+.PHONY: fuzz
+FUZZ_EXAMPLES ?= 500000
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/unit/test_protocol_fuzz.py -p no:cacheprovider \
+		--hypothesis-show-statistics $(if $(FUZZ_SEED),--hypothesis-seed=$(FUZZ_SEED)) $(PYTEST_ARGS)
+
 # Autobahn|Testsuite conformance (tests/conformance, docs/conformance.md): all 517 cases of 1-13
 # against `wsserver serve`; reports in tests/artifacts/conformance/. AUTOBAHN_CASES='6.* 7.*' narrows it.
 .PHONY: conformance

@@ -1,0 +1,150 @@
+"""Differential fuzzing of the protocol layer (hypothesis).
+
+Frames: random streams of valid and invalid frames (every opcode, FIN, RSV bits, masked or
+not, every length encoding, payloads of 0 B to 70 KiB, text that is or is not UTF-8), cut at
+random read boundaries, are fed to ``WebSocketProtocol`` with the fast path and without it
+(wsproto's engine alone); after every read the events, the bytes to send, the state and the
+close code must be the same.
+
+Handshakes: random upgrade requests (header sets, orders, cases, duplicates, odd bytes spliced
+in, random cuts) go through the fast request parser and through h11; the outcome must match.
+
+``make test`` runs a short pass (``FUZZ_EXAMPLES``, default 150 per test); ``make fuzz`` a long
+one (10⁶ cases in all). A failure prints the smallest failing input and the seed to replay it
+(``--hypothesis-seed``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wsserver.protocol import Handshake, HandshakeError, WebSocketProtocol
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+MAX_SIZE = 50_000
+
+# -- frames ----------------------------------------------------------------------------------
+
+
+@st.composite
+def frames(draw) -> bytes:
+    opcode = draw(st.sampled_from([0x1, 0x2, 0x0, 0x8, 0x9, 0xA]) | st.integers(0, 15))
+    fin = draw(st.booleans()) if draw(st.integers(0, 4)) == 0 else True
+    rsv = draw(st.integers(0, 7)) if draw(st.integers(0, 9)) == 0 else 0
+    masked = draw(st.integers(0, 19)) != 0
+    size = draw(st.sampled_from([0, 1, 2, 5, 125, 126, 127, 300, 65535, 65536, 70_000]) | st.integers(0, 400))
+    if opcode == 0x1 and draw(st.booleans()):
+        text = draw(st.text(min_size=0, max_size=min(size, 300)))
+        payload = text.encode()
+    elif opcode == 0x8 and size >= 2 and draw(st.booleans()):
+        code = draw(st.sampled_from([1000, 1001, 1002, 1005, 1006, 1015, 2999, 3000, 4999, 5000, 999]))
+        payload = struct.pack("!H", code) + draw(st.text(max_size=40)).encode()[:123]
+    else:
+        payload = draw(st.binary(min_size=min(size, 400), max_size=min(size, 400)))
+        if size > 400:
+            payload = (payload or b"\x00") * (size // max(len(payload), 1) + 1)
+            payload = payload[:size]
+    n = len(payload)
+    encoding = draw(st.sampled_from([None, None, None, 16, 64]))
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    bit = 0x80 if masked else 0
+    if encoding is None:
+        encoding = 7 if n <= 125 else 16 if n <= 0xFFFF else 64
+    if encoding == 7 and n <= 125:
+        header = bytes((first, bit | n))
+    elif encoding in (7, 16) and n <= 0xFFFF:
+        header = struct.pack("!BBH", first, bit | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, bit | 127, n)
+    if not masked:
+        return header + payload
+    key = draw(st.binary(min_size=4, max_size=4))
+    return header + key + bytes(b ^ key[i & 3] for i, b in enumerate(payload))
+
+
+def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
+    edges = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
+
+
+def _trace(proto: WebSocketProtocol, chunks: list[bytes]) -> list:
+    out = []
+    for chunk in [*chunks, b""]:
+        proto.receive_data(chunk)
+        out.append((proto.events(), proto.data_to_send(), proto.state, proto.close_code))
+    return out
+
+
+@FUZZ
+@given(st.lists(frames(), min_size=1, max_size=12), st.lists(st.integers(0, 1 << 20), max_size=40))
+def test_fast_path_and_wsproto_agree(stream: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(stream)
+    chunks = _cut(data, cuts)
+    assert _trace(WebSocketProtocol(MAX_SIZE, fast_path=True), chunks) == _trace(
+        WebSocketProtocol(MAX_SIZE, fast_path=False), chunks
+    )
+
+
+# -- handshakes ------------------------------------------------------------------------------
+
+_HEADERS = [
+    (b"Host", b"example.com"),
+    (b"Upgrade", b"websocket"),
+    (b"Connection", b"Upgrade"),
+    (b"Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+    (b"Sec-WebSocket-Version", b"13"),
+]
+_ODD = [b"", b" ", b"\t", b"\r", b"\n", b"\r\n", b":", b"\x00", b"\xff", b"\x7f", b"GET", b"HTTP/1.0", b","]
+
+
+@st.composite
+def requests(draw) -> bytes:
+    method = draw(st.sampled_from([b"GET", b"GET", b"POST", b"get", b"HEAD"]))
+    target = draw(st.sampled_from([b"/echo", b"/", b"/a?b=c", b"http://h/x", b"*", b"/%00", b"/\xff"]))
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"http/1.1"]))
+    headers = list(_HEADERS)
+    extra = draw(st.lists(st.tuples(st.sampled_from([h for h, _ in _HEADERS] + [b"Origin", b"X-A", b"Content-Length",
+                                                                            b"Transfer-Encoding"]),
+                                    st.sampled_from([b"", b"13", b"websocket", b"Upgrade, keep-alive", b"0", b"x y"])),
+                          max_size=3))
+    headers += extra
+    drop = draw(st.lists(st.integers(0, len(headers) - 1), max_size=2))
+    headers = [h for i, h in enumerate(headers) if i not in drop]
+    headers = draw(st.permutations(headers))
+    lines = [method + b" " + target + b" " + version]
+    for name, value in headers:
+        name = name.lower() if draw(st.integers(0, 5)) == 0 else name
+        sep = draw(st.sampled_from([b": ", b": ", b":", b" : ", b":  "]))
+        lines.append(name + sep + value)
+    text = b"\r\n".join(lines) + b"\r\n\r\n"
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.sampled_from(_ODD)) + text[at:]
+    return text
+
+
+def _outcome(data: bytes, cuts: list[int], fast_parse: bool, eof: bool) -> object:
+    hs = Handshake(max_header_size=2048, fast_parse=fast_parse)
+    pieces = _cut(data, cuts) + ([b""] if eof else [])
+    result: object = None
+    try:
+        for piece in pieces or [b""]:
+            hs.receive_data(piece)
+            result = hs.next_request()
+            if result is not None:
+                break
+    except HandshakeError as exc:
+        result = ("error", exc.status, exc.reason, exc.response)
+    return result, hs.plain_get_path, hs.trailing_data
+
+
+@FUZZ
+@given(requests(), st.lists(st.integers(0, 4096), max_size=6), st.booleans())
+def test_fast_request_parser_and_h11_agree(data: bytes, cuts: list[int], eof: bool) -> None:
+    assert _outcome(data, cuts, True, eof) == _outcome(data, cuts, False, eof)

@@ -82,6 +82,28 @@ def test_same_origin(start_server):
     assert _status(url) == 403  # missing Origin refused when allow_missing = false
 
 
+def _raw_upgrade_status(port: int, host: str, origin: str) -> int:
+    request = (f"GET /echo HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+               f"Origin: {origin}\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request.encode())
+        return int(s.recv(4096).split(b" ", 2)[1])
+
+
+def test_same_origin_judged_by_the_servers_own_names(start_server):
+    """DNS rebinding: a page on evil.example resolving to this server sends Host and Origin
+    evil.example, which same_origin alone accepts; with hosts set, both are refused."""
+    port = free_port()
+    start_server(port_config(port, tables='[ports.origin]\nsame_origin = true\nhosts = ["127.0.0.1", "localhost"]\n'),
+                 wait_for=("127.0.0.1", port))
+    assert _raw_upgrade_status(port, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}") == 101
+    assert _raw_upgrade_status(port, f"localhost:{port}", f"http://localhost:{port}") == 101
+    assert _raw_upgrade_status(port, "evil.example", "http://evil.example") == 403
+    assert _raw_upgrade_status(port, f"127.0.0.1:{port}", "http://evil.example") == 403
+    assert _status(f"ws://127.0.0.1:{port}/echo", origin=f"http://127.0.0.1:{port}") == 101
+
+
 def test_allowed_origins_with_default_ports(start_server):
     port = free_port()
     tables = '[ports.origin]\nallowed = ["https://app.example.com", "http://tools.example:8000"]\n'

@@ -419,6 +419,8 @@ def test_reload_with_a_broken_config_changes_nothing(prefork):
         (good.replace("graceful_timeout = 3", "graceful_timeout = -1"), "graceful_timeout = -1"),
         (good.replace(PID_ECHO, "no_such_module_xyz:Nope"), "cannot import module 'no_such_module_xyz'"),
         ("[server\n", "wsserver.toml"),
+        ("", "no [[ports]] declared"),  # truncated to nothing (a full disk, an editor crash)
+        ("# emptied\n[server]\ngraceful_timeout = 3\n", "no [[ports]] declared"),
     ]:
         mark = len(server.logs())
         server.write_config(broken)

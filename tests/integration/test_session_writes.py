@@ -173,3 +173,33 @@ def test_a_large_message_is_written_without_waiting_for_the_turn(make):
     payload = bytes(range(256)) * 1024  # 256 KiB: several reads, one PartialFrame
     client.sock.sendall(client.frame(payload))
     assert client.receive(1) == [payload]
+
+
+class CloseOnFirst(Endpoint):
+    def __init__(self) -> None:
+        self.after_close = 0
+
+    def on_text(self, session, text):
+        if session.closed:
+            self.after_close += 1
+        session.close(1000, "enough")
+
+
+def test_a_closing_session_stops_taking_input(make):
+    """After our close frame, data is no longer delivered, and a peer that keeps streaming
+    instead of answering the close is cut off well before close_timeout."""
+    endpoint = CloseOnFirst()
+    _session, _, client = make(endpoint)
+    client.sock.sendall(client.frame("first"))
+    assert client.receive(1) == [("close", 1000)]
+    burst = client.frame("x" * 60_000)
+    started = time.monotonic()
+    sent = 0
+    try:
+        while sent < 8 << 20 and time.monotonic() - started < 10:
+            client.sock.sendall(burst)
+            sent += len(burst)
+    except OSError:
+        pass  # the server dropped the connection
+    assert sent < 8 << 20 and time.monotonic() - started < 5
+    assert endpoint.after_close == 0

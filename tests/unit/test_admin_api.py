@@ -382,3 +382,12 @@ def test_login_keeps_a_console_path(env, target) -> None:
     response = call(app, "POST", f"/login?next={target}", urlencode({"user": "admin", "password": "pw"}).encode(),
                     {"content-type": "application/x-www-form-urlencoded", "origin": ORIGIN}, user=None)
     assert response.status == 303 and header(response, "Location") == target
+
+
+def test_deleting_the_last_port_is_refused_like_check_and_reload(env) -> None:
+    app, _, path = env
+    assert call(app, "DELETE", "/api/ports/demo_ws").status == 200
+    before = path.read_bytes()
+    response, data = jcall(app, "DELETE", "/api/ports/plain")
+    assert response.status == 400 and any("no [[ports]] declared" in line for line in data["errors"]), data
+    assert path.read_bytes() == before

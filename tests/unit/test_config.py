@@ -689,3 +689,30 @@ def test_cluster_password_env_set(monkeypatch):
     cfg = parse_config(ECHO + PORT + '[cluster]\nbroker = "redis://h"\nnode = "n-1"\npassword_env = '
                        '"WSSERVER_TEST_REDIS_PW"\nconnect_timeout_ms = 500\n')
     assert cfg.cluster.node == "n-1" and cfg.cluster.connect_timeout_ms == 500
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ('proxy_protocol = "v3"\n', 'ports[0].proxy_protocol = "v3": must be one of "off", "v1", "v2", "any"'),
+    ('proxy_protocl = "v1"\n', 'ports[0].proxy_protocl = "v1": unknown key; did you mean "proxy_protocol"?'),
+    ('proxy_protocol = "v1"\n', 'ports[0].proxy_protocol = "v1": needs [ports.access] trusted_proxies'),
+    ('proxy_protocol = "any"\n[ports.access]\ntrusted_proxies = []\n',
+     'ports[0].proxy_protocol = "any": needs [ports.access] trusted_proxies'),
+])
+def test_proxy_protocol_errors(extra: str, expected: str) -> None:
+    errors = errors_of(PORT + extra)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("wsserver.toml: " + expected)
+
+
+def test_proxy_protocol_refused_on_wss_ports() -> None:
+    text = PORT + 'protocol = "wss"\nproxy_protocol = "v2"\n[ports.access]\ntrusted_proxies = ["10.0.0.5"]\n'
+    errors = [e for e in errors_of(text) if "proxy_protocol" in e]
+    assert errors == ['wsserver.toml: ports[0].proxy_protocol = "v2": is supported on ws ports only '
+                      '(protocol = "ws"); terminate TLS at the load balancer or set proxy_protocol = "off"']
+
+
+@pytest.mark.parametrize("version", ["off", "v1", "v2", "any"])
+def test_proxy_protocol_values(version: str) -> None:
+    cfg = parse_config(PORT + f'proxy_protocol = "{version}"\n[ports.access]\ntrusted_proxies = ["10.0.0.5"]\n')
+    assert cfg.ports[0].proxy_protocol == version
+    assert parse_config(PORT).ports[0].proxy_protocol == "off"

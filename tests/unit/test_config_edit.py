@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wsserver.cli import main
-from wsserver.config import load_config
+from wsserver.config import ConfigError, load_config
 from wsserver.config.edit import EditError, reset_access_text
 
 CONFIG = """\
@@ -80,3 +80,15 @@ def test_a_config_nested_too_deeply_is_one_error_line():
         assert exc.errors == ["deep.toml: invalid TOML: arrays or inline tables nested too deeply"]
     else:
         raise AssertionError("accepted")
+
+
+def test_check_refuses_a_file_without_ports_unless_allowed(tmp_path, capsys):
+    path = tmp_path / "wsserver.toml"
+    path.write_text("")
+    assert main(["check", "-c", str(path)]) == 2
+    assert "no [[ports]] declared" in capsys.readouterr().err
+    path.write_text("[server]\nallow_no_ports = true\n")
+    assert main(["check", "-c", str(path)]) == 0
+    path.write_text("# nothing\n")
+    with pytest.raises(ConfigError, match="allow_no_ports = true"):
+        load_config(path)

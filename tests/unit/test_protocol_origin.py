@@ -89,3 +89,28 @@ def test_allowed_or_same_origin_and_wildcard():
     assert allowed("http://example.com", same_origin=True, allow=["https://app.example.com"])
     assert allowed("https://app.example.com", same_origin=True, allow=["https://app.example.com"])
     assert allowed("https://anything.example", same_origin=True, allow=["*"])
+
+
+def test_host_allowed_with_own_names():
+    from wsserver.protocol import host_allowed
+
+    hosts = ("app.example.com", "ws.example.com:8443", "[::1]")
+    assert host_allowed("anything", "ws", ())  # not configured: every Host
+    assert host_allowed("APP.example.com", "ws", hosts)
+    assert host_allowed("app.example.com:9000", "ws", hosts)  # a name without port: any port
+    assert host_allowed("ws.example.com:8443", "wss", hosts)
+    assert not host_allowed("ws.example.com", "wss", hosts)  # 443 is not 8443
+    assert host_allowed("[::1]:8080", "ws", hosts)
+    assert not host_allowed("evil.example", "ws", hosts)
+    assert not host_allowed(None, "ws", hosts)
+
+
+def test_same_origin_with_own_names_ignores_the_host_header():
+    hosts = ("app.example.com",)
+    # Rebinding: Host and Origin both name the attacker's domain.
+    assert not origin_allowed("http://evil.example", "evil.example", "ws", True, (), False, hosts)
+    assert origin_allowed("http://app.example.com", "evil.example", "ws", True, (), False, hosts)
+    assert not origin_allowed("https://app.example.com", "app.example.com", "ws", True, (), False, hosts)
+    assert origin_allowed("https://app.example.com", "app.example.com", "wss", True, (), False, hosts)
+    # allowed still adds origins beside the own names
+    assert origin_allowed("https://other.example", "x", "ws", True, ("https://other.example",), False, hosts)

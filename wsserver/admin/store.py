@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from wsserver.admin.edits import EditError
-from wsserver.config import Config, ConfigError, parse_config, write_atomic
+from wsserver.config import Config, ConfigError, parse_config, require_ports, write_atomic
 
 # Test hook: seconds to sleep before each fsync of a config write, so a test can kill the
 # server while the temp file is written and not yet renamed.
@@ -76,7 +76,7 @@ RELOAD_STATUS = {"invalid": 400, "failed": 409}
 def validate(text: str, source: str) -> Config:
     """What ``wsserver check`` checks; raises StoreError(400) with its error lines."""
     try:
-        config = parse_config(text, source)
+        config = require_ports(parse_config(text, source), source)
     except ConfigError as exc:
         raise StoreError(400, "invalid configuration", exc.errors) from None
     from wsserver.runtime.dispatcher import EndpointLoadError, load_mounts

@@ -10,6 +10,7 @@ from wsserver.config.loader import (
     default_config,
     load_config,
     parse_config,
+    require_ports,
 )
 from wsserver.config.schema import (
     ALIAS_HELP,
@@ -59,6 +60,7 @@ __all__ = [
     "dump_config",
     "load_config",
     "parse_config",
+    "require_ports",
     "setting",
     "write_atomic",
 ]

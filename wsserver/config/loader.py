@@ -649,6 +649,34 @@ def _check_rules(cfg: Config, errors: _Errors) -> None:
     _check_client_auth(cfg, errors)
     _check_metrics(cfg, errors)
     _check_cluster(cfg, errors)
+    _check_proxy_protocol(cfg, errors)
+    _check_origin_hosts(cfg, errors)
+
+
+_HOST_ENTRY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?")
+
+
+def _check_origin_hosts(cfg: Config, errors: _Errors) -> None:
+    """[ports.origin] hosts: each a host name or address, optionally with :port."""
+    for path, port in _indexed("ports", cfg.ports):
+        for i, entry in enumerate(port.origin.hosts):
+            match = _HOST_ENTRY.fullmatch(entry)
+            if match is None or (match[2] and not 0 < int(match[2]) <= 65535):
+                errors.add(f"{path}.origin.hosts[{i}]", 'must be a host name or address, optionally with ":port" '
+                           '(e.g. "app.example.com", "app.example.com:8443", "[::1]:8080")', entry)
+
+
+def _check_proxy_protocol(cfg: Config, errors: _Errors) -> None:
+    """proxy_protocol: only from trusted proxies, and only on ws ports (the header precedes TLS)."""
+    for path, port in _indexed("ports", cfg.ports):
+        if port.proxy_protocol == "off" or errors.is_bad(f"{path}.proxy_protocol", f"{path}.access"):
+            continue
+        if not port.access.trusted_proxies:
+            errors.add(f"{path}.proxy_protocol", "needs [ports.access] trusted_proxies: the load balancers "
+                       "allowed to send the header", port.proxy_protocol)
+        if port.protocol == "wss":
+            errors.add(f"{path}.proxy_protocol", 'is supported on ws ports only (protocol = "ws"); terminate '
+                       "TLS at the load balancer or set proxy_protocol = \"off\"", port.proxy_protocol)
 
 
 def _check_cluster(cfg: Config, errors: _Errors) -> None:
@@ -776,7 +804,19 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([f"{source}: line {line}: invalid TOML: not UTF-8 text"]) from None
-    return parse_config(text, source)
+    return require_ports(parse_config(text, source), source)
+
+
+def require_ports(config: Config, source: str) -> Config:
+    """A config *file* with no [[ports]] is refused unless ``[server] allow_no_ports = true``.
+
+    Such a file is most often a truncated or wrong one (a full disk, an editor crash): refusing
+    it makes a reload keep what runs, and ``wsserver check`` and the admin API say the same.
+    """
+    if not config.ports and not config.server.allow_no_ports:
+        raise ConfigError([f"{source}: ports: no [[ports]] declared, the server would serve nothing: "
+                           "declare one, or set [server] allow_no_ports = true if that is intended"])
+    return config
 
 
 @functools.cache

@@ -76,6 +76,9 @@ class ServerConfig:
     reuse_port: bool = setting(
         False, kind=bool, help="one SO_REUSEPORT listening socket per worker instead of shared sockets"
     )
+    allow_no_ports: bool = setting(
+        False, kind=bool, help="accept a file with no [[ports]] (e.g. only the admin API); else it is refused"
+    )
     tls: ServerTLSConfig = setting(factory=ServerTLSConfig, kind=ServerTLSConfig)  # noqa: RUF009
 
 
@@ -114,6 +117,10 @@ class OriginConfig:
     same_origin: bool = setting(False, kind=bool)
     allowed: tuple[str, ...] = setting((), kind=list, item_kind=str, help="scheme://host[:port]")
     allow_missing: bool = setting(True, kind=bool, help="accept requests without an Origin header")
+    hosts: tuple[str, ...] = setting(
+        (), kind=list, item_kind=str,
+        help="the server's own names (host or host:port); when set, Host must be one and same_origin judges by them",
+    )
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,11 @@ class PortConfig:
     port: int = setting(0, kind=int, required=True, min=1, max=65535)
     enabled: bool = setting(True, kind=bool)
     protocol: str = setting("ws", kind=str, choices=("ws", "wss"))
+    proxy_protocol: str = setting(
+        "off", kind=str, choices=("off", "v1", "v2", "any"),
+        help="expect a PROXY protocol header (HAProxy send-proxy / send-proxy-v2) from [ports.access] "
+        'trusted_proxies before the request; "any" = v1 or v2; ws ports only',
+    )
     bind: str = setting("", kind=str, help='"" = all addresses; an IPv4 or IPv6 literal or a host name')
     backlog: int = setting(6000, kind=int, min=1, max=65535)
     description: str = setting("", kind=str)
@@ -327,6 +339,15 @@ class ClusterConfig:
     )
     password_env: str = setting(
         "", kind=str, help='environment variable holding the Redis password; "" = no password'
+    )
+    history_size: int = setting(
+        0, kind=int, min=0, max=10_000_000,
+        help="messages kept per group (a Redis stream, trimmed approximately) for recovery by offset; "
+             "0 = no history and no offsets",
+    )
+    history_ttl_s: int = setting(
+        0, kind=int, min=0, max=100_000_000,
+        help="a group's history expires this many seconds after its last message; 0 = never",
     )
 
 

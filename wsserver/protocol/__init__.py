@@ -17,7 +17,7 @@ from .events import (
     TextMessage,
 )
 from .handshake import DEFAULT_MAX_HEADER_SIZE, Handshake, HandshakeError, HandshakeRequest, error_response
-from .origin import origin_allowed
+from .origin import host_allowed, origin_allowed
 
 __all__ = [
     "DEFAULT_MAX_HEADER_SIZE",
@@ -38,5 +38,6 @@ __all__ = [
     "WebSocketProtocol",
     "encode_message",
     "error_response",
+    "host_allowed",
     "origin_allowed",
 ]

@@ -14,7 +14,16 @@ With ``[cluster]`` every worker talks to Redis itself; the master is not in the 
   ``session.broadcast`` sees it) and nobody got the message.
 
 A message travels in a compact binary envelope (:func:`encode_envelope`): one byte of version
-and flags (bit 0: text), the publishing worker's 8-byte id, then the payload (UTF-8 for text).
+and flags (bit 0: text, bit 1: an offset follows), the publishing worker's 8-byte id, with bit 1
+one byte of length and the offset (ASCII), then the payload (UTF-8 for text).
+
+History (``history_size > 0``): publishing is one Lua script (:data:`PUBLISH_SCRIPT`, by
+EVALSHA) that XADDs the envelope to the group's stream (:data:`HISTORY_PREFIX` + group,
+``MAXLEN ~ history_size``, EXPIRE ``history_ttl_s``) and PUBLISHes it with the stream id as its
+offset, atomically: the channel's order is the stream's. The publishing worker then does not
+deliver to its own members itself: they get the message from Redis like everyone else, so every
+member of every node sees one order per group. :meth:`Broker.recover` reads what a group's
+stream holds after an offset (:func:`wsserver.runtime.groups.join` with ``since``).
 
 Runs in a worker after gevent's monkey patching: redis-py's sockets are then cooperative.
 """
@@ -35,10 +44,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger("wsserver.broker")
 
 CHANNEL_PREFIX = "wsserver:group:"
+HISTORY_PREFIX = "wsserver:history:"
 CONTROL_PREFIX = "wsserver:worker:"  # a channel of the worker's own: the subscriber always has one
 ENVELOPE = struct.Struct("!B8s")
 VERSION = 0x10  # the high nibble of the first byte
 FLAG_TEXT = 0x01
+FLAG_OFFSET = 0x02
+# KEYS[1] the group's stream; ARGV: history_size, history_ttl_s, the envelope without offset,
+# its header (flags with FLAG_OFFSET, origin), the channel. Returns the stream id (the offset).
+PUBLISH_SCRIPT = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[3])
+if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+redis.call('PUBLISH', ARGV[5], ARGV[4] .. string.char(#id) .. id .. string.sub(ARGV[3], 10))
+return id
+"""
 ORIGIN_SIZE = 8
 BACKOFF_MIN = 0.1  # seconds before the first reconnection attempt
 BACKOFF_MAX = 5.0
@@ -60,22 +79,53 @@ def encode_envelope(origin: bytes, message: str | bytes) -> bytes:
 
 def decode_envelope(data: bytes) -> tuple[bytes, str | bytes]:
     """``(origin, message)``; a text message comes back as ``str``."""
+    origin, message, _ = decode_message(data)
+    return origin, message
+
+
+def decode_message(data: bytes) -> tuple[bytes, str | bytes, str | None]:
+    """``(origin, message, offset)``: ``offset`` is None for an envelope without one."""
     if len(data) < ENVELOPE.size:
         raise EnvelopeError(f"envelope too short ({len(data)} bytes)")
     flags, origin = ENVELOPE.unpack_from(data)
-    if flags & 0xF0 != VERSION or flags & 0x0E:
+    if flags & 0xF0 != VERSION or flags & 0x0C:
         raise EnvelopeError(f"unknown envelope version or flags 0x{flags:02x}")
-    payload = data[ENVELOPE.size:]
+    start = ENVELOPE.size
+    offset = None
+    if flags & FLAG_OFFSET:
+        size = data[start] if len(data) > start else 0
+        raw = bytes(data[start + 1:start + 1 + size])
+        if not size or len(raw) != size:
+            raise EnvelopeError("truncated offset")
+        try:
+            offset = raw.decode("ascii")
+            parse_offset(offset)
+        except (UnicodeDecodeError, ValueError):
+            raise EnvelopeError("bad offset") from None
+        start += 1 + size
+    payload = data[start:]
     if flags & FLAG_TEXT:
         try:
-            return origin, payload.decode()
+            return origin, payload.decode(), offset
         except UnicodeDecodeError:
             raise EnvelopeError("text message is not UTF-8") from None
-    return origin, bytes(payload)
+    return origin, bytes(payload), offset
+
+
+def parse_offset(offset: str) -> tuple[int, int]:
+    """A stream id ``"MS-SEQ"`` as a comparable pair; ValueError when it is not one."""
+    ms, sep, seq = offset.partition("-")
+    if not sep or not ms.isdigit() or not seq.isdigit() or len(offset) > 41:
+        raise ValueError(f"not an offset: {offset!r}")
+    return int(ms), int(seq)
 
 
 def channel_of(group: str) -> str:
     return CHANNEL_PREFIX + group
+
+
+def history_key(group: str) -> str:
+    return HISTORY_PREFIX + group
 
 
 def connection_kwargs(cluster: ClusterConfig) -> dict[str, Any]:
@@ -118,6 +168,12 @@ class Broker:
         self._pool = redis.ConnectionPool.from_url(
             cluster.broker, socket_timeout=cluster.connect_timeout_ms / 1000, retry=no_retry, **kwargs)
         self._client = redis.Redis(connection_pool=self._pool)
+        self.history = cluster.history_size > 0
+        self._script = self._client.register_script(PUBLISH_SCRIPT) if self.history else None
+        # Group channels whose SUBSCRIBE was sent and not confirmed yet (a join with ``since``
+        # waits for it), and an event set at every confirmation.
+        self._pending: dict[str, int] = {}
+        self._confirmed: Any = None
         self._sub_pool = redis.ConnectionPool.from_url(cluster.broker, socket_timeout=None, retry=no_retry, **kwargs)
         self._sub: Any = None  # the subscriber's connection while it is up
         self._greenlet: Any = None
@@ -142,6 +198,7 @@ class Broker:
         self._hub = gevent.get_hub()
         groups.set_relay(self.publish)
         groups.set_membership_hooks(self.subscribe, self.unsubscribe)
+        groups.set_history(self)
         self._greenlet = gevent.spawn(self._run)
 
     def stop(self) -> None:
@@ -150,23 +207,86 @@ class Broker:
         self._stopping = True
         groups.set_relay(None)
         groups.set_membership_hooks(None, None)
+        groups.set_history(None)
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
         self._drop(self._sub)
         self._pool.disconnect()
 
     # ---- publishing ------------------------------------------------------------------------
-    def publish(self, group: str, message: str | bytes) -> None:
-        """The groups relay hook: one PUBLISH round trip, or :class:`BrokerUnavailable`."""
+    def publish(self, group: str, message: str | bytes) -> str | None:
+        """The groups relay hook: one PUBLISH round trip, or :class:`BrokerUnavailable`.
+
+        With history: one EVALSHA of :data:`PUBLISH_SCRIPT`; returns the message's offset, and
+        the message comes back to this worker's members through the subscriber."""
+        envelope = encode_envelope(self.origin, message)
         try:
-            self._client.publish(channel_of(group), encode_envelope(self.origin, message))
+            if self._script is None:
+                self._client.publish(channel_of(group), envelope)
+                return None
+            header = bytes([envelope[0] | FLAG_OFFSET]) + self.origin
+            offset = self._script(keys=[history_key(group)], args=[
+                self.cluster.history_size, self.cluster.history_ttl_s, envelope, header, channel_of(group)])
         except (self._redis.RedisError, OSError) as exc:
             self.metrics.publish_errors.inc()
             raise BrokerUnavailable(f"cannot publish to {self.cluster.broker}: {exc}") from exc
+        return offset.decode() if isinstance(offset, bytes) else str(offset)
+
+    # ---- history ---------------------------------------------------------------------------
+    def recover(self, group: str, since: str) -> tuple[bool, list[tuple[str, str | bytes]]]:
+        """``(complete, [(offset, message), ...])``: what the group's stream holds after
+        ``since``, in order; ``complete`` is False when the stream no longer reaches back to
+        the message right after ``since`` (trimmed, expired, or no history at all).
+        :class:`BrokerUnavailable` when Redis cannot be read."""
+        ms, seq = parse_offset(since)
+        if not self.history:
+            return False, []
+        after = (ms, seq + 1)
+        key = history_key(group)
+        try:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.xrange(key, "-", "+", count=1)
+            pipe.xrange(key, f"{after[0]}-{after[1]}", "+")
+            first, entries = pipe.execute()
+        except (self._redis.RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot read history at {self.cluster.broker}: {exc}") from exc
+        if not first:
+            return False, []  # no stream: it expired, or nothing was ever published
+        complete = parse_offset(_text(first[0][0])) <= after
+        found = []
+        for raw_id, fields in entries:
+            data = fields.get(b"e", fields.get("e"))
+            try:
+                _, message = decode_envelope(data)
+            except (EnvelopeError, TypeError):
+                continue
+            found.append((_text(raw_id), message))
+        return complete, found
+
+    def wait_subscribed(self, group: str, timeout: float | None = None) -> bool:
+        """Wait until Redis confirmed this worker's SUBSCRIBE of ``group``'s channel (messages
+        published from then on reach this worker); False on timeout or while disconnected."""
+        import gevent
+        from gevent.event import Event
+
+        channel = channel_of(group)
+        deadline = gevent.get_hub().loop.now() + (
+            self.cluster.connect_timeout_ms / 1000 if timeout is None else timeout)
+        while self._sub is None or self._pending.get(channel, 0) > 0:
+            remaining = deadline - gevent.get_hub().loop.now()
+            if remaining <= 0:
+                return False
+            if self._confirmed is None:
+                self._confirmed = Event()
+            self._confirmed.wait(min(remaining, 0.05))
+        return True
 
     # ---- subscribing -----------------------------------------------------------------------
     def subscribe(self, group: str) -> None:
         """Groups hook: the first member joined here. Never raises (the subscriber catches up)."""
+        if self._sub is not None:
+            channel = channel_of(group)
+            self._pending[channel] = self._pending.get(channel, 0) + 1
         self._command("SUBSCRIBE", channel_of(group))
 
     def unsubscribe(self, group: str) -> None:
@@ -202,6 +322,9 @@ class Broker:
                 from wsserver.runtime import groups
 
                 channels = [channel_of(g) for g in groups.local_groups()]
+                self._pending = {}
+                for channel in channels:
+                    self._pending[channel] = self._pending.get(channel, 0) + 1
                 if channels:
                     conn.send_command("SUBSCRIBE", *channels, check_health=False)
                 self._set_up(True)
@@ -219,6 +342,7 @@ class Broker:
                         node=self.node, broker=self.cluster.broker, error=str(exc))
             finally:
                 self._sub = None
+                self._pending = {}
                 self._set_up(False)
                 self._drop(conn)
             lost = True
@@ -228,17 +352,38 @@ class Broker:
     def _read(self, conn: Any) -> None:
         while True:
             reply = conn.read_response()
-            if not isinstance(reply, list) or len(reply) != 3 or reply[0] not in (b"message", "message"):
-                continue  # (un)subscribe confirmations
+            if not isinstance(reply, list) or len(reply) != 3:
+                continue
+            kind = _text(reply[0])
+            if kind == "subscribe":
+                self._on_subscribed(_text(reply[1]))
+                continue
+            if kind != "message":
+                continue  # unsubscribe confirmations
             try:
-                origin, message = decode_envelope(reply[2])
+                origin, message, offset = decode_message(reply[2])
             except EnvelopeError as exc:
                 log(logger, "warning", "dropped a bad broker message", channel=str(reply[1]), error=str(exc))
                 continue
-            channel = reply[1].decode() if isinstance(reply[1], bytes) else reply[1]
-            if origin == self.origin or not channel.startswith(CHANNEL_PREFIX):
-                continue  # this worker's own publish: its members got it already
-            self._deliver(channel[len(CHANNEL_PREFIX):], message)
+            channel = _text(reply[1])
+            if not channel.startswith(CHANNEL_PREFIX):
+                continue
+            if offset is None:
+                if origin == self.origin:
+                    continue  # this worker's own publish: its members got it already
+                self._deliver(channel[len(CHANNEL_PREFIX):], message)
+            else:
+                self._deliver(channel[len(CHANNEL_PREFIX):], message, offset)
+
+    def _on_subscribed(self, channel: str) -> None:
+        count = self._pending.get(channel, 0)
+        if count > 1:
+            self._pending[channel] = count - 1
+        elif count:
+            del self._pending[channel]
+        event, self._confirmed = self._confirmed, None
+        if event is not None:
+            event.set()
 
     def _set_up(self, up: bool) -> None:
         if up != self.up:
@@ -252,3 +397,7 @@ class Broker:
                 conn.disconnect()
             except Exception:
                 pass
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -21,7 +21,8 @@ from wsserver.config import Config, EndpointConfig, PortConfig
 from wsserver.endpoints.base import Endpoint
 from wsserver.logs import log
 from wsserver.metrics import PortStats
-from wsserver.protocol import Handshake, HandshakeError, HandshakeRequest, origin_allowed
+from wsserver.protocol import Handshake, HandshakeError, HandshakeRequest, host_allowed, origin_allowed
+from wsserver.protocol.proxy import ProxyHeaderParser, ProxyProtocolError
 from wsserver.runtime.auth_step import run_auth
 from wsserver.runtime.limits import PortCounter
 from wsserver.runtime.pool import ExecutorPool
@@ -91,8 +92,10 @@ def decide(request: HandshakeRequest, port: PortConfig, mounts: dict[str, Mount]
     if not endpoint_allowed(port.access, request.path):
         return Refusal(403, "endpoint_forbidden")
     origin = port.origin
+    if not host_allowed(request.host, scheme, origin.hosts):
+        return Refusal(403, "host")  # not one of the server's own names (DNS rebinding)
     if not origin_allowed(request.origin, request.host, scheme, origin.same_origin, origin.allowed,
-                          origin.allow_missing):
+                          origin.allow_missing, origin.hosts):
         return Refusal(403, "origin")
     return mount
 
@@ -149,6 +152,12 @@ class Dispatcher:
         timeout.start()
         try:
             request = None
+            if port.proxy_protocol != "off":  # PROXY header first: it names the client
+                client = self._proxy_header(sock, peer, hs)
+                if client is None:
+                    return None
+                peer = client
+                request = hs.next_request()
             while request is None:
                 data = sock.recv(RECV_SIZE)
                 hs.receive_data(data)
@@ -222,6 +231,33 @@ class Dispatcher:
         return Session(make_transport(sock), peer, port, request.path, mount.endpoint, proto, self.pool,
                        subprotocol=subprotocol, on_end=self._ended, stats=self.stats,
                        query=self.auth.public_query(request.query), user=auth.user)
+
+    def _proxy_header(self, sock: socket.socket, peer: tuple[str, int], hs: Handshake) -> tuple[str, int] | None:
+        """Read the PROXY header (under the caller's handshake timeout): the client's address, or
+        None when the connection is refused. The bytes after the header go to ``hs``."""
+        port = self.port
+        if not self.proxies.trusts(peer[0]):  # _admit refuses these already; kept for other callers
+            log(logger, "info", "proxy header from an untrusted peer", port=port.alias, peer=_peer(peer))
+            self.stats.reject("proxy_untrusted")
+            return None
+        parser = ProxyHeaderParser(port.proxy_protocol)
+        try:
+            header = None
+            while header is None:
+                header = parser.feed(sock.recv(RECV_SIZE))
+        except ProxyProtocolError as exc:
+            log(logger, "info", "proxy header refused", port=port.alias, peer=_peer(peer), reason=str(exc))
+            self.stats.reject("proxy_invalid")
+            return None
+        client = peer if header.source is None else header.source
+        if header.rest:
+            hs.receive_data(header.rest)
+        if header.source is not None and not self.ip_rules.allows(client[0]):  # the proxy passed at accept
+            log(logger, "info", "connection refused by IP rule", port=port.alias, peer=_peer(client),
+                proxy=_peer(peer))
+            self.stats.reject("ip")
+            return None
+        return client
 
     def _ended(self, session: Session) -> None:
         self.sessions.pop(session.id, None)

@@ -10,6 +10,14 @@ local only.
 Membership hooks (:func:`set_membership_hooks`) hear when a group gets its first member in this
 worker and when it loses its last: the broker subscribes and unsubscribes the group's channel.
 
+History (``[cluster] history_size > 0``, :func:`set_history`): a broadcast gets an offset (the
+relay hook returns it) and reaches this worker's members back through the broker, in the
+group's one order. ``join(session, group, since=OFFSET)`` subscribes first and buffers what
+arrives live, delivers what the history holds after ``since``, then the buffered messages whose
+offset is greater than the last one delivered: no gap, no duplicate. A member may have a
+``deliver(group, message, offset)`` callback instead of plain sends (the PubSub endpoint
+formats each message with its offset).
+
 Every call runs on this worker's hub, so the registry needs no lock. Members receive a
 group's messages in the order they were published here, and (through the relay) in the order
 each other worker published them.
@@ -20,39 +28,108 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wsserver.logs import log
 from wsserver.protocol import encode_message
+from wsserver.runtime.broker import parse_offset
 
 if TYPE_CHECKING:
     from wsserver.runtime.session import Session
 
 logger = logging.getLogger("wsserver.groups")
 
-RelayHook = Callable[[str, "str | bytes"], None]
+RelayHook = Callable[[str, "str | bytes"], "str | None"]
 GroupHook = Callable[[str], None]
+Deliver = Callable[[str, "str | bytes", "str | None"], None]
 
-# group name -> its members, in joining order (a dict used as an ordered set)
-_members: dict[str, dict[Session, None]] = {}
+
+@dataclass(frozen=True)
+class JoinResult:
+    """What :func:`join` reports: ``recovered`` is True when nothing was missed (always for a
+    join without ``since``); ``offset`` is the last offset delivered by the recovery (else the
+    ``since`` given, or None)."""
+
+    recovered: bool = True
+    offset: str | None = None
+
+
+class _Member:
+    """A member with a ``deliver`` callback, or one still recovering (``buffer`` not None), or
+    one that recovered up to ``floor`` (messages at or below it may still be on their way from
+    the broker: they were delivered from the history already)."""
+
+    __slots__ = ("buffer", "deliver", "floor")
+
+    def __init__(self, deliver: Deliver | None, buffer: list | None = None) -> None:
+        self.deliver = deliver
+        self.buffer = buffer
+        self.floor: tuple[int, int] | None = None
+
+
+# group name -> its members, in joining order (a dict used as an ordered set); the value is
+# None for a plain member
+_members: dict[str, dict[Session, _Member | None]] = {}
 # session -> the groups it joined
 _joined: dict[Session, set[str]] = {}
 _relay: RelayHook | None = None
 _on_first: GroupHook | None = None  # a group got its first member here
 _on_last: GroupHook | None = None  # a group lost its last member here
+_history: Any = None  # the broker with history: recover(group, since), wait_subscribed(group)
 # Broadcasts of thread-mode handlers waiting for the one greenlet that publishes them in order.
 _soon: deque[tuple[str, str | bytes]] = deque()
 _soon_runner: Any = None
 
 
-def join(session: Session, group: str) -> None:
+def join(session: Session, group: str, since: str | None = None, deliver: Deliver | None = None) -> JoinResult:
+    """Make ``session`` a member of ``group``; with ``since`` (an offset), first deliver what
+    it missed after that offset (see the module's doc). ``deliver(group, message, offset)``,
+    when given, receives the group's messages instead of ``session.send``; it runs on the hub
+    (in the broker's greenlet or a publisher's) and should only send."""
+    last = parse_offset(since) if since is not None else (0, 0)  # ValueError for a malformed offset, before joining
+    member = _Member(deliver, [] if since is not None else None) if (deliver or since is not None) else None
     members = _members.get(group)
     if members is None:
         members = _members[group] = {}
         if _on_first is not None:
             _on_first(group)
-    members[session] = None
+    members[session] = member
     _joined.setdefault(session, set()).add(group)
+    if since is None or member is None:
+        return JoinResult()
+    recovered, entries, offset = False, [], since
+    try:
+        if _history is not None:
+            _history.wait_subscribed(group)
+            recovered, entries = _history.recover(group, since)
+    except Exception as exc:  # BrokerUnavailable: report as not recovered, go on live
+        log(logger, "warning", "history recovery failed", group=group, error=str(exc))
+    for entry_offset, message in entries:
+        _deliver_one(session, member, group, message, entry_offset)
+        offset, last = entry_offset, parse_offset(entry_offset)
+    buffer = member.buffer or []
+    while buffer:
+        message, entry_offset = buffer.pop(0)
+        if entry_offset is not None:
+            at = parse_offset(entry_offset)
+            if at <= last:
+                continue  # delivered from the history already
+            offset, last = entry_offset, at
+        _deliver_one(session, member, group, message, entry_offset)
+    member.floor = last  # what the history gave may still be unread on the subscriber connection
+    member.buffer = None  # live from here: no yield since the buffer was found empty
+    return JoinResult(recovered, offset)
+
+
+def _deliver_one(session: Session, member: _Member, group: str, message: str | bytes, offset: str | None) -> None:
+    try:
+        if member.deliver is not None:
+            member.deliver(group, message, offset)
+        else:
+            session.send(message)
+    except Exception:
+        log(logger, "error", "broadcast send failed", exc_info=True, group=group, session=session.id)
 
 
 def leave(session: Session, group: str) -> None:
@@ -84,7 +161,7 @@ def members(group: str) -> list[Session]:
     return list(_members.get(group, ()))
 
 
-def publish_local(group: str, message: str | bytes) -> int:
+def publish_local(group: str, message: str | bytes, offset: str | None = None) -> int:
     """Send ``message`` to the members of ``group`` in this worker; returns how many.
 
     The frame is encoded once for all members (a compressing member encodes its own), and each
@@ -93,25 +170,49 @@ def publish_local(group: str, message: str | bytes) -> int:
     members = _members.get(group)
     if not members:
         return 0
-    frame = encode_message(message)
+    frame = None
     sent = 0
-    for session in list(members):
+    for session, member in list(members.items()):
         try:
-            session.send_encoded(message, frame)
+            if member is None:
+                if frame is None:
+                    frame = encode_message(message)
+                session.send_encoded(message, frame)
+            elif member.buffer is not None:
+                member.buffer.append((message, offset))
+            else:
+                if member.floor is not None and offset is not None:
+                    if parse_offset(offset) <= member.floor:
+                        continue  # delivered from the history during the join
+                    member.floor = None  # one order per group: the later ones are all greater
+                if member.deliver is not None:
+                    member.deliver(group, message, offset)
+                else:
+                    session.send(message)
             sent += 1
         except Exception:
             log(logger, "error", "broadcast send failed", exc_info=True, group=group, session=session.id)
     return sent
 
 
-def publish(group: str, message: str | bytes) -> int:
-    """Send to the group, through the relay hook in every other worker, and here.
+def broadcast(group: str, message: str | bytes) -> str | None:
+    """Send to the group, through the relay hook in every other worker, and here; returns
+    the message's offset (None without history).
 
     The hook goes first: when it raises (``BrokerUnavailable``), no member got the message.
+    When it returns an offset, the message reaches this worker's members through the broker.
     """
-    if _relay is not None:
-        _relay(group, message)
-    return publish_local(group, message)
+    offset = _relay(group, message) if _relay is not None else None
+    if offset is None:
+        publish_local(group, message)
+    return offset
+
+
+def publish(group: str, message: str | bytes) -> int:
+    """:func:`broadcast`; returns how many members here got it now (0 when it comes back
+    through the broker with an offset)."""
+    offset = _relay(group, message) if _relay is not None else None
+    return publish_local(group, message) if offset is None else 0
 
 
 def publish_soon(group: str, message: str | bytes) -> None:
@@ -132,7 +233,7 @@ def _publish_queued() -> None:
         while _soon:
             group, message = _soon.popleft()
             try:
-                publish(group, message)
+                broadcast(group, message)
             except Exception as exc:
                 log(logger, "warning", "broadcast failed", group=group, error=str(exc))
     finally:
@@ -152,6 +253,13 @@ def set_membership_hooks(on_first: GroupHook | None, on_last: GroupHook | None) 
     _on_first, _on_last = on_first, on_last
 
 
+def set_history(history: Any) -> None:
+    """Install (or with None remove) the broker that keeps history: ``recover(group, since)``
+    and ``wait_subscribed(group)``."""
+    global _history
+    _history = history
+
+
 def local_groups() -> list[str]:
     """The groups that have members in this worker."""
     return list(_members)
@@ -159,8 +267,8 @@ def local_groups() -> list[str]:
 
 def reset() -> None:
     """Forget every membership and the hooks (tests)."""
-    global _relay, _on_first, _on_last
+    global _relay, _on_first, _on_last, _history
     _members.clear()
     _joined.clear()
     _soon.clear()
-    _relay = _on_first = _on_last = None
+    _relay = _on_first = _on_last = _history = None

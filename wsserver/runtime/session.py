@@ -52,6 +52,7 @@ logger = logging.getLogger("wsserver.session")
 RECV_SIZE = 65536
 MAX_RECV_SIZE = 1 << 20  # one read's size while a large frame arrives (protocol.bytes_wanted())
 FLUSH_SIZE = 65536  # unsent bytes written at once, without waiting for the end of the turn
+CLOSING_INPUT_LIMIT = 1 << 20  # bytes read after our close frame before the connection is dropped
 READ, WRITE = 1, 2
 _ids = itertools.count(1)
 _native_get_ident = get_original("_thread", "get_ident")
@@ -137,6 +138,7 @@ class Session:
         "_in_flight",
         "_in_read",
         "_inbound",
+        "_input_after_close",
         "_last_activity",
         "_loop",
         "_native_waiters",
@@ -240,6 +242,7 @@ class Session:
         self._ping_sent_at: float | None = None
         self._ping_base = self.started
         self._close_started: float | None = None
+        self._input_after_close = 0
         self._terminated = False
         self._ended = False
         self._ended_event: Event | None = None  # created when someone waits for the end
@@ -346,19 +349,49 @@ class Session:
         return self._ended_event.wait(timeout)
 
     # ---- groups (wsserver.runtime.groups) --------------------------------------------------
-    def join(self, group: str) -> None:
-        """Receive what is broadcast to ``group`` (on any worker) until :meth:`leave` or the end."""
-        groups.join(self, group)
+    def join(self, group: str, since: str | None = None, deliver: Any = None) -> groups.JoinResult:
+        """Receive what is broadcast to ``group`` (on any worker) until :meth:`leave` or the end.
+
+        ``since``: an offset (``[cluster] history_size``): first receive, in order, what was
+        broadcast after it; the result's ``recovered`` is False when the history no longer
+        reaches back to it. ``deliver(group, message, offset)``: called for each of the group's
+        messages instead of :meth:`send` (to learn offsets). See docs/cluster.md."""
+        if since is not None and _native_get_ident() != self._hub_thread:
+            return self._join_on_hub(group, since, deliver)
+        return groups.join(self, group, since, deliver)
+
+    def _join_on_hub(self, group: str, since: str, deliver: Any) -> groups.JoinResult:
+        """From a thread-mode executor: the recovery reads Redis on the hub; wait for it."""
+        lock = _allocate_lock()
+        lock.acquire()
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append(groups.join(self, group, since, deliver))
+            except BaseException as exc:
+                outcome.append(exc)
+            finally:
+                lock.release()
+
+        self._loop.run_callback_threadsafe(gevent.spawn, run)
+        lock.acquire()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
 
     def leave(self, group: str) -> None:
         groups.leave(self, group)
 
-    def broadcast(self, message: str | bytes, group: str) -> None:
-        """Send ``message`` to every session in ``group`` on every worker (this one included)."""
+    def broadcast(self, message: str | bytes, group: str) -> str | None:
+        """Send ``message`` to every session in ``group`` on every worker (this one included).
+
+        Returns the message's offset with ``[cluster] history_size``, else None (always None
+        from a thread-mode handler: its broadcasts are published later)."""
         if _native_get_ident() != self._hub_thread:
             self._from_thread(groups.publish_soon, group, message)
-            return
-        groups.publish(group, message)
+            return None
+        return groups.broadcast(group, message)
 
     # ---- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -389,6 +422,15 @@ class Session:
             log(logger, "error", "read failed", exc_info=True, session=self.id)
             data = b""
         self._stats.bytes_in += len(data)
+        if self._close_started is not None:
+            # We are closing (our close frame is out): only the peer's close is awaited. A peer
+            # that keeps streaming instead is cut off rather than read until close_timeout.
+            self._input_after_close += len(data)
+            if self._input_after_close > CLOSING_INPUT_LIMIT:
+                log(logger, "info", "closing: peer kept sending, dropping the connection", port=self.port_alias,
+                    peer=self.peer_text, session=self.id, read=self._input_after_close)
+                self._terminate()
+                return
         self._in_read = True
         try:
             self._proto.receive_data(data)
@@ -406,7 +448,8 @@ class Session:
         for event in self._proto.events():
             kind = type(event)
             if kind is TextMessage or kind is BinaryMessage:
-                inbound.append(event)
+                if self._close_started is None:  # once closing, data is no longer delivered
+                    inbound.append(event)
             elif kind is Ping:
                 self._last_activity = time.monotonic()
             elif kind is Pong:

@@ -47,6 +47,7 @@ class PortRuntime:
         self.listener = listener
         self.dispatcher = dispatcher
         self.ip_rules = IPRules.from_config(port.access)
+        self.proxy_protocol = port.proxy_protocol != "off"  # only trusted proxies may connect
         # A duplicate of the listening fd: closing it stops this worker's accepting while the
         # inherited socket stays open for the others. Its accept() gives raw sockets.
         self.sock: Any = AcceptSocket(listener.sock)
@@ -96,6 +97,11 @@ class PortRuntime:
             readable.close()
 
     def _admit(self, conn: Any, peer: Any) -> None:
+        if self.proxy_protocol and not self.dispatcher.proxies.trusts(peer[0]):
+            log(logger, "info", "proxy header from an untrusted peer", port=self.port.alias, peer=peer[0])
+            self.dispatcher.stats.reject("proxy_untrusted")
+            conn.close()
+            return
         if not self.ip_rules.allows(peer[0]) and not self.dispatcher.proxies.trusts(peer[0]):
             log(logger, "info", "connection refused by IP rule", port=self.port.alias, peer=peer[0])
             self.dispatcher.stats.reject("ip")

@@ -1,0 +1,184 @@
+"""[cluster] history: the Lua publish and the recovery by offset, against a real redis-server
+(in this process, without the subscriber greenlet), and groups.join's switch-over to live."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.support.backends import redis_server  # noqa: F401 - a fixture
+from wsserver.config.schema import ClusterConfig
+from wsserver.runtime import broker, groups
+
+
+def make_broker(url: str, size: int = 100, ttl: int = 0) -> broker.Broker:
+    return broker.Broker(ClusterConfig(broker=url, node="t", connect_timeout_ms=2000, history_size=size,
+                                       history_ttl_s=ttl))
+
+
+def listen(b: broker.Broker, group: str):
+    import redis
+
+    pubsub = redis.Redis.from_url(b.cluster.broker).pubsub()
+    pubsub.subscribe(broker.channel_of(group))
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+    return pubsub
+
+
+def test_offset_envelope_round_trips_and_is_checked():
+    origin = bytes(range(8))
+    env = broker.encode_envelope(origin, "hi")
+    with_offset = bytes([env[0] | broker.FLAG_OFFSET]) + origin + bytes([5]) + b"1-234"[:5] + env[9:]
+    assert broker.decode_message(with_offset) == (origin, "hi", "1-234")
+    assert broker.decode_envelope(with_offset) == (origin, "hi")
+    assert broker.decode_message(env) == (origin, "hi", None)
+    for bad in (bytes([env[0] | 2]) + origin, bytes([env[0] | 2]) + origin + b"\x09abc",
+                bytes([env[0] | 2]) + origin + b"\x03a-b"):
+        with pytest.raises(broker.EnvelopeError):
+            broker.decode_message(bad)
+    assert broker.parse_offset("17-3") == (17, 3)
+    for bad in ("", "17", "a-1", "1-", "-1", "1-2-3"):
+        with pytest.raises(ValueError):
+            broker.parse_offset(bad)
+
+
+def test_publish_appends_to_the_stream_and_publishes_the_offset(redis_server):  # noqa: F811
+    b = make_broker(redis_server.url, ttl=60)
+    pubsub = listen(b, "g")
+    offsets = [b.publish("g", f"m{n}") for n in range(3)] + [b.publish("g", b"\x00bin")]
+    assert [broker.parse_offset(o) for o in offsets] == sorted(broker.parse_offset(o) for o in offsets)
+    got = []
+    for _ in range(4):
+        message = pubsub.get_message(timeout=2)
+        got.append(broker.decode_message(message["data"]))
+    assert got == [(b.origin, "m0", offsets[0]), (b.origin, "m1", offsets[1]), (b.origin, "m2", offsets[2]),
+                   (b.origin, b"\x00bin", offsets[3])]
+    client = b._client
+    assert client.xlen(broker.history_key("g")) == 4
+    assert 0 < client.ttl(broker.history_key("g")) <= 60
+
+    complete, entries = b.recover("g", offsets[0])
+    assert complete is True
+    assert entries == [(offsets[1], "m1"), (offsets[2], "m2"), (offsets[3], b"\x00bin")]
+    assert b.recover("g", offsets[3]) == (True, [])
+    assert b.recover("other", offsets[0]) == (False, [])  # no stream at all
+    pubsub.close()
+
+
+def test_recover_reports_a_trimmed_history(redis_server):  # noqa: F811
+    b = make_broker(redis_server.url, size=5)
+    first = b.publish("g", "old")
+    for n in range(300):  # MAXLEN ~ trims whole nodes (100 entries): go well past them
+        last = b.publish("g", f"m{n}")
+    assert b._client.xlen(broker.history_key("g")) < 300
+    complete, entries = b.recover("g", first)
+    assert complete is False
+    assert entries and entries[-1] == (last, "m299")
+
+
+def test_history_expires(redis_server):  # noqa: F811
+    b = make_broker(redis_server.url, ttl=1)
+    since = b.publish("g", "a")
+    b.publish("g", "b")
+    time.sleep(2.2)
+    assert b.recover("g", since) == (False, [])
+
+
+def test_publish_without_redis_raises_broker_unavailable():
+    from tests.support.server import free_port
+
+    b = make_broker(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(broker.BrokerUnavailable):
+        b.publish("g", "x")
+    with pytest.raises(broker.BrokerUnavailable):
+        b.recover("g", "1-0")
+
+
+class _Session:
+    id = "s"
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, message):
+        self.sent.append(message)
+
+    def send_encoded(self, message, frame):
+        self.sent.append(message)
+
+
+class _History:
+    """Stands for the broker: while the history is read, live messages arrive (buffered)."""
+
+    def __init__(self, entries, complete=True, live=()):
+        self.entries, self.complete, self.live = entries, complete, live
+
+    def wait_subscribed(self, group):
+        return True
+
+    def recover(self, group, since):
+        for offset, message in self.live:  # published while the join reads the history
+            groups.publish_local(group, message, offset)
+        return self.complete, list(self.entries)
+
+
+def test_join_since_delivers_history_then_live_without_gap_or_duplicate():
+    groups.reset()
+    try:
+        groups.set_history(_History([("1-2", "b"), ("1-3", "c")], live=[("1-3", "c"), ("1-4", "d")]))
+        s = _Session()
+        result = groups.join(s, "g", since="1-1")
+        assert result == groups.JoinResult(True, "1-4")
+        assert s.sent == ["b", "c", "d"]
+        # Read from the history while still unread on the subscriber connection: dropped.
+        groups.publish_local("g", "c", "1-3")
+        groups.publish_local("g", "d", "1-4")
+        groups.publish_local("g", "e", "1-5")  # live now
+        groups.publish_local("g", "f", "1-6")
+        assert s.sent == ["b", "c", "d", "e", "f"]
+    finally:
+        groups.reset()
+
+
+def test_join_since_with_a_deliver_callback_and_lost_history():
+    groups.reset()
+    try:
+        groups.set_history(_History([("5-0", "x")], complete=False))
+        s, got = _Session(), []
+        result = groups.join(s, "g", since="1-1", deliver=lambda g, m, o: got.append((g, m, o)))
+        assert result.recovered is False
+        assert got == [("g", "x", "5-0")] and s.sent == []
+        groups.publish_local("g", "y", "5-1")
+        assert got[-1] == ("g", "y", "5-1")
+        with pytest.raises(ValueError):
+            groups.join(s, "h", since="nonsense")
+        assert groups.join(s, "h").recovered is True  # a plain join still works
+    finally:
+        groups.reset()
+
+
+def test_join_since_without_history_is_not_recovered():
+    groups.reset()
+    try:
+        s = _Session()
+        assert groups.join(s, "g", since="1-0") == groups.JoinResult(False, "1-0")
+        groups.publish_local("g", "live")
+        assert s.sent == ["live"]
+    finally:
+        groups.reset()
+
+
+def test_broadcast_with_an_offset_leaves_local_delivery_to_the_broker():
+    groups.reset()
+    try:
+        s = _Session()
+        groups.join(s, "g")
+        groups.set_relay(lambda group, message: "7-0")
+        assert groups.broadcast("g", "x") == "7-0"
+        assert s.sent == []  # it comes back through the subscriber, in the group's order
+        groups.set_relay(lambda group, message: None)
+        assert groups.broadcast("g", "y") is None
+        assert s.sent == ["y"]
+    finally:
+        groups.reset()

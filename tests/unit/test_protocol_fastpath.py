@@ -14,15 +14,8 @@ import pytest
 
 from wsserver.protocol import BinaryMessage, CloseReceived, TextMessage, WebSocketProtocol, fastpath
 
+from .test_protocol_equivalence import _trace
 from .test_protocol_frames import BINARY, TEXT, frame
-
-
-def _trace(proto: WebSocketProtocol, chunks: list[bytes]) -> list:
-    out = []
-    for chunk in [*chunks, b""]:
-        proto.receive_data(chunk)
-        out.append((proto.events(), proto.data_to_send(), proto.state, proto.close_code))
-    return out
 
 
 def _same_both_ways(stream: bytes, cuts: list[int], max_size: int = 1 << 20) -> list:

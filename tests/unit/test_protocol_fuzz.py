@@ -23,7 +23,10 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wsserver.protocol import Handshake, HandshakeError, WebSocketProtocol
+from wsserver.protocol import WebSocketProtocol
+
+from .test_protocol_equivalence import _trace
+from .test_protocol_handshake import outcome_of_pieces
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
@@ -71,14 +74,6 @@ def frames(draw) -> bytes:
 def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
     edges = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
     return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
-
-
-def _trace(proto: WebSocketProtocol, chunks: list[bytes]) -> list:
-    out = []
-    for chunk in [*chunks, b""]:
-        proto.receive_data(chunk)
-        out.append((proto.events(), proto.data_to_send(), proto.state, proto.close_code))
-    return out
 
 
 @FUZZ
@@ -130,18 +125,7 @@ def requests(draw) -> bytes:
 
 
 def _outcome(data: bytes, cuts: list[int], fast_parse: bool, eof: bool) -> object:
-    hs = Handshake(max_header_size=2048, fast_parse=fast_parse)
-    pieces = _cut(data, cuts) + ([b""] if eof else [])
-    result: object = None
-    try:
-        for piece in pieces or [b""]:
-            hs.receive_data(piece)
-            result = hs.next_request()
-            if result is not None:
-                break
-    except HandshakeError as exc:
-        result = ("error", exc.status, exc.reason, exc.response)
-    return result, hs.plain_get_path, hs.trailing_data
+    return outcome_of_pieces(_cut(data, cuts) + ([b""] if eof else []), fast_parse)
 
 
 @FUZZ

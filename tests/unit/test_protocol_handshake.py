@@ -402,10 +402,15 @@ EQUIVALENCE_CASES = [
 
 
 def _outcome(data: bytes, chunk: int | None, fast_parse: bool, max_header_size: int = 2048, eof: bool = False):
-    hs = Handshake(max_header_size=max_header_size, fast_parse=fast_parse)
     pieces = [data] if chunk is None else [data[i : i + chunk] for i in range(0, len(data), chunk)]
     if eof:
         pieces.append(b"")
+    return outcome_of_pieces(pieces, fast_parse, max_header_size)
+
+
+def outcome_of_pieces(pieces: list[bytes], fast_parse: bool, max_header_size: int = 2048):
+    """What a Handshake makes of these reads: the request or the error, and what it kept."""
+    hs = Handshake(max_header_size=max_header_size, fast_parse=fast_parse)
     result: object = None
     try:
         for piece in pieces or [b""]:

@@ -391,3 +391,19 @@ def test_deleting_the_last_port_is_refused_like_check_and_reload(env) -> None:
     response, data = jcall(app, "DELETE", "/api/ports/plain")
     assert response.status == 400 and any("no [[ports]] declared" in line for line in data["errors"]), data
     assert path.read_bytes() == before
+
+
+def test_console_port_form_edits_compression_memory_and_own_names(env) -> None:
+    app, _master, path = env
+    cookie, token = login(app)
+    page = call(app, "GET", "/ports/plain", headers={"cookie": cookie}, user=None).body.decode()
+    assert 'name="compression_window_bits"' in page and 'name="origin.hosts"' in page
+    etag = unescape(re.search(r'name="etag" value="([^"]+)"', page).group(1))
+    fields = {"csrf": token, "etag": etag, "alias": "plain", "port": "18081", "pool.min": "10", "pool.max": "200",
+              "enabled": "true", "compression": "true", "compression_window_bits": "12",
+              "compression_mem_level": "5", "origin.hosts": "app.example.com\nws.example.com:8443"}
+    saved = form(app, "/ports/plain", fields, cookie)
+    assert saved.status == 303, saved.body
+    port = parse_config(path.read_text()).ports[1]
+    assert (port.compression_window_bits, port.compression_mem_level) == (12, 5)
+    assert port.origin.hosts == ("app.example.com", "ws.example.com:8443")

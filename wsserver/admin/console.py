@@ -170,6 +170,9 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("handshake_timeout_ms", "Handshake timeout (ms)", "number"),
     ("max_message_size", "Max message size (bytes)", "number"),
     ("compression", "Compression (permessage-deflate)", "check"),
+    ("compression_window_bits", "Compression window bits (9-15)", "number"),
+    ("compression_client_window_bits", "Client window bits asked (9-15)", "number"),
+    ("compression_mem_level", "Compression memLevel (1-9)", "number"),
     ("client_auth", "Client authentication", "text"),
     ("no_auth_user", "No-auth user", "text"),
     ("pool.min", "Pool min", "number"),
@@ -184,11 +187,12 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("access.ip_deny", "Denied addresses (IP mode allow)", "list"),
     ("origin.same_origin", "Same origin only", "check"),
     ("origin.allowed", "Allowed origins", "list"),
+    ("origin.hosts", "The server's own names (host or host:port)", "list"),
     ("tls.keystore", "TLS keystore (wss)", "text"),
     ("tls.key_alias", "TLS key alias (wss)", "text"),
 )
-GROUPS = (("Port", 0), ("Limits and timeouts", 7), ("Authentication", 13), ("Pool", 15), ("Access", 19),
-          ("Origins", 25), ("TLS", 27))
+GROUPS = (("Port", 0), ("Limits and timeouts", 7), ("Authentication", 16), ("Pool", 18), ("Access", 22),
+          ("Origins", 28), ("TLS", 31))
 
 
 def new_port_defaults() -> PortConfig:

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import gevent
+
 from wsserver.logs import log
 from wsserver.protocol import encode_message
 from wsserver.runtime.broker import parse_offset
@@ -170,13 +172,11 @@ def publish_local(group: str, message: str | bytes, offset: str | None = None) -
     members = _members.get(group)
     if not members:
         return 0
-    frame = None
+    frame = encode_message(message)  # once per broadcast, shared by every plain member
     sent = 0
     for session, member in list(members.items()):
         try:
             if member is None:
-                if frame is None:
-                    frame = encode_message(message)
                 session.send_encoded(message, frame)
             elif member.buffer is not None:
                 member.buffer.append((message, offset))
@@ -188,7 +188,7 @@ def publish_local(group: str, message: str | bytes, offset: str | None = None) -
                 if member.deliver is not None:
                     member.deliver(group, message, offset)
                 else:
-                    session.send(message)
+                    session.send_encoded(message, frame)
             sent += 1
         except Exception:
             log(logger, "error", "broadcast send failed", exc_info=True, group=group, session=session.id)
@@ -222,8 +222,6 @@ def publish_soon(group: str, message: str | bytes) -> None:
     global _soon_runner
     _soon.append((group, message))
     if _soon_runner is None:
-        import gevent
-
         _soon_runner = gevent.spawn(_publish_queued)
 
 

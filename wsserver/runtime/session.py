@@ -10,9 +10,9 @@ Writes are gathered: what the endpoint sends while the hub works through one rea
 batch of pipelined messages) leaves in one ``send`` when that read is done; what it sends at
 other times (after blocking, from another session, from a thread) leaves once per turn of the
 event loop through the worker's ``_WriteFlusher``; a frame or a backlog of 64 KiB leaves at once.
-What the socket does not take waits in a buffer drained by a write watcher. The buffer is bounded by ``write_limit``: a sender then waits (cooperatively,
-or natively in a thread-mode executor) or the session is closed with 1013, per
-``write_limit_action``.
+What the socket does not take waits in a buffer drained by a write watcher. The buffer is
+bounded by ``write_limit``: a sender then waits (cooperatively, or natively in a thread-mode
+executor) or the session is closed with 1013, per ``write_limit_action``.
 """
 
 from __future__ import annotations
@@ -279,8 +279,7 @@ class Session:
             if self._drained is None:
                 self._drained = Event()
             self._drained.clear()
-            if self._out_bytes > self._port.write_limit and not self._terminated:
-                self._drained.wait(1.0)
+            self._drained.wait(1.0)
 
     def _send_now(self, message: str | bytes, frame: bytes | None = None) -> bool:
         """Encode on the hub thread; True when the sender should wait for the client.
@@ -398,11 +397,7 @@ class Session:
         """On the hub, right after the 101 response went out."""
         self._inbound.append(_CONNECT)
         # Frames the client sent right behind its request are already in the protocol.
-        self._in_read = True
-        try:
-            self._after_input()
-        finally:
-            self._in_read = False
+        self._after_input()
         if not self._terminated:
             self._resume_reading()
             self._arm_timer(self._next_deadline())
@@ -431,18 +426,26 @@ class Session:
                     peer=self.peer_text, session=self.id, read=self._input_after_close)
                 self._terminate()
                 return
-        self._in_read = True
         try:
             self._proto.receive_data(data)
             self._after_input()
         except Exception:
             log(logger, "error", "session failed", exc_info=True, session=self.id, port=self.port_alias)
             self._terminate()
+
+    def _after_input(self) -> None:
+        """On the hub, after input: queue the messages, run the endpoint, write its answers.
+
+        While this runs, ``_in_read`` tells ``_send_now`` that the ``_flush`` at the end writes
+        what is sent, so no flusher turn is needed.
+        """
+        self._in_read = True
+        try:
+            self._take_input()
         finally:
             self._in_read = False
 
-    def _after_input(self) -> None:
-        """On the hub, inside a read: queue the messages, run the endpoint, write its answers."""
+    def _take_input(self) -> None:
         inbound = self._inbound
         arrived = len(inbound)
         for event in self._proto.events():

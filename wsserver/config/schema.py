@@ -349,6 +349,19 @@ class ClusterConfig:
         0, kind=int, min=0, max=100_000_000,
         help="a group's history expires this many seconds after its last message; 0 = never",
     )
+    presence_ttl_s: int = setting(
+        60, kind=int, min=0, max=86_400,
+        help="members of groups are listed by presence() on every node; a member whose node stopped "
+             "refreshing it (crashed) disappears after this many seconds; 0 = no presence",
+    )
+    prefix: str = setting(
+        "wsserver", kind=str, pattern=r"[A-Za-z0-9_.-]{1,64}", pattern_help="1-64 characters of a-z A-Z 0-9 _ . -",
+        help="the first part of every Redis key and channel name: clusters sharing one Redis need different ones",
+    )
+    ready_requires_broker: bool = setting(
+        True, kind=bool,
+        help="/readyz answers 503 while a worker has no connection to the broker (a load balancer then drains this node)",
+    )
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 With ``[cluster]`` every worker talks to Redis itself; the master is not in the data path:
 
-- publishing is one ``PUBLISH`` of the group's channel (:data:`CHANNEL_PREFIX` + group name)
+- publishing is one ``PUBLISH`` of the group's channel (:class:`Names`: ``PREFIX:group:NAME``)
   on a pooled connection; the publishing worker then delivers to its own members at once
   (:func:`wsserver.runtime.groups.publish`) and ignores the copy Redis sends back;
 - one subscriber connection per worker ``SUBSCRIBE``\\ s a group's channel when the group's
@@ -18,7 +18,7 @@ and flags (bit 0: text, bit 1: an offset follows), the publishing worker's 8-byt
 one byte of length and the offset (ASCII), then the payload (UTF-8 for text).
 
 History (``history_size > 0``): publishing is one Lua script (:data:`PUBLISH_SCRIPT`, by
-EVALSHA) that XADDs the envelope to the group's stream (:data:`HISTORY_PREFIX` + group,
+EVALSHA) that XADDs the envelope to the group's stream (``PREFIX:history:NAME``,
 ``MAXLEN ~ history_size``, EXPIRE ``history_ttl_s``) and PUBLISHes it with the stream id as its
 offset, atomically: the channel's order is the stream's. The publishing worker then does not
 deliver to its own members itself: they get the message from Redis like everyone else, so every
@@ -43,9 +43,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("wsserver.broker")
 
-CHANNEL_PREFIX = "wsserver:group:"
-HISTORY_PREFIX = "wsserver:history:"
-CONTROL_PREFIX = "wsserver:worker:"  # a channel of the worker's own: the subscriber always has one
 ENVELOPE = struct.Struct("!B8s")
 VERSION = 0x10  # the high nibble of the first byte
 FLAG_TEXT = 0x01
@@ -120,12 +117,39 @@ def parse_offset(offset: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+class Names:
+    """Redis names under ``[cluster] prefix`` (two clusters on one Redis use two prefixes)."""
+
+    __slots__ = ("channel_prefix", "control_prefix", "history_prefix", "presence_prefix", "prefix")
+
+    def __init__(self, prefix: str = "wsserver") -> None:
+        self.prefix = prefix
+        self.channel_prefix = prefix + ":group:"
+        self.history_prefix = prefix + ":history:"
+        self.presence_prefix = prefix + ":presence:"
+        self.control_prefix = prefix + ":worker:"  # a channel of the worker's own: the subscriber always has one
+
+    def channel(self, group: str) -> str:
+        return self.channel_prefix + group
+
+    def history(self, group: str) -> str:
+        return self.history_prefix + group
+
+    def presence(self, group: str) -> str:
+        return self.presence_prefix + group
+
+
+DEFAULT_NAMES = Names()
+
+
 def channel_of(group: str) -> str:
-    return CHANNEL_PREFIX + group
+    """The channel of ``group`` under the default prefix."""
+    return DEFAULT_NAMES.channel(group)
 
 
 def history_key(group: str) -> str:
-    return HISTORY_PREFIX + group
+    """The history stream of ``group`` under the default prefix."""
+    return DEFAULT_NAMES.history(group)
 
 
 def connection_kwargs(cluster: ClusterConfig) -> dict[str, Any]:
@@ -160,7 +184,8 @@ class Broker:
         self.cluster = cluster
         self.node = cluster.node or socket.gethostname()
         self.origin = os.urandom(ORIGIN_SIZE)  # this worker's id in every envelope it publishes
-        self.control = CONTROL_PREFIX + self.origin.hex()
+        self.names = Names(cluster.prefix)
+        self.control = self.names.control_prefix + self.origin.hex()
         self._deliver = deliver or groups.publish_local
         self._redis = redis
         kwargs = connection_kwargs(cluster)
@@ -222,11 +247,11 @@ class Broker:
         envelope = encode_envelope(self.origin, message)
         try:
             if self._script is None:
-                self._client.publish(channel_of(group), envelope)
+                self._client.publish(self.names.channel(group), envelope)
                 return None
             header = bytes([envelope[0] | FLAG_OFFSET]) + self.origin
-            offset = self._script(keys=[history_key(group)], args=[
-                self.cluster.history_size, self.cluster.history_ttl_s, envelope, header, channel_of(group)])
+            offset = self._script(keys=[self.names.history(group)], args=[
+                self.cluster.history_size, self.cluster.history_ttl_s, envelope, header, self.names.channel(group)])
         except (self._redis.RedisError, OSError) as exc:
             self.metrics.publish_errors.inc()
             raise BrokerUnavailable(f"cannot publish to {self.cluster.broker}: {exc}") from exc
@@ -242,7 +267,7 @@ class Broker:
         if not self.history:
             return False, []
         after = (ms, seq + 1)
-        key = history_key(group)
+        key = self.names.history(group)
         try:
             pipe = self._client.pipeline(transaction=True)
             pipe.xrange(key, "-", "+", count=1)
@@ -269,7 +294,7 @@ class Broker:
         import gevent
         from gevent.event import Event
 
-        channel = channel_of(group)
+        channel = self.names.channel(group)
         deadline = gevent.get_hub().loop.now() + (
             self.cluster.connect_timeout_ms / 1000 if timeout is None else timeout)
         while self._sub is None or self._pending.get(channel, 0) > 0:
@@ -285,13 +310,13 @@ class Broker:
     def subscribe(self, group: str) -> None:
         """Groups hook: the first member joined here. Never raises (the subscriber catches up)."""
         if self._sub is not None:
-            channel = channel_of(group)
+            channel = self.names.channel(group)
             self._pending[channel] = self._pending.get(channel, 0) + 1
-        self._command("SUBSCRIBE", channel_of(group))
+        self._command("SUBSCRIBE", self.names.channel(group))
 
     def unsubscribe(self, group: str) -> None:
         """Groups hook: the last member left here."""
-        self._command("UNSUBSCRIBE", channel_of(group))
+        self._command("UNSUBSCRIBE", self.names.channel(group))
 
     def _command(self, *args: str) -> None:
         if self._hub is not None and self._native_get_ident() != self._hub_thread:
@@ -321,7 +346,7 @@ class Broker:
                 self._sub = conn  # from now on the hooks send their (UN)SUBSCRIBEs themselves
                 from wsserver.runtime import groups
 
-                channels = [channel_of(g) for g in groups.local_groups()]
+                channels = [self.names.channel(g) for g in groups.local_groups()]
                 self._pending = {}
                 for channel in channels:
                     self._pending[channel] = self._pending.get(channel, 0) + 1
@@ -366,14 +391,15 @@ class Broker:
                 log(logger, "warning", "dropped a bad broker message", channel=str(reply[1]), error=str(exc))
                 continue
             channel = _text(reply[1])
-            if not channel.startswith(CHANNEL_PREFIX):
+            prefix = self.names.channel_prefix
+            if not channel.startswith(prefix):
                 continue
             if offset is None:
                 if origin == self.origin:
                     continue  # this worker's own publish: its members got it already
-                self._deliver(channel[len(CHANNEL_PREFIX):], message)
+                self._deliver(channel[len(prefix):], message)
             else:
-                self._deliver(channel[len(CHANNEL_PREFIX):], message, offset)
+                self._deliver(channel[len(prefix):], message, offset)
 
     def _on_subscribed(self, channel: str) -> None:
         count = self._pending.get(channel, 0)

@@ -65,17 +65,29 @@ class HTTPServer:
         self.tls_context = tls_context
         self.pool = Pool(max_connections)
         self.stopping = False
-        self.busy = 0  # requests being handled now
-        # Connections accepted whose first request has not been read yet: a stopping server
-        # waits a moment for it rather than resetting a request that was already on its way.
-        self.fresh = 0
+        self.closing = False  # every answer closes its connection (see close_after_answers)
+        self.busy = 0  # requests being received (a first byte is in), handled or answered now
+        # Connections waiting for a request of which nothing has arrived yet: just accepted, or
+        # kept alive between requests. A stopping server waits a moment for those rather than
+        # resetting a request that was already on its way when it stopped.
+        self.idle = 0
         self._acceptor: gevent.Greenlet | None = None
 
     def start(self) -> None:
         self._acceptor = gevent.spawn(self._accept_loop)
 
+    def close_after_answers(self) -> None:
+        """This process is about to be replaced: answer on, but close each connection after its
+        answer, so that a client's next request opens a connection the next process accepts
+        (rather than one that ends with this process)."""
+        self.closing = True
+
     def stop_accepting(self) -> None:
+        """Accept no more. The listening socket is the master's: closing this process's
+        descriptor leaves it listening, and the connections arriving meanwhile wait in its
+        backlog for the next admin process."""
         self.stopping = True
+        self.closing = True
         if self._acceptor is not None:
             self._acceptor.kill(block=False)
         try:
@@ -88,7 +100,7 @@ class HTTPServer:
             self.pool.wait_available()
             try:
                 conn, addr = self.sock.accept()
-                self.fresh += 1  # counted before the server greenlet first runs: stop() waits for it
+                self.idle += 1  # counted before the server greenlet first runs: a stop waits for it
             except OSError as exc:
                 if self.stopping:
                     return
@@ -98,14 +110,27 @@ class HTTPServer:
             self.pool.spawn(self._serve, conn, addr)
 
     def _serve(self, conn: Any, addr: Any) -> None:
-        fresh = [True]  # until the first request is read (self.fresh counts it)
+        state = ["idle"]  # idle | busy | "": which of self.idle and self.busy counts this connection
         try:
-            self._serve_connection(conn, addr, fresh)
+            self._serve_connection(conn, addr, state)
         finally:
-            if fresh[0]:
-                self.fresh -= 1
+            self._count(state, "")
 
-    def _serve_connection(self, conn: Any, addr: Any, fresh: list[bool]) -> None:
+    def _count(self, state: list[str], now: str) -> None:
+        """Move a connection from one count to another (idle, busy, or neither: "")."""
+        if state[0] == now:
+            return
+        if state[0] == "idle":
+            self.idle -= 1
+        elif state[0] == "busy":
+            self.busy -= 1
+        if now == "idle":
+            self.idle += 1
+        elif now == "busy":
+            self.busy += 1
+        state[0] = now
+
+    def _serve_connection(self, conn: Any, addr: Any, state: list[str]) -> None:
         peer = addr[0] if isinstance(addr, tuple) else str(addr)
         scheme = "http"
         if self.tls_context is not None:
@@ -114,7 +139,7 @@ class HTTPServer:
             conn = wrap_server_socket(conn, self.tls_context, addr, "admin")
             scheme = "https"
         try:
-            self._session(conn, peer, scheme, fresh)
+            self._session(conn, peer, scheme, state)
         except (OSError, TimeoutError):
             pass
         except Exception:
@@ -125,21 +150,20 @@ class HTTPServer:
             except OSError:
                 pass
 
-    def _session(self, conn: Any, peer: str, scheme: str, fresh: list[bool]) -> None:
+    def _session(self, conn: Any, peer: str, scheme: str, state: list[str]) -> None:
         h = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         while True:
             conn.settimeout(KEEPALIVE_TIMEOUT)
+            self._count(state, "idle")
             timer: list[gevent.Timeout] = []  # the whole request within REQUEST_TIMEOUT of its first byte
             try:
-                got = self._read_request(conn, h, timer)
+                got = self._read_request(conn, h, timer, state)
             finally:
                 for t in timer:
                     t.cancel()
-            if fresh[0]:
-                fresh[0] = False
-                self.fresh -= 1
             if got is None:
                 return
+            self._count(state, "busy")  # until its answer is sent: a stop waits for both
             if not self._answer(conn, h, got, peer, scheme):
                 return
 
@@ -147,18 +171,16 @@ class HTTPServer:
                 scheme: str) -> bool:
         """Handle one request and send the response; False when the connection is to end."""
         request, body = got
-        self.busy += 1
-        try:
-            response = self._handle(request, bytes(body), peer, scheme)
-        finally:
-            self.busy -= 1
-        self._send(conn, h, request, response, close=self.stopping)
-        if h.our_state is h11.MUST_CLOSE or h.their_state is h11.MUST_CLOSE or self.stopping:
+        response = self._handle(request, bytes(body), peer, scheme)
+        close = self.closing
+        self._send(conn, h, request, response, close=close)
+        if h.our_state is h11.MUST_CLOSE or h.their_state is h11.MUST_CLOSE or close:
             return False
         h.start_next_cycle()
         return True
 
-    def _read_request(self, conn: Any, h: h11.Connection, timer: list) -> tuple[h11.Request, bytes] | None:
+    def _read_request(self, conn: Any, h: h11.Connection, timer: list,
+                      state: list[str]) -> tuple[h11.Request, bytes] | None:
         """The next request and its body; None when the connection ends (or was answered 4xx)."""
         request, body = None, bytearray()
         while True:
@@ -172,6 +194,7 @@ class HTTPServer:
                 h.receive_data(data)
                 if not data and h.their_state is h11.IDLE:
                     return None
+                self._count(state, "busy")
                 if not timer:
                     timer.append(gevent.Timeout.start_new(REQUEST_TIMEOUT, TimeoutError))
                     conn.settimeout(REQUEST_TIMEOUT)

@@ -44,9 +44,10 @@ logger = logging.getLogger("wsserver.admin")
 
 EXIT_BOOT = 3
 STOP_GRACE = 10.0  # after TERM: seconds for the requests in flight
-# ... and for a connection accepted just before TERM whose request is still on its way (the next
-# click of an operator whose change replaced this process must not meet a reset connection).
-FRESH_GRACE = 1.0
+# ... and for a connection accepted just before TERM, or kept alive, whose request may be on its
+# way (the next click of an operator whose change replaced this process must not meet a reset
+# connection). A client quiet for longer finds its kept-alive connection closed, as HTTP allows.
+IDLE_GRACE = 1.0
 STATUS_TIMEOUT = 5.0
 GATHER_TIMEOUT = 3.0  # how long the workers get to answer a sessions request
 MASTER_ONLY_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2)
@@ -103,6 +104,7 @@ class MasterLink:
         self.ids = itertools.count(random.randrange(1, 2**40))
         self.waiting: dict[int, Any] = {}
         self.on_gone = on_gone
+        self.on_replaced: Any = lambda: None  # a reload completed: the master replaces this process
         self.reload_timeout = 120.0
         gevent.spawn(self._read_loop)
 
@@ -177,6 +179,8 @@ class MasterLink:
             answer = self._ask("reload", self.reload_timeout)[0]
         except MasterUnavailable as exc:
             return {"result": "failed", "errors": [str(exc)]}
+        if answer.get("result") == "success":
+            self.on_replaced()
         return {k: v for k, v in answer.items() if k != "id"}
 
     def sessions(self, port: str | None = None, limit: int = 1000) -> dict[str, Any]:
@@ -264,6 +268,7 @@ def _main(spec: AdminSpec) -> int:
         auth.revoke(nonce)
     app = AdminApp(ConfigStore(spec.config_path, link), link, auth, spec.config)
     server = HTTPServer(spec.sock, app, tls_context)
+    link.on_replaced = server.close_after_answers
     gevent.signal_handler(signal.SIGTERM, stop_now, "TERM")
     gevent.signal_handler(signal.SIGQUIT, lambda: os._exit(0))
 
@@ -279,10 +284,10 @@ def _main(spec: AdminSpec) -> int:
     log(logger, "info", "admin listening", address=f"{'https' if tls_context else 'http'}://"
         f"{f'[{host}]' if ':' in host else host}:{port}/", users=",".join(admin_users(spec.config)))
     stop.wait()
-    server.stop_accepting()
+    server.stop_accepting()  # the next admin process accepts what arrives from now on
     now = time.monotonic()
-    deadline, fresh_deadline = now + STOP_GRACE, now + FRESH_GRACE
-    while time.monotonic() < deadline and (server.busy or (server.fresh and time.monotonic() < fresh_deadline)):
+    deadline, idle_deadline = now + STOP_GRACE, now + IDLE_GRACE
+    while time.monotonic() < deadline and (server.busy or (server.idle and time.monotonic() < idle_deadline)):
         gevent.sleep(0.02)
     log(logger, "info", "admin process exiting", reason=why[0] if why else "-")
     return 0

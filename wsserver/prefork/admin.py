@@ -12,7 +12,9 @@ reload, answered when the reload completes or fails.
 The admin process runs when ``[admin] enabled`` and at least one ``[[users]]`` entry may
 administer (``connection_types`` allowing ``admin``, and a ``password_hash``): an admin
 listener nobody can log in to is not opened. It is replaced after every completed reload, so
-it always runs the configuration in force.
+it always runs the configuration in force. The listening socket stays here (bound again only
+when ``[admin] bind`` or ``port`` changes): while one admin process stops and the next starts,
+connections wait in its backlog instead of being refused.
 """
 
 from __future__ import annotations

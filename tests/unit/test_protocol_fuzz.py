@@ -6,6 +6,10 @@ random read boundaries, are fed to ``WebSocketProtocol`` with the fast path and 
 (wsproto's engine alone); after every read the events, the bytes to send, the state and the
 close code must be the same.
 
+permessage-deflate (the fast path is off with it): random messages compressed by a client as
+any offer allows, fragmented and cut anywhere, arrive as sent, and what we compress inflates
+back; corrupted or truncated deflate streams behave as through wsproto's own extension.
+
 Handshakes: random upgrade requests (header sets, orders, cases, duplicates, odd bytes spliced
 in, random cuts) go through the fast request parser and through h11; the outcome must match.
 
@@ -132,3 +136,154 @@ def _outcome(data: bytes, cuts: list[int], fast_parse: bool, eof: bool) -> objec
 @given(requests(), st.lists(st.integers(0, 4096), max_size=6), st.booleans())
 def test_fast_request_parser_and_h11_agree(data: bytes, cuts: list[int], eof: bool) -> None:
     assert _outcome(data, cuts, True, eof) == _outcome(data, cuts, False, eof)
+
+
+# -- permessage-deflate ------------------------------------------------------------------------
+#
+# With the extension the fast path is off, so the oracles are different: (1) a round trip —
+# whatever a conforming client compresses (any offer, context takeover or not, messages
+# compressed or not, fragmented, cut anywhere) arrives as the very messages it sent, and what we
+# compress the client inflates back; (2) a differential — frames with corrupted or truncated
+# deflate data give the same events, bytes, state and close code through our bounded extension
+# as through wsproto's own PerMessageDeflate negotiated the same way.
+
+_OFFERS = [
+    "permessage-deflate",
+    "permessage-deflate; client_max_window_bits",
+    "permessage-deflate; client_max_window_bits=9",
+    "permessage-deflate; client_max_window_bits=12; server_max_window_bits=10",
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+    "permessage-deflate; client_no_context_takeover; client_max_window_bits=15",
+]
+
+
+def _negotiated(offer: str, **settings_: int):
+    from wsserver.protocol.deflate import negotiate_deflate, parse_extension_offer
+
+    answer, ext = negotiate_deflate([offer], MAX_SIZE, **settings_)
+    params = parse_extension_offer(answer)[1]
+    return ext, dict(params)
+
+
+def _client_frame(opcode: int, payload: bytes, fin: bool, rsv1: bool, key: bytes) -> bytes:
+    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+    n = len(payload)
+    if n <= 125:
+        header = bytes((first, 0x80 | n))
+    elif n <= 0xFFFF:
+        header = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, n)
+    return header + key + bytes(b ^ key[i & 3] for i, b in enumerate(payload))
+
+
+@st.composite
+def deflate_sessions(draw):
+    """(offer, [(text?, message bytes, compressed?, fragment sizes)], key)."""
+    offer = draw(st.sampled_from(_OFFERS))
+    messages = draw(st.lists(st.tuples(
+        st.booleans(),
+        st.one_of(st.text(max_size=300).map(str.encode), st.binary(max_size=300),
+                  st.sampled_from([b"a" * 5000, bytes(20_000), b"abc" * 3000])),
+        st.integers(0, 4).map(lambda n: n != 0),  # mostly compressed
+        st.lists(st.integers(1, 400), max_size=3),
+    ), min_size=1, max_size=6))
+    key = draw(st.binary(min_size=4, max_size=4))
+    return offer, messages, key
+
+
+def _client_stream(params: dict, messages: list, key: bytes) -> bytes:
+    import zlib
+
+    bits = params.get("client_max_window_bits")
+    wbits = int(bits) if bits not in (None, True) else 15
+    takeover = "client_no_context_takeover" not in params
+    compressor = zlib.compressobj(wbits=-max(wbits, 9))
+    out = []
+    for is_text, data, compressed, sizes in messages:
+        if is_text:
+            data = data.decode("utf-8", "replace").encode()
+        body = data
+        if compressed:
+            if not takeover:
+                compressor = zlib.compressobj(wbits=-max(wbits, 9))
+            body = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            body = body[:-4]
+        pieces, pos = [], 0
+        for size in sizes:
+            if pos < len(body):
+                pieces.append(body[pos:pos + size])
+                pos += size
+        pieces.append(body[pos:])
+        for i, piece in enumerate(pieces):
+            opcode = (0x1 if is_text else 0x2) if i == 0 else 0x0
+            out.append(_client_frame(opcode, piece, i == len(pieces) - 1, compressed and i == 0, key))
+    return b"".join(out)
+
+
+@FUZZ
+@given(deflate_sessions(), st.lists(st.integers(0, 1 << 20), max_size=30), st.sampled_from([(11, 11, 4), (15, 15, 8),
+                                                                                         (9, 9, 1)]))
+def test_deflate_round_trip(session, cuts: list[int], ours) -> None:
+    import zlib
+
+    from wsserver.protocol import BinaryMessage, TextMessage
+
+    offer, messages, key = session
+    ext, params = _negotiated(offer, window_bits=ours[0], client_window_bits=ours[1], mem_level=ours[2])
+    proto = WebSocketProtocol(MAX_SIZE, deflate=ext)
+    got = []
+    for chunk in _cut(_client_stream(params, messages, key), cuts):
+        proto.receive_data(chunk)
+        got += proto.events()
+    expected = []
+    for is_text, data, _, _ in messages:
+        expected.append(("text", data.decode("utf-8", "replace")) if is_text else ("binary", data))
+    assert [("text", e.data) if isinstance(e, TextMessage) else ("binary", bytes(e.data))
+            for e in got if isinstance(e, TextMessage | BinaryMessage)] == expected
+    assert proto.close_code is None and proto.data_to_send() == b""
+    # And back: what we compress, a client inflates to the same messages.
+    bits = params.get("server_max_window_bits")
+    inflater = zlib.decompressobj(wbits=-int(bits) if bits not in (None, True) else -15)
+    for is_text, data, _, _ in messages:
+        message = data.decode("utf-8", "replace") if is_text else data
+        proto.send_text(message) if is_text else proto.send_binary(message)
+        wire = proto.data_to_send()
+        assert wire[1] & 0x80 == 0  # a server does not mask
+        length, at = wire[1] & 0x7F, 2
+        if length == 126:
+            length, at = struct.unpack_from("!H", wire, 2)[0], 4
+        elif length == 127:
+            length, at = struct.unpack_from("!Q", wire, 2)[0], 10
+        assert at + length == len(wire)
+        payload = wire[at:]
+        if wire[0] & 0x40:  # RSV1: compressed (a message may also go out as it is)
+            if "server_no_context_takeover" in params:
+                inflater = zlib.decompressobj(wbits=inflater_wbits(params))
+            payload = inflater.decompress(payload + b"\x00\x00\xff\xff")
+        assert payload == (message.encode() if is_text else message)
+
+
+def inflater_wbits(params: dict) -> int:
+    bits = params.get("server_max_window_bits")
+    return -int(bits) if bits not in (None, True) else -15
+
+
+@FUZZ
+@given(deflate_sessions(), st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=4),
+       st.integers(0, 1 << 16), st.lists(st.integers(0, 1 << 20), max_size=20))
+def test_deflate_corruption_matches_wsproto(session, flips, truncate_at, cuts) -> None:
+    from wsproto.extensions import PerMessageDeflate
+
+    offer, messages, key = session
+    ours, params = _negotiated(offer, window_bits=15, client_window_bits=15, mem_level=8)
+    stock = PerMessageDeflate()
+    stock.accept(offer)
+    data = bytearray(_client_stream(params, messages, key))
+    for at, value in flips:  # corrupt payload bytes (masked: the header stays readable mostly)
+        if data:
+            data[at % len(data)] ^= value
+    data = bytes(data[: max(1, truncate_at % (len(data) + 1))])
+    chunks = _cut(data, cuts)
+    assert _trace(WebSocketProtocol(MAX_SIZE, deflate=ours), chunks) == _trace(
+        WebSocketProtocol(MAX_SIZE, deflate=stock), chunks)

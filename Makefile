@@ -60,6 +60,12 @@ bench: $(BENCH_STAMP)
 bench-full: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py --full $(BENCH_ARGS)
 
+# Fan-out across a cluster (bench/fanout.py, docs/benchmarks.md): 1 publisher to 10 000 subscribers over
+# 3 wsserver nodes on one redis-server, beside the single-host relay; 1-2 minutes. BENCH_ARGS passes options.
+.PHONY: bench-fanout
+bench-fanout: $(BENCH_STAMP)
+	$(BIN)/python bench/fanout.py $(BENCH_ARGS)
+
 # Differential fuzzing of the protocol layer (tests/unit/test_protocol_fuzz.py, docs/protocol.md):
 # 500 000 cases per test, 10^6 in all (hours); `make test` runs 150 per test. FUZZ_SEED=N replays.
 .PHONY: fuzz

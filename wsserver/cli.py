@@ -58,10 +58,21 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(str(exc), file=sys.stderr)
             return EXIT_CONFIG
     print(dump_config(config, redact=True), end="")
-    for note in _backlog_notes(config) + tls_report:
+    for note in _backlog_notes(config) + tls_report + _broker_notes(config):
         print(f"# {note}")
     print(f"# {config.source}: OK", file=sys.stderr)
     return 0
+
+
+def _broker_notes(config: Config) -> list[str]:
+    """Whether ``[cluster] broker`` answers now: not a configuration error (the workers keep
+    trying to connect), but what an operator checking a node wants to know."""
+    if config.cluster is None:
+        return []
+    from wsserver.runtime.broker import ping
+
+    answers, text = ping(config.cluster)
+    return [f"cluster.broker: {'answers' if answers else 'does not answer'} ({text})"]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

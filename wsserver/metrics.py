@@ -59,6 +59,7 @@ SESSION_BUCKETS = (0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 1440
 POOL_WAIT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                      0.5, 1.0, 5.0)
 AUTH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BROKER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
 ADAPTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # ---- the metrics the workers write (files; merged by the master) ----------------------------
@@ -136,12 +137,30 @@ BROKER_RECONNECTS = Counter(
     "wsserver_broker_reconnects_total",
     "[cluster]: subscriber connections to Redis re-established after a loss.", ["node"],
     registry=None)
+BROKER_PUBLISHED = Counter(
+    "wsserver_broker_published_total", "[cluster]: broadcasts handed to Redis.", ["node"], registry=None)
+BROKER_PUBLISH_DURATION = Histogram(
+    "wsserver_broker_publish_seconds", "[cluster]: one broadcast's round trip to Redis (PUBLISH, or the history script).",
+    ["node"], buckets=BROKER_BUCKETS, registry=None)
+BROKER_RECEIVED = Counter(
+    "wsserver_broker_received_total",
+    "[cluster]: group messages a worker received from Redis for its members (once per worker, not per member).",
+    ["node"], registry=None)
+BROKER_CAUGHT_UP = Counter(
+    "wsserver_broker_caught_up_total",
+    "[cluster]: messages a worker read from a group's history after its subscriber reconnected.",
+    ["node"], registry=None)
+BROKER_GAPS = Counter(
+    "wsserver_broker_gaps_total",
+    "[cluster]: groups whose history no longer reached back to what a worker last received when it "
+    "reconnected (its members missed messages).", ["node"], registry=None)
 
 WORKER_METRICS = (CONNECTIONS_ACCEPTED, CONNECTIONS_REJECTED, CONNECTIONS_ACTIVE, HANDSHAKE_DURATION,
                   MESSAGES_RECEIVED, MESSAGES_SENT, BYTES_RECEIVED, BYTES_SENT, SESSION_DURATION, CLOSE_CODES,
                   POOL_EXECUTORS, POOL_QUEUE_DEPTH, POOL_WAIT, AUTH_ATTEMPTS, AUTH_DURATION, ADAPTER_REQUESTS,
                   ADAPTER_REQUEST_DURATION, ADAPTER_SERVER_PENALTY, HEALTH_CHECKS, BROKER_UP, BROKER_PUBLISH_ERRORS,
-                  BROKER_RECONNECTS)
+                  BROKER_RECONNECTS, BROKER_PUBLISHED, BROKER_PUBLISH_DURATION, BROKER_RECEIVED, BROKER_CAUGHT_UP,
+                  BROKER_GAPS)
 
 
 # ---- the metrics the master computes at scrape time -----------------------------------------

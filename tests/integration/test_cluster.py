@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,10 +22,11 @@ CHAT = "wsserver.endpoints.chat:Chat"
 SAFE_CHAT = "tests.support.cluster_endpoints:SafeChat"
 
 
-def config(port: int, metrics_port: int, broker: str, node: str, handler: str = CHAT, pool: str = "greenlet") -> str:
+def config(port: int, metrics_port: int, broker: str, node: str, handler: str = CHAT, pool: str = "greenlet",
+           cluster_extra: str = "") -> str:
     return (f"[server]\nworkers = 2\ngraceful_timeout = 2\n\n"
             f'[metrics]\nport = {metrics_port}\n\n'
-            f'[cluster]\nbroker = "{broker}"\nnode = "{node}"\nconnect_timeout_ms = 1000\n\n'
+            f'[cluster]\nbroker = "{broker}"\nnode = "{node}"\nconnect_timeout_ms = 1000\n{cluster_extra}\n'
             f'[[endpoints]]\npath = "/chat"\nhandler = "{handler}"\n\n'
             f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{HOST}"\n\n[ports.pool]\nmode = "{pool}"\n')
 
@@ -35,6 +37,13 @@ class Node:
 
     def client(self, room: str) -> Client:
         return Client(HOST, self.port, f"/chat?room={room}")
+
+    def readyz(self) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.metrics_port}/readyz", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
 
     def metric(self, name: str) -> float | None:
         """The value of ``name{node="..."}`` on this server's /metrics, or None."""
@@ -49,13 +58,14 @@ def cluster(tmp_path: Path, redis_server) -> Iterator[Callable[..., list[Node]]]
     """Start two masters (2 workers each) on the same Redis; stopped by PID afterwards."""
     started: list[PreforkServer] = []
 
-    def start(handler: str = CHAT, pool: str = "greenlet") -> list[Node]:
+    def start(handler: str = CHAT, pool: str = "greenlet", cluster_extra: tuple[str, str] = ("", "")) -> list[Node]:
         nodes = []
-        for name in ("a", "b"):
+        for name, extra in zip(("a", "b"), cluster_extra, strict=True):
             port, metrics_port = free_port(), free_port()
             workdir = tmp_path / f"server-{name}"
             workdir.mkdir()
-            server = PreforkServer(workdir, config(port, metrics_port, redis_server.url, name, handler, pool))
+            server = PreforkServer(workdir, config(port, metrics_port, redis_server.url, name, handler, pool,
+                                                        extra))
             started.append(server)
             server.start(wait_for=(HOST, port), timeout=20)
             server.wait_workers(2)
@@ -145,18 +155,30 @@ def test_messages_of_one_client_arrive_in_order_on_the_other_server(cluster):
         c.close()
 
 
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.1)
+
+
 def test_redis_down_fails_the_broadcast_and_recovers_after_a_restart(cluster, redis_server):  # noqa: F811
-    a, b = cluster(SAFE_CHAT)
+    # Node a keeps the default ready_requires_broker = true, node b turns it off.
+    a, b = cluster(SAFE_CHAT, cluster_extra=("", "ready_requires_broker = false\n"))
     sender = a.client("room")
     receiver = b.client("room")
     warm_up(sender, [receiver])
     assert a.metric("wsserver_broker_up") == 1
+    wait_for(lambda: a.readyz() == (200, "ready: 2 workers\n"), "node a ready")
+    assert b.readyz() == (200, "ready: 2 workers\n")
 
     redis_server.stop()
     deadline = time.monotonic() + 10
     while a.metric("wsserver_broker_up") != 0:
         assert time.monotonic() < deadline, "wsserver_broker_up did not drop to 0"
         time.sleep(0.1)
+    wait_for(lambda: a.readyz() == (503, "2 of 2 workers not connected to the broker\n"), "node a unready")
+    assert b.readyz()[0] == 200  # ready_requires_broker = false: it keeps taking connections
     sender.send_text("while down")
     assert next_real(sender) == "error"
     assert (a.metric("wsserver_broker_publish_errors_total") or 0) >= 1
@@ -176,5 +198,19 @@ def test_redis_down_fails_the_broadcast_and_recovers_after_a_restart(cluster, re
         assert text.startswith("again-")
         break
     assert (b.metric("wsserver_broker_reconnects_total") or 0) >= 1
+    wait_for(lambda: a.readyz()[0] == 200, "node a ready again")
     for c in (sender, receiver):
+        c.close()
+
+
+def test_clusters_with_different_prefixes_share_a_redis_without_crosstalk(cluster):
+    a, b = cluster(SAFE_CHAT, cluster_extra=('prefix = "blue"\n', 'prefix = "green"\n'))
+    on_a, also_on_a, on_b = a.client("room"), a.client("room"), b.client("room")
+    warm_up(on_a, [also_on_a])
+    on_a.send_text("for blue only")
+    assert next_real(also_on_a) == "for blue only"
+    on_b.sock.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        print("crosstalk:", on_b.recv_text())  # not even the warm-up messages
+    for c in (on_a, also_on_a, on_b):
         c.close()

@@ -223,7 +223,7 @@ def test_broker_down_answers_an_error(servers, redis_server):  # noqa: F811
 
 
 def redis_offsets(server, group: str, at_least: int = 1) -> list[str]:
-    """The group's stream ids, once it has ``at_least`` of them (thread-mode publishes are queued)."""
+    """The group's stream ids, once it has ``at_least`` of them."""
     import redis
 
     deadline = time.monotonic() + 5
@@ -237,9 +237,10 @@ def redis_offsets(server, group: str, at_least: int = 1) -> list[str]:
 def test_thread_mode_pubsub_recovers_too(servers, redis_server):  # noqa: F811
     a, b = servers(pool="thread")
     publisher, watcher = client(a), client(a)
-    # From a thread-mode handler a broadcast is published later: "published" has no offset.
-    assert publisher.publish("t", "first") == {"op": "published", "group": "t", "ref": "r", "offset": None}
+    # A thread-mode handler waits for its broadcast's offset like a greenlet one.
+    reply = publisher.publish("t", "first")
     first = redis_offsets(redis_server, "t")[-1]
+    assert reply == {"op": "published", "group": "t", "ref": "r", "offset": first}
     watcher.subscribe("t", since=first)
     for n in range(5):
         publisher.publish("t", n)
@@ -254,5 +255,33 @@ def test_thread_mode_pubsub_recovers_too(servers, redis_server):  # noqa: F811
     assert message == {"op": "message", "group": "t", "offset": redis_offsets(redis_server, "t", 7)[-1],
                        "data": "live"}
     late.expect_silence(0.3)
+    redis_server.stop()  # the handler's thread sees BrokerUnavailable too
+    reply = publisher.publish("t", "down", ref="down")
+    assert reply["op"] == "error" and reply["ref"] == "down" and reply["error"].startswith("broker unavailable")
     for c in (publisher, watcher, late):
         c.close()
+
+
+def test_a_worker_catches_up_from_history_after_its_subscriber_reconnects(servers, redis_server):  # noqa: F811
+    import redis
+
+    a, b = servers()
+    publisher = client(a)
+    subscribers = [client(b) for _ in range(4)]  # on both of b's workers, most likely
+    start = publisher.publish("g", "start")["offset"]
+    for s in subscribers:
+        s.subscribe("g", since=start)
+    assert publisher.publish("g", "before")["op"] == "published"
+    for s in subscribers:
+        assert s.recv_json()["data"] == "before"
+    # Cut every subscriber connection (the publishing pools stay): the workers reconnect after
+    # 0.1 s, and what is published meanwhile reaches them only through the history.
+    assert redis.Redis.from_url(redis_server.url).client_kill_filter(_type="pubsub") >= 2
+    offsets = [publisher.publish("g", n, ref=f"r{n}")["offset"] for n in range(30)]
+    assert None not in offsets
+    for s in subscribers:
+        got = [s.recv_json() for _ in range(30)]
+        assert [(m["offset"], m["data"]) for m in got] == list(zip(offsets, range(30), strict=True))
+        s.expect_silence(0.3)  # and nothing twice
+    for s in (publisher, *subscribers):
+        s.close()

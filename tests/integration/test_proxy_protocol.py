@@ -173,3 +173,91 @@ def test_through_haproxy_send_proxy_v2(start_server, tmp_path: Path):
                 proc.kill()
                 proc.wait(5)
         log.close()
+
+
+# ---- wss ports: the header comes before the TLS handshake ------------------------------------------
+
+def _wss_proxy_config(port: int, pki, version: str = "v2", access: str = "") -> str:
+    return (_proxy_config(port, version, access=access).replace(
+        f"port = {port}\n", f'port = {port}\nprotocol = "wss"\n', 1)
+        + f'\n[ports.tls]\nkeystore = "site"\n\n[[keystores]]\nalias = "site"\ntype = "pem"\n'
+        f'[keystores.keys.site]\ncert = "{pki.server_cert}"\nkey = "{pki.server_key}"\n')
+
+
+def _wss_session(port: int, header: bytes, ca: Path, source: str = "127.0.0.1", split: bool = False) -> int | str:
+    """``header`` in plain text, then TLS, an upgrade and one echo: 101, a status or "closed".
+    ``split``: the header in two writes (the server must wait for the rest, not start TLS)."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(5)
+        sock.bind((source, 0))
+        sock.connect(("127.0.0.1", port))
+        if split and header:
+            sock.sendall(header[:7])
+            time.sleep(0.1)
+            sock.sendall(header[7:])
+        else:
+            sock.sendall(header)
+        try:
+            tls = context.wrap_socket(sock, server_hostname="127.0.0.1")
+            with connect(f"ws://127.0.0.1:{port}/echo", sock=tls, open_timeout=5) as ws:
+                ws.send("hello")
+                assert ws.recv(timeout=5) == "hello"
+                return 101
+        except InvalidStatus as exc:
+            return exc.response.status_code
+        except (ConnectionClosed, InvalidMessage, OSError, EOFError):
+            return "closed"
+    finally:
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def wss_pki(tmp_path_factory):
+    from tests.support.backends import Pki
+
+    return Pki(tmp_path_factory.mktemp("proxy-wss-pki"))
+
+
+@pytest.mark.parametrize(("version", "make_header"), [("v1", v1), ("v2", v2), ("any", v2)])
+def test_wss_header_before_tls_then_upgrade_echoes(start_server, wss_pki, version, make_header):
+    port = free_port()
+    server = start_server(_wss_proxy_config(port, wss_pki, version, access='ip_deny = ["203.0.113.0/24"]\n'),
+                          wait_for=("127.0.0.1", port))
+    assert _wss_session(port, make_header("192.0.2.7"), wss_pki.ca_pem) == 101
+    assert _wss_session(port, make_header("192.0.2.8"), wss_pki.ca_pem, split=True) == 101
+    assert _wss_session(port, make_header("203.0.113.9"), wss_pki.ca_pem) == "closed"  # the claimed client
+    _wait_for_log(server, "203.0.113.9")
+    assert _wss_session(port, b"", wss_pki.ca_pem) == "closed"  # TLS without the header
+    _wait_for_log(server, "proxy header refused")
+
+
+HAPROXY_TCP_TLS_CFG = HAPROXY_CFG  # mode tcp: HAProxy passes the client's TLS through untouched
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (scripts/system-deps.sh)")
+def test_wss_through_haproxy_passing_tls_through_with_send_proxy_v2(start_server, wss_pki, tmp_path: Path):
+    back, front = free_port(), free_port()
+    server = start_server(_wss_proxy_config(back, wss_pki, access='ip_deny = ["127.0.0.2"]\n'),
+                          wait_for=("127.0.0.1", back))
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(HAPROXY_TCP_TLS_CFG.format(front=front, back=back))
+    log = open(tmp_path / "haproxy.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(["haproxy", "-f", str(cfg), "-db"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_listening("127.0.0.1", front, timeout=10)
+        assert _wss_session(front, b"", wss_pki.ca_pem, source="127.0.0.1") == 101
+        assert _wss_session(front, b"", wss_pki.ca_pem, source="127.0.0.2") == "closed"
+        _wait_for_log(server, "127.0.0.2")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        log.close()

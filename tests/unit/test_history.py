@@ -114,7 +114,7 @@ class _History:
     def __init__(self, entries, complete=True, live=()):
         self.entries, self.complete, self.live = entries, complete, live
 
-    def wait_subscribed(self, group):
+    def wait_subscribed(self, group, timeout=None, connected_only=False):
         return True
 
     def recover(self, group, since):

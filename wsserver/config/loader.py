@@ -667,25 +667,25 @@ def _check_origin_hosts(cfg: Config, errors: _Errors) -> None:
 
 
 def _check_proxy_protocol(cfg: Config, errors: _Errors) -> None:
-    """proxy_protocol: only from trusted proxies, and only on ws ports (the header precedes TLS)."""
+    """proxy_protocol: only from trusted proxies."""
     for path, port in _indexed("ports", cfg.ports):
         if port.proxy_protocol == "off" or errors.is_bad(f"{path}.proxy_protocol", f"{path}.access"):
             continue
         if not port.access.trusted_proxies:
             errors.add(f"{path}.proxy_protocol", "needs [ports.access] trusted_proxies: the load balancers "
                        "allowed to send the header", port.proxy_protocol)
-        if port.protocol == "wss":
-            errors.add(f"{path}.proxy_protocol", 'is supported on ws ports only (protocol = "ws"); terminate '
-                       "TLS at the load balancer or set proxy_protocol = \"off\"", port.proxy_protocol)
 
 
 def _check_cluster(cfg: Config, errors: _Errors) -> None:
-    """[cluster]: the password's environment variable must be set (the workers read it)."""
+    """[cluster]: the password's environment variable must be set (the workers read it), and a
+    CA file goes with TLS."""
     c = cfg.cluster
     if c is None or errors.is_bad("cluster"):
         return
     if c.password_env and not os.environ.get(c.password_env):
         errors.add("cluster.password_env", "this environment variable is not set or empty", c.password_env)
+    if c.tls_ca_file and not c.broker.startswith("rediss://"):
+        errors.add("cluster.tls_ca_file", "is only used with a rediss:// broker", c.tls_ca_file)
 
 
 def _check_metrics(cfg: Config, errors: _Errors) -> None:

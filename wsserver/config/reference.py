@@ -78,8 +78,8 @@ _RULES = (
     "`metrics.user` needs exactly one of `metrics.password_hash` and `metrics.password_env` (whose variable "
     "must be set), and they need a user; an enabled `[metrics]` address must not be a port's address.",
     "`cluster.password_env`, when set, names an environment variable that is set and not empty.",
-    '`proxy_protocol` other than `"off"` needs a non-empty `access.trusted_proxies` and a ws port '
-    '(`protocol = "ws"`): the header precedes TLS.',
+    '`proxy_protocol` other than `"off"` needs a non-empty `access.trusted_proxies`; on a wss port the '
+    "header comes before the TLS handshake (HAProxy passing TLS through in `mode tcp`).",
 )
 
 _INTRO = """\

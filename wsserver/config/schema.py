@@ -183,7 +183,7 @@ class PortConfig:
     proxy_protocol: str = setting(
         "off", kind=str, choices=("off", "v1", "v2", "any"),
         help="expect a PROXY protocol header (HAProxy send-proxy / send-proxy-v2) from [ports.access] "
-        'trusted_proxies before the request; "any" = v1 or v2; ws ports only',
+        'trusted_proxies before the request (on wss ports before the TLS handshake); "any" = v1 or v2',
     )
     bind: str = setting("", kind=str, help='"" = all addresses; an IPv4 or IPv6 literal or a host name')
     backlog: int = setting(6000, kind=int, min=1, max=65535)
@@ -339,6 +339,10 @@ class ClusterConfig:
     )
     password_env: str = setting(
         "", kind=str, help='environment variable holding the Redis password; "" = no password'
+    )
+    tls_ca_file: str = setting(
+        "", kind=str,
+        help='rediss:// only: PEM file of the certificates that may sign the Redis server\'s; "" = the system\'s',
     )
     history_size: int = setting(
         0, kind=int, min=0, max=10_000_000,

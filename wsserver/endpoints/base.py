@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from wsserver.runtime.groups import JoinResult
 
 
 class SessionAPI(Protocol):
@@ -21,6 +25,26 @@ class SessionAPI(Protocol):
     def send(self, message: str | bytes) -> None: ...
 
     def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+    def join(self, group: str, since: str | None = None,
+             deliver: Callable[[str, str | bytes, str | None], None] | None = None) -> JoinResult:
+        """Receive what is broadcast to ``group`` until :meth:`leave` or the session's end;
+        ``since`` (an offset) first delivers what was missed (``[cluster] history_size``);
+        ``deliver(group, message, offset)`` replaces :meth:`send` for the group's messages."""
+        ...
+
+    def leave(self, group: str) -> None: ...
+
+    def broadcast(self, message: str | bytes, group: str) -> str | None:
+        """Send to every member of ``group`` on every worker (and node with ``[cluster]``);
+        returns the offset with history, else None; ``BrokerUnavailable`` when Redis refused it."""
+        ...
+
+    def presence(self, group: str) -> list[dict[str, Any]]:
+        """``[{"session": ID, "user": USER, "node": NODE}, ...]``: the members of ``group`` on
+        every node with ``[cluster]`` (``BrokerUnavailable`` when Redis cannot be read), only
+        this worker's without it."""
+        ...
 
 
 class Endpoint:

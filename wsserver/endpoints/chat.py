@@ -35,13 +35,13 @@ class Chat(Endpoint):
     def on_connect(self, session: SessionAPI) -> None:
         room = room_of(getattr(session, "query", ""))
         self._rooms[session.id] = room
-        session.join(room)  # type: ignore[attr-defined]
+        session.join(room)
 
     def on_text(self, session: SessionAPI, text: str) -> None:
-        session.broadcast(text, self._rooms[session.id])  # type: ignore[attr-defined]
+        session.broadcast(text, self._rooms[session.id])
 
     def on_binary(self, session: SessionAPI, data: bytes) -> None:
-        session.broadcast(data, self._rooms[session.id])  # type: ignore[attr-defined]
+        session.broadcast(data, self._rooms[session.id])
 
     def on_close(self, session: SessionAPI, code: int, reason: str) -> None:
         self._rooms.pop(session.id, None)

@@ -10,12 +10,18 @@ JSON object (text frame):
 - ``{"op": "publish", "group": G, "data": ANY, "ref": R}`` (``ref`` optional) → every
   subscriber of G, on every worker and server, gets
   ``{"op": "message", "group": G, "offset": O, "data": ANY}``; with ``ref`` the publisher gets
-  ``{"op": "published", "group": G, "ref": R, "offset": O}``.
+  ``{"op": "published", "group": G, "ref": R, "offset": O}``;
+- ``{"op": "presence", "group": G}`` → ``{"op": "presence", "group": G, "members":
+  [{"session": ID, "user": USER, "node": NODE}, ...]}``: the group's members on every node
+  (``[cluster] presence_ttl_s > 0``), or only those of the worker that answers without
+  ``[cluster]``.
 
 A request that fails gets ``{"op": "error", "ref": R, "error": TEXT}`` (``ref`` null when the
 request had none or was not readable). ``offset`` is the message's id in the group's history
-(``[cluster] history_size > 0``), else null. A message that another endpoint broadcast to the
-group as text that is not JSON arrives as a JSON string; a binary one as
+(``[cluster] history_size > 0``), else null. When Redis is unavailable, ``publish`` and
+``presence`` get an ``error`` (``"broker unavailable: ..."``). A message that another
+endpoint broadcast to the group as text that is not JSON arrives as a JSON string; a binary
+one as
 ``{"op": "message", ..., "data": BASE64, "encoding": "base64"}``. See docs/cluster.md.
 """
 
@@ -49,9 +55,13 @@ class PubSub(Endpoint):
                 self._subscribe(session, request)
             elif op == "publish":
                 self._publish(session, request, ref)
+            elif op == "presence":
+                group = _group(request)
+                members = session.presence(group)
+                session.send(_compact({"op": "presence", "group": group, "members": members}))
             elif op == "unsubscribe":
                 group = _group(request)
-                session.leave(group)  # type: ignore[attr-defined]
+                session.leave(group)
                 session.send(_compact({"op": "unsubscribed", "group": group}))
             else:
                 raise _Refused(f"unknown op {op!r}" if op is not None else "no op")
@@ -73,7 +83,7 @@ class PubSub(Endpoint):
             session.send(self._format(group, message, offset))
 
         try:
-            result = session.join(group, since=since, deliver=deliver)  # type: ignore[attr-defined]
+            result = session.join(group, since=since, deliver=deliver)
         except ValueError:
             raise _Refused(f"bad offset {since!r}") from None
         session.send(_compact({"op": "subscribed", "group": group, "recovered": result.recovered}))
@@ -82,7 +92,7 @@ class PubSub(Endpoint):
         group = _group(request)
         if "data" not in request:
             raise _Refused("publish needs data")
-        offset = session.broadcast(_compact(request["data"]), group)  # type: ignore[attr-defined]
+        offset = session.broadcast(_compact(request["data"]), group)
         if ref is not None:
             session.send(_compact({"op": "published", "group": group, "ref": ref, "offset": offset}))
 

@@ -109,6 +109,7 @@ class Worker:
     state: str = "active"  # active | draining | stopping
     kill_at: float | None = None  # SIGKILL if still alive then
     killed: bool = False
+    broker_up: bool = False  # [cluster]: the worker's last report of its broker connection
 
 
 @dataclass
@@ -394,7 +395,7 @@ class Arbiter:
             log(logger, "error", "bad relay frame from a worker", pid=worker.pid, error=str(exc))
             worker.channel.close()
             return
-        for kind, _body, raw in frames:
+        for kind, body, raw in frames:
             if kind == relay.PUBLISH:
                 for other in self.workers.values():
                     if other is not worker:
@@ -407,6 +408,11 @@ class Arbiter:
                 self.announce()
             elif kind == relay.REPLY:  # a worker's answer to the admin process
                 self.admin.from_worker(raw)
+            elif kind == relay.BROKER:
+                up = body == b"\x01"
+                if up != worker.broker_up:
+                    worker.broker_up = up
+                    log(logger, "debug", "worker broker state", pid=worker.pid, up=up)
 
     def announce(self) -> None:
         if self.announced:

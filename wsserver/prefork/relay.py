@@ -15,6 +15,8 @@ REQUEST   admin -> master    a JSON object ``{"id": n, "op": ...}`` (see prefork
           master -> worker   the same, for the worker's part (sessions, closing one)
 REPLY     master -> admin    a JSON object ``{"id": n, ...}``: the answer to a request
           worker -> master   the same, forwarded unchanged to the admin process
+BROKER    worker -> master   one byte, 1 = connected to the ``[cluster]`` broker, 0 = not
+                             (sent at each change; ``/readyz`` reads it)
 ========  =================  =========================================================
 
 Ordering: a worker writes its publishes to one stream socket in order, the master appends
@@ -42,7 +44,8 @@ PUBLISH = 2
 DRAIN = 3
 REQUEST = 4
 REPLY = 5
-KINDS = (READY, PUBLISH, DRAIN, REQUEST, REPLY)
+BROKER = 6
+KINDS = (READY, PUBLISH, DRAIN, REQUEST, REPLY, BROKER)
 
 # A broadcast message is at most a port's max_message_size (< 2 GiB); anything larger is a bug.
 MAX_BODY = 2**31 + 65536 + PUBLISH_HEAD.size
@@ -89,6 +92,10 @@ def decode_drain_closing(body: bytes) -> tuple[str, ...]:
     """The aliases of the ports whose sessions a draining worker closes at once."""
     rest = body[DRAIN_BODY.size:]
     return tuple(rest.decode().split("\n")) if rest else ()
+
+
+def encode_broker(up: bool) -> bytes:
+    return frame(BROKER, b"\x01" if up else b"\x00")
 
 
 def encode_json(kind: int, message: dict) -> bytes:

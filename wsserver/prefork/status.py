@@ -9,7 +9,9 @@ milliseconds (reading the workers' metric files); every socket is non-blocking a
 - ``/healthz``: 200 while the master runs its loop.
 - ``/readyz``: 200 when every enabled port listens and at least the configured number of
   workers is ready; 503 while stopping (TERM's graceful window), when a port is not
-  listening or workers are missing (booting, crashed and being replaced).
+  listening or workers are missing (booting, crashed and being replaced), and with
+  ``[cluster] ready_requires_broker`` while a worker has no connection to the broker (each
+  worker reports its connection's changes on its relay channel).
 - ``/metrics``: the aggregated exposition (:class:`wsserver.metrics.MasterCollector`).
 
 The allow list (``[metrics] allow``) applies to every path, checked when a connection is
@@ -160,10 +162,15 @@ class StatusServer:
             socks = [bl.sock for key, bl in gen.sockets.items() if key[:2] == (port.bind, port.port)]
             if not socks or any(s.fileno() < 0 for s in socks):
                 return False, f"port {port.alias} is not listening"
-        ready = sum(1 for w in arbiter.workers.values() if w.ready and w.state == "active")
-        if ready < gen.target:
-            return False, f"{ready} of {gen.target} workers ready"
-        return True, f"ready: {ready} workers"
+        serving = [w for w in arbiter.workers.values() if w.ready and w.state == "active"]
+        if len(serving) < gen.target:
+            return False, f"{len(serving)} of {gen.target} workers ready"
+        cluster = gen.config.cluster
+        if cluster is not None and cluster.ready_requires_broker:
+            cut_off = sorted(w.pid for w in serving if not w.broker_up)
+            if cut_off:
+                return False, f"{len(cut_off)} of {len(serving)} workers not connected to the broker"
+        return True, f"ready: {len(serving)} workers"
 
     def _allowed(self, address: str) -> bool:
         try:

@@ -271,7 +271,7 @@ class _Worker:
             # relays nothing (see wsserver/runtime/broker.py).
             from wsserver.runtime.broker import Broker
 
-            broker = Broker(self.spec.config.cluster)
+            broker = Broker(self.spec.config.cluster, on_state=self._broker_state)
             broker.start()
         else:
             groups.set_relay(self.publish)
@@ -375,6 +375,10 @@ class _Worker:
     def publish(self, group: str, message: str | bytes) -> None:
         """The groups relay hook: hand a broadcast to the master for the other workers."""
         self._send(relay.encode_publish(group, message))
+
+    def _broker_state(self, up: bool) -> None:
+        """Tell the master whether this worker reaches the broker (its ``/readyz`` reads it)."""
+        self.gevent.spawn(self._send, relay.encode_broker(up))  # the link may block: not in the broker's read
 
     def _send(self, data: bytes) -> None:
         with self.send_lock:

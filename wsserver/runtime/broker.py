@@ -9,7 +9,11 @@ With ``[cluster]`` every worker talks to Redis itself; the master is not in the 
   first local member joins and ``UNSUBSCRIBE``\\ s when the last one leaves (the groups
   membership hooks), and hands what arrives to :func:`~wsserver.runtime.groups.publish_local`;
 - a subscriber that loses its connection reconnects with back-off and subscribes again to the
-  channels of every group that has members here;
+  channels of every group that has members here (with history it then catches up: it reads
+  each group's stream after the last offset it received, see :meth:`Broker._catch_up_group`);
+- with ``presence_ttl_s`` the worker also keeps its members in each group's presence set
+  (:mod:`wsserver.runtime.presence`);
+- the worker tells its master of every change of its connection (``/readyz``);
 - Redis unavailable: :meth:`Broker.publish` raises :class:`BrokerUnavailable` (the endpoint's
   ``session.broadcast`` sees it) and nobody got the message.
 
@@ -34,6 +38,8 @@ import logging
 import os
 import socket
 import struct
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from wsserver.logs import log
@@ -56,6 +62,7 @@ redis.call('PUBLISH', ARGV[5], ARGV[4] .. string.char(#id) .. id .. string.sub(A
 return id
 """
 ORIGIN_SIZE = 8
+MAX_SEQ = 2**64 - 1  # the largest sequence number of a stream id
 BACKOFF_MIN = 0.1  # seconds before the first reconnection attempt
 BACKOFF_MAX = 5.0
 
@@ -120,7 +127,7 @@ def parse_offset(offset: str) -> tuple[int, int]:
 class Names:
     """Redis names under ``[cluster] prefix`` (two clusters on one Redis use two prefixes)."""
 
-    __slots__ = ("channel_prefix", "control_prefix", "history_prefix", "presence_prefix", "prefix")
+    __slots__ = ("channel_prefix", "control_prefix", "history_prefix", "prefix", "presence_prefix")
 
     def __init__(self, prefix: str = "wsserver") -> None:
         self.prefix = prefix
@@ -154,10 +161,33 @@ def history_key(group: str) -> str:
 
 def connection_kwargs(cluster: ClusterConfig) -> dict[str, Any]:
     timeout = cluster.connect_timeout_ms / 1000
-    kwargs: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_keepalive": True, "protocol": 2}
+    kwargs: dict[str, Any] = {"socket_connect_timeout": timeout, "protocol": 2}
+    if not cluster.broker.startswith("unix:"):
+        kwargs["socket_keepalive"] = True  # a TCP option: a Unix socket connection refuses it
     if cluster.password_env:
         kwargs["password"] = os.environ.get(cluster.password_env) or None
+    if cluster.tls_ca_file:
+        kwargs["ssl_ca_certs"] = cluster.tls_ca_file
     return kwargs
+
+
+def ping(cluster: ClusterConfig) -> tuple[bool, str]:
+    """Whether the broker answers now (``wsserver check``): ``(True, "redis 7.0.15, 0.4 ms")``
+    or ``(False, the error)``. Blocking; it needs no gevent."""
+    import redis
+
+    client = redis.Redis.from_url(cluster.broker, socket_timeout=cluster.connect_timeout_ms / 1000,
+                                  **connection_kwargs(cluster))
+    try:
+        started = time.perf_counter()
+        client.ping()
+        elapsed = (time.perf_counter() - started) * 1000
+        version = client.info("server").get("redis_version", "?")
+    except (redis.RedisError, OSError) as exc:
+        return False, str(exc) or type(exc).__name__
+    finally:
+        client.close()
+    return True, f"redis {version}, {elapsed:.1f} ms"
 
 
 class Metrics:
@@ -169,12 +199,18 @@ class Metrics:
         self.up = metrics.BROKER_UP.labels(node)
         self.publish_errors = metrics.BROKER_PUBLISH_ERRORS.labels(node)
         self.reconnects = metrics.BROKER_RECONNECTS.labels(node)
+        self.published = metrics.BROKER_PUBLISHED.labels(node)
+        self.publish_duration = metrics.BROKER_PUBLISH_DURATION.labels(node)
+        self.received = metrics.BROKER_RECEIVED.labels(node)
+        self.caught_up = metrics.BROKER_CAUGHT_UP.labels(node)
+        self.gaps = metrics.BROKER_GAPS.labels(node)
 
 
 class Broker:
     """One worker's link to Redis: a publishing pool and one subscriber connection."""
 
-    def __init__(self, cluster: ClusterConfig, deliver: Any = None) -> None:
+    def __init__(self, cluster: ClusterConfig, deliver: Any = None,
+                 on_state: Callable[[bool], None] | None = None) -> None:
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -201,14 +237,30 @@ class Broker:
         self._confirmed: Any = None
         self._sub_pool = redis.ConnectionPool.from_url(cluster.broker, socket_timeout=None, retry=no_retry, **kwargs)
         self._sub: Any = None  # the subscriber's connection while it is up
+        # With history: the last offset this worker received per group with members here, the
+        # highest received in any group, and after a reconnection the groups still to catch up
+        # (channel -> the offset to read after) and those that did (group -> the last offset
+        # read from the history: the same messages may still arrive on the subscriber).
+        self._last: dict[str, str] = {}
+        self._latest: str | None = None
+        self._catch_up: dict[str, str] = {}
+        self._floor: dict[str, tuple[int, int]] = {}
         self._greenlet: Any = None
         self._hub: Any = None  # set by start(): (un)subscribing from a thread goes through it
         self._hub_thread = 0
         self._native_get_ident: Any = None
         self._stopping = False
         self.up = False
+        self._on_state = on_state  # told of every change of ``up`` (the worker tells its master)
         self.metrics = Metrics(self.node)
         self.metrics.up.set(0)
+        self.presence: Any = None  # the members of groups on every node (wsserver.runtime.presence)
+        if cluster.presence_ttl_s > 0:
+            from wsserver.runtime.presence import Presence
+
+            self.presence = Presence(self._client, self.names, self.node, self.origin.hex(), cluster.presence_ttl_s,
+                                     (redis.RedisError, OSError), is_up=lambda: self.up, where=cluster.broker,
+                                     io_timeout=2 * cluster.connect_timeout_ms / 1000)
 
     # ---- life ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -224,6 +276,9 @@ class Broker:
         groups.set_relay(self.publish)
         groups.set_membership_hooks(self.subscribe, self.unsubscribe)
         groups.set_history(self)
+        if self.presence is not None:
+            self.presence.start()
+            groups.set_presence(self.presence)
         self._greenlet = gevent.spawn(self._run)
 
     def stop(self) -> None:
@@ -233,6 +288,9 @@ class Broker:
         groups.set_relay(None)
         groups.set_membership_hooks(None, None)
         groups.set_history(None)
+        if self.presence is not None:
+            groups.set_presence(None)
+            self.presence.stop()  # removes this worker's members (one round trip) before the pool goes
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
         self._drop(self._sub)
@@ -245,16 +303,23 @@ class Broker:
         With history: one EVALSHA of :data:`PUBLISH_SCRIPT`; returns the message's offset, and
         the message comes back to this worker's members through the subscriber."""
         envelope = encode_envelope(self.origin, message)
+        started = time.perf_counter()
         try:
             if self._script is None:
                 self._client.publish(self.names.channel(group), envelope)
-                return None
-            header = bytes([envelope[0] | FLAG_OFFSET]) + self.origin
-            offset = self._script(keys=[self.names.history(group)], args=[
-                self.cluster.history_size, self.cluster.history_ttl_s, envelope, header, self.names.channel(group)])
+                offset = None
+            else:
+                header = bytes([envelope[0] | FLAG_OFFSET]) + self.origin
+                offset = self._script(keys=[self.names.history(group)], args=[
+                    self.cluster.history_size, self.cluster.history_ttl_s, envelope, header,
+                    self.names.channel(group)])
         except (self._redis.RedisError, OSError) as exc:
             self.metrics.publish_errors.inc()
             raise BrokerUnavailable(f"cannot publish to {self.cluster.broker}: {exc}") from exc
+        self.metrics.publish_duration.observe(time.perf_counter() - started)
+        self.metrics.published.inc()
+        if offset is None:
+            return None
         return offset.decode() if isinstance(offset, bytes) else str(offset)
 
     # ---- history ---------------------------------------------------------------------------
@@ -266,7 +331,7 @@ class Broker:
         ms, seq = parse_offset(since)
         if not self.history:
             return False, []
-        after = (ms, seq + 1)
+        after = (ms, seq + 1) if seq < MAX_SEQ else (ms + 1, 0)
         key = self.names.history(group)
         try:
             pipe = self._client.pipeline(transaction=True)
@@ -288,13 +353,16 @@ class Broker:
             found.append((_text(raw_id), message))
         return complete, found
 
-    def wait_subscribed(self, group: str, timeout: float | None = None) -> bool:
+    def wait_subscribed(self, group: str, timeout: float | None = None, connected_only: bool = False) -> bool:
         """Wait until Redis confirmed this worker's SUBSCRIBE of ``group``'s channel (messages
-        published from then on reach this worker); False on timeout or while disconnected."""
+        published from then on reach this worker); False on timeout or while disconnected
+        (at once with ``connected_only``, else waiting for a reconnection within the timeout)."""
         import gevent
         from gevent.event import Event
 
         channel = self.names.channel(group)
+        if connected_only and self._sub is None:
+            return False
         deadline = gevent.get_hub().loop.now() + (
             self.cluster.connect_timeout_ms / 1000 if timeout is None else timeout)
         while self._sub is None or self._pending.get(channel, 0) > 0:
@@ -316,6 +384,9 @@ class Broker:
 
     def unsubscribe(self, group: str) -> None:
         """Groups hook: the last member left here."""
+        self._last.pop(group, None)
+        self._floor.pop(group, None)
+        self._catch_up.pop(self.names.channel(group), None)
         self._command("UNSUBSCRIBE", self.names.channel(group))
 
     def _command(self, *args: str) -> None:
@@ -346,7 +417,10 @@ class Broker:
                 self._sub = conn  # from now on the hooks send their (UN)SUBSCRIBEs themselves
                 from wsserver.runtime import groups
 
-                channels = [self.names.channel(g) for g in groups.local_groups()]
+                local = groups.local_groups()
+                channels = [self.names.channel(g) for g in local]
+                if lost and self.history:
+                    self._catch_up = self._catch_up_points(local)
                 self._pending = {}
                 for channel in channels:
                     self._pending[channel] = self._pending.get(channel, 0) + 1
@@ -359,7 +433,7 @@ class Broker:
                         groups=len(channels))
                 delay = BACKOFF_MIN
                 self._read(conn)
-            except (self._redis.RedisError, OSError) as exc:
+            except (self._redis.RedisError, OSError, BrokerUnavailable) as exc:
                 if self._stopping:
                     break
                 if self.up or not lost:
@@ -381,7 +455,11 @@ class Broker:
                 continue
             kind = _text(reply[0])
             if kind == "subscribe":
-                self._on_subscribed(_text(reply[1]))
+                channel = _text(reply[1])
+                since = self._catch_up.pop(channel, None)
+                if since is not None:
+                    self._catch_up_group(channel, since)  # BrokerUnavailable: reconnect, try again
+                self._on_subscribed(channel)
                 continue
             if kind != "message":
                 continue  # unsubscribe confirmations
@@ -394,12 +472,54 @@ class Broker:
             prefix = self.names.channel_prefix
             if not channel.startswith(prefix):
                 continue
+            self.metrics.received.inc()
             if offset is None:
                 if origin == self.origin:
                     continue  # this worker's own publish: its members got it already
                 self._deliver(channel[len(prefix):], message)
             else:
-                self._deliver(channel[len(prefix):], message, offset)
+                group = channel[len(prefix):]
+                if self._floor:
+                    floor = self._floor.get(group)
+                    if floor is not None:
+                        if parse_offset(offset) <= floor:
+                            continue  # read from the history during the catch-up already
+                        del self._floor[group]  # one order per group: the later ones are all greater
+                self._last[group] = self._latest = offset
+                self._deliver(group, message, offset)
+
+    def _catch_up_points(self, local: list[str]) -> dict[str, str]:
+        """After a reconnection: per group with members here, the offset after which its
+        history holds what this worker may have missed. A group that received nothing yet
+        reads from the millisecond of the latest offset received in any group (stream ids are
+        Redis's clock): at worst a few messages of that millisecond from before it joined."""
+        points = {}
+        for group in local:
+            last = self._last.get(group)
+            if last is None and self._latest is not None:
+                ms = parse_offset(self._latest)[0]
+                last = f"{ms - 1}-{MAX_SEQ}" if ms else "0-0"
+            if last is not None:
+                points[self.names.channel(group)] = last
+        return points
+
+    def _catch_up_group(self, channel: str, since: str) -> None:
+        """Deliver a group's messages after ``since`` from its history (this worker's
+        subscriber was down meanwhile); the live ones already arriving are not lost: the
+        SUBSCRIBE was confirmed before this read, and those the read returned are skipped."""
+        group = channel[len(self.names.channel_prefix):]
+        complete, entries = self.recover(group, since)
+        if not complete:
+            self.metrics.gaps.inc()
+            log(logger, "warning", "history no longer reaches back: members here missed messages",
+                node=self.node, group=group, since=since)
+        for offset, message in entries:
+            self._deliver(group, message, offset)
+            self._last[group] = self._latest = offset
+        if entries:
+            self._floor[group] = parse_offset(entries[-1][0])
+            self.metrics.caught_up.inc(len(entries))
+            log(logger, "info", "caught up from history", node=self.node, group=group, messages=len(entries))
 
     def _on_subscribed(self, channel: str) -> None:
         count = self._pending.get(channel, 0)
@@ -415,6 +535,8 @@ class Broker:
         if up != self.up:
             self.up = up
             self.metrics.up.set(1 if up else 0)
+            if self._on_state is not None:
+                self._on_state(up)
 
     @staticmethod
     def _drop(conn: Any) -> None:

@@ -241,16 +241,29 @@ class Dispatcher:
             self.stats.reject("proxy_untrusted")
             return None
         parser = ProxyHeaderParser(port.proxy_protocol)
+        plain = getattr(sock, "recv_plain", None)  # a wss port: the TLS handshake follows the header
         try:
             header = None
             while header is None:
-                header = parser.feed(sock.recv(RECV_SIZE))
+                if plain is None:
+                    header = parser.feed(sock.recv(RECV_SIZE))
+                    continue
+                # Take the header's bytes only and leave the rest (the ClientHello) to TLS: peek,
+                # then consume what the parser used (all of it while the header is incomplete).
+                data = plain(RECV_SIZE, socket.MSG_PEEK)
+                header = parser.feed(data)
+                used = len(data) - (len(header.rest) if header is not None else 0)
+                while used > 0:
+                    taken = len(plain(used))
+                    if not taken:
+                        raise ProxyProtocolError("connection closed in the PROXY header")
+                    used -= taken
         except ProxyProtocolError as exc:
             log(logger, "info", "proxy header refused", port=port.alias, peer=_peer(peer), reason=str(exc))
             self.stats.reject("proxy_invalid")
             return None
         client = peer if header.source is None else header.source
-        if header.rest:
+        if header.rest and plain is None:
             hs.receive_data(header.rest)
         if header.source is not None and not self.ip_rules.allows(client[0]):  # the proxy passed at accept
             log(logger, "info", "connection refused by IP rule", port=port.alias, peer=_peer(client),

@@ -10,6 +10,11 @@ local only.
 Membership hooks (:func:`set_membership_hooks`) hear when a group gets its first member in this
 worker and when it loses its last: the broker subscribes and unsubscribes the group's channel.
 
+Presence (:func:`set_presence`, ``[cluster] presence_ttl_s > 0``): every join and leave of a
+session is told to :class:`wsserver.runtime.presence.Presence`, which queues the Redis write;
+:func:`presence` lists a group's members on every node. Without it, :func:`presence` lists
+only this worker's members.
+
 History (``[cluster] history_size > 0``, :func:`set_history`): a broadcast gets an offset (the
 relay hook returns it) and reaches this worker's members back through the broker, in the
 group's one order. ``join(session, group, since=OFFSET)`` subscribes first and buffers what
@@ -26,12 +31,9 @@ each other worker published them.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import gevent
 
 from wsserver.logs import log
 from wsserver.protocol import encode_message
@@ -79,9 +81,8 @@ _relay: RelayHook | None = None
 _on_first: GroupHook | None = None  # a group got its first member here
 _on_last: GroupHook | None = None  # a group lost its last member here
 _history: Any = None  # the broker with history: recover(group, since), wait_subscribed(group)
-# Broadcasts of thread-mode handlers waiting for the one greenlet that publishes them in order.
-_soon: deque[tuple[str, str | bytes]] = deque()
-_soon_runner: Any = None
+_presence: Any = None  # changed(session, group, joined) and members(group): see set_presence
+_hostname = ""
 
 
 def join(session: Session, group: str, since: str | None = None, deliver: Deliver | None = None) -> JoinResult:
@@ -98,7 +99,14 @@ def join(session: Session, group: str, since: str | None = None, deliver: Delive
             _on_first(group)
     members[session] = member
     _joined.setdefault(session, set()).add(group)
+    if _presence is not None:
+        _presence.changed(session, group, True)
     if since is None or member is None:
+        if _history is not None:
+            # Return once Redis confirmed this worker's SUBSCRIBE (at once unless the first
+            # member's is on its way), so that whatever is published after join() returns
+            # reaches the session. Not while the broker is down (it subscribes on reconnecting).
+            _history.wait_subscribed(group, connected_only=True)
         return JoinResult()
     recovered, entries, offset = False, [], since
     try:
@@ -137,7 +145,10 @@ def _deliver_one(session: Session, member: _Member, group: str, message: str | b
 def leave(session: Session, group: str) -> None:
     members = _members.get(group)
     if members is not None:
-        members.pop(session, None)
+        if session in members:
+            del members[session]
+            if _presence is not None:
+                _presence.changed(session, group, False)
         if not members:
             del _members[group]
             if _on_last is not None:
@@ -215,29 +226,6 @@ def publish(group: str, message: str | bytes) -> int:
     return publish_local(group, message) if offset is None else 0
 
 
-def publish_soon(group: str, message: str | bytes) -> None:
-    """:func:`publish` from a callback on the hub, which must not block (broadcasts of
-    thread-mode handlers): queued, and published in order by one greenlet. A failure is
-    logged, not raised."""
-    global _soon_runner
-    _soon.append((group, message))
-    if _soon_runner is None:
-        _soon_runner = gevent.spawn(_publish_queued)
-
-
-def _publish_queued() -> None:
-    global _soon_runner
-    try:
-        while _soon:
-            group, message = _soon.popleft()
-            try:
-                broadcast(group, message)
-            except Exception as exc:
-                log(logger, "warning", "broadcast failed", group=group, error=str(exc))
-    finally:
-        _soon_runner = None
-
-
 def set_relay(hook: RelayHook | None) -> None:
     """Install (or with None remove) the hook that carries publishes to the other workers."""
     global _relay
@@ -258,6 +246,27 @@ def set_history(history: Any) -> None:
     _history = history
 
 
+def set_presence(presence: Any) -> None:
+    """Install (or with None remove) the cluster presence: ``changed(session, group, joined)``
+    hears every join and leave here, ``members(group)`` answers :func:`presence`."""
+    global _presence
+    _presence = presence
+
+
+def presence(group: str) -> list[dict[str, Any]]:
+    """The members of ``group``: ``[{"session", "user", "node"}, ...]``. With the cluster
+    presence, on every node (``BrokerUnavailable`` when Redis cannot be read); without it,
+    only this worker's members, with the host name as their node."""
+    if _presence is not None:
+        return _presence.members(group)
+    global _hostname
+    if not _hostname:
+        import socket
+
+        _hostname = socket.gethostname()
+    return [{"session": str(s.id), "user": s.user, "node": _hostname} for s in _members.get(group, ())]
+
+
 def local_groups() -> list[str]:
     """The groups that have members in this worker."""
     return list(_members)
@@ -265,8 +274,7 @@ def local_groups() -> list[str]:
 
 def reset() -> None:
     """Forget every membership and the hooks (tests)."""
-    global _relay, _on_first, _on_last, _history
+    global _relay, _on_first, _on_last, _history, _presence
     _members.clear()
     _joined.clear()
-    _soon.clear()
-    _relay = _on_first = _on_last = _history = None
+    _relay = _on_first = _on_last = _history = _presence = None

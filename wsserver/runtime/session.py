@@ -355,19 +355,21 @@ class Session:
         broadcast after it; the result's ``recovered`` is False when the history no longer
         reaches back to it. ``deliver(group, message, offset)``: called for each of the group's
         messages instead of :meth:`send` (to learn offsets). See docs/cluster.md."""
-        if since is not None and _native_get_ident() != self._hub_thread:
-            return self._join_on_hub(group, since, deliver)
+        if _native_get_ident() != self._hub_thread:  # it may wait for Redis: on the hub
+            return self._wait_on_hub(groups.join, self, group, since, deliver)
         return groups.join(self, group, since, deliver)
 
-    def _join_on_hub(self, group: str, since: str, deliver: Any) -> groups.JoinResult:
-        """From a thread-mode executor: the recovery reads Redis on the hub; wait for it."""
+    def _wait_on_hub(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """From a thread-mode executor: run ``fn`` in a greenlet on the hub (it may talk to
+        Redis) and wait for its result or exception. Sends this thread made before are
+        handed to the hub first (its callbacks run in order), so they stay before."""
         lock = _allocate_lock()
         lock.acquire()
         outcome: list[Any] = []
 
         def run() -> None:
             try:
-                outcome.append(groups.join(self, group, since, deliver))
+                outcome.append(fn(*args))
             except BaseException as exc:
                 outcome.append(exc)
             finally:
@@ -385,12 +387,21 @@ class Session:
     def broadcast(self, message: str | bytes, group: str) -> str | None:
         """Send ``message`` to every session in ``group`` on every worker (this one included).
 
-        Returns the message's offset with ``[cluster] history_size``, else None (always None
-        from a thread-mode handler: its broadcasts are published later)."""
+        Returns the message's offset with ``[cluster] history_size``, else None; raises
+        ``BrokerUnavailable`` when the cluster's broker did not take it (nobody got it). A
+        thread-mode handler waits while the worker's loop publishes it."""
         if _native_get_ident() != self._hub_thread:
-            self._from_thread(groups.publish_soon, group, message)
-            return None
+            return self._wait_on_hub(groups.broadcast, group, message)
         return groups.broadcast(group, message)
+
+    def presence(self, group: str) -> list[dict[str, Any]]:
+        """The members of ``group``: ``[{"session": ID, "user": USER, "node": NODE}, ...]``.
+
+        With ``[cluster]`` (``presence_ttl_s > 0``) on every node, or ``BrokerUnavailable``
+        when Redis cannot be read; without it only this worker's members. See docs/cluster.md."""
+        if _native_get_ident() != self._hub_thread:
+            return self._wait_on_hub(groups.presence, group)
+        return groups.presence(group)
 
     # ---- start -----------------------------------------------------------------------------
     def start(self) -> None:

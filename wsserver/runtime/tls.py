@@ -161,6 +161,13 @@ class TLSSocket:
                 reason=reason)
         return TLSError(reason, handshake)
 
+    def recv_plain(self, bufsize: int, flags: int = 0) -> bytes:
+        """Bytes that precede the TLS handshake (a PROXY protocol header), read from the TCP
+        socket itself; ``socket.MSG_PEEK`` leaves them for the handshake."""
+        if self._established:
+            raise TLSError("plain bytes after the TLS handshake", False)
+        return self._sock.recv(bufsize, flags)
+
     # ---- data ------------------------------------------------------------------------------
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if not self._established:

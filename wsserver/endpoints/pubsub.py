@@ -32,6 +32,7 @@ import json
 from typing import Any
 
 from wsserver.endpoints.base import Endpoint, SessionAPI
+from wsserver.protocol import encode_message
 from wsserver.runtime.broker import BrokerUnavailable
 
 MAX_GROUP = 255
@@ -40,8 +41,9 @@ _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 class PubSub(Endpoint):
     def __init__(self) -> None:
-        # The last message formatted, reused for every member of this worker it goes to.
-        self._last: tuple[Any, str, str | None, str] | None = None
+        # The last message formatted and its frame, reused for every member of this worker it
+        # goes to (a broadcast reaches them one after the other).
+        self._last: tuple[Any, str, str | None, str, bytes] | None = None
 
     def on_text(self, session: SessionAPI, text: str) -> None:
         ref = None
@@ -79,8 +81,14 @@ class PubSub(Endpoint):
         if since is not None and not isinstance(since, str):
             raise _Refused("since is an offset string or null")
 
+        send_encoded = getattr(session, "send_encoded", None)  # the runtime's: one frame for all members
+
         def deliver(group: str, message: str | bytes, offset: str | None) -> None:
-            session.send(self._format(group, message, offset))
+            text, frame = self._format(group, message, offset)
+            if send_encoded is not None:
+                send_encoded(text, frame)
+            else:
+                session.send(text)
 
         try:
             result = session.join(group, since=since, deliver=deliver)
@@ -96,10 +104,11 @@ class PubSub(Endpoint):
         if ref is not None:
             session.send(_compact({"op": "published", "group": group, "ref": ref, "offset": offset}))
 
-    def _format(self, group: str, message: str | bytes, offset: str | None) -> str:
+    def _format(self, group: str, message: str | bytes, offset: str | None) -> tuple[str, bytes]:
+        """The ``message`` op of a group message, as text and as an uncompressed frame."""
         last = self._last
         if last is not None and last[0] is message and last[1] == group and last[2] == offset:
-            return last[3]
+            return last[3], last[4]
         head = '{"op":"message","group":' + _compact(group) + ',"offset":' + _compact(offset)
         if isinstance(message, str):
             try:
@@ -110,8 +119,9 @@ class PubSub(Endpoint):
             text = head + ',"data":' + data + "}"
         else:
             text = head + ',"data":"' + base64.b64encode(message).decode() + '","encoding":"base64"}'
-        self._last = (message, group, offset, text)
-        return text
+        frame = encode_message(text)
+        self._last = (message, group, offset, text, frame)
+        return text, frame
 
 
 class _Refused(ValueError):

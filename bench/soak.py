@@ -528,6 +528,10 @@ class Totals:
             _, _why, code, reason, port, t_start, t_end, n, prefix, seq = ev
             echoed = seq - n
             match = [x for x in closed.get(port, ()) if t_start - 1 <= x[0] <= t_end + 5]
+            if len(match) > 1:
+                # The client port was reused by a later connection within the window: the server's
+                # line for this one is the one closest to when the client saw the close.
+                match = [min(match, key=lambda x: abs(x[0] - t_end))]
             if len(match) == 1 and match[0][1] == echoed and match[0][2] == echoed and not strict:
                 self.crossed += n
                 self.crossed_conns += 1

@@ -22,6 +22,7 @@ serve: $(STAMP)
 
 system-deps:
 	@scripts/system-deps.sh
+	@PYTHON=$(PYTHON) scripts/privacyidea.sh  # privacyIDEA in build/privacyidea-venv (OTP adapter tests)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

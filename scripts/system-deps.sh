@@ -15,11 +15,19 @@ declare -A NEED=(
   [haproxy]=haproxy
   [keytool]=default-jre-headless
   [redis-server]=redis-server
+  [nginx]=nginx-light
+  [softhsm2-util]=softhsm2
+  [pkcs11-tool]=opensc
+  [/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so]=libengine-pkcs11-openssl
 )
 
 missing=()
 for cmd in "${!NEED[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+  if [[ $cmd == /* ]]; then
+    [ -e "$cmd" ] || missing+=("${NEED[$cmd]}")   # a path: a program or a library
+  else
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+  fi
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

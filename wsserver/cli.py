@@ -48,15 +48,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     except EndpointLoadError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
+    from wsserver.adapters.tls import check_adapter_tls
     from wsserver.security.tls import TLSConfigError, tls_for_config, uses_tls
 
     tls_report: list[str] = []
+    tls_errors: list[str] = []
     if uses_tls(config):
         try:
             tls_report = tls_for_config(config).report()
         except TLSConfigError as exc:
-            print(str(exc), file=sys.stderr)
-            return EXIT_CONFIG
+            tls_errors = list(exc.errors)
+    tls_errors += check_adapter_tls(config)  # every adapter's TLS setup, as a worker builds it
+    if tls_errors:
+        print("\n".join(tls_errors), file=sys.stderr)
+        return EXIT_CONFIG
     print(dump_config(config, redact=True), end="")
     for note in _backlog_notes(config) + tls_report + _broker_notes(config):
         print(f"# {note}")
@@ -171,10 +176,16 @@ def cmd_adapter_test(args: argparse.Namespace) -> int:
         known = ", ".join(a.name for a in config.adapters) or "none"
         print(f"{config.source}: no [[adapters]] entry named {args.name!r} (known: {known})", file=sys.stderr)
         return EXIT_CONFIG
+    from wsserver.adapters.tls import check_adapter_tls, registry_setup
+
+    problems = check_adapter_tls(config)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return EXIT_CONFIG
     password = os.environ.get("WSSERVER_ADAPTER_PASSWORD")
     if password is None and settings.type != "ocsp":
         password = getpass.getpass(f"password for {args.user}: ")
-    return adapter_test(settings, args.user, password or "")
+    return adapter_test(settings, args.user, password or "", tls_setup=registry_setup(config))
 
 
 def build_parser() -> argparse.ArgumentParser:

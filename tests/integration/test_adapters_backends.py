@@ -36,10 +36,13 @@ from tests.support.backends import (  # noqa: E402
     UdpDelayProxy,
     ensure_running,
     free_port,
-    jks_tls_setup,
 )
 from wsserver.adapters import Adapter, AuthResult, Decision, parse_adapter  # noqa: E402
 from wsserver.adapters.cli import adapter_test  # noqa: E402
+from wsserver.adapters.tls import RegistrySetup  # noqa: E402
+from wsserver.config.tls_settings import TruststoreConfig  # noqa: E402
+from wsserver.security.keystores import load_truststore  # noqa: E402
+from wsserver.security.tls import TLSMaterial  # noqa: E402
 
 pytestmark = pytest.mark.integration
 # The session-scoped backend fixtures (slapd_pair, radius_pair, ocsp_pair, http_pair, ...).
@@ -230,8 +233,12 @@ def test_all_backends_down_is_unavailable_within_the_time_limits(kit: Kit) -> No
 def test_ldaps_with_a_jks_truststore(slapd_pair, adapter_pki) -> None:
     ensure_running(slapd_pair)
     jks_path = adapter_pki.jks_truststore()
+    # The registry the workers use (wsserver.adapters.tls.registry_setup), with one [[truststores]].
+    material = TLSMaterial(truststores={"corp-ca": load_truststore(
+        TruststoreConfig("corp-ca", "jks", str(jks_path), password_env="TEST_JKS_PASSWORD"),
+        environ={"TEST_JKS_PASSWORD": "changeit"})})
     adapter = build(table("ldap", [s.tls_url for s in slapd_pair], security_protocol="tls",
-                          truststore=str(jks_path)), tls_setup=jks_tls_setup())
+                          truststore="corp-ca"), tls_setup=RegistrySetup(material))
     assert adapter.authenticate("alice", "alicepw").decision is Decision.ACCEPTED
     assert adapter.authenticate("alice", "nope").decision is Decision.REJECTED
     # without the CA the server is not trusted: a failure, never an accept

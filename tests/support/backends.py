@@ -172,19 +172,6 @@ class Pki:
         return context
 
 
-def jks_tls_setup(password: str = "changeit") -> Callable[[ssl.SSLContext, str, str, str], None]:
-    """A TLSSetup that reads a JKS truststore (stands in for the TLS issue's keystore registry)."""
-
-    def setup(context: ssl.SSLContext, truststore: str, keystore: str, key_alias: str) -> None:
-        import jks
-
-        store = jks.KeyStore.load(truststore, password)
-        pems = [ssl.DER_cert_to_PEM_cert(entry.cert) for entry in store.certs.values()]
-        context.load_verify_locations(cadata="".join(pems))
-
-    return setup
-
-
 # --- slapd ---------------------------------------------------------------------------------------
 
 
@@ -378,13 +365,15 @@ class HttpAuthServer:
     """``POST /auth`` with Basic or JSON credentials: 200 for USERS, 401 otherwise.
 
     ``status_override`` forces an answer (e.g. 503); ``delay`` sleeps before answering.
-    With ``tls`` (a server ssl context) it serves HTTPS. Counts requests.
+    With ``tls`` (a server ssl context) it serves HTTPS; the subjects of the client
+    certificates it verified are in ``client_subjects`` ({"commonName": ...}). Counts requests.
     """
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
         self.tls = tls
         self.requests = 0
+        self.client_subjects: list[dict[str, str]] = []  # verified client certificates, in order
         self.status_override = 0
         self.delay = 0.0
         self._server: http.server.ThreadingHTTPServer | None = None
@@ -439,6 +428,9 @@ class HttpAuthServer:
                 if owner.tls is not None:
                     sock.settimeout(5)
                     sock = owner.tls.wrap_socket(sock, server_side=True)
+                    peer = sock.getpeercert()
+                    if peer:
+                        owner.client_subjects.append({k: v for rdn in peer["subject"] for k, v in rdn})
                 return sock, addr
 
             def handle_error(inner, request, client_address) -> None:

@@ -151,6 +151,6 @@ def test_names_are_unique_and_errors_keep_their_index() -> None:
     assert [s.name for s in settings] == ["corp-ldap"]
     assert errors == [
         'wsserver.toml: adapters[2].name = "bad name!": must be 1-255 characters of a-z A-Z 0-9 _ . -',
-        'wsserver.toml: adapters[2].type = "nope": must be one of "ldap", "radius", "http", "ocsp"',
+        'wsserver.toml: adapters[2].type = "nope": must be one of "ldap", "radius", "http", "ocsp", "gemalto"',
         'wsserver.toml: adapters[1].name = "corp-ldap": duplicate adapter name (also adapters[0])',
     ]

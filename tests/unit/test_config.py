@@ -92,7 +92,7 @@ INVALID = [
     (
         "adapters table",
         PORT + '[[adapters]]\nname = "corp"\n',
-        ['wsserver.toml: adapters[0].type: is required (one of "ldap", "radius", "http", "ocsp")'],
+        ['wsserver.toml: adapters[0].type: is required (one of "ldap", "radius", "http", "ocsp", "gemalto")'],
     ),
     (
         "string for port",
@@ -623,7 +623,7 @@ def test_valid_auth_config() -> None:
         ("adapter:ocsp", '[[adapters]]\nname = "ocsp"\ntype = "ocsp"\n[adapters.load_balancing]\n'
                          "server_request_attempts = 1\n",
          'ports[0].client_auth = "adapter:ocsp": an OCSP adapter checks certificates, not passwords: use an '
-         "ldap, radius or http adapter"),
+         'ldap, radius or http adapter (for client certificates: [ports.tls] ocsp = "ocsp")'),
         ("kerberos", "", 'ports[0].client_auth = "kerberos": must be one of "none", "password", "token", "jwt", '
                          '"certificate", "adapter:<name>"'),
     ],

@@ -1,4 +1,4 @@
-"""Authentication adapters: LDAP, RADIUS, HTTP and OCSP backends behind a load balancer.
+"""Authentication adapters: LDAP, RADIUS, HTTP, OCSP and OTP (GEMALTO) backends behind a load balancer.
 
     from wsserver.adapters import Adapter, parse_adapter
     settings, errors = parse_adapter(table, 0, "wsserver.toml")

@@ -89,7 +89,7 @@ class RadiusBackend:
             return "password longer than 128 bytes (RADIUS PAP limit)"
         return ""
 
-    def build(self, username: str, password: str) -> packet.AuthPacket:
+    def build(self, username: str, password: str, state: bytes = b"") -> packet.AuthPacket:
         request = packet.AuthPacket(code=packet.AccessRequest, secret=self.secret, dict=self.dictionary)
         request.add_message_authenticator()
         request["User-Name"] = username
@@ -100,12 +100,15 @@ class RadiusBackend:
             request["NAS-IP-Address"] = self.options.nas_ip_address
         for name, value in self.options.attributes:
             request[name] = value
+        if state:  # the answer to an Access-Challenge carries its State back (RFC 2865 5.24)
+            request["State"] = state
         return request
 
-    def authenticate(self, server_url: str, username: str, password: str, timeout: Timeouts) -> Outcome:
+    def authenticate(self, server_url: str, username: str, password: str, timeout: Timeouts,
+                     state: bytes = b"") -> Outcome:
         parts = urlsplit(server_url)
         host, port = parts.hostname or "", parts.port or 1812
-        request = self.build(username, password)
+        request = self.build(username, password, state)
         raw = request.RequestPacket()
         deadline = time.monotonic() + timeout.request
         try:
@@ -150,5 +153,12 @@ class RadiusBackend:
         if reply.code == packet.AccessReject:
             return Outcome.rejected("Access-Reject", reply_message=message)
         if reply.code == packet.AccessChallenge:
-            return Outcome.rejected("Access-Challenge (challenges are not supported)")
+            # A password adapter cannot answer it; the OTP adapter (adapters/otp.py) answers with
+            # the one-time code and this State.
+            try:
+                state = bytes(reply["State"][0])
+            except (KeyError, IndexError):
+                state = b""
+            return Outcome.rejected("Access-Challenge (challenges are not supported)", challenge_state=state,
+                                    reply_message=message)
         return Outcome.failed(f"unexpected RADIUS code {reply.code}", "protocol")

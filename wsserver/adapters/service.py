@@ -89,6 +89,10 @@ def make_backend(settings: AdapterSettings, context: ssl.SSLContext | None) -> A
         from wsserver.adapters.ocsp import OcspBackend
 
         return OcspBackend(settings, context)
+    if settings.type == "gemalto":
+        from wsserver.adapters.otp import OtpBackend
+
+        return OtpBackend(settings, context)
     raise ValueError(f"unknown adapter type {settings.type!r}")
 
 

@@ -85,13 +85,18 @@ def validate(text: str, source: str) -> Config:
         load_mounts(config)
     except EndpointLoadError as exc:
         raise StoreError(400, "invalid configuration", str(exc).splitlines()) from None
+    from wsserver.adapters.tls import check_adapter_tls
     from wsserver.security.tls import TLSConfigError, tls_for_config, uses_tls
 
+    errors: list[str] = []
     if uses_tls(config):
         try:
             tls_for_config(config)
         except TLSConfigError as exc:
-            raise StoreError(400, "invalid configuration", list(exc.errors)) from None
+            errors = list(exc.errors)
+    errors += check_adapter_tls(config)
+    if errors:
+        raise StoreError(400, "invalid configuration", errors)
     return config
 
 

@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 from wsserver.config.loader import _Builder, _Errors
 from wsserver.config.schema import ALIAS_HELP, ALIAS_PATTERN, setting
 
-ADAPTER_TYPES = ("ldap", "radius", "http", "ocsp")
+ADAPTER_TYPES = ("ldap", "radius", "http", "ocsp", "gemalto")
+# Other names accepted for a type (the seed calls the one-time-password adapter "otp" too).
+TYPE_ALIASES = {"otp": "gemalto"}
 
 # security_protocol values of the seed that are refused, and why (one line for the error).
 REFUSED_PROTOCOLS = {
@@ -44,6 +46,7 @@ SCHEMES: dict[str, dict[str, bool]] = {
     "radius": {"radius": False},
     "http": {"http": False, "https": True},
     "ocsp": {"http": False, "https": True},
+    "gemalto": {"http": False, "https": True, "radius": False},
 }
 DEFAULT_PORTS = {"ldap": 389, "ldaps": 636, "radius": 1812, "http": 80, "https": 443}
 
@@ -136,6 +139,46 @@ class OcspOptions:
 
 
 @dataclass(frozen=True)
+class GemaltoOptions:
+    """One-time passwords checked by an OTP server (wsserver/adapters/otp.py, docs/adapters.md)."""
+
+    protocol: str = setting(
+        "privacyidea", kind=str, choices=("privacyidea", "radius"),
+        help="privacyidea = its /validate/check JSON API over http(s)://; radius = Access-Request over radius://",
+    )
+    first_factor: str = setting(
+        "", kind=str,
+        help='"" = the OTP server checks all it is sent (PIN + code); "users" = a [[users]] password_hash; '
+        "else the name of an ldap, radius or http adapter that checks the password first",
+    )
+    code_from: str = setting(
+        "append", kind=str, choices=("append", "query", "header"),
+        help="append = the last otp_length characters of the Basic password; query = code_param; "
+        "header = code_header",
+    )
+    otp_length: int = setting(6, kind=int, min=4, max=12, help="characters of a one-time code")
+    code_param: str = setting(
+        "otp", kind=str, pattern=r"[A-Za-z0-9_.~-]{1,64}", pattern_help="a query parameter name (A-Z a-z 0-9 _ . ~ -)"
+    )
+    code_header: str = setting(
+        "X-OTP", kind=str, pattern=r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}", pattern_help="an HTTP header name"
+    )
+    path: str = setting("/validate/check", kind=str, pattern=r"/[!-~]*", pattern_help="an absolute URL path",
+                        help="privacyidea: the validate endpoint (a path in the server URL wins)")
+    realm: str = setting("", kind=str, help="privacyidea: the user's realm; empty = the default realm")
+    radius_flow: str = setting(
+        "challenge", kind=str, choices=("challenge", "single"),
+        help="radius: challenge = the password first, the code after Access-Challenge (State); "
+        "single = password + code in one Access-Request",
+    )
+    secret_env: str = setting("", kind=str, pattern=ENV_PATTERN, pattern_help=ENV_HELP, help="radius: shared secret")
+    secret_file: str = setting("", kind=str)
+    nas_identifier: str = setting("wsserver", kind=str)
+    nas_ip_address: str = setting("", kind=str)
+    require_message_authenticator: bool = setting(False, kind=bool, help="BlastRADIUS hardening")
+
+
+@dataclass(frozen=True)
 class AdapterSettings:
     name: str = setting("", kind=str, required=True, pattern=ALIAS_PATTERN, pattern_help=ALIAS_HELP)
     type: str = setting("", kind=str, required=True, choices=ADAPTER_TYPES)
@@ -153,6 +196,7 @@ class AdapterSettings:
     radius: RadiusOptions | None = setting(None, kind=RadiusOptions)  # noqa: RUF009
     http: HttpOptions | None = setting(None, kind=HttpOptions)  # noqa: RUF009
     ocsp: OcspOptions | None = setting(None, kind=OcspOptions)  # noqa: RUF009
+    gemalto: GemaltoOptions | None = setting(None, kind=GemaltoOptions)  # noqa: RUF009
 
     @property
     def options(self) -> Any:
@@ -174,6 +218,11 @@ def parse_adapter(table: Any, index: int, source: str) -> tuple[AdapterSettings 
         errors.add(path, "must be a table ([[adapters]])", table)
         return None, errors.lines
     table = dict(table)
+    if table.get("type") in TYPE_ALIASES:
+        alias = table["type"]
+        table["type"] = TYPE_ALIASES[alias]
+        if alias in table and table["type"] not in table:
+            table[table["type"]] = table.pop(alias)  # [adapters.otp] = [adapters.gemalto]
     protocol = table.get("security_protocol")
     if isinstance(protocol, str) and protocol.lower() in REFUSED_PROTOCOLS:
         errors.bad_value(f"{path}.security_protocol",
@@ -213,10 +262,12 @@ def parse_adapters(tables: Any, source: str) -> tuple[tuple[AdapterSettings, ...
             continue
         seen[settings.name] = index
         unique.append(settings)
+    lines += _check_first_factors(unique, {s.name: i for i, s in found}, source)
     return tuple(unique), lines
 
 
-_OPTIONS = {"ldap": LdapOptions, "radius": RadiusOptions, "http": HttpOptions, "ocsp": OcspOptions}
+_OPTIONS = {"ldap": LdapOptions, "radius": RadiusOptions, "http": HttpOptions, "ocsp": OcspOptions,
+            "gemalto": GemaltoOptions}
 
 
 def _check(s: AdapterSettings, table: dict[str, Any], path: str, errors: _Errors) -> None:
@@ -231,7 +282,8 @@ def _check(s: AdapterSettings, table: dict[str, Any], path: str, errors: _Errors
     if s.key_alias and not s.keystore and not errors.is_bad(f"{path}.keystore"):
         errors.add(f"{path}.key_alias", "needs a keystore", s.key_alias)
     if not errors.is_bad(f"{path}.{s.type}"):
-        check = {"ldap": _check_ldap, "radius": _check_radius, "http": _check_http, "ocsp": _check_ocsp}[s.type]
+        check = {"ldap": _check_ldap, "radius": _check_radius, "http": _check_http, "ocsp": _check_ocsp,
+                 "gemalto": _check_gemalto}[s.type]
         check(s, s.options, f"{path}.{s.type}", errors)
 
 
@@ -340,6 +392,19 @@ def _check_http(s: AdapterSettings, o: HttpOptions, path: str, errors: _Errors) 
 def _check_ocsp(s: AdapterSettings, o: OcspOptions, path: str, errors: _Errors) -> None:
     if o.issuers and not os.path.isfile(o.issuers):
         errors.add(f"{path}.issuers", "file does not exist", o.issuers)
+
+
+def _check_gemalto(s: AdapterSettings, o: GemaltoOptions, path: str, errors: _Errors) -> None:
+    from wsserver.adapters.otp import check_gemalto
+
+    for line in check_gemalto(s, o, path):
+        errors.add(*line)  # (path, problem) or (path, problem, value)
+
+
+def _check_first_factors(adapters: list[AdapterSettings], index: dict[str, int], source: str) -> list[str]:
+    from wsserver.adapters.otp import check_first_factors
+
+    return check_first_factors(adapters, index, source)
 
 
 def status_in(code: int, patterns: tuple[str, ...]) -> bool:

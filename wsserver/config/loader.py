@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+from wsserver.config.ocsp_settings import check_port_ocsp
 from wsserver.config.schema import (
     BROKER_HELP,
     AccessConfig,
@@ -554,7 +555,12 @@ def _check_certificate_and_adapter_auth(cfg: Config, errors: _Errors) -> None:
                            f"({_known(list(adapters), '[[adapters]]')})", auth)
             elif found.type == "ocsp":
                 errors.add(f"{path}.client_auth", "an OCSP adapter checks certificates, not passwords: use an "
-                           "ldap, radius or http adapter", auth)
+                           f'ldap, radius or http adapter (for client certificates: [ports.tls] ocsp = "{found.name}")',
+                           auth)
+            elif (found.type == "gemalto" and found.gemalto.first_factor == "users"
+                  and not any(u.password_hash for u in cfg.users)):
+                errors.add(f"{path}.client_auth", f'adapter "{found.name}" has first_factor = "users" but no '
+                           "[[users]] entry has a password_hash", auth)
         else:
             errors.add(f"{path}.client_auth", f"must be one of {_CLIENT_AUTH_TEXT}", auth)
 
@@ -646,6 +652,7 @@ def _check_rules(cfg: Config, errors: _Errors) -> None:
     _check_endpoint_refs(cfg, errors)
     _check_users(cfg, errors)
     _check_certificate_and_adapter_auth(cfg, errors)
+    check_port_ocsp(cfg.ports, cfg.adapters, errors)
     _check_client_auth(cfg, errors)
     _check_metrics(cfg, errors)
     _check_cluster(cfg, errors)

@@ -131,6 +131,19 @@ class PortTLSConfig:
     truststore: str = setting("", kind=str, help="default: the keystore")
     min_version: str = setting("1.2", kind=str, choices=("1.2", "1.3"))
     ciphers: str = setting("", kind=str, help='TLS 1.2 cipher list (OpenSSL syntax); "" = Mozilla intermediate')
+    ocsp: str = setting(
+        "", kind=str, help='an [[adapters]] entry of type "ocsp": client certificates are checked after the TLS handshake'
+    )
+    ocsp_stapling: bool = setting(False, kind=bool, help="staple an OCSP response for the port's own certificate")
+    ocsp_stapling_responder: str = setting(
+        "", kind=str, help="http(s) URL of the OCSP responder for stapling; \"\" = the certificate's AIA"
+    )
+    # A table keyed by host names, not a fixed set of keys: checked by wsserver.security.sni.
+    sni: dict[str, str] = setting(  # noqa: RUF009
+        factory=dict, kind=dict, pattern_help='a table of "host name" = "key alias" ([ports.tls.sni])',
+        help='SNI: host names ("app.example.com", "*.example.com") -> key alias in the port\'s keystore or '
+        '"KEYSTORE:ALIAS"; other names get the port\'s key; see docs/tls.md',
+    )
 
 
 @dataclass(frozen=True)

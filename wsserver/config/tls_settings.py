@@ -516,6 +516,10 @@ def check_tls_references(
             problem = cipher_problem(options.ciphers)
             if problem:
                 errors.add(options.ciphers_key, problem, options.ciphers)
+        if getattr(port.tls, "sni", None):
+            from wsserver.security.sni import check_port_sni
+
+            check_port_sni(errors, port, i, options, keystores, keystores_complete=keystores_complete)
     return errors.lines
 
 

@@ -51,6 +51,7 @@ from wsserver.prefork.worker import (
 )
 from wsserver.runtime.limits import ConnectionTable
 from wsserver.runtime.listeners import BoundListener, bind_listener, effective_backlog
+from wsserver.security.ratelimit_shared import SharedAuthLimits
 
 logger = logging.getLogger("wsserver.arbiter")
 
@@ -175,19 +176,22 @@ def _reset_child_signals() -> None:
 
 
 def check_tls(config: Config) -> list[str]:
-    """Open the keystores a config names (wrong password, expired or mismatched keys...).
+    """Open the keystores a config names (wrong password, expired or mismatched keys...), and
+    check every adapter's truststore/keystore/key_alias against them.
 
     Done in the master, once per generation: the workers inherit the loaded TLS contexts.
     """
+    from wsserver.adapters.tls import check_adapter_tls
     from wsserver.security.tls import TLSConfigError, tls_for_config, uses_tls
 
-    if not uses_tls(config):
-        return []
-    try:
-        tls_for_config(config)
-    except TLSConfigError as exc:
-        return exc.errors
-    return []
+    errors: list[str] = []
+    if uses_tls(config):
+        try:
+            tls_for_config(config)
+        except TLSConfigError as exc:
+            errors = list(exc.errors)
+    # The adapters' TLS to their backends, as the workers will build it: refused here, not at boot.
+    return errors + check_adapter_tls(config)
 
 
 def check_endpoints(config: Config) -> str | None:
@@ -261,6 +265,7 @@ class Arbiter:
         self.log_stream: Any = None
         self.board = LoadBoard()
         self.connections = ConnectionTable(rows=LoadBoard.CELLS)  # max_connections across workers
+        self.auth_limits = SharedAuthLimits()  # auth_rate_limit across workers (and reloads)
         self.pid_file_written: str | None = None
         self.status = StatusServer(self)  # [metrics]: /metrics, /healthz, /readyz in this loop
         self.admin = AdminSupervisor(self)  # [admin]: the admin process (API and console)
@@ -527,11 +532,13 @@ class Arbiter:
         cell = self.board.take({w.cell for w in self.workers.values()})
         self.connections.clear_row(cell)
         self.connections.assign([port.alias for port in gen.config.ports])
+        # Tables for this generation and for the one a failed reload would fall back to.
+        self.auth_limits.prepare([gen.config] + ([self.pending.previous.config] if self.pending else []))
         spec = WorkerSpec(gen=gen.gen, slot=slot, config=gen.config, listeners=listeners, link=worker_end,
                           heartbeat=heartbeat, master_pid=self.pid, log_file=self.options.log_file,
                           log_level=self.log_level(gen.config), log_format=self.log_format(gen.config),
                           board=self.board, cell=cell, balance=not self.reuse_port,
-                          connections=self.connections)
+                          connections=self.connections, auth_limits=self.auth_limits)
         _flush_stdio()
         pid = os.fork()
         if pid == 0:  # the worker

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from wsserver.config import Config
     from wsserver.runtime.limits import ConnectionTable
     from wsserver.runtime.listeners import BoundListener
+    from wsserver.security.ratelimit_shared import SharedAuthLimits
 
 logger = logging.getLogger("wsserver.prefork.worker")
 
@@ -138,6 +139,7 @@ class WorkerSpec:
     cell: int  # this worker's cell on the board
     balance: bool  # shared listening sockets: gate accepts on the board
     connections: ConnectionTable  # per-port connection counts of all workers (max_connections)
+    auth_limits: SharedAuthLimits | None = None  # failed-auth buckets of all workers (auth_rate_limit)
 
 
 def set_title(title: str) -> None:
@@ -187,7 +189,8 @@ def _main(spec: WorkerSpec) -> int:
     from wsserver.runtime.worker import WorkerRuntime
 
     try:
-        runtime = WorkerRuntime(spec.config, spec.listeners, spec.connections, spec.cell)
+        runtime = WorkerRuntime(spec.config, spec.listeners, spec.connections, spec.cell,
+                                auth_limits=spec.auth_limits)
     except Exception as exc:
         log(logger, "error", "worker cannot start", exc_info=True, gen=spec.gen, error=str(exc))
         return EXIT_BOOT

@@ -123,6 +123,7 @@ class Dispatcher:
         self.pool = pool
         self.sessions: dict[str, Session] = {}
         self.scheme = "https" if port.protocol == "wss" else "http"
+        self.ocsp: Any = None  # [ports.tls] ocsp: security.ocsp_check.ClientCertificateCheck
 
     def handle(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         started = time.monotonic()
@@ -150,6 +151,7 @@ class Dispatcher:
         hs = Handshake(max_header_size=port.max_header_size)
         timeout = gevent.Timeout(port.handshake_timeout_ms / 1000)
         timeout.start()
+        deadline, refusal = time.monotonic() + port.handshake_timeout_ms / 1000, None
         try:
             request = None
             if port.proxy_protocol != "off":  # PROXY header first: it names the client
@@ -158,12 +160,14 @@ class Dispatcher:
                     return None
                 peer = client
                 request = hs.next_request()
+            if self.ocsp is not None:  # right after the TLS handshake (why there: security/ocsp_check.py)
+                refusal = self.ocsp.check(sock, _peer(peer), deadline)
             while request is None:
                 data = sock.recv(RECV_SIZE)
                 hs.receive_data(data)
                 request = hs.next_request()
                 if request is None and not data:
-                    self.stats.reject("incomplete")
+                    self.stats.reject(refusal.reason if refusal else "incomplete")
                     return None
         except HandshakeError as exc:
             if exc.status == 400 and port.health_path and hs.plain_get_path == port.health_path:
@@ -181,15 +185,19 @@ class Dispatcher:
         except gevent.Timeout as exc:
             if exc is not timeout:
                 raise
-            self.stats.reject("timeout")
+            self.stats.reject(refusal.reason if refusal else "timeout")
             log(logger, "info", "handshake timeout", port=port.alias, peer=_peer(peer))
             return None
         except OSError:
-            self.stats.reject("incomplete")
+            self.stats.reject(refusal.reason if refusal else "incomplete")
             return None
         finally:
             timeout.close()
 
+        if refusal is not None:  # answered once the request is read, before it is routed
+            self.stats.reject(refusal.reason)
+            _send_quietly(sock, hs.reject(refusal.status, _STATUS_TEXT[refusal.status]))
+            return None
         if self.proxies.networks:  # behind a trusted proxy: its X-Forwarded-For names the client
             peer = (self.proxies.client_address(peer[0], request.header("x-forwarded-for")), peer[1])
             if not self.ip_rules.allows(peer[0]):

@@ -20,6 +20,7 @@ from gevent.hub import Waiter
 
 from wsserver import metrics
 from wsserver.adapters.service import build_adapters
+from wsserver.adapters.tls import registry_setup
 from wsserver.config import Config, PortConfig
 from wsserver.logs import log
 from wsserver.metrics import adapter_observer
@@ -31,6 +32,9 @@ from wsserver.runtime.session import Session
 from wsserver.runtime.tls import wrap_server_socket
 from wsserver.security.access import IPRules
 from wsserver.security.auth import Authenticator
+from wsserver.security.ocsp_check import client_check_for
+from wsserver.security.ratelimit_shared import SharedAuthLimits
+from wsserver.security.stapling import start_stapling, stop_stapling
 from wsserver.security.tls import tls_for_config
 from wsserver.security.users import UserTable
 
@@ -213,7 +217,8 @@ class WorkerRuntime:
     """All ports of one worker process."""
 
     def __init__(self, config: Config, listeners: Sequence[BoundListener],
-                 connections: ConnectionTable | None = None, row: int = 0) -> None:
+                 connections: ConnectionTable | None = None, row: int = 0,
+                 auth_limits: SharedAuthLimits | None = None) -> None:
         self.config = config
         # Without a master (tests, embedding) this worker's own table counts alone.
         connections = connections if connections is not None else ConnectionTable(rows=1)
@@ -222,7 +227,9 @@ class WorkerRuntime:
         self.scheduler = Scheduler()
         users = UserTable(config.users)
         # Built here, in the worker, after gevent's monkey-patching: backend sockets cooperate.
-        self.adapters = build_adapters(config.adapters, observer=adapter_observer) if config.adapters else {}
+        # Their truststore/keystore/key_alias name the config's [[truststores]]/[[keystores]].
+        self.adapters = build_adapters(config.adapters, observer=adapter_observer,
+                                       tls_setup=registry_setup(config)) if config.adapters else {}
         self.ports: list[PortRuntime] = []
         for port in config.active_ports():
             listener = by_alias.get(port.alias)
@@ -233,8 +240,14 @@ class WorkerRuntime:
             stats = metrics.PortStats()
             auth = Authenticator.from_config(port, config, users=users, adapters=self.adapters,
                                              observer=stats.auth_observer)
+            # Under the master the failure buckets are the server's, not this worker's alone.
+            shared = auth_limits.limiter_for(port) if auth_limits is not None else None
+            if shared is not None:
+                auth.limiter = shared
             tls_context = tls_for_config(config).ports[port.alias].context if port.protocol == "wss" else None
             dispatcher = Dispatcher(port, self.mounts, pool, counter, auth=auth, stats=stats)
+            if tls_context is not None:
+                dispatcher.ocsp = client_check_for(port, self.adapters, tls_for_config(config))
             self.ports.append(PortRuntime(port, listener, dispatcher, tls_context))
         self.stopped = Event()
         # [metrics]: each port's counts go to the metric files every FLUSH_INTERVAL and at the end.
@@ -246,6 +259,7 @@ class WorkerRuntime:
         return [s for p in self.ports for s in p.dispatcher.sessions.values()]
 
     def start(self) -> None:
+        self.staplers = start_stapling([p.tls_context for p in self.ports])  # [ports.tls] ocsp_stapling
         for port in self.ports:
             port.start()
             log(logger, "info", "listening", port=port.port.alias,
@@ -283,6 +297,7 @@ class WorkerRuntime:
             for session in remaining:
                 session.abort()
         self.scheduler.stop()
+        stop_stapling(getattr(self, "staplers", []))
         if self._publisher is not None:
             self._publisher.kill(block=False)
             self.publish_metrics()

@@ -104,6 +104,7 @@ class Authenticator:
         if self.method == "jwt" and jwt is None:
             raise ValueError("client_auth = jwt needs a JWTVerifier")
         self.adapter = adapter  # wsserver.adapters.service.Adapter, for client_auth = "adapter:<name>"
+        self.adapters: Mapping[str, Any] = {}
         if self.method == "adapter" and adapter is None:
             raise ValueError(f"client_auth = {port.client_auth} needs its adapter")
         self.limiter = limiter
@@ -128,7 +129,9 @@ class Authenticator:
         jwt = JWTVerifier.from_config(port.jwt, environ) if method == "jwt" else None
         limiter = FailureLimiter.from_config(port.auth_rate_limit)
         adapter = (adapters or {}).get(port.client_auth.partition(":")[2]) if method == "adapter" else None
-        return cls(port, users, jwt, limiter, adapter=adapter, **kwargs)
+        auth = cls(port, users, jwt, limiter, adapter=adapter, **kwargs)
+        auth.adapters = dict(adapters or {})  # an OTP adapter's first_factor is another adapter
+        return auth
 
     @property
     def trivial(self) -> bool:
@@ -172,7 +175,7 @@ class Authenticator:
         elif self.method == "certificate":
             outcome = self._certificate(certificate)
         else:
-            outcome = self._adapter(request)
+            outcome = self._adapter(request, run_blocking)
         if outcome.result == "missing" and self.no_auth_user:
             user = self.users.get(self.no_auth_user)
             outcome = Outcome("anonymous", user, "no_auth_user") if user else Outcome("invalid", None, "no_auth_user")
@@ -216,12 +219,16 @@ class Authenticator:
                 return Outcome("ok", user)
         return Outcome("invalid", None, "certificate_user")
 
-    def _adapter(self, request: HandshakeRequest) -> Outcome:
+    def _adapter(self, request: HandshakeRequest, run_blocking: RunBlocking = _direct) -> Outcome:
         """HTTP Basic credentials checked by the port's adapter (LDAP, RADIUS, HTTP backends)."""
         credentials = _basic_credentials(request)
         if isinstance(credentials, Outcome):
             return credentials
         name, secret = credentials
+        from wsserver.security import otp_auth
+
+        if otp_auth.is_otp_adapter(self.adapter):  # GEMALTO: a password, then a one-time code
+            return otp_auth.verify_two_factor(self, request, name, secret, run_blocking)
         result = self.adapter.authenticate(name, secret, timeout=self.timeout)
         if result.http_status == 503:
             return Outcome("unavailable", None, "backends")
@@ -277,6 +284,11 @@ class Authenticator:
     def public_query(self, query: str) -> str:
         """The query string an endpoint sees: without the credential parameter."""
         param = self.port.token_query_param
+        if self.method == "adapter" and query:
+            from wsserver.security.otp_auth import code_query_param, strip_query_param
+
+            code_param = code_query_param(self.adapter)  # a one-time code is a credential too
+            return strip_query_param(query, code_param) if code_param else query
         if not param or self.method not in ("token", "jwt") or not query:
             return query
         return "&".join(part for part in query.split("&") if unquote_plus(part.partition("=")[0]) != param)

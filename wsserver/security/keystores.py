@@ -629,7 +629,7 @@ PKCS11_UNSUPPORTED = (
     'type "pkcs11" is not available in this build: the OpenSSL inside pyOpenSSL/cryptography has no '
     "ENGINE support and exposes no provider or OSSL_STORE calls, and no PKCS#11 provider "
     "(pkcs11-provider) is installed; export the key to a PKCS#12 or PEM keystore, or terminate TLS "
-    "in front of wsserver"
+    "with the token's key in nginx in front of a ws port (deploy/nginx/wss-pkcs11.conf, docs/tls.md)"
 )
 
 

@@ -7,7 +7,9 @@ credentials, and the answer says when to retry. Successful attempts cost nothing
 
 Memory is bounded: at most ``max_clients`` buckets, least recently used forgotten first, and a
 bucket that has filled up again is dropped since it is the same as none.
-Not thread-safe: one instance per port per worker, used from the worker's hub.
+Not thread-safe: one instance per port per process, used from the process's hub. Under the
+pre-forking master the workers use the shared table of ``ratelimit_shared`` instead, so the
+limit holds for the server rather than for each worker.
 """
 
 from __future__ import annotations
@@ -18,7 +20,20 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-__all__ = ["FailureLimiter"]
+__all__ = ["FailureLimiter", "client_key"]
+
+
+def client_key(address: str, ipv6_prefix: int = 64) -> str:
+    """Whose bucket an address uses: an IPv4 address, or an IPv6 address's prefix network."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/{ipv6_prefix}", strict=False))
+    return str(ip)
 
 
 class FailureLimiter:
@@ -43,15 +58,7 @@ class FailureLimiter:
         return len(self._buckets)
 
     def key(self, address: str) -> str:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return address
-        if isinstance(ip, ipaddress.IPv6Address):
-            if ip.ipv4_mapped is not None:
-                return str(ip.ipv4_mapped)
-            return str(ipaddress.ip_network(f"{ip}/{self.ipv6_prefix}", strict=False))
-        return str(ip)
+        return client_key(address, self.ipv6_prefix)
 
     def _tokens(self, key: str, now: float) -> float:
         entry = self._buckets.get(key)

@@ -20,6 +20,7 @@ truststore certificate is a trust anchor (intermediates too, like a Java trustst
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,7 @@ from wsserver.security.keystores import (
     load_truststore,
     subject_text,
 )
+from wsserver.security.sni import attach_sni, sni_report
 
 # Mozilla "intermediate" (v5.7) TLS 1.2 suites without DHE: forward secrecy and AEAD only.
 DEFAULT_CIPHERS = (
@@ -234,6 +236,7 @@ class PortTLS:
     context: SSL.Context
     entry: KeyEntry
     options: PortTLSOptions
+    sni: Any = None  # wsserver.security.sni.PortSNI: the keys served by host name ([ports.tls.sni])
 
 
 @dataclass
@@ -248,6 +251,7 @@ class TLSMaterial:
         seen: dict[tuple[str, str], KeyEntry] = {}
         entries = [self.server_default] if self.server_default else []
         entries += [p.entry for p in self.ports.values()]
+        entries += [e for p in self.ports.values() if p.sni is not None for e in p.sni.entries()]
         for entry in entries:
             seen.setdefault((entry.keystore, entry.alias), entry)
         return list(seen.values())
@@ -267,6 +271,7 @@ class TLSMaterial:
             entry = port.entry
             lines.append(f'port {port.port_alias}: key "{entry.alias}" of keystore "{entry.keystore}", '
                          f"min TLS {port.options.min_version}, client certificates {port.options.client_certs}")
+            lines += sni_report(port.port_alias, port.sni)
         return lines
 
     def expiry_seconds(self, now: datetime.datetime | None = None) -> list[tuple[str, str, float]]:
@@ -357,15 +362,35 @@ def load_tls(
                 errors.append(f'{source}: {key}: {_kind(holder)} "{trust_name}" holds no certificates to '
                               "verify client certificates with; name a truststore")
                 continue
+        # One builder for the port's context and its SNI contexts: the same settings for every key.
+        build = functools.partial(build_server_context, client_certs=options.client_certs, trust=trust,
+                                  min_version=options.min_version, ciphers=options.ciphers,
+                                  session_id=_session_id(port.alias))
         try:
-            ctx = build_server_context(entry, client_certs=options.client_certs, trust=trust,
-                                       min_version=options.min_version, ciphers=options.ciphers,
-                                       session_id=_session_id(port.alias))
+            ctx = build(entry)
         except (ValueError, SSL.Error) as exc:
             errors.append(f"{source}: ports[{i}].tls: cannot build the TLS context with key "
                           f'"{entry.alias}" of keystore "{entry.keystore}": {_ssl_text(exc)}')
             continue
-        material.ports[port.alias] = PortTLS(port.alias, ctx, entry, options)
+        if getattr(port.tls, "ocsp_stapling", False):  # the status callback only: workers fetch the staple
+            from wsserver.security.stapling import attach_stapling
+
+            problem = attach_stapling(ctx, entry, port.tls, f"ports[{i}].tls", source, port.alias, material)
+            if problem:
+                errors.append(problem)
+        sni, sni_errors = attach_sni(port, i, options, entry, ctx, build, material, source, failed)
+        errors += sni_errors
+        if sni is not None and getattr(port.tls, "ocsp_stapling", False):
+            # Each SNI key staples its own certificate's status, refreshed with the port's.
+            from wsserver.security.stapling import attach_stapling, link_stapling
+
+            for route in sni.routes:
+                if route.context is not ctx and link_stapling(ctx, route.context):
+                    problem = attach_stapling(route.context, route.entry, port.tls, f"ports[{i}].tls.sni",
+                                              source, port.alias, material)
+                    if problem:
+                        errors.append(problem)
+        material.ports[port.alias] = PortTLS(port.alias, ctx, entry, options, sni)
     if errors:
         raise TLSConfigError(errors)
     return material

@@ -24,8 +24,12 @@ system-deps:
 	@scripts/system-deps.sh
 	@PYTHON=$(PYTHON) scripts/privacyidea.sh  # privacyIDEA in build/privacyidea-venv (OTP adapter tests)
 
+# Lint: ruff; mypy (strict on protocol/, config/, endpoints/ and the public API, the rest with a
+# ratchet: pyproject.toml [tool.mypy]); the import-layer contract (tests/unit/test_layers.py).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit/test_layers.py tests/unit/test_protocol_layering.py
 
 # The whole suite. Autobahn conformance runs its fast categories here (framing, pings, reserved
 # bits, opcodes, fragmentation, UTF-8, close, limits, plus a few permessage-deflate cases);

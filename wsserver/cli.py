@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from wsserver import __version__
-from wsserver.config import Config, ConfigError, dump_config, load_config
+from wsserver.config import MAX_WORKERS, Config, ConfigError, dump_config
 from wsserver.logs import configure as configure_logging
 from wsserver.logs import log
 
@@ -21,7 +21,10 @@ EXIT_RUNTIME = 1
 
 
 def _load(path: str | None) -> Config:
-    return load_config(path)
+    """The config with the checks beyond its text (wsserver.preflight, step 1)."""
+    from wsserver.preflight import load
+
+    return load(path)
 
 
 def _backlog_notes(config: Config) -> list[str]:
@@ -36,34 +39,27 @@ def _backlog_notes(config: Config) -> list[str]:
     return notes
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def _import_endpoints(config: Config) -> str | None:
+    """Import and instantiate the endpoints here (``check`` is a process of its own)."""
+    from wsserver.runtime.dispatcher import EndpointLoadError, load_mounts
+
     try:
-        config = _load(args.config)
-        from wsserver.runtime.dispatcher import EndpointLoadError, load_mounts
-
         load_mounts(config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_CONFIG
     except EndpointLoadError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_CONFIG
-    from wsserver.adapters.tls import check_adapter_tls
-    from wsserver.security.tls import TLSConfigError, tls_for_config, uses_tls
+        return str(exc)
+    return None
 
-    tls_report: list[str] = []
-    tls_errors: list[str] = []
-    if uses_tls(config):
-        try:
-            tls_report = tls_for_config(config).report()
-        except TLSConfigError as exc:
-            tls_errors = list(exc.errors)
-    tls_errors += check_adapter_tls(config)  # every adapter's TLS setup, as a worker builds it
-    if tls_errors:
-        print("\n".join(tls_errors), file=sys.stderr)
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from wsserver.preflight import check_file
+
+    result = check_file(args.config, import_endpoints=_import_endpoints)
+    config = result.config
+    if config is None or result.errors:
+        print("\n".join(result.errors), file=sys.stderr)
         return EXIT_CONFIG
     print(dump_config(config, redact=True), end="")
-    for note in _backlog_notes(config) + tls_report + _broker_notes(config):
+    for note in _backlog_notes(config) + result.notes + _broker_notes(config):
         print(f"# {note}")
     print(f"# {config.source}: OK", file=sys.stderr)
     return 0
@@ -84,6 +80,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The master process: no gevent here (workers set it up after the fork), see wsserver.prefork.
     from wsserver.prefork.arbiter import Options, serve
 
+    if args.workers is not None and not 0 <= args.workers <= MAX_WORKERS:
+        # The same limit as [server] workers, in the same words as the file's errors.
+        print(f"--workers = {args.workers}: must be an integer 0..{MAX_WORKERS}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         config = _load(args.config)
     except ConfigError as exc:
@@ -93,9 +93,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(args.log_level or config.server.log_level, args.log_format or config.server.log_format)
-    from wsserver.prefork.arbiter import check_tls
+    from wsserver.preflight import preflight
 
-    tls_errors = check_tls(config)  # keystores opened once, here; the workers inherit the contexts
+    # Keystores opened once, here; the workers inherit the contexts. The endpoints are imported
+    # by the master's run, in a child, so that the master never imports them.
+    tls_errors = preflight(config)
     if tls_errors:
         for line in tls_errors:
             log(logger, "error", "invalid configuration", error=line)
@@ -105,12 +107,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log(logger, "warning", note)
     options = Options(config_path=args.config, workers=args.workers, pid_file=args.pid, log_file=args.log_file,
                       log_level=args.log_level, log_format=args.log_format, reuse_port=args.reuse_port)
-    return serve(config, options)
+    from wsserver.admin.supervisor import AdminSupervisor
+
+    return serve(config, options, services=[AdminSupervisor()])  # [admin]: the admin API and console
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
     """Send SIGHUP to the master named by the pid file."""
-    from wsserver.prefork.arbiter import read_pid_file
+    from wsserver.prefork.pidfile import read_pid_file
 
     path = args.pid
     if not path and args.config:
@@ -201,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=("text", "json"), help="overrides [server] log_format")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"),
                        help="overrides [server] log_level")
-    serve.add_argument("--workers", type=int, metavar="N", help="worker processes (0 = CPU count); "
+    serve.add_argument("--workers", type=int, metavar="N", help=f"worker processes (0 = CPU count, at most {MAX_WORKERS}); "
                        "overrides [server] workers")
     serve.add_argument("--pid", metavar="FILE", help="write the master's pid here; overrides [server] pid_file")
     serve.add_argument("--log-file", metavar="FILE", help="log here instead of stderr (reopened on SIGUSR1)")

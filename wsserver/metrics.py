@@ -49,6 +49,8 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.process_collector import ProcessCollector
 
+from wsserver.protocol.address import format_host
+
 FLUSH_INTERVAL = 1.0  # seconds between a worker's publications (and the most /metrics lags)
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 ARCHIVE = "archive"  # counter_archive.db, histogram_archive.db: the totals of dead workers
@@ -385,7 +387,7 @@ def server_label(adapter: str, server: str) -> str:
         parts = urlsplit(server)
         if parts.username is not None or parts.password is not None:
             host = parts.hostname or ""
-            netloc = f"[{host}]" if ":" in host else host
+            netloc = format_host(host)
             if parts.port is not None:
                 netloc += f":{parts.port}"
             server = urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,10 +47,10 @@ def prefork(tmp_path: Path) -> Iterator[Callable[..., PreforkServer]]:
     started: list[PreforkServer] = []
 
     def start(config_text: str | None, port: int | None = None, args: tuple[str, ...] = (),
-              wait: bool = True) -> PreforkServer:
+              wait: bool = True, module: str = "wsserver") -> PreforkServer:
         workdir = tmp_path / f"server{len(started) + 1}"
         workdir.mkdir()
-        server = PreforkServer(workdir, config_text, args=args)
+        server = PreforkServer(workdir, config_text, args=args, module=module)
         started.append(server)
         return server.start(wait_for=(HOST, port) if wait and port else None, timeout=20)
 
@@ -188,8 +189,14 @@ def test_stuck_worker_is_killed_and_replaced(prefork):
     client, pid = pid_client(port)
     assert pid == worker
     client.send_text("hog")  # a busy loop on the worker's hub: no heartbeat any more
-    server.wait_log(f'msg="worker timed out; killing" pid={worker}', timeout=5)
+    timed_out = server.wait_log(f'msg="worker timed out; killing" pid={worker}.*stack_dump=SIGUSR2', timeout=5)
+    died = server.wait_log(f'msg="worker died" pid={worker}.*', timeout=5)
+    assert 'how="signal SIGKILL"' in died.group(0)
     [new] = wait_until(lambda: [p for p in server.workers() if p != worker], 3, what="a new worker")
+    # Between the two: the stuck worker's stack, down to the endpoint's busy loop.
+    dump = server.logs()[timed_out.end():died.start()]
+    assert "Current thread" in dump and "(most recent call first)" in dump
+    assert re.search(r'File ".*prefork_endpoints\.py", line \d+ in on_text', dump), dump
     client.close()
     c2, pid2 = pid_client(port)
     assert pid2 == new
@@ -283,6 +290,35 @@ def test_ttin_ttou_change_the_worker_count(prefork):
     client, _ = pid_client(port)
     echo_ok(client, "one left")
     client.close()
+
+
+def test_ttin_stops_at_the_worker_cap(prefork):
+    port = free_port()
+    # The cap lowered to 2 for this master (tests/support/capped_master.py): the same code
+    # path as the real cap of 256, without forking that many workers.
+    server = prefork(config(port, workers=2), port, module="tests.support.capped_master")
+    workers = server.wait_workers(2)
+    server.signal(signal.SIGTTIN)
+    server.wait_log(r'msg="one worker more refused: at the limit" workers=2 limit=2')
+    time.sleep(0.5)
+    assert server.workers() == workers
+    assert "one worker more\"" not in server.logs()
+    server.signal(signal.SIGTTOU)  # below the cap, TTIN works again
+    server.wait_workers(1)
+    server.signal(signal.SIGTTIN)
+    server.wait_workers(2)
+
+
+def test_workers_flag_over_the_cap_is_refused(tmp_path):
+    from wsserver.config import MAX_WORKERS
+
+    for value in (MAX_WORKERS + 1, -1):
+        out = subprocess.run([sys.executable, "-m", "wsserver", "serve", "--workers", str(value)], cwd=REPO,
+                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                             timeout=30)
+        assert out.returncode == 2
+        assert out.stderr.splitlines() == [f"--workers = {value}: must be an integer 0..{MAX_WORKERS}"]
+        assert out.stdout == ""
 
 
 def test_pid_file_and_reload_command(prefork, tmp_path):
@@ -588,6 +624,39 @@ def test_relay_frames_round_trip_in_pieces():
     assert b"".join(raw for _, _, raw in frames) == stream
     with pytest.raises(relay.RelayError):
         list(relay.FrameReader().feed(b"\x00\x00\x00\x00\x09"))
+
+
+def test_load_board_has_a_cell_for_every_worker_up_to_the_cap_and_then_none():
+    from wsserver.config import MAX_WORKERS
+    from wsserver.prefork.worker import LoadBoard
+
+    board = LoadBoard()
+    assert LoadBoard.CELLS - 1 >= 2 * MAX_WORKERS  # a generation at the cap and one draining
+    in_use: set[int] = set()
+    while (cell := board.take(in_use)) is not None:
+        in_use.add(cell)
+    assert len(in_use) == LoadBoard.CELLS - 1
+    board.free(7, in_use - {7})
+    assert board.take(in_use - {7}) == 7
+
+
+def test_pid_file_is_replaced_atomically_refused_while_taken_and_removed_only_by_its_owner(tmp_path):
+    from wsserver.prefork.pidfile import PidFileTaken, read_pid_file, remove_pid_file, write_pid_file
+
+    path = str(tmp_path / "wsserver.pid")
+    assert read_pid_file(path) is None
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    (tmp_path / "wsserver.pid").write_text(dead.stdout)  # a stale file: its process is gone
+    write_pid_file(path, os.getpid())
+    assert read_pid_file(path) == os.getpid()
+    assert os.listdir(tmp_path) == ["wsserver.pid"]
+    with pytest.raises(PidFileTaken, match="names a running process"):
+        write_pid_file(path, os.getpid() + 1)  # we are alive: another master must not take it
+    remove_pid_file(path, os.getpid() + 1)  # not its file
+    assert read_pid_file(path) == os.getpid()
+    remove_pid_file(path, os.getpid())
+    assert not os.path.exists(path)
 
 
 def test_groups_publish_locally_and_through_the_hook():

@@ -56,14 +56,16 @@ class PreforkServer(ServerProcess):
     """A ``wsserver serve`` master; ``stop`` also makes sure none of its workers survive."""
 
     def __init__(self, tmp_path: Path, config_text: str | None, args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None, pythonpath: tuple[str, ...] = ()) -> None:
+                 env: dict[str, str] | None = None, pythonpath: tuple[str, ...] = (),
+                 module: str = "wsserver") -> None:
         super().__init__(tmp_path, config_text, args, env)
         self.seen_workers: set[int] = set()
         self.pythonpath = pythonpath
+        self.module = module  # what ``python -m`` runs (a wrapper that tunes the master, say)
 
     def start(self, wait_for: tuple[str, int] | None = None, timeout: float = 15.0) -> PreforkServer:
         """As ``ServerProcess.start``, with ``pythonpath`` directories after the repository."""
-        cmd = [sys.executable, "-m", "wsserver", "serve"]
+        cmd = [sys.executable, "-m", self.module, "serve"]
         if self.config_path is not None:
             cmd += ["-c", str(self.config_path)]
         cmd += list(self.args)

@@ -7,12 +7,13 @@ import tomllib
 import pytest
 
 from wsserver.config.adapter_settings import parse_adapter, parse_adapters
+from wsserver.preflight import host_checks  # secrets' variables and files, OTP rules
 
 SRC = "wsserver.toml"
 
 
 def one(text: str) -> tuple[object, list[str]]:
-    return parse_adapter(tomllib.loads(text)["adapters"][0], 0, SRC)
+    return parse_adapter(tomllib.loads(text)["adapters"][0], 0, SRC, host_checks())
 
 
 LDAP = """
@@ -147,7 +148,7 @@ def test_ocsp_may_use_the_aia() -> None:
 
 def test_names_are_unique_and_errors_keep_their_index() -> None:
     tables = tomllib.loads(LDAP + LDAP.replace("ldap1", "x") + '[[adapters]]\nname = "bad name!"\ntype = "nope"\n')
-    settings, errors = parse_adapters(tables["adapters"], SRC)
+    settings, errors = parse_adapters(tables["adapters"], SRC, host_checks())
     assert [s.name for s in settings] == ["corp-ldap"]
     assert errors == [
         'wsserver.toml: adapters[2].name = "bad name!": must be 1-255 characters of a-z A-Z 0-9 _ . -',

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from wsserver import preflight
 from wsserver.config import (
     DEFAULT_CONFIG_TOML,
     Config,
@@ -31,8 +32,9 @@ port = 8080
 
 
 def errors_of(text: str, source: str = "wsserver.toml") -> list[str]:
+    # With the checks beyond the text (wsserver.preflight): the lines `wsserver check` prints.
     with pytest.raises(ConfigError) as info:
-        parse_config(text, source)
+        preflight.parse(text, source)
     assert str(info.value) == "\n".join(info.value.errors)
     return info.value.errors
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wsserver.config import ConfigError, default_config, parse_config
+from wsserver import preflight
+from wsserver.config import ConfigError, default_config
 from wsserver.protocol import Handshake, HandshakeError
 
 BASE = """
@@ -21,7 +22,7 @@ bind = "127.0.0.1"
 
 
 def config(tables: str = "", port_extra: str = ""):
-    return parse_config(BASE.format(tables=tables, port_extra=port_extra), "t.toml")
+    return preflight.parse(BASE.format(tables=tables, port_extra=port_extra), "t.toml")
 
 
 def errors(tables: str = "", port_extra: str = "") -> list[str]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from wsserver import preflight
 from wsserver.adapters import AuthResult, Decision, Result, parse_adapter
 from wsserver.adapters.otp import classify_privacyidea
 from wsserver.config import parse_config
@@ -146,7 +147,7 @@ def test_check_reports_cross_references_one_line_each() -> None:
         '[adapters.gemalto]\nfirst_factor = "users"\n\n'
         '[[ports]]\nalias = "p"\nport = 18999\nclient_auth = "adapter:otp2"\n')
     with pytest.raises(ConfigError) as info:
-        parse_config(text, "w.toml")
+        preflight.parse(text, "w.toml")
     assert info.value.errors == [
         'w.toml: adapters[1].gemalto.first_factor = "ocsp1": adapter "ocsp1" has type = "ocsp"; the password '
         "must be checked by an ldap, radius or http adapter",

@@ -6,6 +6,7 @@ import pytest
 import trustme
 from cryptography import x509
 
+from wsserver import preflight
 from wsserver.config import ConfigError, parse_config
 from wsserver.config.tls_settings import KeystoreConfig, PemKeyConfig
 from wsserver.security.sni import (
@@ -184,7 +185,7 @@ port = 8443
 
 def _errors(sni: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        parse_config(TOML.format(sni=sni), "wsserver.toml")
+        preflight.parse(TOML.format(sni=sni), "wsserver.toml")
     return info.value.errors
 
 
@@ -226,7 +227,7 @@ def test_config_error_unquoted_names_one_line_each() -> None:
 def test_config_error_sni_not_a_table() -> None:
     text = TOML.format(sni="").replace("[ports.tls.sni]\n", 'sni = "app"\n')
     with pytest.raises(ConfigError) as info:
-        parse_config(text, "wsserver.toml")
+        preflight.parse(text, "wsserver.toml")
     assert info.value.errors == ['wsserver.toml: ports[0].tls.sni = "app": must be a table of "host name" = '
                                  '"key alias" ([ports.tls.sni])']
 
@@ -234,7 +235,7 @@ def test_config_error_sni_not_a_table() -> None:
 def test_config_error_sni_on_ws_port() -> None:
     text = TOML.format(sni='"app.example.com" = "app"').replace('protocol = "wss"', 'protocol = "ws"')
     with pytest.raises(ConfigError) as info:
-        parse_config(text, "wsserver.toml")
+        preflight.parse(text, "wsserver.toml")
     assert any("ports[0].tls: is only used by wss ports" in line for line in info.value.errors), info.value.errors
 
 

@@ -17,6 +17,7 @@ import h11
 
 from wsserver.adapters.balancer import Timeouts
 from wsserver.adapters.tls import PinMismatch, wrap
+from wsserver.protocol.address import format_address
 
 RECV_SIZE = 65536
 MAX_EVENTS = 100_000  # a bound on the read loop beyond the deadline and the body limit
@@ -42,9 +43,9 @@ def connect(host: str, port: int, timeout: float) -> socket.socket:
     try:
         return socket.create_connection((host, port), timeout=timeout)
     except TimeoutError as exc:
-        raise HTTPFailure("connect", f"connect to {host}:{port} timed out") from exc
+        raise HTTPFailure("connect", f"connect to {format_address(host, port)} timed out") from exc
     except OSError as exc:
-        raise HTTPFailure("connect", f"connect to {host}:{port}: {exc.strerror or exc}") from exc
+        raise HTTPFailure("connect", f"connect to {format_address(host, port)}: {exc.strerror or exc}") from exc
 
 
 def request(url: str, method: str, headers: list[tuple[str, str]], body: bytes, timeouts: Timeouts,
@@ -65,9 +66,9 @@ def request(url: str, method: str, headers: list[tuple[str, str]], body: bytes, 
             except PinMismatch as exc:
                 raise HTTPFailure("tls", str(exc)) from exc
             except TimeoutError as exc:
-                raise HTTPFailure("connect", f"TLS handshake with {host}:{port} timed out") from exc
+                raise HTTPFailure("connect", f"TLS handshake with {format_address(host, port)} timed out") from exc
             except (ssl.SSLError, OSError) as exc:
-                raise HTTPFailure("tls", f"TLS handshake with {host}:{port}: {exc}") from exc
+                raise HTTPFailure("tls", f"TLS handshake with {format_address(host, port)}: {exc}") from exc
         return _exchange(sock, host, port, method, target, headers, body, timeouts.request, max_body)
     finally:
         sock.close()
@@ -76,9 +77,8 @@ def request(url: str, method: str, headers: list[tuple[str, str]], body: bytes, 
 def _exchange(sock: socket.socket, host: str, port: int, method: str, target: str,
               headers: list[tuple[str, str]], body: bytes, timeout: float, max_body: int) -> Response:
     deadline = time.monotonic() + timeout
-    name = f"[{host}]" if ":" in host else host
     conn = h11.Connection(h11.CLIENT)
-    all_headers = [("Host", f"{name}:{port}"), ("Connection", "close"), ("User-Agent", "wsserver"),
+    all_headers = [("Host", format_address(host, port)), ("Connection", "close"), ("User-Agent", "wsserver"),
                    ("Content-Length", str(len(body))), *headers]
     if method == "GET" and not body:
         all_headers = [h for h in all_headers if h[0] != "Content-Length"]

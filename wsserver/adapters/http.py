@@ -9,7 +9,6 @@ of that server, so the balancer tries the next one.
 
 from __future__ import annotations
 
-import base64
 import json
 import ssl
 
@@ -17,6 +16,7 @@ from wsserver.adapters import _http
 from wsserver.adapters.balancer import Outcome, Timeouts
 from wsserver.adapters.tls import normalize_pins
 from wsserver.config.adapter_settings import AdapterSettings, status_in
+from wsserver.protocol.basic_auth import basic_authorization
 
 
 class HttpBackend:
@@ -34,8 +34,7 @@ class HttpBackend:
     def _request_parts(self, username: str, password: str) -> tuple[list[tuple[str, str]], bytes]:
         o = self.options
         if o.body_format == "basic":
-            token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-            return [("Authorization", f"Basic {token}")], b""
+            return [("Authorization", basic_authorization(username, password))], b""
         body = json.dumps({o.username_field: username, o.password_field: password}).encode()
         return [("Content-Type", "application/json")], body
 

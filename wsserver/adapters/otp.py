@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -36,6 +36,7 @@ from wsserver.config.adapter_settings import (
     RadiusOptions,
     _secret_problem,
 )
+from wsserver.config.host import PURE, HostChecks
 
 MAX_BODY = 65536
 FIRST_FACTOR_TYPES = ("ldap", "radius", "http")
@@ -163,10 +164,11 @@ def _no_challenge(outcome: Outcome) -> Outcome:
     return outcome
 
 
-# --- settings checks (called by config.adapter_settings; one line each) ---------------------------
+# --- settings checks (handed to config.adapter_settings by wsserver.preflight; one line each) ------
 
 
-def check_gemalto(s: AdapterSettings, o: GemaltoOptions, path: str) -> Iterator[tuple[Any, ...]]:
+def check_gemalto(s: AdapterSettings, o: GemaltoOptions, path: str,
+                  host: HostChecks = PURE) -> Iterator[tuple[Any, ...]]:
     want = ("radius",) if o.protocol == "radius" else ("http", "https")
     for i, server in enumerate(s.servers):
         scheme = urlsplit(server.url).scheme.lower()
@@ -176,7 +178,7 @@ def check_gemalto(s: AdapterSettings, o: GemaltoOptions, path: str) -> Iterator[
     if o.protocol == "radius":
         if not (o.secret_env or o.secret_file):
             yield (f"{path}.secret_env", 'protocol = "radius" needs secret_env (or secret_file): the shared secret')
-        problem = _secret_problem(o.secret_env, o.secret_file)
+        problem = _secret_problem(o.secret_env, o.secret_file, host)
         if problem:
             yield (f"{path}.secret_env", problem, o.secret_env)
     else:
@@ -185,7 +187,7 @@ def check_gemalto(s: AdapterSettings, o: GemaltoOptions, path: str) -> Iterator[
                 yield (f"{path}.{key}", 'is for protocol = "radius"', getattr(o, key))
 
 
-def check_first_factors(adapters: list[AdapterSettings], index: dict[str, int], source: str) -> list[str]:
+def check_first_factors(adapters: Sequence[AdapterSettings], index: dict[str, int], source: str) -> list[str]:
     """``first_factor`` names another adapter that checks passwords."""
     by_name = {a.name: a for a in adapters}
     lines = []

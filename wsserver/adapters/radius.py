@@ -21,6 +21,7 @@ from pyrad.dictionary import Dictionary
 
 from wsserver.adapters.balancer import Outcome, Timeouts
 from wsserver.config.adapter_settings import AdapterSettings
+from wsserver.protocol.address import format_address
 
 MAX_DATAGRAMS = 64  # stray datagrams read per request at most
 MAX_SECRET_BYTES = 4096
@@ -136,9 +137,9 @@ class RadiusBackend:
         except TimeoutError:
             pass
         except ConnectionRefusedError:
-            return Outcome.failed(f"{host}:{port}: port unreachable", "connect")
+            return Outcome.failed(f"{format_address(host, port)}: port unreachable", "connect")
         except OSError as exc:
-            return Outcome.failed(f"{host}:{port}: {exc.strerror or exc}", "connect")
+            return Outcome.failed(f"{format_address(host, port)}: {exc.strerror or exc}", "connect")
         finally:
             sock.close()
         return Outcome.failed(f"no answer within {timeout.request:.3f}s", "timeout")

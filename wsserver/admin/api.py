@@ -27,17 +27,27 @@ from wsserver.admin import console, edits, views
 from wsserver.admin.auth import COOKIE, REALM, SESSION_SECONDS, AdminAuth
 from wsserver.admin.httpd import Request, Response
 from wsserver.admin.store import Committed, ConfigStore, StoreError
-from wsserver.config import Config, ConfigError, parse_config
+from wsserver.config import Config, ConfigError
 from wsserver.config.edit import EditError as ResetError
 from wsserver.config.edit import reset_access_text
 from wsserver.logs import log
+from wsserver.preflight import parse
+from wsserver.protocol.close_codes import CloseCode
 
 logger = logging.getLogger("wsserver.admin")
 
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 TOML_TYPES = ("application/toml", "text/toml", "text/x-toml", "application/x-toml")
-CLOSE_CODES = (1000, 1001, 1008, 1011, 1012, 1013)  # and 3000-4999
+# The codes an administrator may close a session with (and 3000-4999).
+CLOSE_CODES = (
+    CloseCode.NORMAL,
+    CloseCode.GOING_AWAY,
+    CloseCode.POLICY_VIOLATION,
+    CloseCode.INTERNAL_ERROR,
+    CloseCode.SERVICE_RESTART,
+    CloseCode.TRY_AGAIN_LATER,
+)
 SECURITY_HEADERS = [
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
@@ -273,7 +283,7 @@ class AdminApp:
         and the file's errors."""
         text, etag = self.store.read()
         try:
-            return parse_config(text, self.store.path or "<built-in>"), etag, []
+            return parse(text, self.store.path or "<built-in>"), etag, []
         except ConfigError as exc:
             return self.running, etag, exc.errors
 
@@ -397,7 +407,7 @@ class AdminApp:
             body = _json_body(req)
             if isinstance(body, dict):
                 params.update(body)
-        code = close_code(params.get("code", 1000))
+        code = close_code(params.get("code", CloseCode.NORMAL))
         reason = str(params.get("reason", ""))
         if not self.master.close_session(session_id, code, reason):
             raise HTTPError(404, f"no session {session_id!r}")
@@ -565,7 +575,7 @@ class AdminApp:
         return self._page(caller, "Sessions", body)
 
     def post_close_session(self, req: Request, caller: Caller, session_id: str) -> Response:
-        code = close_code(_form(req).get("code", ["1000"])[-1])
+        code = close_code(_form(req).get("code", [str(CloseCode.NORMAL.value)])[-1])
         if not self.master.close_session(session_id, code, "closed by an administrator"):
             raise HTTPError(404, f"no session {session_id!r} (it may have ended)")
         log(logger, "info", "admin: session closed", session=session_id, code=code, user=caller.user)

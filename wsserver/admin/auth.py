@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from wsserver.protocol.basic_auth import BasicAuthError, parse_basic
 from wsserver.security.passwords import verify, verify_dummy
 from wsserver.security.ratelimit import FailureLimiter
 from wsserver.security.users import User, UserTable
@@ -82,16 +83,10 @@ class AdminAuth:
     # ---- HTTP Basic ------------------------------------------------------------------------
     def check_basic(self, header: str, peer: str) -> Verdict:
         """The verdict for an ``Authorization`` header value ("" when absent)."""
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "basic" or not value.strip():
-            return Verdict(401)
         try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return Verdict(401)
-        name, sep, password = decoded.partition(":")
-        if not sep:
-            return Verdict(401)
+            name, password = parse_basic(header)
+        except BasicAuthError:
+            return Verdict(401)  # not a guess at a password: the failure limit does not count it
         return self.check_password(name, password, peer)
 
     def check_password(self, name: str, password: str, peer: str) -> Verdict:

@@ -3,23 +3,31 @@
 Bounded everywhere: a request head of at most :data:`MAX_HEAD` bytes (431), a body of at most
 :data:`MAX_BODY` (413), :data:`REQUEST_TIMEOUT` to send a request, :data:`KEEPALIVE_TIMEOUT`
 idle between requests, at most ``max_connections`` connections (more wait in the backlog).
+Parsing, limits and framing are :mod:`wsserver.protocol.httpcore`'s, shared with the metrics
+listener; this module moves the bytes, keeps the timers and counts the connections.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
 
 import gevent
-import h11
 from gevent.pool import Pool
 
 from wsserver.logs import log
-from wsserver.prefork.httpd import Response, _phrase  # the metrics listener's own
+from wsserver.protocol.httpcore import (
+    CLOSED,
+    NEED_DATA,
+    Failure,
+    Handler,
+    Request,
+    Response,
+    ServerConnection,
+)
+
+__all__ = ["HTTPServer", "Handler", "Request", "Response"]
 
 logger = logging.getLogger("wsserver.admin")
 
@@ -28,30 +36,6 @@ MAX_BODY = 1024 * 1024
 REQUEST_TIMEOUT = 15.0
 KEEPALIVE_TIMEOUT = 30.0
 RECV_SIZE = 65536
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
-    body: bytes
-    peer: str
-    scheme: str  # http | https
-    user: str = ""  # set by the application once authenticated (for the logs)
-
-    @property
-    def host(self) -> str:
-        return self.headers.get("host", "")
-
-    @property
-    def origin(self) -> str:
-        """This listener's own origin, as a browser names it."""
-        return f"{self.scheme}://{self.host}"
-
-
-Handler = Callable[[Request], Response]
 
 
 class HTTPServer:
@@ -151,104 +135,57 @@ class HTTPServer:
                 pass
 
     def _session(self, conn: Any, peer: str, scheme: str, state: list[str]) -> None:
-        h = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        core = ServerConnection(peer, scheme, max_head=MAX_HEAD, max_body=MAX_BODY)
         while True:
             conn.settimeout(KEEPALIVE_TIMEOUT)
             self._count(state, "idle")
             timer: list[gevent.Timeout] = []  # the whole request within REQUEST_TIMEOUT of its first byte
             try:
-                got = self._read_request(conn, h, timer, state)
+                request = self._read_request(conn, core, timer, state)
             finally:
                 for t in timer:
                     t.cancel()
-            if got is None:
+            if request is None:
                 return
             self._count(state, "busy")  # until its answer is sent: a stop waits for both
-            if not self._answer(conn, h, got, peer, scheme):
+            if not self._answer(conn, core, request):
                 return
 
-    def _answer(self, conn: Any, h: h11.Connection, got: tuple[h11.Request, bytes], peer: str,
-                scheme: str) -> bool:
+    def _answer(self, conn: Any, core: ServerConnection, request: Request) -> bool:
         """Handle one request and send the response; False when the connection is to end."""
-        request, body = got
-        response = self._handle(request, bytes(body), peer, scheme)
-        close = self.closing
-        self._send(conn, h, request, response, close=close)
-        if h.our_state is h11.MUST_CLOSE or h.their_state is h11.MUST_CLOSE or close:
-            return False
-        h.start_next_cycle()
-        return True
+        response = self._handle(request)
+        conn.sendall(core.respond(response, close=self.closing))
+        return core.next_cycle()
 
-    def _read_request(self, conn: Any, h: h11.Connection, timer: list,
-                      state: list[str]) -> tuple[h11.Request, bytes] | None:
+    def _read_request(self, conn: Any, core: ServerConnection, timer: list, state: list[str]) -> Request | None:
         """The next request and its body; None when the connection ends (or was answered 4xx)."""
-        request, body = None, bytearray()
         while True:
-            try:
-                event = h.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._fail(conn, h, exc.error_status_hint)
-                return None
-            if event is h11.NEED_DATA:
+            got = core.next_request()
+            if got is NEED_DATA:
                 data = conn.recv(RECV_SIZE)
-                h.receive_data(data)
-                if not data and h.their_state is h11.IDLE:
+                if not data and core.between_requests:
                     return None
+                core.receive_data(data)
                 self._count(state, "busy")
                 if not timer:
                     timer.append(gevent.Timeout.start_new(REQUEST_TIMEOUT, TimeoutError))
                     conn.settimeout(REQUEST_TIMEOUT)
                 continue
-            if isinstance(event, h11.ConnectionClosed):
+            if got is CLOSED:
                 return None
-            if isinstance(event, h11.Request):
-                request = event
-                length = dict(event.headers).get(b"content-length")
-                if length is not None and length.isdigit() and int(length) > MAX_BODY:
-                    self._fail(conn, h, 413)
-                    return None
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY:
-                    self._fail(conn, h, 413)
-                    return None
-            elif isinstance(event, h11.EndOfMessage):
-                assert request is not None
-                return request, bytes(body)
+            if isinstance(got, Failure):
+                if got.data:
+                    try:
+                        conn.sendall(got.data)
+                    except OSError:
+                        pass
+                return None
+            assert isinstance(got, Request)
+            return got
 
-    def _handle(self, request: h11.Request, body: bytes, peer: str, scheme: str) -> Response:
-        headers: dict[str, str] = {}
-        for name, value in request.headers:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        target = request.target.decode("latin-1")
-        path, _, query = target.partition("?")
-        params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
-        req = Request(request.method.decode("latin-1"), path, params, headers, body, peer, scheme)
+    def _handle(self, req: Request) -> Response:
         try:
             return self.handler(req)
         except Exception:
-            log(logger, "error", "admin: handler failed", exc_info=True, path=path, method=req.method)
+            log(logger, "error", "admin: handler failed", exc_info=True, path=req.path, method=req.method)
             return Response(500, b"internal error\n")
-
-    def _send(self, conn: Any, h: h11.Connection, request: h11.Request, response: Response, close: bool) -> None:
-        headers = [("Content-Type", response.content_type), ("Content-Length", str(len(response.body))),
-                   ("Cache-Control", "no-store"), *response.headers]
-        if close:
-            headers.append(("Connection", "close"))
-        data = h.send(h11.Response(status_code=response.status, headers=headers, reason=_phrase(response.status)))
-        if request.method != b"HEAD":
-            data += h.send(h11.Data(data=response.body))
-        data += h.send(h11.EndOfMessage())
-        conn.sendall(data)
-
-    def _fail(self, conn: Any, h: h11.Connection, status: int) -> None:
-        if h.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            phrase = _phrase(status).decode() or "Bad Request"
-            body = f"{phrase}\n".encode()
-            try:
-                conn.sendall((f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                              f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body)
-            except OSError:
-                pass

@@ -28,21 +28,20 @@ import os
 import random
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from wsserver.logs import configure as configure_logging
 from wsserver.logs import log
-from wsserver.prefork import relay
+from wsserver.prefork import child, relay
+from wsserver.protocol.address import format_address
 
 if TYPE_CHECKING:
     from wsserver.config import Config
 
 logger = logging.getLogger("wsserver.admin")
 
-EXIT_BOOT = 3
+EXIT_BOOT = child.EXIT_BOOT
 STOP_GRACE = 10.0  # after TERM: seconds for the requests in flight
 # ... and for a connection accepted just before TERM, or kept alive, whose request may be on its
 # way (the next click of an operator whose change replaced this process must not meet a reset
@@ -50,7 +49,6 @@ STOP_GRACE = 10.0  # after TERM: seconds for the requests in flight
 IDLE_GRACE = 1.0
 STATUS_TIMEOUT = 5.0
 GATHER_TIMEOUT = 3.0  # how long the workers get to answer a sessions request
-MASTER_ONLY_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2)
 
 
 class MasterUnavailable(Exception):
@@ -204,37 +202,13 @@ class MasterLink:
 
 def run(spec: AdminSpec) -> NoReturn:
     """The admin process's whole life after the fork; never returns."""
-    code = EXIT_BOOT
-    try:
-        code = _main(spec)
-    except BaseException:
-        log(logger, "error", "admin process crashed", exc_info=True)
-    finally:
-        try:
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+    child.run(lambda: _main(spec), "admin process crashed")
 
 
 def _main(spec: AdminSpec) -> int:
-    for sig in MASTER_ONLY_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
-
-    from gevent import monkey
-
-    monkey.patch_all()
+    child.start("wsserver: admin", spec.log_file, spec.log_level, spec.log_format)
     import gevent
-
-    gevent.reinit()
     from gevent.event import Event
-
-    from wsserver.prefork.worker import open_log, set_title
-
-    set_title("wsserver: admin")
-    log_stream = open_log(spec.log_file)
-    configure_logging(spec.log_level, spec.log_format, log_stream)
 
     from wsserver.admin.api import AdminApp
     from wsserver.admin.auth import AdminAuth, admin_users
@@ -282,7 +256,7 @@ def _main(spec: AdminSpec) -> int:
     server.start()
     host, port = server.sock.getsockname()[:2]
     log(logger, "info", "admin listening", address=f"{'https' if tls_context else 'http'}://"
-        f"{f'[{host}]' if ':' in host else host}:{port}/", users=",".join(admin_users(spec.config)))
+        f"{format_address(host, port)}/", users=",".join(admin_users(spec.config)))
     stop.wait()
     server.stop_accepting()  # the next admin process accepts what arrives from now on
     now = time.monotonic()

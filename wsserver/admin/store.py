@@ -4,9 +4,9 @@ One change at a time (a lock), each:
 
 1. reads the file and checks ``If-Match`` against its ETag (412 when it changed meanwhile);
 2. makes the edit (:mod:`wsserver.admin.edits`) on the text;
-3. validates the new text as ``wsserver check`` does — :func:`parse_config` with the file's
-   name as source, the endpoint handlers importable, the keystores openable — 400 with the
-   same error lines, and the file is not touched;
+3. validates the new text as ``wsserver check`` does (:func:`wsserver.preflight.check_text`:
+   the config with the file's name as source, the endpoint handlers importable, the keystores
+   openable) — 400 with the same error lines, and the file is not touched;
 4. writes it with :func:`write_atomic` (temp file, fsync, rename: a crash leaves the old or
    the new file);
 5. asks the master for a hitless reload and waits for its outcome; if the reload does not
@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from wsserver.admin.edits import EditError
-from wsserver.config import Config, ConfigError, parse_config, require_ports, write_atomic
+from wsserver.config import Config, ConfigError, write_atomic
+from wsserver.preflight import check_text, parse
 
 # Test hook: seconds to sleep before each fsync of a config write, so a test can kill the
 # server while the temp file is written and not yet renamed.
@@ -73,31 +74,23 @@ def etag_matches(header: str, etag: str) -> bool:
 RELOAD_STATUS = {"invalid": 400, "failed": 409}
 
 
-def validate(text: str, source: str) -> Config:
-    """What ``wsserver check`` checks; raises StoreError(400) with its error lines."""
-    try:
-        config = require_ports(parse_config(text, source), source)
-    except ConfigError as exc:
-        raise StoreError(400, "invalid configuration", exc.errors) from None
+def _import_endpoints(config: Config) -> str | None:
+    """The admin process imports the handlers itself: it runs gevent, so it does not fork."""
     from wsserver.runtime.dispatcher import EndpointLoadError, load_mounts
 
     try:
         load_mounts(config)
     except EndpointLoadError as exc:
-        raise StoreError(400, "invalid configuration", str(exc).splitlines()) from None
-    from wsserver.adapters.tls import check_adapter_tls
-    from wsserver.security.tls import TLSConfigError, tls_for_config, uses_tls
+        return str(exc)
+    return None
 
-    errors: list[str] = []
-    if uses_tls(config):
-        try:
-            tls_for_config(config)
-        except TLSConfigError as exc:
-            errors = list(exc.errors)
-    errors += check_adapter_tls(config)
-    if errors:
-        raise StoreError(400, "invalid configuration", errors)
-    return config
+
+def validate(text: str, source: str) -> Config:
+    """What ``wsserver check`` checks; raises StoreError(400) with its error lines."""
+    result = check_text(text, source, import_endpoints=_import_endpoints)
+    if result.config is None or result.errors:
+        raise StoreError(400, "invalid configuration", result.errors)
+    return result.config
 
 
 class ConfigStore:
@@ -129,7 +122,7 @@ class ConfigStore:
         """The validated config in the file, and its ETag (400 if someone broke the file)."""
         text, etag = self.read()
         try:
-            return parse_config(text, self._need_file()), etag
+            return parse(text, self._need_file()), etag
         except ConfigError as exc:
             raise StoreError(400, "the config file is invalid (fix it, or restore it, first)", exc.errors,
                              etag) from None

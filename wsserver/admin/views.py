@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from wsserver.config import Config, PortConfig
+from wsserver.protocol.address import format_host
 from wsserver.security.access import endpoint_allowed
 
 
@@ -36,7 +37,7 @@ def url_host(bind: str, request_host: str) -> str:
             host = urlsplit("//" + request_host).hostname or "localhost"
         except ValueError:
             host = "localhost"
-    return f"[{host}]" if ":" in host else host
+    return format_host(host)
 
 
 def port_endpoints(config: Config, port: PortConfig, request_host: str = "") -> list[dict[str, str]]:

@@ -15,6 +15,7 @@ from wsserver.config.loader import (
 from wsserver.config.schema import (
     ALIAS_HELP,
     ALIAS_PATTERN,
+    MAX_WORKERS,
     AccessConfig,
     AdminConfig,
     AdminTLSConfig,
@@ -39,6 +40,7 @@ __all__ = [
     "ALIAS_HELP",
     "ALIAS_PATTERN",
     "DEFAULT_CONFIG_TOML",
+    "MAX_WORKERS",
     "AccessConfig",
     "AdminConfig",
     "AdminTLSConfig",

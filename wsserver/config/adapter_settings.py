@@ -12,12 +12,13 @@ never stored here: only the names of the environment variables or files that hol
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from wsserver.config.host import PURE, HostChecks
 from wsserver.config.loader import _Builder, _Errors
 from wsserver.config.schema import ALIAS_HELP, ALIAS_PATTERN, setting
 
@@ -210,10 +211,14 @@ class AdapterSettings:
 # --- rules that span keys -------------------------------------------------------------------
 
 
-def parse_adapter(table: Any, index: int, source: str) -> tuple[AdapterSettings | None, list[str]]:
-    """Validate one ``[[adapters]]`` table; returns the settings (None if invalid) and the errors."""
+def parse_adapter(table: Any, index: int, source: str,
+                  host: HostChecks = PURE) -> tuple[AdapterSettings | None, list[str]]:
+    """Validate one ``[[adapters]]`` table; returns the settings (None if invalid) and the errors.
+
+    ``host``: the checks of secrets' variables and files and of OTP settings (config/host.py).
+    """
     path = f"adapters[{index}]"
-    errors = _Errors(source)
+    errors = _Errors(source, host)
     if not isinstance(table, dict):
         errors.add(path, "must be a table ([[adapters]])", table)
         return None, errors.lines
@@ -233,9 +238,10 @@ def parse_adapter(table: Any, index: int, source: str) -> tuple[AdapterSettings 
         return None, errors.lines
     if built.options is None:
         built = dataclasses.replace(built, **{built.type: _OPTIONS[built.type]()})
-    if built.type == "radius" and isinstance(built.radius.attributes, dict):
+    radius = built.radius  # set above when type = "radius"
+    if built.type == "radius" and radius is not None and isinstance(radius.attributes, dict):
         built = dataclasses.replace(
-            built, radius=dataclasses.replace(built.radius, attributes=tuple(built.radius.attributes.items()))
+            built, radius=dataclasses.replace(radius, attributes=tuple(radius.attributes.items()))
         )
     _check(built, table, path, errors)
     if errors.lines:
@@ -243,13 +249,14 @@ def parse_adapter(table: Any, index: int, source: str) -> tuple[AdapterSettings 
     return built, []
 
 
-def parse_adapters(tables: Any, source: str) -> tuple[tuple[AdapterSettings, ...], list[str]]:
+def parse_adapters(tables: Any, source: str,
+                   host: HostChecks = PURE) -> tuple[tuple[AdapterSettings, ...], list[str]]:
     """Every ``[[adapters]]`` table, plus unique names."""
     if not isinstance(tables, list):
         return (), [f"{source}: adapters: must be an array of tables ([[adapters]])"]
     found, lines = [], []
     for index, table in enumerate(tables):
-        settings, errors = parse_adapter(table, index, source)
+        settings, errors = parse_adapter(table, index, source, host)
         lines += errors
         if settings is not None:
             found.append((index, settings))
@@ -262,7 +269,8 @@ def parse_adapters(tables: Any, source: str) -> tuple[tuple[AdapterSettings, ...
             continue
         seen[settings.name] = index
         unique.append(settings)
-    lines += _check_first_factors(unique, {s.name: i for i, s in found}, source)
+    if host.first_factors is not None:
+        lines += host.first_factors(unique, {s.name: i for i, s in found}, source)
     return tuple(unique), lines
 
 
@@ -282,9 +290,10 @@ def _check(s: AdapterSettings, table: dict[str, Any], path: str, errors: _Errors
     if s.key_alias and not s.keystore and not errors.is_bad(f"{path}.keystore"):
         errors.add(f"{path}.key_alias", "needs a keystore", s.key_alias)
     if not errors.is_bad(f"{path}.{s.type}"):
-        check = {"ldap": _check_ldap, "radius": _check_radius, "http": _check_http, "ocsp": _check_ocsp,
-                 "gemalto": _check_gemalto}[s.type]
-        check(s, s.options, f"{path}.{s.type}", errors)
+        checks: dict[str, Callable[[AdapterSettings, Any, str, _Errors], None]] = {
+            "ldap": _check_ldap, "radius": _check_radius, "http": _check_http, "ocsp": _check_ocsp,
+            "gemalto": _check_gemalto}
+        checks[s.type](s, s.options, f"{path}.{s.type}", errors)
 
 
 def _check_servers(s: AdapterSettings, path: str, errors: _Errors) -> None:
@@ -334,12 +343,12 @@ def url_problem(url: str, schemes: dict[str, bool]) -> str:
     return ""
 
 
-def _secret_problem(env: str, file: str) -> str:
+def _secret_problem(env: str, file: str, host: HostChecks = PURE) -> str:
     if env and file:
         return "give one of *_env and *_file, not both"
-    if env and env not in os.environ:
+    if env and host.env_unset(env):
         return f"environment variable {env} is not set"
-    if file and not os.path.isfile(file):
+    if file and host.file_missing(file):
         return f"file {file!r} does not exist"
     return ""
 
@@ -353,7 +362,7 @@ def _check_ldap(s: AdapterSettings, o: LdapOptions, path: str, errors: _Errors) 
         errors.add(f"{path}.search_filter", "must contain {username}", o.search_filter)
     if o.search_base and not (o.search_filter.startswith("(") and o.search_filter.endswith(")")):
         errors.add(f"{path}.search_filter", "must be an LDAP filter in parentheses", o.search_filter)
-    problem = _secret_problem(o.service_password_env, o.service_password_file)
+    problem = _secret_problem(o.service_password_env, o.service_password_file, errors.host)
     if problem:
         errors.add(f"{path}.service_password_env", problem, o.service_password_env)
     if o.service_dn and not (o.service_password_env or o.service_password_file):
@@ -363,14 +372,14 @@ def _check_ldap(s: AdapterSettings, o: LdapOptions, path: str, errors: _Errors) 
 def _check_radius(s: AdapterSettings, o: RadiusOptions, path: str, errors: _Errors) -> None:
     if not (o.secret_env or o.secret_file):
         errors.add(f"{path}.secret_env", "is required (the shared secret's environment variable), or secret_file")
-    problem = _secret_problem(o.secret_env, o.secret_file)
+    problem = _secret_problem(o.secret_env, o.secret_file, errors.host)
     if problem:
         errors.add(f"{path}.secret_env", problem, o.secret_env)
     attributes = o.attributes if isinstance(o.attributes, tuple) else ()
     for name, value in attributes:
         if isinstance(value, bool) or not isinstance(value, str | int):
             errors.add(f"{path}.attributes.{name}", "must be a string or an integer", value)
-    if o.dictionary and not os.path.isfile(o.dictionary):
+    if o.dictionary and errors.host.file_missing(o.dictionary):
         errors.add(f"{path}.dictionary", "file does not exist", o.dictionary)
 
 
@@ -390,21 +399,16 @@ def _check_http(s: AdapterSettings, o: HttpOptions, path: str, errors: _Errors) 
 
 
 def _check_ocsp(s: AdapterSettings, o: OcspOptions, path: str, errors: _Errors) -> None:
-    if o.issuers and not os.path.isfile(o.issuers):
+    if o.issuers and errors.host.file_missing(o.issuers):
         errors.add(f"{path}.issuers", "file does not exist", o.issuers)
 
 
 def _check_gemalto(s: AdapterSettings, o: GemaltoOptions, path: str, errors: _Errors) -> None:
-    from wsserver.adapters.otp import check_gemalto
-
-    for line in check_gemalto(s, o, path):
+    # The OTP adapter's rules live with it (adapters/otp.py); errors.host hands them in.
+    if errors.host.gemalto is None:
+        return
+    for line in errors.host.gemalto(s, o, path):
         errors.add(*line)  # (path, problem) or (path, problem, value)
-
-
-def _check_first_factors(adapters: list[AdapterSettings], index: dict[str, int], source: str) -> list[str]:
-    from wsserver.adapters.otp import check_first_factors
-
-    return check_first_factors(adapters, index, source)
 
 
 def status_in(code: int, patterns: tuple[str, ...]) -> bool:

@@ -19,10 +19,11 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from wsserver.config.host import PURE, HostChecks
 from wsserver.config.ocsp_settings import check_port_ocsp
 from wsserver.config.schema import (
     BROKER_HELP,
@@ -84,7 +85,7 @@ class ConfigError(Exception):
 # --- messages -------------------------------------------------------------------------------
 
 
-def _range(meta: dict[str, Any]) -> str:
+def _range(meta: Mapping[str, Any]) -> str:
     low, high = meta.get("min"), meta.get("max")
     if low is not None and high is not None:
         return f" {low}..{high}"
@@ -99,13 +100,14 @@ def _kinds(kind: Any) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
-def describe(meta: dict[str, Any]) -> str:
+def describe(meta: Mapping[str, Any]) -> str:
     """What a key allows, worded to follow "must be" (also the docs' "Allowed" column)."""
     kind = meta.get("kind")
     if meta.get("choices"):
         return "one of " + ", ".join(toml_value(c) for c in meta["choices"])
     if meta.get("pattern_help"):
-        return meta["pattern_help"]
+        pattern_help: str = meta["pattern_help"]
+        return pattern_help
     if kind is bool:
         return "a boolean (true/false)"
     if float in _kinds(kind):
@@ -154,8 +156,9 @@ class _Errors:
     reported as a duplicate of another port with an invalid alias.
     """
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, host: HostChecks = PURE) -> None:
         self.source = source
+        self.host = host  # the checks beyond the text (config/host.py)
         self.lines: list[str] = []
         self.bad: set[str] = set()
 
@@ -252,7 +255,8 @@ def valid_broker(text: str) -> bool:
         query = parts.query
         return (not parts.netloc and parts.path.startswith("/") and len(parts.path) > 1
                 and (not query or re.fullmatch(r"db=\d{1,5}", query) is not None))
-    return (bool(parts.hostname) and valid_bind(parts.hostname.strip("[]"))
+    host = parts.hostname
+    return (host is not None and host != "" and valid_bind(host.strip("[]"))
             and (port is None or port > 0) and not parts.query
             and (parts.path in ("", "/") or re.fullmatch(r"/\d{1,5}", parts.path) is not None))
 
@@ -303,7 +307,7 @@ VALUE_RULES: dict[tuple[type, str], ValueRule] = {
 # --- shape pass: TOML tables -> dataclasses -------------------------------------------------
 
 
-def settings(cls: type) -> dict[str, dataclasses.Field]:
+def settings(cls: type) -> dict[str, dataclasses.Field[Any]]:
     """The TOML keys of a schema dataclass (fields without a kind, like Config.source, are not)."""
     return {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("kind") is not None}
 
@@ -348,9 +352,9 @@ class _Builder:
         hint = f'did you mean "{close[0]}"?' if close else "known keys: " + ", ".join(fields)
         self.errors.bad_value(sub, f"unknown key; {hint}", value)
 
-    def value(self, owner: type, f: dataclasses.Field, value: Any, path: str) -> tuple[bool, Any]:
+    def value(self, owner: type, f: dataclasses.Field[Any], value: Any, path: str) -> tuple[bool, Any]:
         meta = f.metadata
-        kind = meta["kind"]
+        kind: type | tuple[type, ...] = meta["kind"]
         if dataclasses.is_dataclass(kind):
             if not isinstance(value, dict):
                 self.errors.bad_value(path, f"must be a table ([{_table_name(path)}])", value)
@@ -363,8 +367,8 @@ class _Builder:
             ok = self._rule(owner, f.name, value, path)
         return ok, value
 
-    def _array(self, owner: type, f: dataclasses.Field, value: Any, path: str) -> tuple[bool, Any]:
-        item_kind = f.metadata.get("item_kind")
+    def _array(self, owner: type, f: dataclasses.Field[Any], value: Any, path: str) -> tuple[bool, Any]:
+        item_kind: type | tuple[type, ...] | None = f.metadata.get("item_kind")
         if dataclasses.is_dataclass(item_kind):
             if not isinstance(value, list):
                 self.errors.bad_value(path, f"must be an array of tables ([[{_table_name(path)}]])", value)
@@ -569,31 +573,28 @@ _CLIENT_AUTH_TEXT = ", ".join(f'"{a}"' for a in CLIENT_AUTH)
 
 
 # --- users and client authentication ----------------------------------------------------------
-# security.passwords, security.users and security.jwt are leaf modules (stdlib and
-# cryptography only, no wsserver imports): the loader uses them so that what validates here
-# is exactly what the server can use.
+# Password-hash, token and JWT key formats are security/'s: errors.host (config/host.py) asks
+# it, so that what validates here is exactly what the server can use.
 
 
 def _check_users(cfg: Config, errors: _Errors) -> None:
-    from wsserver.security.passwords import HashFormatError, check_hash
-    from wsserver.security.users import TOKEN_HELP, check_token, token_digest
-
+    host = errors.host
     _check_unique(errors, "users", cfg.users, "name", "user name")
     aliases = [p.alias for p in cfg.ports]
     paths = [e.path for e in cfg.endpoints]
     tokens: dict[bytes, str] = {}
     for path, user in _indexed("users", cfg.users):
-        if user.password_hash and not errors.is_bad(f"{path}.password_hash"):
-            try:
-                check_hash(user.password_hash)
-            except HashFormatError as exc:
-                errors.add(f"{path}.password_hash", str(exc))
+        if user.password_hash and not errors.is_bad(f"{path}.password_hash") and host.password_hash:
+            problem = host.password_hash(user.password_hash)
+            if problem:
+                errors.add(f"{path}.password_hash", problem)
         if user.token and not errors.is_bad(f"{path}.token"):
-            if not check_token(user.token):
-                errors.add(f"{path}.token", f"must be {TOKEN_HELP}")
-            else:
+            problem = host.token(user.token) if host.token else None
+            if problem:
+                errors.add(f"{path}.token", f"must be {problem}")
+            elif host.token_digest:
                 digest = (bytes.fromhex(user.token[7:]) if user.token.startswith("sha256:")
-                          else token_digest(user.token))
+                          else host.token_digest(user.token))
                 if digest in tokens:
                     errors.add(f"{path}.token", f"the same token as {tokens[digest]}")
                 tokens.setdefault(digest, path)
@@ -606,8 +607,7 @@ def _check_users(cfg: Config, errors: _Errors) -> None:
 
 
 def _check_client_auth(cfg: Config, errors: _Errors) -> None:
-    from wsserver.security.jwt import JWTKeyError, load_key_material, parse_key
-
+    jwt_key = errors.host.jwt_key
     names = [u.name for u in cfg.users]
     for path, port in _indexed("ports", cfg.ports):
         auth = port.client_auth
@@ -628,10 +628,9 @@ def _check_client_auth(cfg: Config, errors: _Errors) -> None:
             errors.add(f"{path}.client_auth", "no [[users]] entry has a token", auth)
         elif auth == "jwt" and not errors.is_bad(f"{path}.jwt"):
             jwt = port.jwt
-            try:
-                parse_key(load_key_material(jwt.key, jwt.key_file, jwt.key_env), jwt.algorithms)
-            except JWTKeyError as exc:
-                errors.add(f"{path}.jwt", str(exc))
+            problem = jwt_key(jwt) if jwt_key else None
+            if problem:
+                errors.add(f"{path}.jwt", problem)
             if not (jwt.bearer or jwt.cookie or port.token_query_param):
                 errors.add(f"{path}.jwt", "no way to send a token: set bearer = true, cookie or token_query_param")
             origin = port.origin
@@ -689,7 +688,7 @@ def _check_cluster(cfg: Config, errors: _Errors) -> None:
     c = cfg.cluster
     if c is None or errors.is_bad("cluster"):
         return
-    if c.password_env and not os.environ.get(c.password_env):
+    if c.password_env and errors.host.env_empty(c.password_env):
         errors.add("cluster.password_env", "this environment variable is not set or empty", c.password_env)
     if c.tls_ca_file and not c.broker.startswith("rediss://"):
         errors.add("cluster.tls_ca_file", "is only used with a rediss:// broker", c.tls_ca_file)
@@ -706,14 +705,10 @@ def _check_metrics(cfg: Config, errors: _Errors) -> None:
         errors.add("metrics.user", "needs password_hash or password_env", m.user)
     elif (m.password_hash or m.password_env) and not m.user:
         errors.add("metrics.user", "is required with password_hash or password_env", m.user)
-    if m.password_hash:
-        from wsserver.security.passwords import HashFormatError, check_hash
-
-        try:
-            check_hash(m.password_hash)
-        except HashFormatError as exc:
-            errors.add("metrics.password_hash", str(exc))
-    if m.password_env and not os.environ.get(m.password_env):
+    problem = errors.host.password_hash(m.password_hash) if m.password_hash and errors.host.password_hash else None
+    if problem:
+        errors.add("metrics.password_hash", problem)
+    if m.password_env and errors.host.env_empty(m.password_env):
         errors.add("metrics.password_env", "this environment variable is not set or empty", m.password_env)
     if not m.enabled:
         return
@@ -769,35 +764,43 @@ def _syntax_error(exc: tomllib.TOMLDecodeError, text: str, source: str) -> Confi
     return ConfigError([f"{source}: {place}: invalid TOML: {message}"])
 
 
-def parse_config(text: str, source: str = "<string>") -> Config:
-    """Parse and validate TOML text. Raises ConfigError listing every problem found."""
+def parse_config(text: str, source: str = "<string>", *, host: HostChecks = PURE) -> Config:
+    """Parse and validate TOML text. Raises ConfigError listing every problem found.
+
+    Reads nothing but ``text``: the rules that need the environment, files or ``security/``
+    run only with ``host`` (:func:`wsserver.preflight.parse` passes the real ones).
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _syntax_error(exc, text, source) from None
     except RecursionError:
         raise ConfigError([f"{source}: invalid TOML: arrays or inline tables nested too deeply"]) from None
-    errors = _Errors(source)
+    errors = _Errors(source, host)
     # Adapter settings reuse this module's builder, so they are imported here, not at the top.
     from wsserver.config.adapter_settings import parse_adapters
 
-    adapters, adapter_errors = parse_adapters(data.pop("adapters", []), source)
+    adapters, adapter_errors = parse_adapters(data.pop("adapters", []), source, host)
     keystores, ks_errors = parse_keystores(data.pop("keystores", None), source)
     truststores, ts_errors = parse_truststores(data.pop("truststores", None), source)
-    cfg = _Builder(errors).table(Config, data, "")
+    cfg: Config = _Builder(errors).table(Config, data, "")
     errors.lines += adapter_errors + ks_errors + ts_errors
     cfg = dataclasses.replace(cfg, adapters=adapters)
     _check_rules(cfg, errors)
     errors.lines += check_tls_references(cfg.server.tls, cfg.ports, keystores, truststores, source,
-                                         keystores_complete=not ks_errors, truststores_complete=not ts_errors)
+                                         keystores_complete=not ks_errors, truststores_complete=not ts_errors,
+                                         port_sni=host.port_sni)
     _check_admin(cfg, errors, keystores, keystores_complete=not ks_errors)
     if errors.lines:
         raise ConfigError(errors.lines)
     return dataclasses.replace(cfg, source=source, keystores=keystores, truststores=truststores, adapters=adapters)
 
 
-def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Read and validate a config file; ``None`` gives the built-in default config."""
+def load_config(path: str | os.PathLike[str] | None, *, host: HostChecks = PURE) -> Config:
+    """Read and validate a config file; ``None`` gives the built-in default config.
+
+    ``host`` as for :func:`parse_config`; :func:`wsserver.preflight.load` passes the real checks.
+    """
     if path is None:
         return default_config()
     source = os.fspath(path)
@@ -811,7 +814,7 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([f"{source}: line {line}: invalid TOML: not UTF-8 text"]) from None
-    return require_ports(parse_config(text, source), source)
+    return require_ports(parse_config(text, source, host=host), source)
 
 
 def require_ports(config: Config, source: str) -> Config:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 from wsserver.config.loader import (
     DEFAULT_CONFIG_TOML,
@@ -110,7 +110,8 @@ Unknown keys are errors, not ignored: a typo must not silently leave a default i
 def _tables(cls: type, name: str) -> Iterator[tuple[str, type, str]]:
     """(header, dataclass, help) for each table below ``cls``, parents before children."""
     for key, f in settings(cls).items():
-        kind, item = f.metadata["kind"], f.metadata.get("item_kind")
+        kind: type | tuple[type, ...] = f.metadata["kind"]
+        item: type | tuple[type, ...] | None = f.metadata.get("item_kind")
         sub = f"{name}.{key}" if name else key
         if dataclasses.is_dataclass(kind):
             yield f"[{sub}]", kind, f.metadata.get("help", "")
@@ -126,15 +127,16 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _default(f: dataclasses.Field) -> str:
+def _default(f: dataclasses.Field[Any]) -> str:
     if f.metadata.get("required"):
         return "(required)"
-    value: Any = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    factory = cast(Callable[[], Any], f.default_factory)  # a field without a default has a factory
+    value: Any = factory() if f.default is dataclasses.MISSING else f.default
     # In a code span only | needs escaping (GFM tables); &lt; would show literally.
     return "`" + toml_value(value).replace("|", "\\|") + "`"
 
 
-def _allowed(cls: type, f: dataclasses.Field) -> str:
+def _allowed(cls: type, f: dataclasses.Field[Any]) -> str:
     """The "Allowed" column: the schema's wording, refined by the loader's extra checks."""
     key = (cls, f.name)
     is_list = f.metadata["kind"] is list

@@ -14,6 +14,10 @@ from wsserver.config.tls_settings import KeystoreConfig, TruststoreConfig
 
 ALIAS_PATTERN = r"[A-Za-z0-9_.-]{1,255}"
 ALIAS_HELP = "1-255 characters of a-z A-Z 0-9 _ . -"
+# The most worker processes one master runs: the --workers flag, SIGTTIN and the shared
+# tables the master sizes before it forks (prefork LoadBoard, runtime ConnectionTable) all
+# follow this one number.
+MAX_WORKERS = 256
 BROKER_HELP = ('redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB] (TLS) or unix:///PATH[?db=DB], '
                "without a password in it (use password_env)")
 
@@ -61,7 +65,7 @@ class ServerTLSConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    workers: int = setting(0, kind=int, min=0, max=256, help="worker processes; 0 = CPU count")
+    workers: int = setting(0, kind=int, min=0, max=MAX_WORKERS, help="worker processes; 0 = CPU count")
     graceful_timeout: float = setting(
         30, kind=(int, float), min=0, max=3600, help="seconds to drain sessions on reload/stop"
     )

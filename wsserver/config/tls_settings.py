@@ -32,9 +32,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 KEYSTORE_TYPES = ("pem", "pkcs12", "jks", "pkcs11")
 TRUSTSTORE_TYPES = ("pem", "pkcs12", "jks")
@@ -170,7 +170,7 @@ def _type(errors: ErrorList, table: Mapping[str, Any], path: str, allowed: tuple
             message = f"must be {choices_text(allowed)}"
         errors.add(f"{path}.type", message, value)
         return None
-    return value
+    return cast(str, value)  # one of ``allowed``
 
 
 def _password_keys(errors: ErrorList, table: Mapping[str, Any], path: str, prefix: str = "") -> dict[str, str]:
@@ -363,23 +363,34 @@ def parse_truststores(tables: Any, source: str) -> tuple[tuple[TruststoreConfig,
 # --- references between tables -------------------------------------------------------------
 
 
+# The schema's frozen dataclasses, seen read-only (schema.py imports this module).
 class _ServerTLS(Protocol):
-    keystore: str
-    key_alias: str
+    @property
+    def keystore(self) -> str: ...
+    @property
+    def key_alias(self) -> str: ...
 
 
 class _PortTLS(Protocol):
-    keystore: str
-    key_alias: str
-    client_certs: str
-    truststore: str
-    min_version: str
+    @property
+    def keystore(self) -> str: ...
+    @property
+    def key_alias(self) -> str: ...
+    @property
+    def client_certs(self) -> str: ...
+    @property
+    def truststore(self) -> str: ...
+    @property
+    def min_version(self) -> str: ...
 
 
 class _Port(Protocol):
-    alias: str
-    protocol: str
-    tls: Any  # _PortTLS | None
+    @property
+    def alias(self) -> str: ...
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def tls(self) -> _PortTLS | None: ...
 
 
 @dataclass(frozen=True)
@@ -459,11 +470,14 @@ def check_tls_references(
     *,
     keystores_complete: bool = True,
     truststores_complete: bool = True,
+    port_sni: Callable[..., None] | None = None,
 ) -> list[str]:
     """Rules across tables; returns error lines (empty = fine). No file is opened.
 
     Pass ``*_complete=False`` when the shape pass dropped a bad entry: then a reference to an
     unknown alias may be a reference to that bad entry, and is not reported twice.
+    ``port_sni`` checks a port's ``[ports.tls.sni]`` table (``security.sni.check_port_sni``,
+    handed in by the caller: config/ imports nothing above it); None skips it.
     """
     errors = ErrorList(source)
     stores = {k.alias: k for k in keystores}
@@ -516,10 +530,8 @@ def check_tls_references(
             problem = cipher_problem(options.ciphers)
             if problem:
                 errors.add(options.ciphers_key, problem, options.ciphers)
-        if getattr(port.tls, "sni", None):
-            from wsserver.security.sni import check_port_sni
-
-            check_port_sni(errors, port, i, options, keystores, keystores_complete=keystores_complete)
+        if port_sni is not None and getattr(port.tls, "sni", None):
+            port_sni(errors, port, i, options, keystores, keystores_complete=keystores_complete)
     return errors.lines
 
 
@@ -527,7 +539,9 @@ def _check_unique_aliases(errors: ErrorList, keystores: Sequence[KeystoreConfig]
                           truststores: Sequence[TruststoreConfig]) -> None:
     # One namespace: a port's truststore may name either kind.
     seen: dict[str, str] = {}
-    for name, items in (("keystores", keystores), ("truststores", truststores)):
+    kinds: tuple[tuple[str, Sequence[KeystoreConfig | TruststoreConfig]], ...] = (
+        ("keystores", keystores), ("truststores", truststores))
+    for name, items in kinds:
         for i, item in enumerate(items):
             if item.alias in seen:
                 errors.add(f"{name}[{i}].alias", f"duplicate alias (also {seen[item.alias]}); keystores and "

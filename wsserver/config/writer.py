@@ -86,24 +86,24 @@ def toml_value(value: Any) -> str:
 # --- dump_config ----------------------------------------------------------------------------
 
 
-def _kind(f: dataclasses.Field) -> Any:
+def _kind(f: dataclasses.Field[Any]) -> Any:
     return f.metadata.get("kind")
 
 
-def _is_table(f: dataclasses.Field) -> bool:
+def _is_table(f: dataclasses.Field[Any]) -> bool:
     return dataclasses.is_dataclass(_kind(f))
 
 
-def _is_table_array(f: dataclasses.Field) -> bool:
+def _is_table_array(f: dataclasses.Field[Any]) -> bool:
     return _kind(f) is list and dataclasses.is_dataclass(f.metadata.get("item_kind"))
 
 
-def _settings(obj: Any) -> list[dataclasses.Field]:
+def _settings(obj: Any) -> list[dataclasses.Field[Any]]:
     # Fields without a kind (Config.source) are bookkeeping, not TOML keys.
     return [f for f in dataclasses.fields(obj) if _kind(f) is not None]
 
 
-def _comment(f: dataclasses.Field) -> str:
+def _comment(f: dataclasses.Field[Any]) -> str:
     """The allowed choices and the help text, as the example file writes them."""
     parts = []
     if f.metadata.get("choices"):

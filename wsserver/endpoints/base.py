@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from wsserver.protocol.close_codes import CloseCode
+
 if TYPE_CHECKING:
     from wsserver.runtime.groups import JoinResult
 
@@ -24,7 +26,7 @@ class SessionAPI(Protocol):
 
     def send(self, message: str | bytes) -> None: ...
 
-    def close(self, code: int = 1000, reason: str = "") -> None: ...
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None: ...
 
     def join(self, group: str, since: str | None = None,
              deliver: Callable[[str, str | bytes, str | None], None] | None = None) -> JoinResult:

@@ -75,7 +75,7 @@ class PubSub(Endpoint):
     def on_binary(self, session: SessionAPI, data: bytes) -> None:
         session.send(_compact({"op": "error", "ref": None, "error": "requests are JSON text messages"}))
 
-    def _subscribe(self, session: SessionAPI, request: dict) -> None:
+    def _subscribe(self, session: SessionAPI, request: dict[str, Any]) -> None:
         group = _group(request)
         since = request.get("since")
         if since is not None and not isinstance(since, str):
@@ -96,7 +96,7 @@ class PubSub(Endpoint):
             raise _Refused(f"bad offset {since!r}") from None
         session.send(_compact({"op": "subscribed", "group": group, "recovered": result.recovered}))
 
-    def _publish(self, session: SessionAPI, request: dict, ref: Any) -> None:
+    def _publish(self, session: SessionAPI, request: dict[str, Any], ref: Any) -> None:
         group = _group(request)
         if "data" not in request:
             raise _Refused("publish needs data")
@@ -128,7 +128,7 @@ class _Refused(ValueError):
     pass
 
 
-def _group(request: dict) -> str:
+def _group(request: dict[str, Any]) -> str:
     group = request.get("group")
     if not isinstance(group, str) or not group or len(group) > MAX_GROUP:
         raise _Refused(f"group is a string of 1-{MAX_GROUP} characters")

@@ -4,7 +4,8 @@ Modelled on gunicorn's arbiter. Read :meth:`Arbiter.run` top to bottom: signal h
 queue the signal and wake the loop; each turn of the loop
 
 1. sleeps until a signal, a relay frame or a timer (and moves broadcast frames meanwhile,
-   and answers the metrics listener: ``/metrics``, ``/healthz``, ``/readyz``, see status.py),
+   and drives the services: the metrics listener, status.py, and those the command line adds,
+   the admin process's supervisor; see service.py),
 2. reaps exited workers (logging why),
 3. kills workers that are stuck (silent heartbeat) or overdue (drain/stop took too long),
 4. reaches the worker count of the current generation (forking, with back-off after boot
@@ -18,39 +19,39 @@ and imports the endpoint code as it is on disk now. Hitless reload follows from 
 listening sockets that stay the same are never closed (new and old workers accept on the
 same socket while both run), and the old generation is told to stop accepting only once
 every worker of the new one said READY.
+
+The file is long because the loop's steps share one state (generations, workers, the pending
+reload) and read best together; what does not need that state lives beside it: sockets.py,
+pidfile.py, child.py, and the services (service.py) with their view of the master.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
 import os
 import select
 import signal
-import sys
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from wsserver import __version__
-from wsserver.config import Config, ConfigError, PortConfig, load_config
+from wsserver.config import MAX_WORKERS, Config, ConfigError, PortConfig
 from wsserver.logs import configure as configure_logging
 from wsserver.logs import log
-from wsserver.prefork import relay
-from wsserver.prefork.admin import AdminSupervisor
+from wsserver.preflight import load as preflight_load
+from wsserver.preflight import preflight
+from wsserver.prefork import child, relay, sockets
+from wsserver.prefork.child import EXIT_BOOT, STACK_DUMP_SIGNAL, flush_stdio, open_log, set_title
+from wsserver.prefork.pidfile import PidFileTaken, remove_pid_file, write_pid_file
+from wsserver.prefork.service import LogSettings, MasterService, WorkerView
+from wsserver.prefork.sockets import ListenKey
 from wsserver.prefork.status import StatusServer
-from wsserver.prefork.worker import (
-    CLOSE_GRACE,
-    EXIT_BOOT,
-    Heartbeat,
-    LoadBoard,
-    WorkerSpec,
-    open_log,
-    set_title,
-)
+from wsserver.prefork.worker import CLOSE_GRACE, Heartbeat, LoadBoard, WorkerSpec
 from wsserver.runtime.limits import ConnectionTable
-from wsserver.runtime.listeners import BoundListener, bind_listener, effective_backlog
+from wsserver.runtime.listeners import BoundListener
 from wsserver.security.ratelimit_shared import SharedAuthLimits
 
 logger = logging.getLogger("wsserver.arbiter")
@@ -63,17 +64,17 @@ EXIT_CONFIG = 2
 MAX_BOOT_FAILURES = 5  # boot failures, before any worker ever started, that halt the master
 BACKOFF_BASE = 0.1  # seconds; doubles with each consecutive boot failure
 BACKOFF_MAX = 10.0
+NO_CELL_RETRY = 1.0  # seconds: every load-board cell taken (old generations still draining)
 RELOAD_MAX_BOOT_FAILURES = 3  # boot failures of a new generation that abort its reload
 FAST_STOP_TIMEOUT = 1.0  # QUIT: how long workers get before SIGKILL
 STOP_GRACE = 0.5  # TERM: extra time past graceful_timeout before SIGKILL
 CHECK_TIMEOUT = 60.0  # the endpoint check child
 SIGNAL_QUEUE_MAX = 10
 HEARTBEAT_CHECK = 0.5  # the loop looks at the heartbeats at least this often (seconds)
+STACK_DUMP_WAIT = 0.5  # a stuck worker's time to write its stacks to the log before SIGKILL
 
 HANDLED_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
                    signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2)
-
-ListenKey = tuple[str, int, int]  # (bind, port, slot); slot is 0 unless reuse_port
 
 
 class Halt(Exception):
@@ -110,6 +111,7 @@ class Worker:
     state: str = "active"  # active | draining | stopping
     kill_at: float | None = None  # SIGKILL if still alive then
     killed: bool = False
+    timed_out: bool = False  # missed its heartbeat: asked for a stack dump, SIGKILL at kill_at
     broker_up: bool = False  # [cluster]: the worker's last report of its broker connection
 
 
@@ -141,7 +143,7 @@ class SignalQueue:
 
 def worker_count(options: Options, config: Config) -> int:
     n = options.workers if options.workers is not None else config.server.workers
-    return n if n > 0 else (os.cpu_count() or 1)
+    return min(n if n > 0 else (os.cpu_count() or 1), MAX_WORKERS)
 
 
 def reuse_port_of(options: Options, config: Config) -> bool:
@@ -160,38 +162,11 @@ def _exit_text(status: int) -> str:
     return f"exit code {code}"
 
 
-def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-
-
 def _reset_child_signals() -> None:
     for sig in HANDLED_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def check_tls(config: Config) -> list[str]:
-    """Open the keystores a config names (wrong password, expired or mismatched keys...), and
-    check every adapter's truststore/keystore/key_alias against them.
-
-    Done in the master, once per generation: the workers inherit the loaded TLS contexts.
-    """
-    from wsserver.adapters.tls import check_adapter_tls
-    from wsserver.security.tls import TLSConfigError, tls_for_config, uses_tls
-
-    errors: list[str] = []
-    if uses_tls(config):
-        try:
-            tls_for_config(config)
-        except TLSConfigError as exc:
-            errors = list(exc.errors)
-    # The adapters' TLS to their backends, as the workers will build it: refused here, not at boot.
-    return errors + check_adapter_tls(config)
 
 
 def check_endpoints(config: Config) -> str | None:
@@ -201,7 +176,7 @@ def check_endpoints(config: Config) -> str | None:
     from a master without them and imports the code as it is on disk now.
     """
     read_fd, write_fd = os.pipe()
-    _flush_stdio()
+    flush_stdio()
     pid = os.fork()
     if pid == 0:  # the checking child
         code = 0
@@ -248,7 +223,7 @@ def check_endpoints(config: Config) -> str | None:
 
 
 class Arbiter:
-    def __init__(self, config: Config, options: Options) -> None:
+    def __init__(self, config: Config, options: Options, services: Sequence[MasterService] = ()) -> None:
         self.options = options
         self.reuse_port = reuse_port_of(options, config)
         self.current = Generation(0, config, {}, worker_count(options, config))
@@ -267,8 +242,9 @@ class Arbiter:
         self.connections = ConnectionTable(rows=LoadBoard.CELLS)  # max_connections across workers
         self.auth_limits = SharedAuthLimits()  # auth_rate_limit across workers (and reloads)
         self.pid_file_written: str | None = None
-        self.status = StatusServer(self)  # [metrics]: /metrics, /healthz, /readyz in this loop
-        self.admin = AdminSupervisor(self)  # [admin]: the admin process (API and console)
+        # [metrics] (/metrics, /healthz, /readyz) is the master's own; the rest come from the caller.
+        self.services: list[MasterService] = [StatusServer(), *services]
+        self.handle = MasterHandle(self)
 
     @property
     def config(self) -> Config:
@@ -282,7 +258,8 @@ class Arbiter:
         if error is not None:
             log(logger, "error", "invalid configuration", error=error)
             return EXIT_CONFIG
-        tls_errors = check_tls(self.config)
+        # Keystores opened once per generation, here: the workers inherit the TLS contexts.
+        tls_errors = preflight(self.config)
         for line in tls_errors:
             log(logger, "error", "invalid configuration", error=line)
         if tls_errors:
@@ -296,7 +273,7 @@ class Arbiter:
             self.write_pid_file()
         except Halt as exc:
             log(logger, "error", exc.reason)
-            self.close_sockets(self.current.sockets.values())
+            sockets.close_sockets(self.current.sockets.values())
             return exc.code
         self.install_signals()
         set_title("wsserver: master" + (f" [{self.options.config_path}]" if self.options.config_path else ""))
@@ -305,9 +282,8 @@ class Arbiter:
             mode="reuse_port" if self.reuse_port else "shared", config=self.config.source)
         code = EXIT_OK
         try:
-            self.status.setup()  # the metrics directory, before the first worker is forked
-            self.status.configure(self.config)
-            self.admin.configure(self.config)
+            for service in self.services:
+                service.start(self.handle, self.handle)
             while True:
                 self.sleep(self.next_timeout())
                 self.reap_workers()
@@ -327,9 +303,9 @@ class Arbiter:
             self.shutdown(graceful=False)
             code = EXIT_RUNTIME
         finally:
-            self.close_sockets(self.current.sockets.values())
-            self.admin.stop()
-            self.status.stop()
+            sockets.close_sockets(self.current.sockets.values())
+            for service in reversed(self.services):
+                service.stop()
             self.remove_pid_file()
         log(logger, "info", "wsserver stopped", code=code)
         return code
@@ -345,7 +321,7 @@ class Arbiter:
         deadlines += [w.kill_at for w in self.workers.values() if w.kill_at is not None]
         if self.pending is not None:
             deadlines.append(self.pending.deadline)
-        for service in (self.status, self.admin):
+        for service in self.services:
             service_deadline = service.next_deadline()
             if service_deadline is not None:
                 deadlines.append(service_deadline)
@@ -367,31 +343,26 @@ class Arbiter:
             if events:
                 by_fd[channel.fileno()] = worker
                 poller.register(channel.fileno(), events)
-        status_fds = set()
-        for fd, events in self.status.registrations():  # the metrics listener (non-blocking HTTP)
-            status_fds.add(fd)
-            poller.register(fd, events)
-        admin_fds = set()
-        for fd, events in self.admin.registrations():  # the admin process's relay socket
-            admin_fds.add(fd)
-            poller.register(fd, events)
+        service_fds: dict[int, MasterService] = {}
+        for service in self.services:
+            for fd, events in service.registrations():
+                service_fds[fd] = service
+                poller.register(fd, events)
         for fd, events in poller.poll(timeout * 1000):
             if fd == self.signals.wake_r:
                 self._drain_wake_pipe()
                 continue
-            if fd in status_fds:
-                self.status.on_event(fd, events)
-                continue
-            if fd in admin_fds:
-                self.admin.on_event(fd, events)
+            if fd in service_fds:
+                service_fds[fd].on_event(fd, events)
                 continue
             worker = by_fd[fd]
             if events & select.POLLOUT:
                 worker.channel.flush()
             if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
                 self.receive_from(worker)
-        self.status.tick()
-        self.admin.tick()
+        now = time.monotonic()
+        for service in self.services:
+            service.tick(now)
 
     def receive_from(self, worker: Worker) -> None:
         try:
@@ -411,13 +382,14 @@ class Arbiter:
                 self.boot_failures = 0
                 log(logger, "debug", "worker ready", pid=worker.pid, gen=worker.gen, slot=worker.slot)
                 self.announce()
-            elif kind == relay.REPLY:  # a worker's answer to the admin process
-                self.admin.from_worker(raw)
             elif kind == relay.BROKER:
                 up = body == b"\x01"
                 if up != worker.broker_up:
                     worker.broker_up = up
                     log(logger, "debug", "worker broker state", pid=worker.pid, up=up)
+            else:  # REPLY: a worker's answer to the admin process
+                for service in self.services:
+                    service.on_worker_message(worker, kind, body, raw)
 
     def announce(self) -> None:
         if self.announced:
@@ -438,26 +410,29 @@ class Arbiter:
             if pid == 0:
                 return
             worker = self.workers.pop(pid, None)
-            if worker is None:
-                self.admin.reaped(pid, _exit_text(status))
-                continue
-            self.forget(worker)
             how = _exit_text(status)
-            if worker.state == "active" and not self.stopping:
+            if worker is None:
+                for service in self.services:  # the admin process, say
+                    if service.on_child_exit(pid, how):
+                        break
+                continue
+            unexpected = worker.state == "active" and not self.stopping
+            self.forget(worker, how, unexpected)
+            if unexpected:
                 log(logger, "warning", "worker died", pid=pid, gen=worker.gen, slot=worker.slot, how=how)
-                self.status.worker_died()
             else:
                 log(logger, "info", "worker exited", pid=pid, gen=worker.gen, slot=worker.slot, how=how)
             if not worker.ready and not worker.killed and not self.stopping:
                 self.boot_failed(worker, status)
 
-    def forget(self, worker: Worker) -> None:
+    def forget(self, worker: Worker, how: str, unexpected: bool = False) -> None:
         """A reaped worker's resources: its relay channel, heartbeat file and load cell."""
         worker.channel.close()
         worker.heartbeat.close()
         self.board.free(worker.cell, {w.cell for w in self.workers.values()})
-        self.status.worker_reaped(worker.pid)  # its live gauges go, its counters stay
         self.connections.clear_row(worker.cell)  # its connections died with it
+        for service in self.services:
+            service.on_worker_exit(worker, how, unexpected)
 
     def boot_failed(self, worker: Worker, status: int) -> None:
         self.boot_failures += 1
@@ -479,15 +454,23 @@ class Arbiter:
             if worker.killed:
                 continue
             if worker.kill_at is not None and now >= worker.kill_at:
-                log(logger, "warning", "worker did not exit in time; killing", pid=worker.pid,
-                    gen=worker.gen, state=worker.state)
+                if not worker.timed_out:
+                    log(logger, "warning", "worker did not exit in time; killing", pid=worker.pid,
+                        gen=worker.gen, state=worker.state)
                 self.kill(worker, signal.SIGKILL)
+                continue
+            if worker.timed_out:
                 continue
             silent = worker.heartbeat.silent_for(now)
             if silent > timeout:
+                # Its stacks first (written by the worker's own signal handler, even with the hub
+                # blocked): what it was stuck in is the one thing an operator needs to know.
                 log(logger, "error", "worker timed out; killing", pid=worker.pid, gen=worker.gen,
-                    silent_s=round(silent, 1), worker_timeout=timeout)
-                self.kill(worker, signal.SIGKILL)
+                    silent_s=round(silent, 1), worker_timeout=timeout, stack_dump=STACK_DUMP_SIGNAL.name)
+                worker.timed_out = True
+                self.kill(worker, STACK_DUMP_SIGNAL)
+                dump_deadline = now + STACK_DUMP_WAIT
+                worker.kill_at = dump_deadline if worker.kill_at is None else min(worker.kill_at, dump_deadline)
 
     def kill(self, worker: Worker, sig: int) -> None:
         if sig == signal.SIGKILL:
@@ -507,6 +490,8 @@ class Arbiter:
         if missing and time.monotonic() >= self.spawn_after:
             for slot in missing:
                 self.spawn(slot)
+                if self.spawn_after > time.monotonic():  # no room for it: the others wait as well
+                    break
         self.close_unused_slot_sockets()
 
     def extra_workers(self) -> list[Worker]:
@@ -522,14 +507,19 @@ class Arbiter:
     def spawn(self, slot: int) -> None:
         gen = self.current
         try:
-            listeners = self.listeners_for(gen, slot)
+            listeners = sockets.listeners_for(gen.config, gen.sockets, slot, self.reuse_port)
         except OSError as exc:
             log(logger, "error", "cannot listen for a new worker", slot=slot, error=str(exc))
             gen.target = max(1, min(gen.target, slot))
             return
+        cell = self.board.take({w.cell for w in self.workers.values()})
+        if cell is None:
+            log(logger, "warning", "no room for another worker until draining workers exit; retrying",
+                slot=slot, workers=len(self.workers), limit=LoadBoard.CELLS - 1)
+            self.spawn_after = time.monotonic() + NO_CELL_RETRY
+            return
         master_end, worker_end = relay.socketpair()
         heartbeat = Heartbeat()
-        cell = self.board.take({w.cell for w in self.workers.values()})
         self.connections.clear_row(cell)
         self.connections.assign([port.alias for port in gen.config.ports])
         # Tables for this generation and for the one a failed reload would fall back to.
@@ -539,17 +529,15 @@ class Arbiter:
                           log_level=self.log_level(gen.config), log_format=self.log_format(gen.config),
                           board=self.board, cell=cell, balance=not self.reuse_port,
                           connections=self.connections, auth_limits=self.auth_limits)
-        _flush_stdio()
-        pid = os.fork()
-        if pid == 0:  # the worker
-            try:
-                master_end.close()
-                self.close_in_child(listeners)
-                from wsserver.prefork import worker
 
-                worker.run(spec)
-            finally:
-                os._exit(EXIT_BOOT)
+        def in_worker() -> None:
+            master_end.close()
+            self.close_in_child(listeners)
+            from wsserver.prefork import worker
+
+            worker.run(spec)
+
+        pid = child.fork(in_worker)
         worker_end.close()
         self.workers[pid] = Worker(pid, gen.gen, slot, relay.Channel(master_end), heartbeat, cell)
         log(logger, "info", "worker started", pid=pid, gen=gen.gen, slot=slot)
@@ -558,14 +546,10 @@ class Arbiter:
         """In a new worker: close every inherited fd of the master that is not its own."""
         os.close(self.signals.wake_r)
         os.close(self.signals.wake_w)
-        self.status.close_in_child()
-        self.admin.close_in_child()
-        kept = {id(listener.sock) for listener in keep}
+        for service in self.services:
+            service.close_in_child()
         generations = [self.current] + ([self.pending.previous] if self.pending else [])
-        for gen in generations:
-            for listener in gen.sockets.values():
-                if id(listener.sock) not in kept:
-                    listener.sock.close()
+        sockets.close_all_except([gen.sockets for gen in generations], keep)
         for other in self.workers.values():
             other.channel.sock.close()
             other.heartbeat.close()
@@ -577,64 +561,23 @@ class Arbiter:
             return
         timeout = self.config.server.graceful_timeout if timeout is None else timeout
         worker.state = "draining"
-        worker.kill_at = time.monotonic() + timeout + CLOSE_GRACE + 1.0
+        deadline = time.monotonic() + timeout + CLOSE_GRACE + 1.0
+        worker.kill_at = deadline if worker.kill_at is None else min(worker.kill_at, deadline)  # timed out: sooner
         worker.channel.send(relay.encode_drain(timeout, closing or []))
         log(logger, "info", "worker draining", pid=worker.pid, gen=worker.gen, slot=worker.slot)
 
     # ---- listening sockets -----------------------------------------------------------------
-    def listeners_for(self, gen: Generation, slot: int) -> list[BoundListener]:
-        """The sockets a worker of ``gen`` in ``slot`` accepts on (binding reuse_port ones lazily)."""
-        slot = slot if self.reuse_port else 0
-        listeners = []
-        for port in gen.config.active_ports():
-            key = (port.bind, port.port, slot)
-            if key not in gen.sockets:
-                gen.sockets[key] = bind_listener(port, reuse_port=True)
-            listeners.append(gen.sockets[key])
-        return listeners
-
     def bind_all(self, config: Config, have: dict[ListenKey, BoundListener]
                  ) -> tuple[dict[ListenKey, BoundListener], list[BoundListener]]:
-        """The sockets for ``config``: those of ``have`` at the same address are kept, the
-        others bound now. Returns (sockets, newly bound); nothing stays bound on error."""
-        sockets: dict[ListenKey, BoundListener] = {}
-        opened: list[BoundListener] = []
-        slots = range(worker_count(self.options, config)) if self.reuse_port else range(1)
-        try:
-            for port in config.active_ports():
-                for slot in slots:
-                    key = (port.bind, port.port, slot)
-                    old = have.get(key)
-                    if old is not None:
-                        sockets[key] = _renamed(old, port)
-                    else:
-                        sockets[key] = bind_listener(port, reuse_port=self.reuse_port)
-                        opened.append(sockets[key])
-        except OSError:
-            self.close_sockets(opened)
-            raise
-        for port in config.active_ports():
-            listener = sockets[(port.bind, port.port, 0)]
-            log(logger, "info", "listening", port=port.alias, address=_address_text(listener.address),
-                backlog=listener.effective_backlog)
-        return sockets, opened
+        return sockets.bind_all(config, worker_count(self.options, config), self.reuse_port, have)
 
     def close_unused_slot_sockets(self) -> None:
         """reuse_port: close the sockets of slots no worker uses any more (after TTOU)."""
         if not self.reuse_port or self.pending is not None:
             return
         gen = self.current
-        used = {w.slot for w in self.workers.values()}
-        for key in [k for k in gen.sockets if k[2] >= gen.target and k[2] not in used]:
-            self.close_sockets([gen.sockets.pop(key)])
-
-    @staticmethod
-    def close_sockets(listeners: Any) -> None:
-        for listener in listeners:
-            try:
-                listener.sock.close()
-            except OSError:
-                pass
+        unused = sockets.unused_slots(gen.sockets, gen.target, {w.slot for w in self.workers.values()})
+        sockets.close_sockets([gen.sockets.pop(key) for key in unused])
 
     # ---- 5. reload -------------------------------------------------------------------------
     def reload(self) -> None:
@@ -645,7 +588,7 @@ class Arbiter:
             return
         log(logger, "info", "reloading", config=self.options.config_path or "<built-in>")
         try:
-            config = load_config(self.options.config_path)
+            config = preflight_load(self.options.config_path)
         except ConfigError as exc:
             for line in exc.errors:
                 log(logger, "error", "reload: invalid configuration", error=line)
@@ -657,7 +600,7 @@ class Arbiter:
             self.reload_result("invalid", [f"cannot read the configuration: {exc}"])
             return
         error = check_endpoints(config)
-        errors = ([error] if error is not None else []) + check_tls(config)
+        errors = ([error] if error is not None else []) + preflight(config)
         if errors:
             for line in errors:
                 log(logger, "error", "reload: invalid configuration", error=line)
@@ -678,7 +621,8 @@ class Arbiter:
                                      deadline=time.monotonic() + config.server.worker_timeout)
         self.current = Generation(self.take_gen(), config, sockets, worker_count(self.options, config))
         self.setup_logging()
-        self.status.configure(config)
+        for service in self.services:
+            service.on_config(config)
         old_ports = {p.alias for p in previous.config.active_ports()}
         new_ports = {p.alias for p in config.active_ports()}
         log(logger, "info", "reload: starting a new generation", gen=self.current.gen,
@@ -699,12 +643,9 @@ class Arbiter:
             for worker in list(self.workers.values()):
                 if worker.gen != gen.gen:
                     self.drain(worker, closing=closing)
-            for port in gen.config.active_ports():  # a changed backlog applies to the kept socket
-                for key, listener in gen.sockets.items():
-                    if key[:2] == (port.bind, port.port) and listener.sock.fileno() >= 0:
-                        listener.sock.listen(port.backlog)
+            sockets.apply_backlogs(gen.config, gen.sockets)
             kept = {id(listener.sock) for listener in gen.sockets.values()}
-            self.close_sockets(bl for bl in pending.previous.sockets.values() if id(bl.sock) not in kept)
+            sockets.close_sockets(bl for bl in pending.previous.sockets.values() if id(bl.sock) not in kept)
             log(logger, "info", "reload complete", gen=gen.gen, workers=len(new))
             self.reload_result("success")
             if pending.again:
@@ -717,10 +658,11 @@ class Arbiter:
                 else:
                     self.kill(worker, signal.SIGKILL)
             kept = {id(listener.sock) for listener in pending.previous.sockets.values()}
-            self.close_sockets(bl for bl in pending.opened if id(bl.sock) not in kept)
+            sockets.close_sockets(bl for bl in pending.opened if id(bl.sock) not in kept)
             self.current = pending.previous
             self.setup_logging()
-            self.status.configure(self.config)
+            for service in self.services:
+                service.on_config(self.config)
             self.reload_result("failed", ["the new workers did not start; the previous generation keeps running"])
             self.spawn_after = 0.0
             log(logger, "error", "reload failed: the new workers did not start; the previous generation "
@@ -729,8 +671,8 @@ class Arbiter:
     def reload_result(self, result: str, errors: list[str] | None = None) -> None:
         """A reload ended ("success", "invalid" or "failed"): counted for /metrics, answered to the
         admin process if it asked for the reload."""
-        self.status.reload_result(result)
-        self.admin.reload_result(result, errors)
+        for service in self.services:
+            service.reload_result(result, errors or [])
 
     def take_gen(self) -> int:
         gen, self.next_gen = self.next_gen, self.next_gen + 1
@@ -775,8 +717,12 @@ class Arbiter:
             if sig == signal.SIGHUP:
                 self.reload()
             elif sig == signal.SIGTTIN:
-                self.current.target += 1
-                log(logger, "info", "one worker more", workers=self.current.target)
+                if self.current.target >= MAX_WORKERS:
+                    log(logger, "warning", "one worker more refused: at the limit", workers=self.current.target,
+                        limit=MAX_WORKERS)
+                else:
+                    self.current.target += 1
+                    log(logger, "info", "one worker more", workers=self.current.target)
             elif sig == signal.SIGTTOU:
                 if self.current.target > 1:
                     self.current.target -= 1
@@ -792,9 +738,9 @@ class Arbiter:
         log(logger, "info", "stopping", graceful=graceful, workers=len(self.workers),
             graceful_timeout=self.config.server.graceful_timeout)
         # Our copies of the listening sockets go now; the workers close theirs as they stop.
-        self.close_sockets(self.current.sockets.values())
+        sockets.close_sockets(self.current.sockets.values())
         if self.pending is not None:
-            self.close_sockets(self.pending.previous.sockets.values())
+            sockets.close_sockets(self.pending.previous.sockets.values())
             self.pending = None
         timeout = self.config.server.graceful_timeout + STOP_GRACE if graceful else FAST_STOP_TIMEOUT
         self.signal_workers(signal.SIGTERM if graceful else signal.SIGQUIT)
@@ -818,7 +764,7 @@ class Arbiter:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-            self.forget(self.workers.pop(pid))
+            self.forget(self.workers.pop(pid), "signal SIGKILL")
 
     def signal_workers(self, sig: int) -> None:
         for worker in self.workers.values():
@@ -857,57 +803,89 @@ class Arbiter:
         path = self.pid_file
         if not path:
             return
-        other = read_pid_file(path)
-        if other is not None and other != self.pid and _alive(other):
-            raise Halt(EXIT_RUNTIME, f"pid file {path} names a running process ({other}): is wsserver "
-                                     "already running? Remove the file if not.")
-        tmp = f"{path}.{self.pid}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{self.pid}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            write_pid_file(path, self.pid)
+        except PidFileTaken as exc:
+            raise Halt(EXIT_RUNTIME, str(exc)) from None
         self.pid_file_written = path
 
     def remove_pid_file(self) -> None:
-        path = self.pid_file_written
-        if path and read_pid_file(path) == self.pid:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        if self.pid_file_written:
+            remove_pid_file(self.pid_file_written, self.pid)
 
 
+class MasterHandle:
+    """The arbiter as its services see it (:class:`~wsserver.prefork.service.MasterView`) and
+    command it (:class:`~wsserver.prefork.service.MasterControl`)."""
 
-def read_pid_file(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
+    def __init__(self, arbiter: Arbiter) -> None:
+        self._arbiter = arbiter
+
+    @property
+    def pid(self) -> int:
+        return self._arbiter.pid
+
+    @property
+    def config_path(self) -> str | None:
+        return self._arbiter.options.config_path
+
+    @property
+    def stopping(self) -> bool:
+        return self._arbiter.stopping
+
+    @property
+    def reloading(self) -> bool:
+        return self._arbiter.pending is not None
+
+    @property
+    def generation(self) -> int:
+        return self._arbiter.current.gen
+
+    @property
+    def config(self) -> Config:
+        return self._arbiter.current.config
+
+    @property
+    def target(self) -> int:
+        return self._arbiter.current.target
+
+    @property
+    def workers(self) -> Collection[WorkerView]:
+        return self._arbiter.workers.values()
+
+    def listening(self, port: PortConfig) -> list[tuple]:
+        found = sockets.of_port(self._arbiter.current.sockets, port)
+        if not found or any(bl.sock.fileno() < 0 for bl in found):
+            return []  # a port whose socket (any slot's) is closed is not listening
+        return [bl.address for bl in found]
+
+    def port_connections(self, alias: str) -> int:
+        table = self._arbiter.connections
+        return table.total(alias) if alias in table.columns else 0
+
+    def worker_connections(self, worker: WorkerView) -> dict[str, int]:
+        known = self._arbiter.workers.get(worker.pid)
+        return self._arbiter.connections.row(known.cell) if known is not None else {}
+
+    def log_settings(self, config: Config) -> LogSettings:
+        arbiter = self._arbiter
+        return LogSettings(arbiter.options.log_file, arbiter.log_level(config), arbiter.log_format(config))
+
+    def reload(self) -> None:
+        self._arbiter.reload()
+
+    def send_to_workers(self, data: bytes, pids: Collection[int] | None = None) -> list[int]:
+        sent = []
+        for worker in self._arbiter.workers.values():
+            if not worker.channel.closed and (pids is None or worker.pid in pids):
+                worker.channel.send(data)
+                sent.append(worker.pid)
+        return sent
+
+    def close_in_child(self) -> None:
+        self._arbiter.close_in_child([])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _renamed(listener: BoundListener, port: PortConfig) -> BoundListener:
-    """The same socket under the port's (possibly new) alias and backlog."""
-    return dataclasses.replace(listener, alias=port.alias, requested_backlog=port.backlog,
-                               effective_backlog=effective_backlog(port.backlog))
-
-
-def _address_text(address: tuple) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def serve(config: Config, options: Options) -> int:
+def serve(config: Config, options: Options, services: Sequence[MasterService] = ()) -> int:
     """``wsserver serve``: run the master until it stops; returns the exit code."""
-    return Arbiter(config, options).run()
+    return Arbiter(config, options, services).run()

@@ -14,7 +14,9 @@ slow or silent client can never hold the loop:
   responses in memory); request bodies are refused (413).
 
 The handler is a plain function of a :class:`Request` returning a :class:`Response`; it runs
-in the loop, so it must be quick (the metrics scrape reads a few small files).
+in the loop, so it must be quick (the metrics scrape reads a few small files). Parsing, limits
+and framing are :mod:`wsserver.protocol.httpcore`'s, shared with the admin API's server; this
+module moves the bytes and keeps the clocks.
 """
 
 from __future__ import annotations
@@ -25,12 +27,22 @@ import select
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http import HTTPStatus
 
 import h11
 
 from wsserver.logs import log
+from wsserver.protocol.address import format_address
+from wsserver.protocol.httpcore import (
+    CLOSED,
+    NEED_DATA,
+    Failure,
+    Handler,
+    Request,
+    Response,
+    ServerConnection,
+)
+
+__all__ = ["HTTPServer", "Handler", "Request", "Response"]
 
 logger = logging.getLogger("wsserver.httpd")
 
@@ -42,39 +54,16 @@ RETRY_LISTEN = 10.0  # seconds between attempts to bind the address when it was 
 RECV_SIZE = 16384
 
 
-@dataclass(frozen=True)
-class Request:
-    method: str
-    target: str
-    path: str
-    query: str
-    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
-    peer: str
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-
-Handler = Callable[[Request], Response]
-
-
 class _Conn:
-    __slots__ = ("deadline", "fd", "h11", "outbuf", "peer", "received", "request", "sock", "started")
+    __slots__ = ("core", "deadline", "fd", "outbuf", "peer", "sock", "started")
 
     def __init__(self, sock: socket.socket, peer: str, now: float) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.core = ServerConnection(peer, max_head=MAX_HEAD, max_body=0)  # no request bodies
         self.outbuf = bytearray()
-        self.request: h11.Request | None = None
         self.started: float | None = None  # first byte of the current request
-        self.received = 0  # bytes fed to h11 in this request/response cycle
         self.deadline = now + REQUEST_TIMEOUT
 
 
@@ -120,13 +109,13 @@ class HTTPServer:
             if not self._warned:
                 self._warned = True
                 log(logger, "error", f"{self.name} endpoint cannot listen; retrying every {RETRY_LISTEN:.0f}s",
-                    address=_address_text(bind, port), error=exc.strerror or str(exc))
+                    address=format_address(bind, port), error=exc.strerror or str(exc))
             return False
         self.listener = sock
         self.retry_at = None
         self._warned = False
         host, bound_port = sock.getsockname()[:2]
-        log(logger, "info", f"{self.name} endpoint listening", address=_address_text(host, bound_port))
+        log(logger, "info", f"{self.name} endpoint listening", address=format_address(host, bound_port))
         return True
 
     @property
@@ -225,89 +214,44 @@ class HTTPServer:
         if data and conn.started is None:
             conn.started = time.monotonic()
             conn.deadline = conn.started + REQUEST_TIMEOUT
-        conn.received += len(data)
-        conn.h11.receive_data(data)
+        conn.core.receive_data(data)
         self._process(conn)
 
     def _process(self, conn: _Conn) -> None:
-        while self._alive(conn) and not conn.outbuf and not isinstance(conn.h11, _Closing):
-            try:
-                event = conn.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._fail(conn, exc.error_status_hint)
+        while self._alive(conn) and not conn.outbuf and not conn.core.closing:
+            got = conn.core.next_request()
+            if got is NEED_DATA:
                 return
-            if event is h11.NEED_DATA:
-                return
-            if event is h11.PAUSED:
-                if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
-                    conn.h11.start_next_cycle()
-                    continue
-                return
-            if isinstance(event, h11.ConnectionClosed):
+            if got is CLOSED:
                 self._drop(conn)
                 return
-            if isinstance(event, h11.Request):
-                conn.request = event
-                # h11 bounds incomplete heads only; one read may bring a whole oversized one.
-                if conn.received - len(conn.h11.trailing_data[0]) > MAX_HEAD:
-                    self._fail(conn, 431)
-                    return
-                if _has_body(event):
-                    self._respond(conn, Response(413, b"request bodies are not accepted\n"), close=True)
-                    return
-            elif isinstance(event, h11.EndOfMessage):
-                self._respond(conn, self._handle(conn))
+            if isinstance(got, Failure):
+                if got.data:
+                    self._queue(conn, got.data)
+                else:
+                    self._drop(conn)
+                return
+            assert isinstance(got, Request)
+            self._respond(conn, self._handle(got))
 
-    def _handle(self, conn: _Conn) -> Response:
-        request = conn.request
-        assert request is not None
-        headers: dict[str, str] = {}
-        for name, value in request.headers:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        target = request.target.decode("latin-1")
-        path, _, query = target.partition("?")
-        req = Request(request.method.decode("latin-1"), target, path, query, headers, conn.peer)
+    def _handle(self, req: Request) -> Response:
         try:
             return self.handler(req)
         except Exception:
-            log(logger, "error", f"{self.name}: handler failed", exc_info=True, path=path)
+            log(logger, "error", f"{self.name}: handler failed", exc_info=True, path=req.path)
             return Response(500, b"internal error\n")
 
-    def _respond(self, conn: _Conn, response: Response, close: bool = False) -> None:
-        headers = [("Content-Type", response.content_type), ("Content-Length", str(len(response.body))),
-                   ("Cache-Control", "no-store"), *response.headers]
-        if close:
-            headers.append(("Connection", "close"))
+    def _respond(self, conn: _Conn, response: Response) -> None:
         try:
-            data = conn.h11.send(h11.Response(status_code=response.status, headers=headers,
-                                              reason=_phrase(response.status)))
-            if conn.request is not None and conn.request.method != b"HEAD":
-                data += conn.h11.send(h11.Data(data=response.body))
-            data += conn.h11.send(h11.EndOfMessage())
+            data = conn.core.respond(response)
         except h11.LocalProtocolError:
             self._drop(conn)
             return
         self._queue(conn, data)
 
-    def _fail(self, conn: _Conn, status: int) -> None:
-        """A request h11 could not parse: answer it (if we still can) and close."""
-        if conn.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            phrase = _phrase(status).decode() or "Bad Request"
-            body = f"{phrase}\n".encode()
-            self._queue(conn, (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body,
-                        close=True)
-        else:
-            self._drop(conn)
-
-    def _queue(self, conn: _Conn, data: bytes, close: bool = False) -> None:
+    def _queue(self, conn: _Conn, data: bytes) -> None:
         conn.outbuf += data
         conn.deadline = time.monotonic() + WRITE_TIMEOUT
-        if close:
-            conn.request = None
-            conn.h11 = _Closing()  # type: ignore[assignment]
         self._write(conn)
 
     def _write(self, conn: _Conn) -> None:
@@ -318,16 +262,11 @@ class HTTPServer:
                 return
             del conn.outbuf[:sent]
         # The response is out: close, or wait for the next request on this connection.
-        h = conn.h11
-        if isinstance(h, _Closing) or h.our_state is h11.MUST_CLOSE or h.their_state is h11.MUST_CLOSE:
+        if not conn.core.next_cycle():
             self._drop(conn)
             return
-        conn.request = None
         conn.started = None
         conn.deadline = time.monotonic() + KEEPALIVE_TIMEOUT
-        if h.our_state is h11.DONE and h.their_state is h11.DONE:
-            h.start_next_cycle()
-            conn.received = len(h.trailing_data[0])  # already here: the next request's bytes
 
     def _drop(self, conn: _Conn) -> None:
         if self.conns.get(conn.fd) is conn:
@@ -336,25 +275,3 @@ class HTTPServer:
             conn.sock.close()
         except OSError:
             pass
-
-
-class _Closing:
-    """Stands in for the h11 state of a connection that closes once its buffer is out."""
-
-
-def _has_body(request: h11.Request) -> bool:
-    for name, value in request.headers:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return True
-    return False
-
-
-def _phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
-
-
-def _address_text(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"

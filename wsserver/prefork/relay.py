@@ -11,7 +11,7 @@ PUBLISH   worker -> master   ``!HB`` group length, 1 = text / 0 = binary, group,
 DRAIN     master -> worker   ``!d`` graceful timeout: stop accepting, let sessions finish;
                              then optionally the aliases (``\n``-separated) of ports the
                              new generation no longer serves: their sessions get 1001 now
-REQUEST   admin -> master    a JSON object ``{"id": n, "op": ...}`` (see prefork/admin.py)
+REQUEST   admin -> master    a JSON object ``{"id": n, "op": ...}`` (see admin/supervisor.py)
           master -> worker   the same, for the worker's part (sessions, closing one)
 REPLY     master -> admin    a JSON object ``{"id": n, ...}``: the answer to a request
           worker -> master   the same, forwarded unchanged to the admin process

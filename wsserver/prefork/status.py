@@ -1,9 +1,9 @@
 """The master's metrics listener: ``/metrics``, ``/healthz`` and ``/readyz`` on ``[metrics] bind:port``.
 
-Served from the arbiter's own poll loop by :class:`~wsserver.prefork.httpd.HTTPServer` — no
+Served from the master's own poll loop by :class:`~wsserver.prefork.httpd.HTTPServer` — no
 thread (a thread in a process that forks risks a fork while it holds a lock, the logging
 lock for one) and no extra process: ``/healthz`` answering *is* the proof that the master's
-loop turns, and ``/readyz`` reads the arbiter's own state. A scrape costs the loop a few
+loop turns, and ``/readyz`` reads the master's own state (its read-only view). A scrape costs the loop a few
 milliseconds (reading the workers' metric files); every socket is non-blocking and bounded.
 
 - ``/healthz``: 200 while the master runs its loop.
@@ -21,7 +21,6 @@ accepted; basic auth (``user`` + ``password_hash`` or ``password_env``) applies 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import ipaddress
@@ -33,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 from wsserver import metrics
 from wsserver.logs import log
 from wsserver.prefork.httpd import HTTPServer, Request, Response
+from wsserver.prefork.service import MasterControl, MasterService, MasterView, WorkerView
+from wsserver.protocol.basic_auth import BasicAuthError, parse_basic
 
 if TYPE_CHECKING:
     from wsserver.config import Config
-    from wsserver.prefork.arbiter import Arbiter
 
 logger = logging.getLogger("wsserver.status")
 
@@ -44,11 +44,11 @@ REALM = "wsserver metrics"
 FAILED_VERIFY_INTERVAL = 1.0  # at most one password hash check per second after a failure
 
 
-class StatusServer:
+class StatusServer(MasterService):
     """Owns the metrics directory, the scrape registry and the listener of one master."""
 
-    def __init__(self, arbiter: Arbiter) -> None:
-        self.arbiter = arbiter
+    def __init__(self) -> None:
+        self.view: MasterView  # the master, from start() on
         self.dir: str | None = None
         self.http: HTTPServer | None = None
         self.listening_on: tuple[str, int] | None = None
@@ -62,6 +62,11 @@ class StatusServer:
         self._certificates: tuple[Config, list[tuple[str, str, float]]] | None = None
 
     # ---- life --------------------------------------------------------------------------------
+    def start(self, view: MasterView, control: MasterControl) -> None:
+        self.view = view
+        self.setup()  # the metrics directory, before the first worker is forked
+        self.configure(view.config)
+
     def setup(self) -> None:
         """Before the first fork: the private multiprocess directory."""
         self.dir = metrics.setup_multiprocess()
@@ -104,7 +109,7 @@ class StatusServer:
         if self.http is not None:
             self.http.close_in_child()
 
-    # ---- the arbiter's loop ------------------------------------------------------------------
+    # ---- the master's loop -------------------------------------------------------------------
     def registrations(self) -> list[tuple[int, int]]:
         return self.http.registrations() if self.http is not None else []
 
@@ -118,23 +123,25 @@ class StatusServer:
     def next_deadline(self) -> float | None:
         return self.http.next_deadline() if self.http is not None else None
 
-    def tick(self) -> None:
+    def tick(self, now: float) -> None:
         if self.http is not None:
-            self.http.tick(time.monotonic())
+            self.http.tick(now)
 
-    # ---- what the arbiter reports --------------------------------------------------------------
-    def worker_died(self) -> None:
-        self.restarts += 1
+    # ---- what the master reports ---------------------------------------------------------------
+    def on_config(self, config: Config) -> None:
+        self.configure(config)
 
-    def reload_result(self, result: str) -> None:
+    def reload_result(self, result: str, errors: list[str]) -> None:
         self.reloads[result] = self.reloads.get(result, 0) + 1
 
-    def worker_reaped(self, pid: int) -> None:
-        if self.dir is not None:
+    def on_worker_exit(self, worker: WorkerView, how: str, unexpected: bool) -> None:
+        if unexpected:
+            self.restarts += 1
+        if self.dir is not None:  # its live gauges go, its counters stay
             try:
-                metrics.process_dead(pid, self.dir)
+                metrics.process_dead(worker.pid, self.dir)
             except OSError as exc:
-                log(logger, "warning", "cannot archive a dead worker's metrics", pid=pid, error=str(exc))
+                log(logger, "warning", "cannot archive a dead worker's metrics", pid=worker.pid, error=str(exc))
 
     # ---- requests ----------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
@@ -154,18 +161,17 @@ class StatusServer:
         return Response(404, b"not found: /metrics, /healthz, /readyz\n")
 
     def readiness(self) -> tuple[bool, str]:
-        arbiter = self.arbiter
-        if arbiter.stopping:
+        view = self.view
+        if view.stopping:
             return False, "stopping"
-        gen = arbiter.current
-        for port in gen.config.active_ports():
-            socks = [bl.sock for key, bl in gen.sockets.items() if key[:2] == (port.bind, port.port)]
-            if not socks or any(s.fileno() < 0 for s in socks):
+        config = view.config
+        for port in config.active_ports():
+            if not view.listening(port):
                 return False, f"port {port.alias} is not listening"
-        serving = [w for w in arbiter.workers.values() if w.ready and w.state == "active"]
-        if len(serving) < gen.target:
-            return False, f"{len(serving)} of {gen.target} workers ready"
-        cluster = gen.config.cluster
+        serving = [w for w in view.workers if w.ready and w.state == "active"]
+        if len(serving) < view.target:
+            return False, f"{len(serving)} of {view.target} workers ready"
+        cluster = config.cluster
         if cluster is not None and cluster.ready_requires_broker:
             cut_off = sorted(w.pid for w in serving if not w.broker_up)
             if cut_off:
@@ -189,15 +195,12 @@ class StatusServer:
         digest = hashlib.sha256(header.encode("latin-1", "replace")).digest()
         if self._good_credentials is not None and hmac.compare_digest(digest, self._good_credentials):
             return True
-        scheme, _, encoded = header.strip().partition(" ")
-        if scheme.lower() != "basic":
-            return False
         try:
-            user, colon, password = base64.b64decode(encoded.strip(), validate=True).partition(b":")
-        except ValueError:
+            user, password = parse_basic(header)
+        except BasicAuthError:
             return False
         name, password_hash, plain = self._auth
-        if not colon or not hmac.compare_digest(user, name.encode()):
+        if not hmac.compare_digest(user.encode(), name.encode()):
             return False
         if password_hash:
             # A hash check is slow on purpose and runs in the master's loop: after a failure,
@@ -211,20 +214,21 @@ class StatusServer:
             if not ok:
                 self._last_failed_verify = now
         else:
-            ok = bool(plain) and hmac.compare_digest(password, plain.encode())
+            # A password_env that is not UTF-8 matches no (UTF-8) Basic password rather than raising.
+            ok = bool(plain) and hmac.compare_digest(password.encode(), plain.encode("utf-8", "surrogateescape"))
         if ok:
             self._good_credentials = digest
         return ok
 
     # ---- the scrape's view of the master ------------------------------------------------------
     def state(self) -> metrics.MasterState:
-        arbiter = self.arbiter
+        view = self.view
         workers = []
-        for w in arbiter.workers.values():
+        for w in view.workers:
             state = w.state if w.state != "active" else ("ready" if w.ready else "starting")
             workers.append(metrics.WorkerInfo(w.pid, w.slot, w.gen, state))
-        return metrics.MasterState(workers=workers, target=arbiter.current.target, restarts=self.restarts,
-                                   reloads=dict(self.reloads), certificates=self._certificates_of(arbiter.config))
+        return metrics.MasterState(workers=workers, target=view.target, restarts=self.restarts,
+                                   reloads=dict(self.reloads), certificates=self._certificates_of(view.config))
 
     def _certificates_of(self, config: Config) -> list[tuple[str, str, float]]:
         if self._certificates is None or self._certificates[0] is not config:

@@ -30,9 +30,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from wsserver.config import MAX_WORKERS
 from wsserver.logs import configure as configure_logging
 from wsserver.logs import log
-from wsserver.prefork import relay
+from wsserver.prefork import child, relay
+from wsserver.protocol.close_codes import CloseCode
 
 if TYPE_CHECKING:
     from wsserver.config import Config
@@ -42,15 +44,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("wsserver.prefork.worker")
 
-EXIT_BOOT = 3  # the worker could not build its runtime: the master counts a boot failure
+EXIT_BOOT = child.EXIT_BOOT  # the worker could not build its runtime: the master counts a boot failure
 HEARTBEAT_INTERVAL = 1.0
 LOAD_INTERVAL = 0.2  # how often a worker refreshes its cell on the LoadBoard
 CLOSE_GRACE = 2.0  # after 1001, how long sessions get to finish the closing handshake
-
-# Signals that belong to the master: a worker ignores them (a terminal's Ctrl-C or hang-up
-# reaches the whole process group; the master decides what the workers do).
-MASTER_ONLY_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2)
-WORKER_SIGNALS = (signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1, signal.SIGCHLD)
 
 
 class Heartbeat:
@@ -91,7 +88,9 @@ class LoadBoard:
     sockets balance with it (see :class:`BalancedListener`).
     """
 
-    CELLS = 1024
+    # Cell 0 plus room for the current generation at the cap and for generations still
+    # draining beside it (reloads and TTOU leave old workers finishing their sessions).
+    CELLS = 4 * MAX_WORKERS
 
     def __init__(self) -> None:
         self._mem = mmap.mmap(-1, 4 * self.CELLS)  # anonymous, shared: the same pages after fork
@@ -101,8 +100,11 @@ class LoadBoard:
         self.cells[0] = 0
 
     # ---- the master ------------------------------------------------------------------------
-    def take(self, in_use: set[int]) -> int:
-        cell = next(i for i in range(1, self.CELLS) if i not in in_use)
+    def take(self, in_use: set[int]) -> int | None:
+        """A free cell for a new worker, or None when every cell is in use."""
+        cell = next((i for i in range(1, self.CELLS) if i not in in_use), None)
+        if cell is None:
+            return None
         self.cells[cell] = -1
         self.cells[0] = max(self.cells[0], cell)
         return cell
@@ -142,49 +144,14 @@ class WorkerSpec:
     auth_limits: SharedAuthLimits | None = None  # failed-auth buckets of all workers (auth_rate_limit)
 
 
-def set_title(title: str) -> None:
-    try:
-        from setproctitle import setproctitle
-    except ImportError:
-        return
-    setproctitle(title)
-
-
-def open_log(path: str | None) -> Any:
-    return open(path, "a", buffering=1) if path else None
-
-
 def run(spec: WorkerSpec) -> NoReturn:
     """The child's whole life after the fork; never returns."""
-    code = EXIT_BOOT
-    try:
-        code = _main(spec)
-    except BaseException:
-        log(logger, "error", "worker crashed", exc_info=True, gen=spec.gen)
-    finally:
-        try:
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+    child.run(lambda: _main(spec), "worker crashed", gen=spec.gen)
 
 
 def _main(spec: WorkerSpec) -> int:
-    for sig in MASTER_ONLY_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    for sig in WORKER_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
-
     # The gevent world starts here, after the fork, before anything else touches a socket.
-    from gevent import monkey
-
-    monkey.patch_all()
-    import gevent
-
-    gevent.reinit()
-
-    set_title(f"wsserver: worker [gen {spec.gen}]")
-    log_stream = open_log(spec.log_file)
-    configure_logging(spec.log_level, spec.log_format, log_stream)
+    log_stream = child.start(f"wsserver: worker [gen {spec.gen}]", spec.log_file, spec.log_level, spec.log_format)
 
     from wsserver.runtime.worker import WorkerRuntime
 
@@ -332,7 +299,7 @@ class _Worker:
             for port in self.runtime.ports:  # again each turn: handshakes in progress end up here too
                 if port.port.alias in closing:
                     for session in list(port.dispatcher.sessions.values()):
-                        session.close(1001, "going away")
+                        session.close(CloseCode.GOING_AWAY, "going away")
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.urgent.wait(min(remaining, 0.2)):
                 break
@@ -351,8 +318,9 @@ class _Worker:
     def reopen_logs(self) -> None:
         if not self.spec.log_file:
             return
-        old, self.log_stream = self.log_stream, open_log(self.spec.log_file)
+        old, self.log_stream = self.log_stream, child.open_log(self.spec.log_file)
         configure_logging(self.spec.log_level, self.spec.log_format, self.log_stream)
+        child.dump_stacks_on_signal(self.log_stream)
         if old is not None:
             old.close()
         log(logger, "info", "log file reopened", path=self.spec.log_file)
@@ -436,7 +404,7 @@ class _Worker:
             session = next((s for s in sessions if s.id == message.get("session")), None)
             if session is not None:
                 reason = str(message.get("reason", "")).encode()[:120].decode(errors="ignore")
-                session.close(int(message.get("code", 1000)), reason)
+                session.close(int(message.get("code", CloseCode.NORMAL)), reason)
             reply["closed"] = session is not None
         else:
             reply["error"] = f"unknown op {op!r}"

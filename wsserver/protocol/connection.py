@@ -11,11 +11,15 @@ replies, one place mapping failures to close codes, and the optional fast path (
 from __future__ import annotations
 
 import enum
+from typing import Any
 
+from wsproto.extensions import Extension
 from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
+from ._wsproto_compat import decoders, process_close
+from .close_codes import CloseCode
 from .deflate import BoundedPerMessageDeflate
-from .events import BinaryMessage, CloseCode, CloseReceived, Event, Ping, Pong, ProtocolState, TextMessage
+from .events import BinaryMessage, CloseReceived, Event, Ping, Pong, ProtocolState, TextMessage
 from .fastpath import (
     FIN_BINARY,
     FIN_TEXT,
@@ -30,18 +34,26 @@ from .fastpath import (
     start_partial,
 )
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "WebSocketProtocol", "encode_message"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "IllegalTransition", "WebSocketProtocol", "encode_message"]
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 
-OPEN, CLOSING, CLOSED = ProtocolState.OPEN, ProtocolState.CLOSING, ProtocolState.CLOSED
+OPEN = ProtocolState.OPEN
 
 
 def encode_message(message: str | bytes) -> bytes:
     """A server data frame (unmasked, no extension) carrying ``message``: text for ``str``."""
     if type(message) is str:
         return build_frame(FIN_TEXT, message.encode("utf-8"))
-    return build_frame(FIN_BINARY, message if type(message) is bytes else bytes(message))
+    if type(message) is bytes:
+        return build_frame(FIN_BINARY, message)
+    if isinstance(message, str):
+        return build_frame(FIN_TEXT, message.encode("utf-8"))
+    return build_frame(FIN_BINARY, bytes(message))
+
+
+class IllegalTransition(RuntimeError):
+    """A happening the closing handshake does not allow in the current phase: a bug here."""
 
 
 class _Happening(enum.Enum):
@@ -51,27 +63,67 @@ class _Happening(enum.Enum):
     EOF = "the transport ended"
 
 
-# The closing handshake as data, h11-style: (state, what happened) -> next state.
-# A pair not listed leaves the state as it is (e.g. CLOSING + SEND_CLOSE is a no-op).
-_TRANSITIONS: dict[tuple[ProtocolState, _Happening], ProtocolState] = {
-    (OPEN, _Happening.SEND_CLOSE): CLOSING,
-    (OPEN, _Happening.FAIL): CLOSING,
-    (OPEN, _Happening.RECEIVE_CLOSE): CLOSED,
-    (OPEN, _Happening.EOF): CLOSED,
-    (CLOSING, _Happening.RECEIVE_CLOSE): CLOSED,
-    (CLOSING, _Happening.EOF): CLOSED,
+class _Phase(enum.Enum):
+    """The whole truth about the closing handshake; every other fact is read off it.
+
+    ``state`` is what the public ``ProtocolState`` shows; ``close_sent``: our close frame is
+    queued, so nothing more is sent; ``input_done``: input is ignored and ``CloseReceived`` has
+    been reported; ``failed``: we failed the connection (RFC 6455 §7.1.7).
+    """
+
+    #               public state            close_sent input_done failed
+    OPEN = ("open", ProtocolState.OPEN, False, False, False)
+    CLOSE_SENT = ("close sent", ProtocolState.CLOSING, True, False, False)  # waiting for the peer
+    FAILED = ("failed", ProtocolState.CLOSING, True, True, True)  # waiting for EOF
+    CLOSED = ("closed", ProtocolState.CLOSED, True, True, False)
+    FAILED_CLOSED = ("failed, closed", ProtocolState.CLOSED, True, True, True)
+    DROPPED = ("dropped", ProtocolState.CLOSED, False, True, False)  # EOF before any close frame
+
+    def __init__(
+        self, label: str, state: ProtocolState, close_sent: bool, input_done: bool, failed: bool
+    ) -> None:
+        self.label = label
+        self.state = state
+        self.close_sent = close_sent
+        self.input_done = input_done
+        self.failed = failed
+
+
+_SEND_CLOSE, _RECEIVE_CLOSE, _FAIL, _EOF = _Happening
+
+# The closing handshake as data, h11-style: (phase, what happened) -> next phase. Every legal pair
+# is listed, the no-ops too; any other pair raises IllegalTransition. Once input is done, the
+# peer's close and a failure cannot happen (nothing is parsed); a second close of ours or a second
+# EOF changes nothing.
+_TRANSITIONS: dict[tuple[_Phase, _Happening], _Phase] = {
+    (_Phase.OPEN, _SEND_CLOSE): _Phase.CLOSE_SENT,
+    (_Phase.OPEN, _RECEIVE_CLOSE): _Phase.CLOSED,
+    (_Phase.OPEN, _FAIL): _Phase.FAILED,
+    (_Phase.OPEN, _EOF): _Phase.DROPPED,
+    (_Phase.CLOSE_SENT, _SEND_CLOSE): _Phase.CLOSE_SENT,
+    (_Phase.CLOSE_SENT, _RECEIVE_CLOSE): _Phase.CLOSED,
+    (_Phase.CLOSE_SENT, _FAIL): _Phase.FAILED,
+    (_Phase.CLOSE_SENT, _EOF): _Phase.CLOSED,
+    (_Phase.FAILED, _SEND_CLOSE): _Phase.FAILED,
+    (_Phase.FAILED, _EOF): _Phase.FAILED_CLOSED,
+    (_Phase.CLOSED, _SEND_CLOSE): _Phase.CLOSED,
+    (_Phase.CLOSED, _EOF): _Phase.CLOSED,
+    (_Phase.FAILED_CLOSED, _SEND_CLOSE): _Phase.FAILED_CLOSED,
+    (_Phase.FAILED_CLOSED, _EOF): _Phase.FAILED_CLOSED,
+    (_Phase.DROPPED, _SEND_CLOSE): _Phase.CLOSED,  # queued for nobody, but the session may ask
+    (_Phase.DROPPED, _EOF): _Phase.DROPPED,
 }
 
 # The reason we put in our close frame when we fail the connection. Fixed strings on purpose:
 # no parser details leak to the peer (the detail is kept in ``WebSocketProtocol.error``).
 _FAILURE_REASONS: dict[int, str] = {
     CloseCode.PROTOCOL_ERROR: "protocol error",
-    CloseCode.INVALID_FRAME_PAYLOAD_DATA: "invalid frame payload data",
+    CloseCode.INVALID_DATA: "invalid frame payload data",
     CloseCode.MESSAGE_TOO_BIG: "message too big",
 }
 
 _FAST_PATH_DETAILS: dict[int, str] = {
-    CloseCode.INVALID_FRAME_PAYLOAD_DATA: "invalid UTF-8 in a text message",
+    CloseCode.INVALID_DATA: "invalid UTF-8 in a text message",
     CloseCode.MESSAGE_TOO_BIG: "message larger than max_message_size",
 }
 
@@ -86,8 +138,6 @@ class WebSocketProtocol:
     # make a mistyped attribute fail loudly.
     __slots__ = (
         "_close_code",
-        "_close_received",
-        "_close_reported",
         "_close_sent",
         "_events",
         "_failed",
@@ -100,6 +150,7 @@ class WebSocketProtocol:
         "_pending",
         "_pending_need",
         "_pending_size",
+        "_phase",
         "_state",
         "_wsproto",
         "deflate",
@@ -133,18 +184,20 @@ class WebSocketProtocol:
         # path never builds one (~0.7 KiB less per idle connection).
         self._wsproto: FrameProtocol | None = None
 
+        self._phase = _Phase.OPEN
+        # Copies of the phase's facts that the per-message path reads (``state`` and ``failed`` by
+        # the session after each read), written only by _happen: a slot read each, where
+        # ``self._phase.close_sent`` would cost two lookups per message.
         self._state = OPEN
-        self._close_code: int | None = None
         self._close_sent = False
-        self._close_received = False
-        self._close_reported = False  # CloseReceived emitted (exactly once per connection)
+        self._input_done = False
         self._failed = False
-        self._input_done = False  # close received, failure or EOF: input is ignored from now on
+        self._close_code: int | None = None
         self._fast_ready = self.fast_path  # fast path on, and wsproto holds no partial frame/message
 
         self._events: list[Event] = []
         self._out: list[bytes | bytearray] = []
-        self._parts: list = []  # the message being reassembled (str or bytes pieces)
+        self._parts: list[Any] = []  # the message being reassembled: str pieces, or bytes
         # An incomplete simple frame the fast path takes as it comes (fastpath.pending_frame_size):
         # while its header is incomplete, the header's chunks, their size and the size needed;
         # then its payload, unmasked piece by piece.
@@ -157,7 +210,7 @@ class WebSocketProtocol:
     def _engine(self) -> FrameProtocol:
         fp = self._wsproto
         if fp is None:
-            extensions = [self.deflate] if self.deflate is not None else []
+            extensions: list[Extension] = [self.deflate] if self.deflate is not None else []
             fp = self._wsproto = FrameProtocol(client=False, extensions=extensions)
         return fp
 
@@ -213,8 +266,7 @@ class WebSocketProtocol:
             if code or pos != len(data):
                 self._receive_fast(data, pos, code)
         else:
-            self._engine()._frame_decoder.receive_bytes(data)
-            self._drain()
+            self._drain(data)
 
     def bytes_wanted(self) -> int:
         """Bytes still missing from an incomplete frame the fast path collects (0 if none):
@@ -246,6 +298,7 @@ class WebSocketProtocol:
         """Queue a text message; returns the bytes queued (0 once our close frame is queued)."""
         if self._close_sent:
             return 0
+        data: bytes | bytearray
         if self.fast_path:
             data = build_frame(FIN_TEXT, text.encode("utf-8"))
         else:
@@ -257,6 +310,7 @@ class WebSocketProtocol:
         """Queue a binary message; returns the bytes queued (0 once our close frame is queued)."""
         if self._close_sent:
             return 0
+        frame: bytes | bytearray
         if self.fast_path:
             frame = build_frame(FIN_BINARY, data if type(data) is bytes else bytes(data))
         else:
@@ -281,7 +335,7 @@ class WebSocketProtocol:
             return
         self._out.append(self._engine().ping(payload))
 
-    def send_close(self, code: int | None = 1000, reason: str = "") -> None:
+    def send_close(self, code: int | None = CloseCode.NORMAL, reason: str = "") -> None:
         """Queue our close frame, once; a no-op if one is already queued.
 
         ``code=None`` sends a close frame without a status code. wsproto replaces the local-only
@@ -289,13 +343,14 @@ class WebSocketProtocol:
         """
         if self._close_sent:
             return
+        if code is CloseCode.NO_STATUS_RCVD:
+            code = None  # as wsproto treats its own NO_STATUS_RCVD: a frame without a code
         self._out.append(self._engine().close(code, reason) if code is not None else self._engine().close())
-        self._close_sent = True
-        self._happen(_Happening.SEND_CLOSE)
+        self._happen(_SEND_CLOSE)
 
     def __repr__(self) -> str:
         return (
-            f"<WebSocketProtocol {self._state.value} close_code={self._close_code} "
+            f"<WebSocketProtocol {self._state.value} ({self._phase.label}) close_code={self._close_code} "
             f"fast_path={self.fast_path} compression={self.compression}>"
         )
 
@@ -328,12 +383,10 @@ class WebSocketProtocol:
             if frame_end < 0:
                 # A fragment, a partial or odd frame, a close: wsproto takes the rest of this read.
                 self._fast_ready = False
-                self._engine()._frame_decoder.receive_bytes(data[pos:] if pos else data)
-                self._drain()
+                self._drain(data[pos:] if pos else data)
                 return
             # A complete ping/pong alone to wsproto, then back to the fast path.
-            self._engine()._frame_decoder.receive_bytes(data[pos:frame_end])
-            self._drain()
+            self._drain(data[pos:frame_end])
             if not self._fast_ready:
                 return
             pos, code = parse_frames(data, frame_end, self.max_message_size, self._events)
@@ -347,7 +400,7 @@ class WebSocketProtocol:
             pos = partial.feed(data, pos)
         except UnicodeDecodeError:
             self._partial = None
-            self._fail(CloseCode.INVALID_FRAME_PAYLOAD_DATA, _FAST_PATH_DETAILS[CloseCode.INVALID_FRAME_PAYLOAD_DATA])
+            self._fail(CloseCode.INVALID_DATA, _FAST_PATH_DETAILS[CloseCode.INVALID_DATA])
             return False
         if partial.remaining:
             return False
@@ -361,16 +414,17 @@ class WebSocketProtocol:
         self._pending_size = rest
         return True
 
-    def _drain(self) -> None:
-        """Take every complete frame (or available payload) out of wsproto's buffer."""
+    def _drain(self, data: bytes | bytearray) -> None:
+        """Give ``data`` to wsproto; take every complete frame (or available payload) out."""
         fp = self._engine()
-        decoder = fp._frame_decoder  # wsproto internals, driven directly (pinned by tests)
-        message_decoder = fp._message_decoder
+        decoder, message_decoder = decoders(fp)  # wsproto internals, driven directly
+        decoder.receive_bytes(data)
         while True:
             try:
                 if decoder.header is None and not decoder.parse_header():
                     break  # the next header is incomplete
                 header = decoder.header
+                assert header is not None  # parse_header() found one
                 if (self.deflate is None and not header.opcode.iscontrol()
                         and self._message_size - decoder.payload_consumed + header.payload_len
                         > self.max_message_size):
@@ -395,11 +449,11 @@ class WebSocketProtocol:
                 self._events.append(Pong(frame.payload))
             elif opcode is Opcode.CLOSE:
                 try:
-                    code, reason = self._engine()._process_close(frame).payload
+                    code, reason = process_close(fp, frame)
                 except ParseFailed as exc:
                     self._fail(exc.code, str(exc))
                     return
-                self._receive_close(int(code), reason)
+                self._receive_close(code, reason)
                 return
             else:
                 # Count bytes before decoding: the limit holds however the message is framed.
@@ -438,50 +492,40 @@ class WebSocketProtocol:
 
     # -- the end of the connection --------------------------------------------------------------
 
+    # Each of these moves the phase first, so an illegal happening raises before any side effect.
+
     def _receive_close(self, code: int, reason: str) -> None:
-        self._input_done = True
-        self._fast_ready = False
-        self._close_received = True
+        close_sent = self._close_sent
+        self._happen(_RECEIVE_CLOSE)
         self._close_code = code
-        if not self._close_sent:
+        if not close_sent:
             # RFC 6455 §5.5.1: reply with a close frame, echoing the status code (none if none).
             self._out.append(self._engine().close(code) if code != _NO_STATUS else self._engine().close())
-            self._close_sent = True
-        self._report_close(code, reason)
-        self._happen(_Happening.RECEIVE_CLOSE)
+        self._events.append(CloseReceived(code, reason))
 
     def _fail(self, code: int, detail: str) -> None:
         """Fail the connection (RFC 6455 §7.1.7): our close frame, one event, no more input."""
+        close_sent = self._close_sent
+        self._happen(_FAIL)
         code = int(code)
         reason = _FAILURE_REASONS.get(code, "")
         self.error = detail
-        self._failed = True
-        self._input_done = True
-        self._fast_ready = False
         self._drop_message()
         if self._close_code is None:
             self._close_code = code
-        if not self._close_sent:
+        if not close_sent:
             self._out.append(self._engine().close(code, reason))
-            self._close_sent = True
-        self._report_close(code, reason)
-        self._happen(_Happening.FAIL)
+        self._events.append(CloseReceived(code, reason))
 
     def _receive_eof(self) -> None:
-        if self._state is CLOSED and self._input_done:
-            return
-        self._input_done = True
-        self._fast_ready = False
+        input_done = self._input_done
+        self._happen(_EOF)
+        if input_done:
+            return  # CloseReceived is already out (peer's close, failure or an earlier EOF)
         self._drop_message()
         if self._close_code is None:
             self._close_code = _ABNORMAL
-        self._report_close(_ABNORMAL, "")
-        self._happen(_Happening.EOF)
-
-    def _report_close(self, code: int, reason: str) -> None:
-        if not self._close_reported:
-            self._close_reported = True
-            self._events.append(CloseReceived(code, reason))
+        self._events.append(CloseReceived(_ABNORMAL, ""))
 
     def _drop_message(self) -> None:
         self._pending = None
@@ -490,4 +534,14 @@ class WebSocketProtocol:
         self._message_size = 0
 
     def _happen(self, happening: _Happening) -> None:
-        self._state = _TRANSITIONS.get((self._state, happening), self._state)
+        try:
+            phase = _TRANSITIONS[self._phase, happening]
+        except KeyError:
+            raise IllegalTransition(f"{happening.name} in phase {self._phase.name}") from None
+        self._phase = phase
+        self._state = phase.state
+        self._close_sent = phase.close_sent
+        self._failed = phase.failed
+        if phase.input_done:
+            self._input_done = True
+            self._fast_ready = False

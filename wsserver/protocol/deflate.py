@@ -20,8 +20,9 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 
-from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
+
+from ._wsproto_compat import PerMessageDeflateBase
 
 __all__ = [
     "DEFAULT_CLIENT_WINDOW_BITS",
@@ -65,7 +66,7 @@ _KNOWN_PARAMS = frozenset(
 )
 
 
-class BoundedPerMessageDeflate(PerMessageDeflate):
+class BoundedPerMessageDeflate(PerMessageDeflateBase):
     """wsproto's permessage-deflate with inflation bounded by ``max_message_size``.
 
     A negotiated instance is born enabled (wsproto enables it in ``accept``/``finalize``).
@@ -90,11 +91,11 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         )
         if client_max_window_bits is not None:
             # Bypass wsproto's 9..15 setter: 8 is legal on the wire, and inflating with 9 is safe.
-            self._client_max_window_bits = max(client_max_window_bits, ZLIB_MIN_WINDOW_BITS)
+            self.set_client_max_window_bits(max(client_max_window_bits, ZLIB_MIN_WINDOW_BITS))
         self.max_message_size = max_message_size
         self.mem_level = mem_level
         self._budget = max_message_size  # bytes the current message may still inflate to
-        self._enabled = True
+        self.set_enabled()
 
     # -- inbound -------------------------------------------------------------------------------
 
@@ -106,36 +107,36 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
             # breaks a compressed message with a ping between its fragments. Keep it out.
             if rsv.rsv1:
                 return CloseReason.PROTOCOL_ERROR
-            self._inbound_is_compressible = False
+            self.inbound_is_compressible = False
             return RsvBits(True, False, False)
-        if self._inbound_compressed is None:
+        if self.inbound_compressed is None:
             self._budget = self.max_message_size  # first frame of a new message
         return super().frame_inbound_header(proto, opcode, rsv, payload_length)
 
     def frame_inbound_payload_data(
         self, proto: FrameDecoder | FrameProtocol, data: bytes
     ) -> bytes | CloseReason:
-        if not self._inbound_compressed or not self._inbound_is_compressible:
+        if not self.inbound_compressed or not self.inbound_is_compressible:
             return data
-        assert self._decompressor is not None
+        assert self.decompressor is not None
         return self._inflate(data)
 
     def frame_inbound_complete(
         self, proto: FrameDecoder | FrameProtocol, fin: bool
     ) -> bytes | CloseReason | None:
-        if not fin or not self._inbound_is_compressible:
+        if not fin or not self.inbound_is_compressible:
             return None  # mid-message, or a control frame: the message state carries on
-        if not self._inbound_compressed:
-            self._inbound_compressed = None
+        if not self.inbound_compressed:
+            self.inbound_compressed = None
             return None
-        assert self._decompressor is not None
+        assert self.decompressor is not None
         data = self._inflate(_DEFLATE_TAIL)
         if isinstance(data, CloseReason):
             return data
         # All input is consumed and the output stopped short of its limit, so nothing is
         # pending: flush() returns (almost always) nothing, but count it all the same.
         try:
-            tail = self._decompressor.flush()
+            tail = self.decompressor.flush()
         except zlib.error:
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
         if len(tail) > self._budget:
@@ -145,8 +146,8 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
             self.server_no_context_takeover if proto.client else self.client_no_context_takeover
         )
         if no_context_takeover:
-            self._decompressor = None  # the peer resets its window per message: so may we
-        self._inbound_compressed = None
+            self.decompressor = None  # the peer resets its window per message: so may we
+        self.inbound_compressed = None
         return data
 
     # -- outbound ------------------------------------------------------------------------------
@@ -154,15 +155,15 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
     def frame_outbound(
         self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, data: bytes, fin: bool
     ) -> tuple[RsvBits, bytes]:
-        if self._compressor is None and opcode in (Opcode.TEXT, Opcode.BINARY):
+        if self.compressor is None and opcode in (Opcode.TEXT, Opcode.BINARY):
             # wsproto would create it with zlib's default memLevel (8): make it ourselves, lazily.
             bits = self.client_max_window_bits if proto.client else self.server_max_window_bits
-            self._compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits, self.mem_level)
+            self.compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits, self.mem_level)
         return super().frame_outbound(proto, opcode, rsv, data, fin)
 
     def _inflate(self, data: bytes) -> bytes | CloseReason:
         """Inflate at most budget + 1 bytes: producing the +1 proves the message is too big."""
-        decompressor = self._decompressor
+        decompressor = self.decompressor
         assert decompressor is not None
         try:
             out = decompressor.decompress(data, self._budget + 1)  # max_length 0 would mean "no limit"
@@ -170,7 +171,7 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
         if len(out) > self._budget or decompressor.unconsumed_tail:
             # Input left over means the output hit max_length: more would follow. Drop both.
-            self._decompressor = None
+            self.decompressor = None
             return CloseReason.MESSAGE_TOO_BIG
         self._budget -= len(out)
         return out

@@ -10,7 +10,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from wsproto.frame_protocol import CloseReason, Opcode
+from wsproto.frame_protocol import Opcode
+
+from .close_codes import CloseCode
 
 __all__ = [
     "BinaryMessage",
@@ -23,9 +25,6 @@ __all__ = [
     "ProtocolState",
     "TextMessage",
 ]
-
-#: RFC 6455 §7.4.1 status codes; wsproto's enum so both layers speak the same names.
-CloseCode = CloseReason
 
 
 class ProtocolState(enum.Enum):

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import codecs
 import struct
+from typing import Any
 
-from wsproto.frame_protocol import _XOR_TABLE
-
-from .events import BinaryMessage, TextMessage
+from ._wsproto_compat import XOR_TABLES
+from .close_codes import CloseCode
+from .events import BinaryMessage, Event, TextMessage
 
 __all__ = [
     "FIN_BINARY",
@@ -73,9 +74,9 @@ _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _pack_16 = struct.Struct("!BBH").pack
 _pack_64 = struct.Struct("!BBQ").pack
 
-# Close codes the fast path can produce (same values as CloseCode).
-MESSAGE_TOO_BIG = 1009
-INVALID_FRAME_PAYLOAD_DATA = 1007
+# The close codes the fast path can produce, as plain ints: returned from the per-frame loop.
+MESSAGE_TOO_BIG = int(CloseCode.MESSAGE_TOO_BIG)
+INVALID_DATA = int(CloseCode.INVALID_DATA)
 
 
 def unmask(payload: bytes, mask: bytes) -> bytes:
@@ -86,7 +87,7 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
         key = (int.from_bytes(mask, "big") * _REPEAT[(n + 3) >> 2]) >> (((-n) & 3) << 3)
         return (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
     data = bytearray(payload)
-    a, b, c, d = (_XOR_TABLE[k] for k in mask)
+    a, b, c, d = (XOR_TABLES[k] for k in mask)
     data[::4] = data[::4].translate(a)
     data[1::4] = data[1::4].translate(b)
     data[2::4] = data[2::4].translate(c)
@@ -98,7 +99,7 @@ def _unmask_at_py(data: bytes, mask_pos: int, end: int) -> bytes:
     """``data[mask_pos + 4 : end]`` unmasked with the key at ``data[mask_pos : mask_pos + 4]``."""
     length = end - mask_pos - MASK_SIZE
     if length <= _INT_XOR_MAX:
-        key = _unpack_mask(data, mask_pos)[0] * _REPEAT[(length + 3) >> 2]
+        key: int = _unpack_mask(data, mask_pos)[0] * _REPEAT[(length + 3) >> 2]
         return (
             int.from_bytes(data[mask_pos + MASK_SIZE : end], "big") ^ (key >> (((-length) & 3) << 3))
         ).to_bytes(length, "big")
@@ -122,7 +123,7 @@ except ImportError:  # pragma: no cover - exercised by the fallback test
 SPEEDUPS = unmask_at is not _unmask_at_py
 
 
-def parse_frames(data: bytes, pos: int, max_size: int, events: list) -> tuple[int, int]:
+def parse_frames(data: bytes, pos: int, max_size: int, events: list[Event]) -> tuple[int, int]:
     """Parse the simple frames of ``data`` from ``pos``; append their messages to ``events``.
 
     Returns ``(pos, 0)`` where the first frame not taken starts (``len(data)`` if all were), or
@@ -162,7 +163,7 @@ def parse_frames(data: bytes, pos: int, max_size: int, events: list) -> tuple[in
             try:
                 events.append(TextMessage(payload.decode("utf-8")))
             except UnicodeDecodeError:
-                return pos, INVALID_FRAME_PAYLOAD_DATA
+                return pos, INVALID_DATA
         else:
             events.append(BinaryMessage(payload))
         pos = end
@@ -230,7 +231,7 @@ class PartialFrame:
         self.key = key
         self.offset = 0
         self.remaining = length
-        self.parts: list = []
+        self.parts: list[Any] = []  # str pieces for text, bytes for binary
         self.decoder = _utf8_decoder() if text else None
 
     def feed(self, data: bytes, pos: int) -> int:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import http
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import h11
@@ -20,6 +20,7 @@ from wsproto.utilities import generate_accept_token
 
 from .connection import DEFAULT_MAX_MESSAGE_SIZE, WebSocketProtocol
 from .deflate import DEFAULT_CLIENT_WINDOW_BITS, DEFAULT_MEM_LEVEL, DEFAULT_WINDOW_BITS, negotiate_deflate
+from .httpcore import status_phrase
 
 __all__ = ["DEFAULT_MAX_HEADER_SIZE", "Handshake", "HandshakeError", "HandshakeRequest"]
 
@@ -128,7 +129,7 @@ class Handshake:
             end = _HEAD_END.search(buffer, self._searched)
             if end is None:
                 # h11 would still wait (NEED_DATA) for this: no end of head, no early error.
-                if buffer[:1] in (b"G", b"") and len(buffer) <= self.max_header_size:
+                if (not buffer or buffer.startswith(b"G")) and len(buffer) <= self.max_header_size:
                     self._searched = max(0, len(buffer) - 2)
                     if self._eof:
                         self._stage = _Stage.DONE
@@ -265,7 +266,7 @@ class Handshake:
 
     # -- validation ----------------------------------------------------------------------------
 
-    def _fail(self, status: int, reason: str, headers: HeaderList | None = None) -> None:
+    def _fail(self, status: int, reason: str, headers: HeaderList | None = None) -> NoReturn:
         self._stage = _Stage.DONE
         raise HandshakeError(status, reason, error_response(status, reason, headers))
 
@@ -412,15 +413,8 @@ def _encode_headers(headers: HeaderList) -> list[tuple[bytes, bytes]]:
     return encoded
 
 
-_PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
-
-
-def _phrase(status: int) -> str:
-    return _PHRASES.get(status, "")
-
-
 def _format_response(status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_phrase(status)}".encode("ascii")]
+    lines = [f"HTTP/1.1 {status} {status_phrase(status)}".encode("ascii")]
     lines.extend(name + b": " + value for name, value in headers)
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
@@ -437,7 +431,7 @@ def error_response(
         if name.lower() not in (b"content-length", b"connection")
     ]
     if body is None:
-        body = ((reason or _phrase(status)) + "\n").encode("utf-8")
+        body = ((reason or status_phrase(status)) + "\n").encode("utf-8")
     if not any(name.lower() == b"content-type" for name, _ in extra):
         extra.append((b"Content-Type", b"text/plain; charset=utf-8"))
     extra.append((b"Content-Length", str(len(body)).encode("ascii")))

@@ -136,6 +136,8 @@ def _parse_v2(buf: bytes) -> ProxyHeader | None:
     rest = buf[V2_HEADER + length:]
     if command == 0:  # LOCAL: the balancer's own connection (health checks)
         return ProxyHeader(2, None, None, rest)
+    src: ipaddress.IPv4Address | ipaddress.IPv6Address
+    dst: ipaddress.IPv4Address | ipaddress.IPv6Address
     if fam == _V2_INET_STREAM:
         if length < 12:
             raise ProxyProtocolError("PROXY v2 AF_INET address block shorter than 12 bytes")

@@ -22,6 +22,7 @@ from wsserver.endpoints.base import Endpoint
 from wsserver.logs import log
 from wsserver.metrics import PortStats
 from wsserver.protocol import Handshake, HandshakeError, HandshakeRequest, host_allowed, origin_allowed
+from wsserver.protocol.address import format_peer
 from wsserver.protocol.proxy import ProxyHeaderParser, ProxyProtocolError
 from wsserver.runtime.auth_step import run_auth
 from wsserver.runtime.limits import PortCounter
@@ -100,11 +101,6 @@ def decide(request: HandshakeRequest, port: PortConfig, mounts: dict[str, Mount]
     return mount
 
 
-_STATUS_TEXT = {400: "Bad Request", 401: "Unauthorized", 429: "Too Many Requests", 500: "Internal Server Error",
-                403: "Forbidden", 404: "Not Found", 426: "Upgrade Required",
-                431: "Request Header Fields Too Large", 503: "Service Unavailable"}
-
-
 # Counted refusal reasons (wsserver_connections_rejected_total{reason}) of HandshakeError statuses.
 _HANDSHAKE_ERRORS = {0: "incomplete", 400: "bad_request", 426: "version", 431: "headers_too_large"}
 
@@ -130,7 +126,7 @@ class Dispatcher:
         try:
             result = self._handshake(sock, peer)
         except Exception:
-            log(logger, "error", "handshake failed", exc_info=True, port=self.port.alias, peer=_peer(peer))
+            log(logger, "error", "handshake failed", exc_info=True, port=self.port.alias, peer=format_peer(peer))
             self.stats.reject("error")
             _close(sock)
             return
@@ -140,7 +136,7 @@ class Dispatcher:
         session = result
         self.stats.handshake_done(time.monotonic() - started)
         if logger.isEnabledFor(logging.DEBUG):  # the fields cost more than the disabled call
-            log(logger, "debug", "session opened", port=self.port.alias, peer=_peer(peer), session=session.id,
+            log(logger, "debug", "session opened", port=self.port.alias, peer=format_peer(peer), session=session.id,
                 path=session.path, handshake_ms=round((time.monotonic() - started) * 1000, 2))
         self.sessions[session.id] = session
         # From here on the session lives in hub callbacks: this greenlet ends.
@@ -161,7 +157,7 @@ class Dispatcher:
                 peer = client
                 request = hs.next_request()
             if self.ocsp is not None:  # right after the TLS handshake (why there: security/ocsp_check.py)
-                refusal = self.ocsp.check(sock, _peer(peer), deadline)
+                refusal = self.ocsp.check(sock, format_peer(peer), deadline)
             while request is None:
                 data = sock.recv(RECV_SIZE)
                 hs.receive_data(data)
@@ -173,11 +169,11 @@ class Dispatcher:
             if exc.status == 400 and port.health_path and hs.plain_get_path == port.health_path:
                 # A load balancer's check (HAProxy option httpchk): counted, logged at debug only.
                 self.stats.health_checks += 1
-                log(logger, "debug", "health check", port=port.alias, peer=_peer(peer))
+                log(logger, "debug", "health check", port=port.alias, peer=format_peer(peer))
                 _send_quietly(sock, hs.reject(200, "ok"))
                 return None
             self.stats.reject(_HANDSHAKE_ERRORS.get(exc.status, "bad_request"))
-            log(logger, "info", "handshake refused", port=port.alias, peer=_peer(peer), status=exc.status,
+            log(logger, "info", "handshake refused", port=port.alias, peer=format_peer(peer), status=exc.status,
                 reason=exc.reason)
             if exc.response:
                 _send_quietly(sock, exc.response)
@@ -186,7 +182,7 @@ class Dispatcher:
             if exc is not timeout:
                 raise
             self.stats.reject(refusal.reason if refusal else "timeout")
-            log(logger, "info", "handshake timeout", port=port.alias, peer=_peer(peer))
+            log(logger, "info", "handshake timeout", port=port.alias, peer=format_peer(peer))
             return None
         except OSError:
             self.stats.reject(refusal.reason if refusal else "incomplete")
@@ -196,35 +192,35 @@ class Dispatcher:
 
         if refusal is not None:  # answered once the request is read, before it is routed
             self.stats.reject(refusal.reason)
-            _send_quietly(sock, hs.reject(refusal.status, _STATUS_TEXT[refusal.status]))
+            _send_quietly(sock, hs.reject(refusal.status))
             return None
         if self.proxies.networks:  # behind a trusted proxy: its X-Forwarded-For names the client
             peer = (self.proxies.client_address(peer[0], request.header("x-forwarded-for")), peer[1])
             if not self.ip_rules.allows(peer[0]):
-                log(logger, "info", "handshake refused", port=port.alias, peer=_peer(peer), status=403, reason="ip")
+                log(logger, "info", "handshake refused", port=port.alias, peer=format_peer(peer), status=403, reason="ip")
                 self.stats.reject("ip")
-                _send_quietly(sock, hs.reject(403, "Forbidden"))
+                _send_quietly(sock, hs.reject(403))
                 return None
         decision = decide(request, port, self.mounts, self.scheme)
         if isinstance(decision, Refusal):
-            log(logger, "info", "handshake refused", port=port.alias, peer=_peer(peer), path=request.path,
+            log(logger, "info", "handshake refused", port=port.alias, peer=format_peer(peer), path=request.path,
                 status=decision.status, reason=decision.reason)
             self.stats.reject(decision.reason)
-            _send_quietly(sock, hs.reject(decision.status, _STATUS_TEXT.get(decision.status, "")))
+            _send_quietly(sock, hs.reject(decision.status))
             return None
         mount = decision
         certificate = sock.peer_certificate() if self.auth.method == "certificate" else None
-        auth = run_auth(self.auth, request, peer, _peer(peer), self.pool, certificate)  # within auth_timeout_ms
+        auth = run_auth(self.auth, request, peer, format_peer(peer), self.pool, certificate)  # within auth_timeout_ms
         if not auth.ok:
             self.stats.reject(f"auth_{auth.result}")  # missing, invalid, forbidden, rate_limited, timeout, error
-            _send_quietly(sock, hs.reject(auth.status, _STATUS_TEXT.get(auth.status, ""), auth.headers))
+            _send_quietly(sock, hs.reject(auth.status, headers=auth.headers))
             return None
         full = self.counter.try_add()
         if full is not None:
-            log(logger, "info", "handshake refused", port=port.alias, peer=_peer(peer), path=request.path,
+            log(logger, "info", "handshake refused", port=port.alias, peer=format_peer(peer), path=request.path,
                 status=503, reason=full)
             self.stats.reject(full)
-            _send_quietly(sock, hs.reject(503, _STATUS_TEXT[503]))
+            _send_quietly(sock, hs.reject(503))
             return None
         subprotocol = choose_subprotocol(request.subprotocols, mount.subprotocols)
         response, proto = hs.accept(request, subprotocol=subprotocol, compression=port.compression,
@@ -245,7 +241,7 @@ class Dispatcher:
         None when the connection is refused. The bytes after the header go to ``hs``."""
         port = self.port
         if not self.proxies.trusts(peer[0]):  # _admit refuses these already; kept for other callers
-            log(logger, "info", "proxy header from an untrusted peer", port=port.alias, peer=_peer(peer))
+            log(logger, "info", "proxy header from an untrusted peer", port=port.alias, peer=format_peer(peer))
             self.stats.reject("proxy_untrusted")
             return None
         parser = ProxyHeaderParser(port.proxy_protocol)
@@ -267,15 +263,15 @@ class Dispatcher:
                         raise ProxyProtocolError("connection closed in the PROXY header")
                     used -= taken
         except ProxyProtocolError as exc:
-            log(logger, "info", "proxy header refused", port=port.alias, peer=_peer(peer), reason=str(exc))
+            log(logger, "info", "proxy header refused", port=port.alias, peer=format_peer(peer), reason=str(exc))
             self.stats.reject("proxy_invalid")
             return None
         client = peer if header.source is None else header.source
         if header.rest and plain is None:
             hs.receive_data(header.rest)
         if header.source is not None and not self.ip_rules.allows(client[0]):  # the proxy passed at accept
-            log(logger, "info", "connection refused by IP rule", port=port.alias, peer=_peer(client),
-                proxy=_peer(peer))
+            log(logger, "info", "connection refused by IP rule", port=port.alias, peer=format_peer(client),
+                proxy=format_peer(peer))
             self.stats.reject("ip")
             return None
         return client
@@ -285,7 +281,7 @@ class Dispatcher:
         self.stats.session_ended(session.close_code, time.monotonic() - session.started)
         self.counter.remove()
         if logger.isEnabledFor(logging.DEBUG):
-            log(logger, "debug", "session closed", port=self.port.alias, peer=_peer(session.remote_address),
+            log(logger, "debug", "session closed", port=self.port.alias, peer=format_peer(session.remote_address),
                 session=session.id, code=session.close_code, messages_in=session.messages_in,
                 messages_out=session.messages_out)
 
@@ -349,9 +345,6 @@ class RawConnection:
         self._sock.close()
 
 
-def _peer(peer: tuple) -> str:
-    host, port = peer[0], peer[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _send_quietly(sock: socket.socket, data: bytes) -> bool:

@@ -32,6 +32,7 @@ from wsserver.logs import log
 from wsserver.metrics import PortStats
 from wsserver.protocol import (
     BinaryMessage,
+    CloseCode,
     CloseReceived,
     Ping,
     Pong,
@@ -39,6 +40,7 @@ from wsserver.protocol import (
     TextMessage,
     WebSocketProtocol,
 )
+from wsserver.protocol.address import format_peer
 from wsserver.runtime import groups
 from wsserver.runtime.transport import Transport, WantRead, WantWrite
 
@@ -53,6 +55,9 @@ RECV_SIZE = 65536
 MAX_RECV_SIZE = 1 << 20  # one read's size while a large frame arrives (protocol.bytes_wanted())
 FLUSH_SIZE = 65536  # unsent bytes written at once, without waiting for the end of the turn
 CLOSING_INPUT_LIMIT = 1 << 20  # bytes read after our close frame before the connection is dropped
+# The codes the protocol layer fails a connection with (logged as a protocol error).
+_FAILURE_CODES = (CloseCode.PROTOCOL_ERROR, CloseCode.INVALID_DATA, CloseCode.MESSAGE_TOO_BIG)
+_ABNORMAL = int(CloseCode.ABNORMAL_CLOSURE)  # a plain int, like every code reported to endpoints
 READ, WRITE = 1, 2
 _ids = itertools.count(1)
 _native_get_ident = get_original("_thread", "get_ident")
@@ -293,7 +298,7 @@ class Session:
         if self._out_bytes > self._port.write_limit and self._port.write_limit_action == "close":
             log(logger, "warning", "write limit reached: closing", port=self.port_alias, peer=self.peer_text,
                 session=self.id, buffered=self._out_bytes)
-            self.close(1013, "try again later")
+            self.close(CloseCode.TRY_AGAIN_LATER, "try again later")
             return False
         if frame is not None and not self._proto.compression:
             self._unflushed += self._proto.send_encoded(frame)
@@ -326,7 +331,7 @@ class Session:
         for message in messages:
             self._send_now(message)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake; the connection ends when the peer replies or on timeout."""
         if _native_get_ident() != self._hub_thread:
             # After this thread's queued sends: both go through the loop's callbacks in order.
@@ -491,7 +496,7 @@ class Session:
     def _close_received(self, event: CloseReceived) -> None:
         self.close_code = event.code
         self.close_reason = event.reason
-        if event.code in (1002, 1007, 1009):
+        if event.code in _FAILURE_CODES:
             log(logger, "info", "protocol error", port=self.port_alias, peer=self.peer_text, session=self.id,
                 code=event.code, reason=event.reason, detail=self._proto.error)
 
@@ -562,7 +567,7 @@ class Session:
                 self._endpoint.on_error(self, exc)
             except Exception:
                 log(logger, "error", "endpoint on_error failed", exc_info=True, session=self.id)
-            self.close(1011, "internal error")
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     # ---- writing ---------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -679,7 +684,7 @@ class Session:
                 return
         elif port.idle_timeout_ms and now >= self._last_activity + port.idle_timeout_ms / 1000:
             log(logger, "info", "idle timeout", port=self.port_alias, peer=self.peer_text, session=self.id)
-            self.close(1000, "idle timeout")
+            self.close(CloseCode.NORMAL, "idle timeout")
         elif port.ping_interval_ms:
             if self._ping_sent_at is None:
                 if now >= self._ping_base + port.ping_interval_ms / 1000:
@@ -689,7 +694,7 @@ class Session:
                     self._flush()
             elif now >= self._ping_sent_at + port.ping_timeout_ms / 1000:
                 log(logger, "info", "ping timeout", port=self.port_alias, peer=self.peer_text, session=self.id)
-                self.close(1011, "ping timeout")
+                self.close(CloseCode.INTERNAL_ERROR, "ping timeout")
         self._arm_timer(self._next_deadline())
 
     # ---- the end ---------------------------------------------------------------------------
@@ -702,7 +707,7 @@ class Session:
         if self._timer is not None:
             self._timer.stop()
         if self.close_code is None:
-            self.close_code = self._proto.close_code or 1006
+            self.close_code = self._proto.close_code or _ABNORMAL
         if not self._out:
             if self._writer is not None:
                 self._writer.stop()
@@ -728,8 +733,7 @@ class Session:
 
     @property
     def peer_text(self) -> str:
-        host, port = self.remote_address[0], self.remote_address[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return format_peer(self.remote_address)
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "port": self.port_alias, "path": self.path, "user": self.user,

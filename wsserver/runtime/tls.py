@@ -44,6 +44,7 @@ from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
 from wsserver.logs import log
+from wsserver.protocol.address import format_peer
 from wsserver.runtime.transport import PlainTransport, WantRead, WantWrite
 
 logger = logging.getLogger("wsserver.tls")
@@ -137,7 +138,7 @@ class TLSSocket:
             except SSL.SysCallError as exc:
                 if exc.args and exc.args[0] == -1:  # closed without a word (port probes, scanners)
                     log(logger, "debug", "tls handshake: connection closed", port=self._port_alias,
-                        peer=_peer_text(self.peer))
+                        peer=format_peer(self.peer))
                     raise TLSError(_syscall_reason(exc), True) from None
                 raise self._failed(_syscall_reason(exc), handshake=True) from None
             except SSL.Error as exc:
@@ -157,7 +158,7 @@ class TLSSocket:
 
     def _failed(self, reason: str, handshake: bool) -> TLSError:
         if handshake:
-            log(logger, "info", "tls handshake failed", port=self._port_alias, peer=_peer_text(self.peer),
+            log(logger, "info", "tls handshake failed", port=self._port_alias, peer=format_peer(self.peer),
                 reason=reason)
         return TLSError(reason, handshake)
 
@@ -272,7 +273,7 @@ class TLSSocket:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("established" if self._established else "handshaking")
-        return f"<TLSSocket {state} peer={_peer_text(self.peer)}>"
+        return f"<TLSSocket {state} peer={format_peer(self.peer)}>"
 
 
 def wrap_server_socket(sock: Any, context: SSL.Context, peer: tuple | None = None, port_alias: str = "") -> TLSSocket:
@@ -434,8 +435,3 @@ def _syscall_reason(exc: SSL.SysCallError) -> str:
     return str(exc.args[1]) if len(exc.args) > 1 else str(exc)
 
 
-def _peer_text(peer: tuple | None) -> str:
-    if not peer:
-        return "?"
-    host, port = peer[0], peer[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -24,6 +24,8 @@ from wsserver.adapters.tls import registry_setup
 from wsserver.config import Config, PortConfig
 from wsserver.logs import log
 from wsserver.metrics import adapter_observer
+from wsserver.protocol import CloseCode
+from wsserver.protocol.address import format_peer
 from wsserver.runtime.dispatcher import Dispatcher, RawConnection, load_mounts
 from wsserver.runtime.limits import ConnectionTable
 from wsserver.runtime.listeners import BoundListener
@@ -263,7 +265,7 @@ class WorkerRuntime:
         for port in self.ports:
             port.start()
             log(logger, "info", "listening", port=port.port.alias,
-                address=_address_text(port.listener.address), backlog=port.listener.effective_backlog)
+                address=format_peer(port.listener.address), backlog=port.listener.effective_backlog)
         if self.metrics:
             self._publisher = gevent.spawn(self._publish_loop)
 
@@ -287,7 +289,7 @@ class WorkerRuntime:
             port.stop_accepting()
         sessions = self.sessions()
         for session in sessions:
-            session.close(1001, "going away")
+            session.close(CloseCode.GOING_AWAY, "going away")
         deadline = time.monotonic() + graceful_timeout
         handshakes = [g for p in self.ports for g in p.greenlets]
         gevent.joinall(handshakes, timeout=graceful_timeout)
@@ -304,6 +306,3 @@ class WorkerRuntime:
         self.stopped.set()
 
 
-def _address_text(address: tuple) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -20,8 +20,6 @@ field must not end up in a log).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -29,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote_plus
 
+from wsserver.protocol.basic_auth import BasicAuthError, parse_basic
 from wsserver.security import passwords
 from wsserver.security.jwt import JWTError, JWTVerifier
 from wsserver.security.ratelimit import FailureLimiter
@@ -184,25 +183,14 @@ class Authenticator:
         return outcome
 
     def _password(self, request: HandshakeRequest, run_blocking: RunBlocking) -> Outcome:
-        auth = _authorization(request)
-        if auth is None:
-            return Outcome("missing")
-        scheme, credentials = auth
-        if scheme != "basic":
-            return Outcome("invalid", None, "scheme")
-        try:
-            raw = base64.b64decode(credentials, validate=True)
-        except (binascii.Error, ValueError):
-            return Outcome("invalid", None, "malformed")
-        name_bytes, colon, secret = raw.partition(b":")
-        try:
-            name = name_bytes.decode("utf-8")
-        except UnicodeDecodeError:
-            name = ""
-        user = self.users.get(name) if colon and name else None
+        credentials = _basic_credentials(request)
+        if isinstance(credentials, Outcome):
+            return credentials
+        name, secret = credentials
+        user = self.users.get(name) if name else None
         if user is None or not user.password_hash:
             run_blocking(passwords.verify_dummy, secret, self.users.dummy_hash)  # as slow as a real check
-            return Outcome("invalid", None, "unknown_user" if colon else "malformed")
+            return Outcome("invalid", None, "unknown_user")
         if not run_blocking(passwords.verify, user.password_hash, secret):
             return Outcome("invalid", None, "password", user.name)
         return Outcome("ok", user)
@@ -225,6 +213,8 @@ class Authenticator:
         if isinstance(credentials, Outcome):
             return credentials
         name, secret = credentials
+        if not name:  # a backend is never asked about the empty user
+            return Outcome("invalid", None, "malformed")
         from wsserver.security import otp_auth
 
         if otp_auth.is_otp_adapter(self.adapter):  # GEMALTO: a password, then a one-time code
@@ -323,20 +313,13 @@ class Authenticator:
 
 def _basic_credentials(request: HandshakeRequest) -> tuple[str, str] | Outcome:
     """(user, password) of an HTTP Basic Authorization header, or the Outcome explaining why not."""
-    auth = _authorization(request)
-    if auth is None:
+    header = request.header("authorization")
+    if header is None:
         return Outcome("missing")
-    scheme, credentials = auth
-    if scheme != "basic":
-        return Outcome("invalid", None, "scheme")
     try:
-        raw = base64.b64decode(credentials, validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        return Outcome("invalid", None, "malformed")
-    name, colon, secret = raw.partition(":")
-    if not colon or not name:
-        return Outcome("invalid", None, "malformed")
-    return name, secret
+        return parse_basic(header)
+    except BasicAuthError as exc:
+        return Outcome("invalid", None, exc.reason)
 
 
 def _authorization(request: HandshakeRequest) -> tuple[str, str] | None:

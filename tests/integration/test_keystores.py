@@ -26,6 +26,8 @@ from tests.support.tlsstores import (
 from wsserver.config.tls_settings import KeystoreConfig, PemKeyConfig, TruststoreConfig
 from wsserver.security.keystores import KeystoreError, key_matches, load_keystore, load_truststore
 
+pytestmark = pytest.mark.integration
+
 ENV = {"KS_PASSWORD": PASSWORD}
 NOW = datetime.datetime.now(datetime.UTC)
 

@@ -1,10 +1,13 @@
 """The admin process as the master sees it: bind its address, fork it, keep it alive, answer it.
 
 The admin API and console run in a child process (see :mod:`wsserver.admin.process` for why);
-the master's side is this object, which the arbiter drives from its loop like the metrics
-listener (:mod:`wsserver.prefork.status`): ``registrations`` / ``on_event`` in ``poll()``,
-``tick`` and ``next_deadline`` for its timers, ``reaped`` when a child exits,
-``reload_result`` when a reload ends, ``close_in_child`` in every fork, ``stop`` at the end.
+the master's side is this object, a :class:`~wsserver.prefork.service.MasterService` that the
+command line hands to the master and its loop drives like the metrics listener:
+``registrations`` / ``on_event`` in ``poll()``, ``tick`` and ``next_deadline`` for its timers,
+``on_child_exit`` when a child exits, ``reload_result`` when a reload ends, ``close_in_child``
+in every fork, ``stop`` at the end. It reads the master through its read-only view and acts on
+it through the view's few commands (reload, a frame to the workers, closing the master's
+descriptors in the admin process it forks).
 Nothing here blocks: the admin's requests are answered from the master's state at once, or
 forwarded to the workers (whose answers go back to the admin process unchanged), or, for a
 reload, answered when the reload completes or fails.
@@ -31,11 +34,13 @@ from wsserver import __version__
 from wsserver.config import PortConfig
 from wsserver.logs import log
 from wsserver.prefork import relay
+from wsserver.prefork.child import fork as fork_child
+from wsserver.prefork.service import MasterControl, MasterService, MasterView, WorkerView
+from wsserver.protocol.address import format_peer
 from wsserver.runtime.listeners import BoundListener, bind_listener
 
 if TYPE_CHECKING:
     from wsserver.config import Config
-    from wsserver.prefork.arbiter import Arbiter
 
 logger = logging.getLogger("wsserver.arbiter")
 
@@ -55,9 +60,10 @@ class AdminChild:
     kill_at: float | None = None
 
 
-class AdminSupervisor:
-    def __init__(self, arbiter: Arbiter) -> None:
-        self.arbiter = arbiter
+class AdminSupervisor(MasterService):
+    def __init__(self) -> None:
+        self.view: MasterView  # the master, from start() on
+        self.control: MasterControl
         self.secret = os.urandom(32)  # signs console sessions; inherited by every admin process
         self.revoked: list[str] = []  # console sessions logged out (handed to new admin processes)
         self.config: Config | None = None  # what the admin process should run; None = no admin
@@ -72,6 +78,10 @@ class AdminSupervisor:
         self.reload_wanted = False
         self.keep: set[int] = set()  # in a new admin process: the descriptors it keeps
         self._said_off = False
+
+    def start(self, view: MasterView, control: MasterControl) -> None:
+        self.view, self.control = view, control
+        self.configure(view.config)
 
     # ---- configuration ---------------------------------------------------------------------
     def configure(self, config: Config) -> None:
@@ -123,7 +133,7 @@ class AdminSupervisor:
         self.address = None
         self.retry_at = None
 
-    # ---- the arbiter's loop --------------------------------------------------------------------
+    # ---- the master's loop ---------------------------------------------------------------------
     def registrations(self) -> list[tuple[int, int]]:
         regs = []
         for child in self.children.values():
@@ -164,8 +174,7 @@ class AdminSupervisor:
             times.append(self.spawn_after)
         return min(times) if times else None
 
-    def tick(self) -> None:
-        now = time.monotonic()
+    def tick(self, now: float) -> None:
         for child in self.children.values():
             if child.kill_at is not None and now >= child.kill_at:
                 child.kill_at = None
@@ -175,12 +184,12 @@ class AdminSupervisor:
             self._try_listen()
         if self.reload_wanted:
             self.reload_wanted = False
-            self.arbiter.reload()  # waiters are answered by reload_result
+            self.control.reload()  # waiters are answered by reload_result
         if self._needs_child() and now >= self.spawn_after:
             self.spawn()
 
     def _needs_child(self) -> bool:
-        return (self.config is not None and self.listener is not None and not self.arbiter.stopping
+        return (self.config is not None and self.listener is not None and not self.view.stopping
                 and not any(c.state == "active" for c in self.children.values()))
 
     # ---- requests from the admin process -------------------------------------------------------
@@ -189,41 +198,40 @@ class AdminSupervisor:
         if op == "status":
             child.channel.send(relay.encode_json(relay.REPLY, {"id": request_id, "status": self.status()}))
         elif op == "reload":
-            if self.arbiter.stopping:
+            if self.view.stopping:
                 self._answer_reload((child.pid, request_id), "failed", ["the server is stopping"])
-            elif self.arbiter.pending is not None:
+            elif self.view.reloading:
                 self.next_waiters.append((child.pid, request_id))
                 self.reload_wanted = True  # marks the running reload to reload again
             else:
                 self.waiters.append((child.pid, request_id))
                 self.reload_wanted = True
         elif op in ("sessions", "close_session"):
-            workers = [w for w in self.arbiter.workers.values() if not w.channel.closed]
-            if op == "close_session":
-                workers = [w for w in workers if w.pid == message.get("pid")]
-            forwarded = relay.encode_json(relay.REQUEST, message)
-            for worker in workers:
-                worker.channel.send(forwarded)
-            child.channel.send(relay.encode_json(relay.REPLY, {"id": request_id, "asked": [w.pid for w in workers]}))
+            pid = message.get("pid")
+            pids = ([pid] if isinstance(pid, int) else []) if op == "close_session" else None
+            asked = self.control.send_to_workers(relay.encode_json(relay.REQUEST, message), pids)
+            child.channel.send(relay.encode_json(relay.REPLY, {"id": request_id, "asked": asked}))
         elif op == "revoke":
             self.revoked.append(str(message.get("nonce", "")))
             del self.revoked[:-REVOKED_MAX]
         else:
             child.channel.send(relay.encode_json(relay.REPLY, {"id": request_id, "error": f"unknown op {op!r}"}))
 
-    def from_worker(self, raw: bytes) -> None:
+    def on_worker_message(self, worker: WorkerView, kind: int, body: bytes, raw: bytes) -> None:
         """A worker's answer to a forwarded request: to the admin processes (the asker knows its id)."""
+        if kind != relay.REPLY:
+            return
         for child in self.children.values():
             child.channel.send(raw)
 
-    def reload_result(self, result: str, errors: list[str] | None = None) -> None:
+    def reload_result(self, result: str, errors: list[str]) -> None:
         """A reload ended ("success", "invalid" or "failed"): answer the admin's waiting requests."""
         waiters, self.waiters, self.next_waiters = self.waiters, self.next_waiters, []
-        gen = self.arbiter.current.gen
+        gen = self.view.generation
         for waiter in waiters:
-            self._answer_reload(waiter, result, errors or [], gen)
+            self._answer_reload(waiter, result, errors, gen)
         if result == "success":
-            self.configure(self.arbiter.config)
+            self.configure(self.view.config)
 
     def _answer_reload(self, waiter: tuple[int, Any], result: str, errors: list[str], gen: int = 0) -> None:
         child = self.children.get(waiter[0])
@@ -233,60 +241,51 @@ class AdminSupervisor:
 
     def status(self) -> dict[str, Any]:
         """The live state the admin shows: master, workers, per-port listening and connections."""
-        from wsserver.prefork.arbiter import _address_text
-
-        arbiter = self.arbiter
-        gen = arbiter.current
-        table = arbiter.connections
+        view = self.view
         ports: dict[str, dict[str, Any]] = {}
-        for port in gen.config.ports:
-            listening = sorted({_address_text(bl.address) for key, bl in gen.sockets.items()
-                                if key[:2] == (port.bind, port.port) and bl.sock.fileno() >= 0})
-            count = table.total(port.alias) if port.alias in table.columns else 0
-            ports[port.alias] = {"listening": listening, "connections": count}
+        for port in view.config.ports:
+            listening = sorted({format_peer(address) for address in view.listening(port)})
+            ports[port.alias] = {"listening": listening, "connections": view.port_connections(port.alias)}
         workers = []
-        for w in sorted(arbiter.workers.values(), key=lambda w: (w.gen, w.slot)):
-            per_port = table.row(w.cell)
+        for w in sorted(view.workers, key=lambda w: (w.gen, w.slot)):
+            per_port = view.worker_connections(w)
             workers.append({"pid": w.pid, "gen": w.gen, "slot": w.slot, "state": w.state, "ready": w.ready,
                             "connections": sum(per_port.values()), "ports": per_port})
-        master = {"pid": arbiter.pid, "gen": gen.gen, "version": __version__, "workers": gen.target,
-                  "reloading": arbiter.pending is not None, "config": arbiter.options.config_path or "<built-in>"}
+        master = {"pid": view.pid, "gen": view.generation, "version": __version__, "workers": view.target,
+                  "reloading": view.reloading, "config": view.config_path or "<built-in>"}
         return {"master": master, "workers": workers, "ports": ports}
 
     # ---- the admin process -----------------------------------------------------------------------
     def spawn(self) -> None:
-        arbiter = self.arbiter
+        view = self.view
         config = self.config
         assert config is not None and self.listener is not None
         master_end, child_end = relay.socketpair()
-        from wsserver.prefork.arbiter import _flush_stdio
+        listener = self.listener
 
-        _flush_stdio()
-        pid = os.fork()
-        if pid == 0:  # the admin process
-            try:
-                master_end.close()
-                self.keep = {self.listener.sock.fileno(), child_end.fileno()}
-                arbiter.close_in_child([])
-                from wsserver.admin.process import AdminSpec, run
+        def in_admin_process() -> None:
+            master_end.close()
+            self.keep = {listener.sock.fileno(), child_end.fileno()}
+            self.control.close_in_child()
+            from wsserver.admin.process import AdminSpec, run
 
-                run(AdminSpec(config=config, config_path=arbiter.options.config_path, sock=self.listener.sock,
-                              link=child_end, master_pid=arbiter.pid, secret=self.secret, revoked=list(self.revoked),
-                              log_file=arbiter.options.log_file, log_level=arbiter.log_level(config),
-                              log_format=arbiter.log_format(config)))
-            finally:
-                os._exit(3)
+            logs = view.log_settings(config)
+            run(AdminSpec(config=config, config_path=view.config_path, sock=listener.sock,
+                          link=child_end, master_pid=view.pid, secret=self.secret, revoked=list(self.revoked),
+                          log_file=logs.file, log_level=logs.level, log_format=logs.format))
+
+        pid = fork_child(in_admin_process)
         child_end.close()
         self.children[pid] = AdminChild(pid, relay.Channel(master_end), time.monotonic())
         log(logger, "info", "admin process started", pid=pid)
 
-    def reaped(self, pid: int, how: str) -> bool:
+    def on_child_exit(self, pid: int, how: str) -> bool:
         """A child exited: True if it was an admin process (then respawned after a back-off)."""
         child = self.children.pop(pid, None)
         if child is None:
             return False
         child.channel.close()
-        if child.state == "active" and not self.arbiter.stopping:
+        if child.state == "active" and not self.view.stopping:
             self.failures = self.failures + 1 if time.monotonic() - child.started < 10 else 1
             delay = min(RESPAWN_BASE * 2 ** (self.failures - 1), RESPAWN_MAX)
             self.spawn_after = time.monotonic() + delay
@@ -324,7 +323,7 @@ class AdminSupervisor:
                 except ChildProcessError:
                     done, status = pid, 0
                 if done:
-                    self.reaped(pid, f"status {status}")
+                    self.on_child_exit(pid, f"status {status}")
             time.sleep(0.02)
         for pid in list(self.children):
             _kill(pid, signal.SIGKILL)
@@ -332,7 +331,7 @@ class AdminSupervisor:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-            self.reaped(pid, "signal SIGKILL")
+            self.on_child_exit(pid, "signal SIGKILL")
         self._close_listener()
 
 

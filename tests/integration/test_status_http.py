@@ -19,6 +19,8 @@ from wsserver.prefork.httpd import HTTPServer, Request, Response
 from wsserver.prefork.status import StatusServer
 from wsserver.security.passwords import hash_password
 
+pytestmark = pytest.mark.integration
+
 
 class Loop:
     """Runs an HTTPServer's registrations through poll() until stopped: the arbiter's sleep()."""
@@ -160,13 +162,17 @@ def test_listen_retries_when_the_address_is_taken(monkeypatch):
 
 # ---- the metrics endpoint ------------------------------------------------------------------
 
-def fake_arbiter(config, ready: int = 2, stopping: bool = False):
+def fake_master(config, ready: int = 2, stopping: bool = False):
+    """What StatusServer reads of the master (prefork/service.py's MasterView), with one port."""
     sock = socket.socket()
-    port = config.ports[0]
-    gen = SimpleNamespace(config=config, target=2,
-                          sockets={(port.bind, port.port, 0): SimpleNamespace(sock=sock)})
-    workers = {i: SimpleNamespace(pid=i, slot=i, gen=1, ready=i < ready, state="active") for i in range(2)}
-    return SimpleNamespace(stopping=stopping, current=gen, config=config, workers=workers), sock
+    workers = [SimpleNamespace(pid=i, slot=i, gen=1, ready=i < ready, state="active") for i in range(2)]
+
+    def listening(port):
+        return [(port.bind, port.port)] if sock.fileno() >= 0 else []
+
+    master = SimpleNamespace(stopping=stopping, config=config, target=2, workers=workers, listening=listening,
+                             port_socket=sock)  # the test closes it: the port stops listening
+    return master, sock
 
 
 CONFIG = """
@@ -190,8 +196,9 @@ def status_server(tmp_path, monkeypatch):
     def start(extra: str = "", ready: int = 2):
         monkeypatch.setenv("UNIT_METRICS_PASSWORD", "s3cret-pass")
         config = parse_config(CONFIG.format(mport=9, extra=extra))
-        arbiter, sock = fake_arbiter(config, ready)
-        status = StatusServer(arbiter)
+        master, sock = fake_master(config, ready)
+        status = StatusServer()
+        status.view = master
         status.dir = str(tmp_path)
         from wsserver import metrics
 
@@ -200,7 +207,7 @@ def status_server(tmp_path, monkeypatch):
         status.http.close()
         assert status.http.listen("127.0.0.1", 0)
         servers.append((status, sock))
-        return status, arbiter
+        return status, master
 
     yield start
     for status, sock in servers:
@@ -209,7 +216,7 @@ def status_server(tmp_path, monkeypatch):
 
 
 def test_health_ready_and_metrics(status_server):
-    status, arbiter = status_server()
+    status, master = status_server()
     with Loop(status.http):
         port = status.http.port
         assert get(port, "/healthz")[:2] == (200, b"ok\n")
@@ -220,12 +227,12 @@ def test_health_ready_and_metrics(status_server):
         code, body, headers = get(port, "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
         assert headers["Content-Type"].startswith("application/openmetrics-text") and body.endswith(b"# EOF\n")
         assert get(port, "/nope")[0] == 404
-        arbiter.workers[1].ready = False
+        master.workers[1].ready = False
         assert get(port, "/readyz")[:2] == (503, b"1 of 2 workers ready\n")
-        arbiter.workers[1].ready = True
-        arbiter.current.sockets[("127.0.0.1", 1, 0)].sock.close()
+        master.workers[1].ready = True
+        master.port_socket.close()
         assert get(port, "/readyz")[:2] == (503, b"port p is not listening\n")
-        arbiter.stopping = True
+        master.stopping = True
         assert get(port, "/readyz")[:2] == (503, b"stopping\n")
         assert get(port, "/healthz")[0] == 200
 

@@ -11,6 +11,8 @@ from gevent import socket as gsocket
 from wsserver.admin import httpd
 from wsserver.admin.httpd import HTTPServer, Response
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch):

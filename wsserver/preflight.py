@@ -24,14 +24,11 @@ endpoint code itself.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from wsserver.adapters.otp import check_first_factors, check_gemalto
 from wsserver.adapters.tls import check_adapter_tls
 from wsserver.config import Config, ConfigError, JWTConfig, load_config, parse_config, require_ports
-from wsserver.config.adapter_settings import AdapterSettings, GemaltoOptions
 from wsserver.config.host import HostChecks
 from wsserver.security.jwt import JWTKeyError, load_key_material, parse_key
 from wsserver.security.passwords import HashFormatError, check_hash
@@ -62,9 +59,6 @@ def host_checks(environ: Mapping[str, str] | None = None) -> HostChecks:
             return str(exc)
         return None
 
-    def gemalto(settings: AdapterSettings, options: GemaltoOptions, path: str) -> Iterator[tuple[Any, ...]]:
-        return check_gemalto(settings, options, path, host)
-
     host = HostChecks(
         environ=env,
         is_file=os.path.isfile,
@@ -73,8 +67,6 @@ def host_checks(environ: Mapping[str, str] | None = None) -> HostChecks:
         token_digest=token_digest,
         jwt_key=jwt_key,
         port_sni=check_port_sni,
-        gemalto=gemalto,
-        first_factors=check_first_factors,
     )
     return host
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import ssl
-from collections.abc import Iterator, Sequence
-from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from wsserver.adapters import _http
@@ -34,12 +32,9 @@ from wsserver.config.adapter_settings import (
     AdapterSettings,
     GemaltoOptions,
     RadiusOptions,
-    _secret_problem,
 )
-from wsserver.config.host import PURE, HostChecks
 
 MAX_BODY = 65536
-FIRST_FACTOR_TYPES = ("ldap", "radius", "http")
 
 
 def split_secret(secret: str, length: int) -> tuple[str, str]:
@@ -165,43 +160,3 @@ def _no_challenge(outcome: Outcome) -> Outcome:
 
 
 # --- settings checks (handed to config.adapter_settings by wsserver.preflight; one line each) ------
-
-
-def check_gemalto(s: AdapterSettings, o: GemaltoOptions, path: str,
-                  host: HostChecks = PURE) -> Iterator[tuple[Any, ...]]:
-    want = ("radius",) if o.protocol == "radius" else ("http", "https")
-    for i, server in enumerate(s.servers):
-        scheme = urlsplit(server.url).scheme.lower()
-        if scheme in ("http", "https", "radius") and scheme not in want:
-            yield (f"{path[: -len('.gemalto')]}.servers[{i}].url",
-                   f'protocol = "{o.protocol}" needs {" or ".join(w + "://" for w in want)} servers', server.url)
-    if o.protocol == "radius":
-        if not (o.secret_env or o.secret_file):
-            yield (f"{path}.secret_env", 'protocol = "radius" needs secret_env (or secret_file): the shared secret')
-        problem = _secret_problem(o.secret_env, o.secret_file, host)
-        if problem:
-            yield (f"{path}.secret_env", problem, o.secret_env)
-    else:
-        for key in ("secret_env", "secret_file"):
-            if getattr(o, key):
-                yield (f"{path}.{key}", 'is for protocol = "radius"', getattr(o, key))
-
-
-def check_first_factors(adapters: Sequence[AdapterSettings], index: dict[str, int], source: str) -> list[str]:
-    """``first_factor`` names another adapter that checks passwords."""
-    by_name = {a.name: a for a in adapters}
-    lines = []
-    for a in adapters:
-        if a.type != "gemalto" or a.gemalto.first_factor in ("", "users"):
-            continue
-        name = a.gemalto.first_factor
-        where = f'{source}: adapters[{index[a.name]}].gemalto.first_factor = "{name}"'
-        other = by_name.get(name)
-        if other is None:
-            known = ", ".join(sorted(n for n, b in by_name.items() if b.type in FIRST_FACTOR_TYPES)) or "none"
-            lines.append(f'{where}: must be "", "users" or the name of an ldap, radius or http adapter '
-                         f"(known: {known})")
-        elif other.type not in FIRST_FACTOR_TYPES:
-            lines.append(f'{where}: adapter "{name}" has type = "{other.type}"; the password must be checked by '
-                         "an ldap, radius or http adapter")
-    return lines

@@ -269,8 +269,7 @@ def parse_adapters(tables: Any, source: str,
             continue
         seen[settings.name] = index
         unique.append(settings)
-    if host.first_factors is not None:
-        lines += host.first_factors(unique, {s.name: i for i, s in found}, source)
+    lines += check_first_factors(unique, {s.name: i for i, s in found}, source)
     return tuple(unique), lines
 
 
@@ -404,11 +403,48 @@ def _check_ocsp(s: AdapterSettings, o: OcspOptions, path: str, errors: _Errors) 
 
 
 def _check_gemalto(s: AdapterSettings, o: GemaltoOptions, path: str, errors: _Errors) -> None:
-    # The OTP adapter's rules live with it (adapters/otp.py); errors.host hands them in.
-    if errors.host.gemalto is None:
-        return
-    for line in errors.host.gemalto(s, o, path):
-        errors.add(*line)  # (path, problem) or (path, problem, value)
+    """The OTP adapter's servers fit its protocol, and a shared secret goes with RADIUS only."""
+    want = ("radius",) if o.protocol == "radius" else ("http", "https")
+    for i, server in enumerate(s.servers):
+        scheme = urlsplit(server.url).scheme.lower()
+        if scheme in ("http", "https", "radius") and scheme not in want:
+            errors.add(f"{path[: -len('.gemalto')]}.servers[{i}].url",
+                       f'protocol = "{o.protocol}" needs {" or ".join(w + "://" for w in want)} servers', server.url)
+    if o.protocol == "radius":
+        if not (o.secret_env or o.secret_file):
+            errors.add(f"{path}.secret_env", 'protocol = "radius" needs secret_env (or secret_file): the shared secret')
+        problem = _secret_problem(o.secret_env, o.secret_file, errors.host)
+        if problem:
+            errors.add(f"{path}.secret_env", problem, o.secret_env)
+    else:
+        for key in ("secret_env", "secret_file"):
+            if getattr(o, key):
+                errors.add(f"{path}.{key}", 'is for protocol = "radius"', getattr(o, key))
+
+
+# Adapter types that check a password: an OTP adapter's first factor.
+FIRST_FACTOR_TYPES = ("ldap", "radius", "http")
+
+
+def check_first_factors(adapters: tuple[AdapterSettings, ...] | list[AdapterSettings], index: dict[str, int],
+                        source: str) -> list[str]:
+    """``first_factor`` names another adapter that checks passwords."""
+    by_name = {a.name: a for a in adapters}
+    lines = []
+    for a in adapters:
+        if a.type != "gemalto" or a.gemalto is None or a.gemalto.first_factor in ("", "users"):
+            continue
+        name = a.gemalto.first_factor
+        where = f'{source}: adapters[{index[a.name]}].gemalto.first_factor = "{name}"'
+        other = by_name.get(name)
+        if other is None:
+            known = ", ".join(sorted(n for n, b in by_name.items() if b.type in FIRST_FACTOR_TYPES)) or "none"
+            lines.append(f'{where}: must be "", "users" or the name of an ldap, radius or http adapter '
+                         f"(known: {known})")
+        elif other.type not in FIRST_FACTOR_TYPES:
+            lines.append(f'{where}: adapter "{name}" has type = "{other.type}"; the password must be checked by '
+                         "an ldap, radius or http adapter")
+    return lines
 
 
 def status_in(code: int, patterns: tuple[str, ...]) -> bool:

@@ -11,7 +11,7 @@ lines it adds are the same lines, in the same place, as when the loader made the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +34,6 @@ class HostChecks:
     jwt_key: Callable[[Any], str | None] | None = None
     # A wss port's [ports.tls.sni] table: (errors, port, index, options, keystores, *, keystores_complete).
     port_sni: Callable[..., None] | None = None
-    # An OTP adapter's own rules: (settings, options, path) -> (path, problem[, value]) tuples.
-    gemalto: Callable[[Any, Any, str], Iterable[tuple[Any, ...]]] | None = None
-    # OTP adapters' first_factor references: (adapters, index by name, source) -> error lines.
-    first_factors: Callable[[Sequence[Any], dict[str, int], str], list[str]] | None = None
 
     def env_value(self, name: str) -> str | None:
         """The variable's value; None when it is unset (or the environment is not consulted)."""

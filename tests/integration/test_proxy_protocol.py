@@ -37,15 +37,27 @@ def _proxy_config(port: int, version: str = "any", trusted: str = '["127.0.0.1"]
                        tables=f"[ports.access]\ntrusted_proxies = {trusted}\n{access}")
 
 
-def _session(port: int, header: bytes, source: str = "127.0.0.1", host: str = "127.0.0.1") -> int | str:
-    """Send ``header``, then a WebSocket upgrade and one echo: 101, the refusal status or "closed"."""
+def _session(port: int, header: bytes, source: str = "127.0.0.1", host: str = "127.0.0.1",
+             ca: Path | None = None, split: bool = False) -> int | str:
+    """Send ``header``, then a WebSocket upgrade and one echo: 101, the refusal status or "closed".
+    ``ca``: a wss port, TLS (verified with that CA) after the header in plain text. ``split``: the
+    header in two writes (the server must wait for the rest, not start reading the request or TLS)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.settimeout(5)
         sock.bind((source, 0))
         sock.connect((host, port))
-        sock.sendall(header)
+        if split and header:
+            sock.sendall(header[:7])
+            time.sleep(0.1)
+            sock.sendall(header[7:])
+        else:
+            sock.sendall(header)
         try:
+            if ca is not None:
+                import ssl
+
+                sock = ssl.create_default_context(cafile=str(ca)).wrap_socket(sock, server_hostname=host)
             with connect(f"ws://{host}:{port}/echo", sock=sock, open_timeout=5) as ws:
                 ws.send("hello")
                 assert ws.recv(timeout=5) == "hello"
@@ -184,37 +196,6 @@ def _wss_proxy_config(port: int, pki, version: str = "v2", access: str = "") -> 
         f'[keystores.keys.site]\ncert = "{pki.server_cert}"\nkey = "{pki.server_key}"\n')
 
 
-def _wss_session(port: int, header: bytes, ca: Path, source: str = "127.0.0.1", split: bool = False) -> int | str:
-    """``header`` in plain text, then TLS, an upgrade and one echo: 101, a status or "closed".
-    ``split``: the header in two writes (the server must wait for the rest, not start TLS)."""
-    import ssl
-
-    context = ssl.create_default_context(cafile=str(ca))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(5)
-        sock.bind((source, 0))
-        sock.connect(("127.0.0.1", port))
-        if split and header:
-            sock.sendall(header[:7])
-            time.sleep(0.1)
-            sock.sendall(header[7:])
-        else:
-            sock.sendall(header)
-        try:
-            tls = context.wrap_socket(sock, server_hostname="127.0.0.1")
-            with connect(f"ws://127.0.0.1:{port}/echo", sock=tls, open_timeout=5) as ws:
-                ws.send("hello")
-                assert ws.recv(timeout=5) == "hello"
-                return 101
-        except InvalidStatus as exc:
-            return exc.response.status_code
-        except (ConnectionClosed, InvalidMessage, OSError, EOFError):
-            return "closed"
-    finally:
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def wss_pki(tmp_path_factory):
     from tests.support.backends import Pki
@@ -227,11 +208,11 @@ def test_wss_header_before_tls_then_upgrade_echoes(start_server, wss_pki, versio
     port = free_port()
     server = start_server(_wss_proxy_config(port, wss_pki, version, access='ip_deny = ["203.0.113.0/24"]\n'),
                           wait_for=("127.0.0.1", port))
-    assert _wss_session(port, make_header("192.0.2.7"), wss_pki.ca_pem) == 101
-    assert _wss_session(port, make_header("192.0.2.8"), wss_pki.ca_pem, split=True) == 101
-    assert _wss_session(port, make_header("203.0.113.9"), wss_pki.ca_pem) == "closed"  # the claimed client
+    assert _session(port, make_header("192.0.2.7"), ca=wss_pki.ca_pem) == 101
+    assert _session(port, make_header("192.0.2.8"), ca=wss_pki.ca_pem, split=True) == 101
+    assert _session(port, make_header("203.0.113.9"), ca=wss_pki.ca_pem) == "closed"  # the claimed client
     _wait_for_log(server, "203.0.113.9")
-    assert _wss_session(port, b"", wss_pki.ca_pem) == "closed"  # TLS without the header
+    assert _session(port, b"", ca=wss_pki.ca_pem) == "closed"  # TLS without the header
     _wait_for_log(server, "proxy header refused")
 
 
@@ -249,8 +230,8 @@ def test_wss_through_haproxy_passing_tls_through_with_send_proxy_v2(start_server
     proc = subprocess.Popen(["haproxy", "-f", str(cfg), "-db"], stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_listening("127.0.0.1", front, timeout=10)
-        assert _wss_session(front, b"", wss_pki.ca_pem, source="127.0.0.1") == 101
-        assert _wss_session(front, b"", wss_pki.ca_pem, source="127.0.0.2") == "closed"
+        assert _session(front, b"", ca=wss_pki.ca_pem, source="127.0.0.1") == 101
+        assert _session(front, b"", ca=wss_pki.ca_pem, source="127.0.0.2") == "closed"
         _wait_for_log(server, "127.0.0.2")
     finally:
         if proc.poll() is None:

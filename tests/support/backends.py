@@ -237,10 +237,10 @@ def _radius_ready(port: int) -> Callable[[Backend], bool]:
     return ready
 
 
-def make_freeradius(directory: Path, secret: str = RADIUS_SECRET) -> Backend:
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port(socket.SOCK_DGRAM)
-    (directory / "radiusd.conf").write_text(f"""\
+def radiusd_conf_head(directory: Path, secret: str) -> str:
+    """The start of a radiusd.conf for a test server in ``directory``: paths, log, the localhost
+    client with ``secret``, and the ``modules`` section opened with pap and files (users file)."""
+    return f"""\
 raddbdir = {directory}
 confdir = {directory}
 logdir = {directory}
@@ -265,6 +265,13 @@ modules {{
   files {{
     filename = {directory}/users
   }}
+"""
+
+
+def make_freeradius(directory: Path, secret: str = RADIUS_SECRET) -> Backend:
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port(socket.SOCK_DGRAM)
+    (directory / "radiusd.conf").write_text(radiusd_conf_head(directory, secret) + f"""\
 }}
 server default {{
   listen {{

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.backends import FREERADIUS, Backend, free_port, have_commands, tcp_open
+from tests.support.backends import FREERADIUS, Backend, free_port, have_commands, radiusd_conf_head, tcp_open
 
 REPO = Path(__file__).resolve().parents[2]
 PI_VENV = Path(os.environ.get("PRIVACYIDEA_VENV", REPO / "build" / "privacyidea-venv"))
@@ -220,31 +220,7 @@ def make_challenge_freeradius(directory: Path, state_dir: Path, secret: str) -> 
     (state_dir / "secrets.json").write_text(json.dumps({"alice": TOTP_KEY.hex()}))
     port = free_port(socket.SOCK_DGRAM)
     program = f"{sys.executable} {state_dir / 'otp_check.py'}"
-    (directory / "radiusd.conf").write_text(f"""\
-raddbdir = {directory}
-confdir = {directory}
-logdir = {directory}
-run_dir = {directory}
-libdir = /usr/lib/freeradius
-pidfile = {directory}/radiusd.pid
-log {{
-  destination = stdout
-  auth = yes
-}}
-security {{
-  reject_delay = 0
-  status_server = yes
-}}
-client localhost {{
-  ipaddr = 127.0.0.1
-  secret = {secret}
-}}
-modules {{
-  pap {{
-  }}
-  files {{
-    filename = {directory}/users
-  }}
+    (directory / "radiusd.conf").write_text(radiusd_conf_head(directory, secret) + f"""\
   always handled {{
     rcode = handled
   }}

@@ -336,47 +336,6 @@ def test_context_rejects_unusable_settings(tls_dir):
     assert isinstance(crypto.X509.from_cryptography(entry.certificate), crypto.X509)
 
 
-def test_stdlib_setup_for_adapters(tls_dir, ca):
-    import ssl
-
-    from wsserver.security.tls import stdlib_tls_setup
-
-    stores = [KeystoreConfig("jks", "jks", "ks.jks", password_env="P")]
-    material = load_tls(ServerTLS(), [], stores, [], SRC, base_dir=tls_dir, environ={"P": PASSWORD})
-    setup = stdlib_tls_setup(material)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    setup(ctx, "", "jks", "j1")  # client key j1; the keystore's CA is trusted
-    assert ctx.cert_store_stats()["x509_ca"] == 1
-    # The client presents j1 to a server that requires a certificate from the same CA.
-    server_ctx = build_server_context(material.keystores["jks"].key("j2"), client_certs="require",
-                                      trust=material.keystores["jks"].trust_certificates())
-    server = SSL.Connection(server_ctx, None)
-    server.set_accept_state()
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = ctx.wrap_bio(incoming, outgoing, server_hostname="j2.test")
-    for _ in range(10):
-        try:
-            client.do_handshake()
-        except ssl.SSLWantReadError:
-            pass
-        data = outgoing.read()
-        if data:
-            server.bio_write(data)
-        try:
-            server.do_handshake()
-        except SSL.WantReadError:
-            pass
-        try:
-            incoming.write(server.bio_read(65536))
-        except SSL.WantReadError:
-            pass
-    try:
-        server.recv(1)
-    except SSL.WantReadError:
-        pass
-    assert cn_of(server) == "CN=j1.test"
-
-
 def test_client_identity(ca):
     from wsserver.security.tls import client_identity
 

@@ -10,6 +10,9 @@ with 403, whatever the credentials. A console session (cookie) must also send it
 token (``X-CSRF-Token`` header or ``csrf`` form field). API clients with HTTP Basic must send
 JSON as ``application/json`` and imports as ``application/toml``, types an HTML form on
 another site cannot send.
+
+Why one long module: one routing table and its handlers, each short; the security checks
+(authentication, CSRF, origin) run in one place in front of all of them.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ aliases, package references, ...) on the built ``Config``. Every problem is coll
 the operator fixes the file in one round, and each is one line:
 
     wsserver.toml: ports[1].backlog = 70000: must be an integer 1..65535
+
+Why one long module: it is the validation engine and the rules across keys together; the
+engine part is to become the settings registry (docs/architecture.md), after which this file
+keeps only the rules.
 """
 
 from __future__ import annotations

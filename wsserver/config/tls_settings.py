@@ -25,6 +25,10 @@ A PEM keystore names its keys in a table (``[keystores.keys.ALIAS]``) or an arra
     cert = "certs/default.crt"      # leaf first; more certificates here are the chain
     key = "certs/default.key"       # may be encrypted with the keystore's password
     chain = "certs/intermediates.pem"   # optional
+
+Why one long module: keystores, truststores and every TLS reference to them are validated
+together (an alias is checked against what the same file declares); like loader.py it is to
+move onto the settings registry.
 """
 
 from __future__ import annotations

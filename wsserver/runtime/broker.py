@@ -30,6 +30,10 @@ member of every node sees one order per group. :meth:`Broker.recover` reads what
 stream holds after an offset (:func:`wsserver.runtime.groups.join` with ``since``).
 
 Runs in a worker after gevent's monkey patching: redis-py's sockets are then cooperative.
+
+Why one long module: publishing, the subscriber's read loop, history and the catch-up after a
+reconnection share one connection state (what is subscribed, confirmed and delivered), which
+is only consistent when one object owns it.
 """
 
 from __future__ import annotations

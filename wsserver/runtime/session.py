@@ -13,6 +13,10 @@ event loop through the worker's ``_WriteFlusher``; a frame or a backlog of 64 Ki
 What the socket does not take waits in a buffer drained by a write watcher. The buffer is
 bounded by ``write_limit``: a sender then waits (cooperatively, or natively in a thread-mode
 executor) or the session is closed with 1013, per ``write_limit_action``.
+
+Why one long module: the per-message path (read callback, batch, send, flush) is kept in one
+class so that each step is an attribute of the same object, not a call across objects: it is
+the path every message takes (docs/benchmarks.md, "The hot path").
 """
 
 from __future__ import annotations

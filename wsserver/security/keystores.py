@@ -15,6 +15,10 @@ private key. The SafeBags are therefore walked here (a small DER/BER reader): ev
 key bag is decrypted on its own with its friendly name, and certificates come from
 ``load_pkcs12`` (which decrypts the certificate safe with any algorithm OpenSSL knows).
 JKS and JCEKS stores are read with ``pyjks``.
+
+Why one long module: three file formats end in one KeyEntry model with the same error lines;
+each format is a small section below, and their shared checks (expiry, key matching the
+certificate, chain order) would otherwise be imported back and forth.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Micro-benchmark of a broadcast in one worker: server CPU µs per delivered message.
 
 N real sessions (``Session`` on socket pairs, the worker's code path after the handshake) join
-one group; one message a turn of the event loop is published to it with ``groups.publish``
+one group; one message a turn of the event loop is published to it with ``Groups.publish``
 (what ``session.broadcast`` and the Chat endpoint call), M times. Every member gets every
 message through its own socket; the clients do not read during the window (their socket
 buffers hold it all), so the figure is the server's side alone: encoding, queueing and one
@@ -27,7 +27,7 @@ import gevent
 from wsserver.config import PortConfig
 from wsserver.endpoints.base import Endpoint
 from wsserver.protocol import WebSocketProtocol
-from wsserver.runtime import groups
+from wsserver.runtime.groups import Groups
 from wsserver.runtime.pool import ExecutorPool, Scheduler
 from wsserver.runtime.session import Session
 from wsserver.runtime.transport import PlainTransport
@@ -38,11 +38,13 @@ def run(members: int, messages: int, size: int, per_member: bool) -> float:
     port = PortConfig(alias="bench", port=1)
     pool = ExecutorPool("bench", port.pool, scheduler)
     endpoint = Endpoint()
+    groups = Groups()  # one worker's
     sessions, peers = [], []
     for _ in range(members):
         a, b = socket.socketpair()
         b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        session = Session(PlainTransport(a), ("127.0.0.1", 1), port, "/b", endpoint, WebSocketProtocol(), pool)
+        session = Session(PlainTransport(a), ("127.0.0.1", 1), port, "/b", endpoint, WebSocketProtocol(), pool,
+                          groups=groups)
         session.start()
         session.join("room")
         sessions.append(session)
@@ -72,7 +74,6 @@ def run(members: int, messages: int, size: int, per_member: bool) -> float:
         peer.close()
     gevent.sleep(0.01)
     scheduler.stop()
-    groups.reset()
     return 1e6 * spent / (messages * members)
 
 

@@ -9,13 +9,14 @@ import pytest
 from tests.support.backends import redis_server  # noqa: F401 - a fixture
 from wsserver.config.schema import ClusterConfig
 from wsserver.runtime import broker
+from wsserver.runtime.groups import Groups
 
 pytestmark = pytest.mark.integration
 
 
 def make_broker(url: str, size: int = 100, ttl: int = 0) -> broker.Broker:
     return broker.Broker(ClusterConfig(broker=url, node="t", connect_timeout_ms=2000, history_size=size,
-                                       history_ttl_s=ttl))
+                                       history_ttl_s=ttl), Groups())
 
 
 def listen(b: broker.Broker, group: str):

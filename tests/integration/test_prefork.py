@@ -659,9 +659,7 @@ def test_pid_file_is_replaced_atomically_refused_while_taken_and_removed_only_by
     assert not os.path.exists(path)
 
 
-def test_groups_publish_locally_and_through_the_hook():
-    from wsserver.runtime import groups
-
+def test_groups_publish_locally_and_through_the_hook(groups):
     class FakeSession:
         def __init__(self, name):
             self.id = name
@@ -676,19 +674,15 @@ def test_groups_publish_locally_and_through_the_hook():
 
     a, b = FakeSession("a"), FakeSession("b")
     relayed = []
-    groups.reset()
-    try:
-        groups.set_relay(lambda group, message: relayed.append((group, message)))
-        groups.join(a, "g")
-        groups.join(b, "g")
-        groups.join(b, "other")
-        assert groups.publish("g", "1") == 2
-        groups.leave(a, "g")
-        groups.publish("g", "2")
-        groups.leave_all(b)
-        assert groups.publish_local("g", "3") == 0
-        assert a.got == ["1"] and b.got == ["1", "2"]
-        assert relayed == [("g", "1"), ("g", "2")]
-        assert groups.members("g") == [] and groups.groups_of(b) == frozenset()
-    finally:
-        groups.reset()
+    groups.set_relay(lambda group, message: relayed.append((group, message)))
+    groups.join(a, "g")
+    groups.join(b, "g")
+    groups.join(b, "other")
+    assert groups.publish("g", "1") == 2
+    groups.leave(a, "g")
+    groups.publish("g", "2")
+    groups.leave_all(b)
+    assert groups.publish_local("g", "3") == 0
+    assert a.got == ["1"] and b.got == ["1", "2"]
+    assert relayed == [("g", "1"), ("g", "2")]
+    assert groups.members("g") == [] and groups.groups_of(b) == frozenset()

@@ -19,7 +19,6 @@ from wsserver.config import PoolConfig, PortConfig
 from wsserver.endpoints.base import Endpoint
 from wsserver.endpoints.echo import Echo
 from wsserver.protocol import Handshake, WebSocketProtocol
-from wsserver.runtime import groups
 from wsserver.runtime.pool import ExecutorPool, Scheduler
 from wsserver.runtime.session import Session
 from wsserver.runtime.transport import PlainTransport
@@ -88,7 +87,7 @@ def _protocol(deflate: bool) -> WebSocketProtocol:
 
 
 @pytest.fixture
-def make():
+def make(groups):
     scheduler = Scheduler()
     made: list[Session] = []
 
@@ -97,7 +96,8 @@ def make():
         pool = ExecutorPool(f"t{len(made)}", port.pool, scheduler) if not made or mode == "thread" else made[0]._pool
         a, b = socket.socketpair()
         transport = CountingTransport(a) if counting else PlainTransport(a)
-        session = Session(transport, ("127.0.0.1", 1), port, "/x", endpoint, _protocol(deflate), pool)
+        session = Session(transport, ("127.0.0.1", 1), port, "/x", endpoint, _protocol(deflate), pool,
+                          groups=groups)  # the sessions of one test share a worker's groups
         session.start()
         made.append(session)
         return session, transport, Client(b, deflate)
@@ -106,7 +106,6 @@ def make():
     for session in made:
         session.abort()
     scheduler.stop()
-    groups.reset()
 
 
 def test_a_read_of_pipelined_messages_is_answered_in_one_write(make):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsserver.runtime import broker, groups
+from wsserver.runtime import broker
 
 
 def test_envelope_round_trips_text_and_binary():
@@ -47,31 +47,27 @@ class _Session:
         self.sent.append(message)
 
 
-def test_groups_membership_hooks_and_relay_first():
+def test_groups_membership_hooks_and_relay_first(groups):
     events = []
-    groups.reset()
-    try:
-        groups.set_membership_hooks(lambda g: events.append(("first", g)), lambda g: events.append(("last", g)))
-        a, b = _Session(), _Session()
-        groups.join(a, "g")
-        groups.join(b, "g")
-        groups.leave(a, "g")
-        assert events == [("first", "g")]
-        groups.leave_all(b)
-        assert events == [("first", "g"), ("last", "g")]
-        assert groups.local_groups() == []
+    groups.set_membership_hooks(lambda g: events.append(("first", g)), lambda g: events.append(("last", g)))
+    a, b = _Session(), _Session()
+    groups.join(a, "g")
+    groups.join(b, "g")
+    groups.leave(a, "g")
+    assert events == [("first", "g")]
+    groups.leave_all(b)
+    assert events == [("first", "g"), ("last", "g")]
+    assert groups.local_groups() == []
 
-        groups.join(a, "g")
+    groups.join(a, "g")
 
-        def failing_relay(group, message):
-            raise broker.BrokerUnavailable("down")
+    def failing_relay(group, message):
+        raise broker.BrokerUnavailable("down")
 
-        groups.set_relay(failing_relay)
-        with pytest.raises(broker.BrokerUnavailable):
-            groups.publish("g", "x")
-        assert a.sent == []  # the hook failed first: nobody got it
-        groups.set_relay(lambda group, message: None)
-        assert groups.publish("g", "y") == 1
-        assert a.sent == ["y"]
-    finally:
-        groups.reset()
+    groups.set_relay(failing_relay)
+    with pytest.raises(broker.BrokerUnavailable):
+        groups.publish("g", "x")
+    assert a.sent == []  # the hook failed first: nobody got it
+    groups.set_relay(lambda group, message: None)
+    assert groups.publish("g", "y") == 1
+    assert a.sent == ["y"]

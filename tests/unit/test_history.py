@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support.backends import redis_server  # noqa: F401 - a fixture
-from wsserver.runtime import broker, groups
+from wsserver.runtime import broker
+from wsserver.runtime.groups import JoinResult
 
 
 def test_offset_envelope_round_trips_and_is_checked():
@@ -50,74 +51,58 @@ class _Session:
 class _History:
     """Stands for the broker: while the history is read, live messages arrive (buffered)."""
 
-    def __init__(self, entries, complete=True, live=()):
-        self.entries, self.complete, self.live = entries, complete, live
+    def __init__(self, groups, entries, complete=True, live=()):
+        self.groups, self.entries, self.complete, self.live = groups, entries, complete, live
 
     def wait_subscribed(self, group, timeout=None, connected_only=False):
         return True
 
     def recover(self, group, since):
         for offset, message in self.live:  # published while the join reads the history
-            groups.publish_local(group, message, offset)
+            self.groups.publish_local(group, message, offset)
         return self.complete, list(self.entries)
 
 
-def test_join_since_delivers_history_then_live_without_gap_or_duplicate():
-    groups.reset()
-    try:
-        groups.set_history(_History([("1-2", "b"), ("1-3", "c")], live=[("1-3", "c"), ("1-4", "d")]))
-        s = _Session()
-        result = groups.join(s, "g", since="1-1")
-        assert result == groups.JoinResult(True, "1-4")
-        assert s.sent == ["b", "c", "d"]
-        # Read from the history while still unread on the subscriber connection: dropped.
-        groups.publish_local("g", "c", "1-3")
-        groups.publish_local("g", "d", "1-4")
-        groups.publish_local("g", "e", "1-5")  # live now
-        groups.publish_local("g", "f", "1-6")
-        assert s.sent == ["b", "c", "d", "e", "f"]
-    finally:
-        groups.reset()
+def test_join_since_delivers_history_then_live_without_gap_or_duplicate(groups):
+    groups.set_history(_History(groups, [("1-2", "b"), ("1-3", "c")], live=[("1-3", "c"), ("1-4", "d")]))
+    s = _Session()
+    result = groups.join(s, "g", since="1-1")
+    assert result == JoinResult(True, "1-4")
+    assert s.sent == ["b", "c", "d"]
+    # Read from the history while still unread on the subscriber connection: dropped.
+    groups.publish_local("g", "c", "1-3")
+    groups.publish_local("g", "d", "1-4")
+    groups.publish_local("g", "e", "1-5")  # live now
+    groups.publish_local("g", "f", "1-6")
+    assert s.sent == ["b", "c", "d", "e", "f"]
 
 
-def test_join_since_with_a_deliver_callback_and_lost_history():
-    groups.reset()
-    try:
-        groups.set_history(_History([("5-0", "x")], complete=False))
-        s, got = _Session(), []
-        result = groups.join(s, "g", since="1-1", deliver=lambda g, m, o: got.append((g, m, o)))
-        assert result.recovered is False
-        assert got == [("g", "x", "5-0")] and s.sent == []
-        groups.publish_local("g", "y", "5-1")
-        assert got[-1] == ("g", "y", "5-1")
-        with pytest.raises(ValueError):
-            groups.join(s, "h", since="nonsense")
-        assert groups.join(s, "h").recovered is True  # a plain join still works
-    finally:
-        groups.reset()
+def test_join_since_with_a_deliver_callback_and_lost_history(groups):
+    groups.set_history(_History(groups, [("5-0", "x")], complete=False))
+    s, got = _Session(), []
+    result = groups.join(s, "g", since="1-1", deliver=lambda g, m, o: got.append((g, m, o)))
+    assert result.recovered is False
+    assert got == [("g", "x", "5-0")] and s.sent == []
+    groups.publish_local("g", "y", "5-1")
+    assert got[-1] == ("g", "y", "5-1")
+    with pytest.raises(ValueError):
+        groups.join(s, "h", since="nonsense")
+    assert groups.join(s, "h").recovered is True  # a plain join still works
 
 
-def test_join_since_without_history_is_not_recovered():
-    groups.reset()
-    try:
-        s = _Session()
-        assert groups.join(s, "g", since="1-0") == groups.JoinResult(False, "1-0")
-        groups.publish_local("g", "live")
-        assert s.sent == ["live"]
-    finally:
-        groups.reset()
+def test_join_since_without_history_is_not_recovered(groups):
+    s = _Session()
+    assert groups.join(s, "g", since="1-0") == JoinResult(False, "1-0")
+    groups.publish_local("g", "live")
+    assert s.sent == ["live"]
 
 
-def test_broadcast_with_an_offset_leaves_local_delivery_to_the_broker():
-    groups.reset()
-    try:
-        s = _Session()
-        groups.join(s, "g")
-        groups.set_relay(lambda group, message: "7-0")
-        assert groups.broadcast("g", "x") == "7-0"
-        assert s.sent == []  # it comes back through the subscriber, in the group's order
-        groups.set_relay(lambda group, message: None)
-        assert groups.broadcast("g", "y") is None
-        assert s.sent == ["y"]
-    finally:
-        groups.reset()
+def test_broadcast_with_an_offset_leaves_local_delivery_to_the_broker(groups):
+    s = _Session()
+    groups.join(s, "g")
+    groups.set_relay(lambda group, message: "7-0")
+    assert groups.broadcast("g", "x") == "7-0"
+    assert s.sent == []  # it comes back through the subscriber, in the group's order
+    groups.set_relay(lambda group, message: None)
+    assert groups.broadcast("g", "y") is None
+    assert s.sent == ["y"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from tests.support.backends import redis_server  # noqa: F401 - a fixture
-from wsserver.runtime import groups, presence
+from wsserver.runtime import presence
 from wsserver.runtime.broker import Names
 
 
@@ -62,7 +62,7 @@ def test_changes_are_queued_and_cancel_out():
     assert p._local == {} and p._texts == {} and p._refs == {}
 
 
-def test_groups_tell_the_presence_hook_once_per_change():
+def test_groups_tell_the_presence_hook_once_per_change(groups):
     events = []
 
     class Hook:
@@ -72,43 +72,35 @@ def test_groups_tell_the_presence_hook_once_per_change():
         def members(self, group):
             return [{"group": group}]
 
-    groups.reset()
-    try:
-        groups.set_presence(Hook())
-        a, b = _Session("a"), _Session("b")
-        groups.join(a, "g")
-        groups.join(b, "g")
-        groups.join(a, "h")
-        groups.leave(b, "g")
-        groups.leave(b, "g")  # no longer a member: not told again
-        groups.leave(b, "zzz")
-        groups.leave_all(a)
-        assert events == [("a", "g", True), ("b", "g", True), ("a", "h", True), ("b", "g", False),
-                          ("a", "g", False), ("a", "h", False)] or events == [
-            ("a", "g", True), ("b", "g", True), ("a", "h", True), ("b", "g", False),
-            ("a", "h", False), ("a", "g", False)]
-        assert groups.presence("x") == [{"group": "x"}]
-    finally:
-        groups.reset()
+    groups.set_presence(Hook())
+    a, b = _Session("a"), _Session("b")
+    groups.join(a, "g")
+    groups.join(b, "g")
+    groups.join(a, "h")
+    groups.leave(b, "g")
+    groups.leave(b, "g")  # no longer a member: not told again
+    groups.leave(b, "zzz")
+    groups.leave_all(a)
+    assert events == [("a", "g", True), ("b", "g", True), ("a", "h", True), ("b", "g", False),
+                      ("a", "g", False), ("a", "h", False)] or events == [
+        ("a", "g", True), ("b", "g", True), ("a", "h", True), ("b", "g", False),
+        ("a", "h", False), ("a", "g", False)]
+    assert groups.presence("x") == [{"group": "x"}]
 
 
-def test_without_a_cluster_presence_lists_this_workers_members():
+def test_without_a_cluster_presence_lists_this_workers_members(groups):
     import socket
 
-    groups.reset()
-    try:
-        a, b, c = _Session("1-1", "alice"), _Session("1-2"), _Session("1-3")
-        groups.join(a, "g")
-        groups.join(b, "g")
-        groups.join(c, "other")
-        host = socket.gethostname()
-        assert groups.presence("g") == [{"session": "1-1", "user": "alice", "node": host},
-                                        {"session": "1-2", "user": None, "node": host}]
-        groups.leave(a, "g")
-        assert groups.presence("g") == [{"session": "1-2", "user": None, "node": host}]
-        assert groups.presence("nobody") == []
-    finally:
-        groups.reset()
+    a, b, c = _Session("1-1", "alice"), _Session("1-2"), _Session("1-3")
+    groups.join(a, "g")
+    groups.join(b, "g")
+    groups.join(c, "other")
+    host = socket.gethostname()
+    assert groups.presence("g") == [{"session": "1-1", "user": "alice", "node": host},
+                                    {"session": "1-2", "user": None, "node": host}]
+    groups.leave(a, "g")
+    assert groups.presence("g") == [{"session": "1-2", "user": None, "node": host}]
+    assert groups.presence("nobody") == []
 
 
 

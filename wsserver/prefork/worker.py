@@ -229,8 +229,6 @@ class _Worker:
 
     # ---- life ------------------------------------------------------------------------------
     def serve(self) -> int:
-        from wsserver.runtime import groups
-
         gevent = self.gevent
         gevent.signal_handler(signal.SIGTERM, self.stop, "TERM")
         gevent.signal_handler(signal.SIGQUIT, self.quit)
@@ -241,10 +239,10 @@ class _Worker:
             # relays nothing (see wsserver/runtime/broker.py).
             from wsserver.runtime.broker import Broker
 
-            broker = Broker(self.spec.config.cluster, on_state=self._broker_state)
+            broker = Broker(self.spec.config.cluster, self.runtime.groups, on_state=self._broker_state)
             broker.start()
         else:
-            groups.set_relay(self.publish)
+            self.runtime.groups.set_relay(self.publish)
         if self.spec.balance:
             for port in self.runtime.ports:
                 port.sock = BalancedListener(port.sock, self)
@@ -258,7 +256,7 @@ class _Worker:
         self.runtime.stopped.wait()
         if broker is not None:
             broker.stop()
-        groups.set_relay(None)
+        self.runtime.groups.set_relay(None)
         log(logger, "info", "worker exiting", gen=self.spec.gen, reason=self.phase)
         return 0
 
@@ -359,8 +357,6 @@ class _Worker:
                 pass  # the master is gone; _relay_loop notices and stops this worker
 
     def _relay_loop(self) -> None:
-        from wsserver.runtime import groups
-
         reader = relay.FrameReader()
         while True:
             try:
@@ -378,7 +374,7 @@ class _Worker:
                 return
             for kind, body, _raw in frames:
                 if kind == relay.PUBLISH:
-                    groups.publish_local(*relay.decode_publish(body))
+                    self.runtime.groups.publish_local(*relay.decode_publish(body))
                 elif kind == relay.DRAIN:
                     self.drain(relay.decode_drain(body), relay.decode_drain_closing(body))
                 elif kind == relay.REQUEST:

@@ -4,10 +4,10 @@ With ``[cluster]`` every worker talks to Redis itself; the master is not in the 
 
 - publishing is one ``PUBLISH`` of the group's channel (:class:`Names`: ``PREFIX:group:NAME``)
   on a pooled connection; the publishing worker then delivers to its own members at once
-  (:func:`wsserver.runtime.groups.publish`) and ignores the copy Redis sends back;
+  (:meth:`wsserver.runtime.groups.Groups.publish`) and ignores the copy Redis sends back;
 - one subscriber connection per worker ``SUBSCRIBE``\\ s a group's channel when the group's
   first local member joins and ``UNSUBSCRIBE``\\ s when the last one leaves (the groups
-  membership hooks), and hands what arrives to :func:`~wsserver.runtime.groups.publish_local`;
+  membership hooks), and hands what arrives to :meth:`~wsserver.runtime.groups.Groups.publish_local`;
 - a subscriber that loses its connection reconnects with back-off and subscribes again to the
   channels of every group that has members here (with history it then catches up: it reads
   each group's stream after the last offset it received, see :meth:`Broker._catch_up_group`);
@@ -27,7 +27,7 @@ EVALSHA) that XADDs the envelope to the group's stream (``PREFIX:history:NAME``,
 offset, atomically: the channel's order is the stream's. The publishing worker then does not
 deliver to its own members itself: they get the message from Redis like everyone else, so every
 member of every node sees one order per group. :meth:`Broker.recover` reads what a group's
-stream holds after an offset (:func:`wsserver.runtime.groups.join` with ``since``).
+stream holds after an offset (:meth:`wsserver.runtime.groups.Groups.join` with ``since``).
 
 Runs in a worker after gevent's monkey patching: redis-py's sockets are then cooperative.
 
@@ -50,6 +50,7 @@ from wsserver.logs import log
 
 if TYPE_CHECKING:
     from wsserver.config.schema import ClusterConfig
+    from wsserver.runtime.groups import Groups
 
 logger = logging.getLogger("wsserver.broker")
 
@@ -213,19 +214,18 @@ class Metrics:
 class Broker:
     """One worker's link to Redis: a publishing pool and one subscriber connection."""
 
-    def __init__(self, cluster: ClusterConfig, deliver: Any = None,
+    def __init__(self, cluster: ClusterConfig, groups: Groups, deliver: Any = None,
                  on_state: Callable[[bool], None] | None = None) -> None:
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
-
-        from wsserver.runtime import groups
 
         self.cluster = cluster
         self.node = cluster.node or socket.gethostname()
         self.origin = os.urandom(ORIGIN_SIZE)  # this worker's id in every envelope it publishes
         self.names = Names(cluster.prefix)
         self.control = self.names.control_prefix + self.origin.hex()
+        self.groups = groups  # the worker's: start() installs the hooks, messages go to its members
         self._deliver = deliver or groups.publish_local
         self._redis = redis
         kwargs = connection_kwargs(cluster)
@@ -272,28 +272,24 @@ class Broker:
         import gevent
         from gevent.monkey import get_original
 
-        from wsserver.runtime import groups
-
         self._native_get_ident = get_original("_thread", "get_ident")
         self._hub_thread = self._native_get_ident()
         self._hub = gevent.get_hub()
-        groups.set_relay(self.publish)
-        groups.set_membership_hooks(self.subscribe, self.unsubscribe)
-        groups.set_history(self)
+        self.groups.set_relay(self.publish)
+        self.groups.set_membership_hooks(self.subscribe, self.unsubscribe)
+        self.groups.set_history(self)
         if self.presence is not None:
             self.presence.start()
-            groups.set_presence(self.presence)
+            self.groups.set_presence(self.presence)
         self._greenlet = gevent.spawn(self._run)
 
     def stop(self) -> None:
-        from wsserver.runtime import groups
-
         self._stopping = True
-        groups.set_relay(None)
-        groups.set_membership_hooks(None, None)
-        groups.set_history(None)
+        self.groups.set_relay(None)
+        self.groups.set_membership_hooks(None, None)
+        self.groups.set_history(None)
         if self.presence is not None:
-            groups.set_presence(None)
+            self.groups.set_presence(None)
             self.presence.stop()  # removes this worker's members (one round trip) before the pool goes
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
@@ -419,9 +415,7 @@ class Broker:
                 conn.connect()
                 conn.send_command("SUBSCRIBE", self.control, check_health=False)
                 self._sub = conn  # from now on the hooks send their (UN)SUBSCRIBEs themselves
-                from wsserver.runtime import groups
-
-                local = groups.local_groups()
+                local = self.groups.local_groups()
                 channels = [self.names.channel(g) for g in local]
                 if lost and self.history:
                     self._catch_up = self._catch_up_points(local)

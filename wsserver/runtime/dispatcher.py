@@ -25,6 +25,7 @@ from wsserver.protocol import Handshake, HandshakeError, HandshakeRequest, host_
 from wsserver.protocol.address import format_peer
 from wsserver.protocol.proxy import ProxyHeaderParser, ProxyProtocolError
 from wsserver.runtime.auth_step import run_auth
+from wsserver.runtime.groups import Groups
 from wsserver.runtime.limits import PortCounter
 from wsserver.runtime.pool import ExecutorPool
 from wsserver.runtime.session import RECV_SIZE, Session
@@ -109,8 +110,10 @@ class Dispatcher:
     """Turns accepted connections of one port into sessions."""
 
     def __init__(self, port: PortConfig, mounts: dict[str, Mount], pool: ExecutorPool,
-                 counter: PortCounter, auth: Authenticator | None = None, stats: PortStats | None = None) -> None:
+                 counter: PortCounter, auth: Authenticator | None = None, stats: PortStats | None = None,
+                 groups: Groups | None = None) -> None:
         self.port = port
+        self.groups = groups if groups is not None else Groups()  # the worker's: its sessions share it
         self.stats = stats if stats is not None else PortStats()  # counts for wsserver.metrics
         self.counter = counter  # connections of this port across workers (max_connections)
         self.auth = auth or Authenticator(port, UserTable())  # client authentication (security/auth.py)
@@ -234,7 +237,7 @@ class Dispatcher:
             return None
         return Session(make_transport(sock), peer, port, request.path, mount.endpoint, proto, self.pool,
                        subprotocol=subprotocol, on_end=self._ended, stats=self.stats,
-                       query=self.auth.public_query(request.query), user=auth.user)
+                       query=self.auth.public_query(request.query), user=auth.user, groups=self.groups)
 
     def _proxy_header(self, sock: socket.socket, peer: tuple[str, int], hs: Handshake) -> tuple[str, int] | None:
         """Read the PROXY header (under the caller's handshake timeout): the client's address, or

@@ -45,7 +45,7 @@ from wsserver.protocol import (
     WebSocketProtocol,
 )
 from wsserver.protocol.address import format_peer
-from wsserver.runtime import groups
+from wsserver.runtime.groups import Groups, JoinResult
 from wsserver.runtime.transport import Transport, WantRead, WantWrite
 
 if TYPE_CHECKING:
@@ -143,6 +143,7 @@ class Session:
         "_errored",
         "_fd",
         "_flusher",
+        "_groups",
         "_hub_thread",
         "_in_flight",
         "_in_read",
@@ -198,8 +199,11 @@ class Session:
         on_end: Callable[[Session], None] | None = None,
         query: str = "",
         stats: PortStats | None = None,
+        groups: Groups | None = None,
     ) -> None:
         self.id = f"{os.getpid():x}-{next(_ids)}"
+        # The worker's groups (join, leave, broadcast); a session outside a worker has its own.
+        self._groups = groups if groups is not None else Groups()
         self.remote_address = peer
         self.user = user
         self.port_alias = port.alias
@@ -357,7 +361,7 @@ class Session:
         return self._ended_event.wait(timeout)
 
     # ---- groups (wsserver.runtime.groups) --------------------------------------------------
-    def join(self, group: str, since: str | None = None, deliver: Any = None) -> groups.JoinResult:
+    def join(self, group: str, since: str | None = None, deliver: Any = None) -> JoinResult:
         """Receive what is broadcast to ``group`` (on any worker) until :meth:`leave` or the end.
 
         ``since``: an offset (``[cluster] history_size``): first receive, in order, what was
@@ -365,8 +369,8 @@ class Session:
         reaches back to it. ``deliver(group, message, offset)``: called for each of the group's
         messages instead of :meth:`send` (to learn offsets). See docs/cluster.md."""
         if _native_get_ident() != self._hub_thread:  # it may wait for Redis: on the hub
-            return self._wait_on_hub(groups.join, self, group, since, deliver)
-        return groups.join(self, group, since, deliver)
+            return self._wait_on_hub(self._groups.join, self, group, since, deliver)
+        return self._groups.join(self, group, since, deliver)
 
     def _wait_on_hub(self, fn: Callable[..., Any], *args: Any) -> Any:
         """From a thread-mode executor: run ``fn`` in a greenlet on the hub (it may talk to
@@ -391,7 +395,7 @@ class Session:
         return outcome[0]
 
     def leave(self, group: str) -> None:
-        groups.leave(self, group)
+        self._groups.leave(self, group)
 
     def broadcast(self, message: str | bytes, group: str) -> str | None:
         """Send ``message`` to every session in ``group`` on every worker (this one included).
@@ -400,8 +404,8 @@ class Session:
         ``BrokerUnavailable`` when the cluster's broker did not take it (nobody got it). A
         thread-mode handler waits while the worker's loop publishes it."""
         if _native_get_ident() != self._hub_thread:
-            return self._wait_on_hub(groups.broadcast, group, message)
-        return groups.broadcast(group, message)
+            return self._wait_on_hub(self._groups.broadcast, group, message)
+        return self._groups.broadcast(group, message)
 
     def presence(self, group: str) -> list[dict[str, Any]]:
         """The members of ``group``: ``[{"session": ID, "user": USER, "node": NODE}, ...]``.
@@ -409,8 +413,8 @@ class Session:
         With ``[cluster]`` (``presence_ttl_s > 0``) on every node, or ``BrokerUnavailable``
         when Redis cannot be read; without it only this worker's members. See docs/cluster.md."""
         if _native_get_ident() != self._hub_thread:
-            return self._wait_on_hub(groups.presence, group)
-        return groups.presence(group)
+            return self._wait_on_hub(self._groups.presence, group)
+        return self._groups.presence(group)
 
     # ---- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -723,7 +727,7 @@ class Session:
         if self._drained is not None:
             self._drained.set()
         self._wake_native_waiters()
-        groups.leave_all(self)
+        self._groups.leave_all(self)
         self._inbound.append((self.close_code, self.close_reason))
         if not self._scheduled:
             self._schedule()

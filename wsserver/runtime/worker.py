@@ -27,6 +27,7 @@ from wsserver.metrics import adapter_observer
 from wsserver.protocol import CloseCode
 from wsserver.protocol.address import format_peer
 from wsserver.runtime.dispatcher import Dispatcher, RawConnection, load_mounts
+from wsserver.runtime.groups import Groups
 from wsserver.runtime.limits import ConnectionTable
 from wsserver.runtime.listeners import BoundListener
 from wsserver.runtime.pool import ExecutorPool, Scheduler
@@ -227,6 +228,8 @@ class WorkerRuntime:
         self.mounts = load_mounts(config)
         by_alias = {bl.alias: bl for bl in listeners}
         self.scheduler = Scheduler()
+        # This worker's groups: every port's sessions, the relay to the master or the broker.
+        self.groups = Groups()
         users = UserTable(config.users)
         # Built here, in the worker, after gevent's monkey-patching: backend sockets cooperate.
         # Their truststore/keystore/key_alias name the config's [[truststores]]/[[keystores]].
@@ -247,7 +250,7 @@ class WorkerRuntime:
             if shared is not None:
                 auth.limiter = shared
             tls_context = tls_for_config(config).ports[port.alias].context if port.protocol == "wss" else None
-            dispatcher = Dispatcher(port, self.mounts, pool, counter, auth=auth, stats=stats)
+            dispatcher = Dispatcher(port, self.mounts, pool, counter, auth=auth, stats=stats, groups=self.groups)
             if tls_context is not None:
                 dispatcher.ocsp = client_check_for(port, self.adapters, tls_for_config(config))
             self.ports.append(PortRuntime(port, listener, dispatcher, tls_context))

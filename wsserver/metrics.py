@@ -198,7 +198,8 @@ def exposed_names() -> list[str]:
     """Every metric family name /metrics shows (counters with ``_total``), for docs and tests."""
     names = []
     for metric in WORKER_METRICS:
-        family = metric.describe()[0]
+        # prometheus_client annotates describe() as Iterable; it returns a one-element list.
+        family = metric.describe()[0]  # type: ignore[index]
         names.append(family.name + "_total" if family.type == "counter" else family.name)
     names += [m.name for m in MASTER_METRICS]
     return names + list(PROCESS_METRICS)
@@ -538,7 +539,8 @@ class MasterCollector:
         files = glob.glob(os.path.join(self.path, "*.db"))
         found = {m.name: m for m in MultiProcessCollector.merge(files, accumulate=True)}
         for metric in WORKER_METRICS:
-            family = metric.describe()[0]
+            # prometheus_client annotates describe() as Iterable; it returns a one-element list.
+            family = metric.describe()[0]  # type: ignore[index]
             # A family nobody wrote yet still shows its HELP and TYPE: /metrics documents itself.
             yield found.pop(family.name, None) or family
         yield from found.values()

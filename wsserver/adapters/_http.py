@@ -89,7 +89,9 @@ def _exchange(sock: socket.socket, host: str, port: int, method: str, target: st
         out += conn.send(h11.EndOfMessage())
         _settimeout(sock, deadline)
         sock.sendall(out)
-        status, response_headers, chunks, size = 0, (), [], 0
+        status, size = 0, 0
+        response_headers: tuple[tuple[bytes, bytes], ...] = ()
+        chunks: list[bytes] = []
         for _ in range(MAX_EVENTS):
             event = conn.next_event()
             if event is h11.NEED_DATA:

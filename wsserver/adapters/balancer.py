@@ -88,18 +88,40 @@ class Timeouts(NamedTuple):
 
 
 class Policy(Protocol):
-    """The ``[adapters.load_balancing]`` keys (``settings.LoadBalancing`` has them)."""
+    """The ``[adapters.load_balancing]`` keys (``settings.LoadBalancing`` has them).
 
-    connection_timeout_ms: int
-    request_timeout_ms: int
-    request_attempts: int
-    server_request_attempts: int
-    penalty_limit: int
-    connection_failure_threshold: int
-    connection_failure_weight: int
-    high_load_threshold_ms: int
-    high_load_weight: int
-    penalty_decay_per_s: float
+    Read-only members, so the frozen ``LoadBalancing`` dataclass satisfies the protocol.
+    """
+
+    @property
+    def connection_timeout_ms(self) -> int: ...
+
+    @property
+    def request_timeout_ms(self) -> int: ...
+
+    @property
+    def request_attempts(self) -> int: ...
+
+    @property
+    def server_request_attempts(self) -> int: ...
+
+    @property
+    def penalty_limit(self) -> int: ...
+
+    @property
+    def connection_failure_threshold(self) -> int: ...
+
+    @property
+    def connection_failure_weight(self) -> int: ...
+
+    @property
+    def high_load_threshold_ms(self) -> int: ...
+
+    @property
+    def high_load_weight(self) -> int: ...
+
+    @property
+    def penalty_decay_per_s(self) -> float: ...
 
 
 @dataclass

@@ -22,6 +22,7 @@ from wsserver.protocol.basic_auth import basic_authorization
 class HttpBackend:
     def __init__(self, settings: AdapterSettings, context: ssl.SSLContext | None = None) -> None:
         self.settings = settings
+        assert settings.http is not None  # parse_adapter() fills in the table of the adapter's type
         self.options = settings.http
         self.context = context
         self.pins = normalize_pins(settings.pinned_sha256)

@@ -56,6 +56,7 @@ class _ContextTls(ldap3.Tls):
 
 def read_service_password(settings: AdapterSettings) -> str:
     o = settings.ldap
+    assert o is not None  # parse_adapter() fills in the table of the adapter's type
     if o.service_password_file:
         with open(o.service_password_file, encoding="utf-8") as f:
             return f.read(MAX_SECRET_BYTES + 1).strip()
@@ -77,6 +78,7 @@ class _Fail(Exception):
 class LdapBackend:
     def __init__(self, settings: AdapterSettings, context: ssl.SSLContext | None = None) -> None:
         self.settings = settings
+        assert settings.ldap is not None  # parse_adapter() fills in the table of the adapter's type
         self.options = settings.ldap
         self.context = context
         self.pins = normalize_pins(settings.pinned_sha256)
@@ -93,7 +95,9 @@ class LdapBackend:
         use_tls = ldaps or self.settings.security_protocol == "tls"
         if use_tls and self.context is None:
             raise _Fail("TLS requested but no TLS context", "tls")
-        tls = _ContextTls(self.context, self.pins) if use_tls else None
+        # The context is not None when use_tls (refused above); the test narrows it for the checker.
+        tls = _ContextTls(self.context, self.pins) if use_tls and self.context is not None else None
+        assert parts.hostname is not None  # url_problem() refuses server URLs without a host
         server = ldap3.Server(parts.hostname, port=parts.port or (636 if ldaps else 389), use_ssl=ldaps, tls=tls,
                               get_info=ldap3.NONE, connect_timeout=timeout.connect)
         return server, use_tls and not ldaps

@@ -90,6 +90,7 @@ class OcspBackend:
     def __init__(self, settings: AdapterSettings, context: ssl.SSLContext | None = None,
                  wall: Any = time.time) -> None:
         self.settings = settings
+        assert settings.ocsp is not None  # parse_adapter() fills in the table of the adapter's type
         self.options = settings.ocsp
         self.context = context
         self.pins = normalize_pins(settings.pinned_sha256)

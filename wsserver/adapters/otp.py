@@ -54,6 +54,7 @@ def code_problem(code: str, length: int) -> str:
 class OtpBackend:
     def __init__(self, settings: AdapterSettings, context: ssl.SSLContext | None = None) -> None:
         self.settings = settings
+        assert settings.gemalto is not None  # parse_adapter() fills in the table of the adapter's type
         self.options: GemaltoOptions = settings.gemalto
         self.context = context
         self.pins = normalize_pins(settings.pinned_sha256)

@@ -62,6 +62,7 @@ def load_dictionary(extra: str = "") -> Dictionary:
 
 def read_secret(settings: AdapterSettings) -> bytes:
     o = settings.radius
+    assert o is not None  # parse_adapter() fills in the table of the adapter's type
     if o.secret_file:
         with open(o.secret_file, "rb") as f:
             secret = f.read(MAX_SECRET_BYTES + 1).strip()
@@ -76,6 +77,7 @@ class RadiusBackend:
     def __init__(self, settings: AdapterSettings, secret: bytes | None = None,
                  dictionary: Dictionary | None = None) -> None:
         self.settings = settings
+        assert settings.radius is not None  # parse_adapter() fills in the table of the adapter's type
         self.options = settings.radius
         self.secret = secret if secret is not None else read_secret(settings)
         self.dictionary = dictionary or load_dictionary(self.options.dictionary)

@@ -135,6 +135,7 @@ class Adapter:
         def call(url: str, timeouts: Timeouts) -> Outcome:
             return self.backend.authenticate(url, username, password, timeouts)
 
+        assert self.balancer is not None  # _check_servers() requires servers for every type but ocsp
         return self._balance(self.balancer, call, deadline, username)
 
     def _precheck(self, username: str, password: str) -> str:
@@ -192,7 +193,8 @@ class Adapter:
             return balancer
 
     def _fail_open(self, result: AuthResult) -> AuthResult:
-        if self.settings.type == "ocsp" and self.settings.ocsp.fail_mode == "open" \
+        # parse_adapter() fills in the ocsp table when type = "ocsp"; the test narrows it.
+        if self.settings.type == "ocsp" and self.settings.ocsp is not None and self.settings.ocsp.fail_mode == "open" \
                 and result.decision is Decision.UNAVAILABLE:
             return AuthResult(Decision.ACCEPTED, result.user, result.tried,
                               f"{result.detail}; accepted because fail_mode = open", {"fail_open": True})
@@ -222,8 +224,8 @@ class Adapter:
         return self._finish(AuthResult(outcome.decision, user, tried, answer.detail, attributes))
 
     def _finish(self, result: AuthResult, local: bool = False) -> AuthResult:
-        fields = {"adapter": self.name, "user": result.user, "result": result.decision.value,
-                  "tried": len(result.tried), "detail": result.detail}
+        fields: dict[str, Any] = {"adapter": self.name, "user": result.user, "result": result.decision.value,
+                                  "tried": len(result.tried), "detail": result.detail}
         if result.decision is Decision.UNAVAILABLE or result.attributes.get("fail_open"):
             servers = ",".join(f"{t.server}:{t.result}" for t in result.tried)
             log(logger, "warning", "adapter backends unavailable", servers=servers, **fields)

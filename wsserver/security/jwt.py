@@ -24,7 +24,10 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 __all__ = [
     "ALGORITHMS",
@@ -105,6 +108,7 @@ def parse_key(material: bytes, algorithms: Sequence[str]) -> Any:
 
     if not looks_pem:
         raise JWTKeyError("RS256/ES256 need a PEM public key (or certificate)")
+    public: PublicKeyTypes  # a certificate's key types are a subset of a PEM key's
     try:
         if b"-----BEGIN CERTIFICATE-----" in material:
             public = x509.load_pem_x509_certificate(material).public_key()

@@ -494,7 +494,7 @@ def _load_pkcs12_keystore(store: KeystoreConfig, path: str, data: bytes, passwor
                                                      else (b"" if bag.shrouded else None))
         except Exception as exc:
             if fallback is None or password:
-                name = bag.friendly_name or "(no friendly name)"
+                name: str | None = bag.friendly_name or "(no friendly name)"  # the loop below reuses it
                 raise KeystoreError(store.alias, f"cannot decrypt the private key in {path}: {exc}",
                                     name) from None
             # An empty password: cryptography will not decrypt a shrouded bag with b"".

@@ -62,6 +62,7 @@ def verify_two_factor(auth: Authenticator, request: HandshakeRequest, name: str,
     adapter = auth.adapter
     o = adapter.settings.gemalto
     deadline = time.monotonic() + auth.timeout
+    code: str | None  # None: the request carries no code
     if o.code_from == "append":
         if o.first_factor:
             password, code = split_secret(secret, o.otp_length)

@@ -23,6 +23,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TextIO
 
 __all__ = [
     "SCRYPT_DEFAULTS",
@@ -204,9 +205,9 @@ def verify_dummy(password: str | bytes, template: str = "") -> bool:
 # --- `wsserver hash-password` ---------------------------------------------------------------
 
 
-def _read_password(stdin_mode: bool, getpass: Callable[[str], str], stdin: object) -> str:
+def _read_password(stdin_mode: bool, getpass: Callable[[str], str], stdin: TextIO) -> str:
     if stdin_mode:
-        line = stdin.readline()  # type: ignore[attr-defined]
+        line = stdin.readline()
         return line[:-1] if line.endswith("\n") else line
     first = getpass("Password: ")
     second = getpass("Repeat password: ")
@@ -216,7 +217,7 @@ def _read_password(stdin_mode: bool, getpass: Callable[[str], str], stdin: objec
 
 
 def main(args: Sequence[str] | object, *, getpass: Callable[[str], str] | None = None,
-         stdin: object = None, stdout: object = None) -> int:
+         stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     """Print a hash for a password read from the terminal (twice) or, with --stdin, one line.
 
     The password is never taken from the command line: other users could read it in ``ps``.
@@ -227,7 +228,7 @@ def main(args: Sequence[str] | object, *, getpass: Callable[[str], str] | None =
     getpass = getpass or getpass_module.getpass
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
-    use_stdin = bool(getattr(args, "stdin", False)) or not stdin.isatty()  # type: ignore[attr-defined]
+    use_stdin = bool(getattr(args, "stdin", False)) or not stdin.isatty()
     try:
         password = _read_password(use_stdin, getpass, stdin)
     except (ValueError, EOFError, KeyboardInterrupt) as exc:
@@ -243,5 +244,5 @@ def main(args: Sequence[str] | object, *, getpass: Callable[[str], str] | None =
     except (RuntimeError, ValueError) as exc:
         print(f"hash-password: {exc}", file=sys.stderr)
         return 2
-    print(text, file=stdout)  # type: ignore[call-overload]
+    print(text, file=stdout)
     return 0

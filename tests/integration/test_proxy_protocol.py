@@ -161,20 +161,28 @@ backend ws
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (scripts/system-deps.sh)")
-def test_through_haproxy_send_proxy_v2(start_server, tmp_path: Path):
+@pytest.mark.parametrize("protocol", ["ws", "wss"])
+def test_through_haproxy_send_proxy_v2(start_server, tmp_path: Path, request, protocol):
     back, front = free_port(), free_port()
     # HAProxy connects from 127.0.0.1 (trusted, allowed); its clients come from 127.0.0.1 and
-    # 127.0.0.2, and only the header can tell wsserver which one it is.
-    server = start_server(_proxy_config(back, "v2", access='ip_deny = ["127.0.0.2"]\n'),
-                          wait_for=("127.0.0.1", back))
+    # 127.0.0.2, and only the header can tell wsserver which one it is. HAProxy is in mode tcp:
+    # a wss client's TLS passes through it to wsserver, after the header.
+    access = 'ip_deny = ["127.0.0.2"]\n'
+    ca = None
+    if protocol == "wss":
+        pki = request.getfixturevalue("wss_pki")
+        text, ca = _wss_proxy_config(back, pki, access=access), pki.ca_pem
+    else:
+        text = _proxy_config(back, "v2", access=access)
+    server = start_server(text, wait_for=("127.0.0.1", back))
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(HAPROXY_CFG.format(front=front, back=back))
     log = open(tmp_path / "haproxy.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(["haproxy", "-f", str(cfg), "-db"], stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_listening("127.0.0.1", front, timeout=10)
-        assert _session(front, b"", source="127.0.0.1") == 101
-        assert _session(front, b"", source="127.0.0.2") == "closed"
+        assert _session(front, b"", source="127.0.0.1", ca=ca) == 101
+        assert _session(front, b"", source="127.0.0.2", ca=ca) == "closed"
         _wait_for_log(server, "127.0.0.2")
     finally:
         if proc.poll() is None:
@@ -214,31 +222,3 @@ def test_wss_header_before_tls_then_upgrade_echoes(start_server, wss_pki, versio
     _wait_for_log(server, "203.0.113.9")
     assert _session(port, b"", ca=wss_pki.ca_pem) == "closed"  # TLS without the header
     _wait_for_log(server, "proxy header refused")
-
-
-HAPROXY_TCP_TLS_CFG = HAPROXY_CFG  # mode tcp: HAProxy passes the client's TLS through untouched
-
-
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (scripts/system-deps.sh)")
-def test_wss_through_haproxy_passing_tls_through_with_send_proxy_v2(start_server, wss_pki, tmp_path: Path):
-    back, front = free_port(), free_port()
-    server = start_server(_wss_proxy_config(back, wss_pki, access='ip_deny = ["127.0.0.2"]\n'),
-                          wait_for=("127.0.0.1", back))
-    cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(HAPROXY_TCP_TLS_CFG.format(front=front, back=back))
-    log = open(tmp_path / "haproxy.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(["haproxy", "-f", str(cfg), "-db"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_listening("127.0.0.1", front, timeout=10)
-        assert _session(front, b"", ca=wss_pki.ca_pem, source="127.0.0.1") == 101
-        assert _session(front, b"", ca=wss_pki.ca_pem, source="127.0.0.2") == "closed"
-        _wait_for_log(server, "127.0.0.2")
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        log.close()

@@ -12,18 +12,12 @@ import pytest
 
 from tests.support.backends import redis_server  # noqa: F401 - a fixture
 from tests.support.prefork import Client, PreforkServer
+from tests.support.pubsub_client import offset_key, pubsub_server_config
 from tests.support.server import free_port
 
 pytestmark = pytest.mark.integration
 
 HOST = "127.0.0.1"
-PUBSUB = "wsserver.endpoints.pubsub:PubSub"
-
-
-def config(port: int, cluster: str, pool: str = "greenlet") -> str:
-    return (f"[server]\nworkers = 2\ngraceful_timeout = 2\n\n{cluster}"
-            f'[[endpoints]]\npath = "/ps"\nhandler = "{PUBSUB}"\n\n'
-            f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{HOST}"\n\n[ports.pool]\nmode = "{pool}"\n')
 
 
 class PsClient(Client):
@@ -79,7 +73,7 @@ def servers(tmp_path: Path, redis_server) -> Iterator[Callable[..., list[int]]]:
             workdir.mkdir()
             section = (f'[cluster]\nbroker = "{redis_server.url}"\nnode = "n{n}"\nconnect_timeout_ms = 1000\n'
                        f"history_size = {history_size}\n\n") if cluster else ""
-            server = PreforkServer(workdir, config(port, section, pool))
+            server = PreforkServer(workdir, pubsub_server_config(port, section, pool))
             started.append(server)
             server.start(wait_for=(HOST, port), timeout=20)
             server.wait_workers(2)
@@ -93,11 +87,6 @@ def servers(tmp_path: Path, redis_server) -> Iterator[Callable[..., list[int]]]:
 
 def client(port: int) -> PsClient:
     return PsClient(HOST, port, "/ps")
-
-
-def offset_key(offset: str) -> tuple[int, int]:
-    ms, seq = offset.split("-")
-    return int(ms), int(seq)
 
 
 def test_published_on_b_reaches_subscribers_on_a_once_and_in_order(servers):

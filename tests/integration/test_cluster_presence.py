@@ -15,18 +15,12 @@ import pytest
 
 from tests.support.backends import redis_server  # noqa: F401 - a fixture
 from tests.support.prefork import Client, PreforkServer, alive, children_of, wait_until
+from tests.support.pubsub_client import pubsub_server_config
 from tests.support.server import free_port
 
 pytestmark = pytest.mark.integration
 
 HOST = "127.0.0.1"
-PUBSUB = "wsserver.endpoints.pubsub:PubSub"
-
-
-def config(port: int, cluster: str, pool: str = "greenlet", workers: int = 2) -> str:
-    return (f"[server]\nworkers = {workers}\ngraceful_timeout = 2\n\n{cluster}"
-            f'[[endpoints]]\npath = "/ps"\nhandler = "{PUBSUB}"\n\n'
-            f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{HOST}"\n\n[ports.pool]\nmode = "{pool}"\n')
 
 
 class PsClient(Client):
@@ -70,7 +64,7 @@ def servers(tmp_path: Path, redis_server) -> Iterator[Callable[..., list[Server]
             workdir.mkdir()
             section = (f'[cluster]\nbroker = "{redis_server.url}"\nnode = "n{n}"\nconnect_timeout_ms = 1000\n'
                        f"presence_ttl_s = {ttl}\n\n") if cluster else ""
-            process = PreforkServer(workdir, config(port, section, pool, workers))
+            process = PreforkServer(workdir, pubsub_server_config(port, section, pool, workers))
             started.append(process)
             process.start(wait_for=(HOST, port), timeout=20)
             process.wait_workers(workers)

@@ -24,6 +24,16 @@ from tests.support.rawws import frame, upgrade_request
 from wsserver.endpoints.pubsub import PubSub
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+PUBSUB = "wsserver.endpoints.pubsub:PubSub"
+
+
+def pubsub_server_config(port: int, cluster: str, pool: str = "greenlet", workers: int = 2,
+                         host: str = "127.0.0.1") -> str:
+    """A server with ``workers`` workers serving PubSub on /ps at ``host:port``, and ``cluster``
+    (a ``[cluster]`` table, or "")."""
+    return (f"[server]\nworkers = {workers}\ngraceful_timeout = 2\n\n{cluster}"
+            f'[[endpoints]]\npath = "/ps"\nhandler = "{PUBSUB}"\n\n'
+            f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{host}"\n\n[ports.pool]\nmode = "{pool}"\n')
 
 
 def proxy_v2(src: str, dst: str, sport: int, dport: int) -> bytes:

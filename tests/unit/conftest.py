@@ -12,7 +12,7 @@ import multiprocessing.process
 import os
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import gevent.os
@@ -62,8 +62,7 @@ def _pure() -> Iterator[list[str]]:
 
 # Every phase, so that module- and session-scoped fixtures (set up in the first test's setup) are
 # covered too; the failure is reported even when the code under test caught it.
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+def _guarded() -> Generator[None, object, object]:
     with _pure() as refused:
         result = yield
     if refused:
@@ -72,18 +71,15 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    with _pure() as refused:
-        result = yield
-    if refused:
-        pytest.fail(f"a unit test {refused[0]}: it belongs in tests/integration (tests/unit/conftest.py)")
-    return result
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _guarded())
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
-    with _pure() as refused:
-        result = yield
-    if refused:
-        pytest.fail(f"a unit test {refused[0]}: it belongs in tests/integration (tests/unit/conftest.py)")
-    return result
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _guarded())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _guarded())

@@ -678,6 +678,13 @@ def test_cluster_rejects_bad_broker_urls_in_one_line(broker):
     ('[cluster]\nbroker = "redis://h"\npassword_env = "WSSERVER_TEST_UNSET_VAR"\n',
      'cluster.password_env = "WSSERVER_TEST_UNSET_VAR": this environment variable is not set or empty'),
     ('cluster = "redis://h"\n', 'cluster = "redis://h": must be a table ([cluster])'),
+    ('[cluster]\nbroker = "redis://h"\ntls_ca_file = "ca.pem"\n',
+     'cluster.tls_ca_file = "ca.pem": is only used with a rediss:// broker'),
+    ('[cluster]\nbroker = "redis://h"\nprefix = "a b"\n', 'cluster.prefix = "a b": must be 1-64 characters'),
+    ('[cluster]\nbroker = "redis://h"\npresence_ttl_s = 86401\n',
+     "cluster.presence_ttl_s = 86401: must be an integer 0..86400"),
+    ('[cluster]\nbroker = "redis://h"\nready_requires_broker = "yes"\n',
+     'cluster.ready_requires_broker = "yes": must be'),
 ])
 def test_cluster_errors(table, expected, monkeypatch):
     monkeypatch.delenv("WSSERVER_TEST_UNSET_VAR", raising=False)

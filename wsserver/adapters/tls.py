@@ -46,12 +46,17 @@ def load_from_paths(context: ssl.SSLContext, truststore: str, keystore: str, key
         context.load_default_certs(ssl.Purpose.SERVER_AUTH)
         return
     try:
-        if os.path.isdir(trust):
-            context.load_verify_locations(capath=trust)
-        else:
-            context.load_verify_locations(cafile=trust)
+        load_verify_path(context, trust)
     except (OSError, ssl.SSLError) as exc:
         raise TLSConfigError(f"truststore {trust!r}: cannot load PEM certificates: {exc}") from exc
+
+
+def load_verify_path(context: ssl.SSLContext, path: str) -> None:
+    """Trust the PEM certificates of a file, or of a hashed directory (``c_rehash``)."""
+    if os.path.isdir(path):
+        context.load_verify_locations(capath=path)
+    else:
+        context.load_verify_locations(cafile=path)
 
 
 def client_context(truststore: str = "", keystore: str = "", key_alias: str = "", min_version: str = "1.2",
@@ -231,10 +236,7 @@ class RegistrySetup:
     def _trust_path(self, context: ssl.SSLContext, setting: str, value: str) -> None:
         path = self._path(value)
         try:
-            if os.path.isdir(path):
-                context.load_verify_locations(capath=path)
-            else:
-                context.load_verify_locations(cafile=path)
+            load_verify_path(context, path)
         except (OSError, ssl.SSLError) as exc:
             raise StoreReferenceError(setting, value, f"cannot load PEM certificates from {path}: {exc}") from None
 

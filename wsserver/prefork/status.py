@@ -173,9 +173,9 @@ class StatusServer(MasterService):
             return False, f"{len(serving)} of {view.target} workers ready"
         cluster = config.cluster
         if cluster is not None and cluster.ready_requires_broker:
-            cut_off = sorted(w.pid for w in serving if not w.broker_up)
+            cut_off = sum(1 for w in serving if not w.broker_up)
             if cut_off:
-                return False, f"{len(cut_off)} of {len(serving)} workers not connected to the broker"
+                return False, f"{cut_off} of {len(serving)} workers not connected to the broker"
         return True, f"ready: {len(serving)} workers"
 
     def _allowed(self, address: str) -> bool:

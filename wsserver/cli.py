@@ -10,7 +10,9 @@ import sys
 from collections.abc import Sequence
 
 from wsserver import __version__
-from wsserver.config import MAX_WORKERS, Config, ConfigError, dump_config
+from wsserver.config import Config, ConfigError, dump_config
+from wsserver.config.flags import apply_overrides, check_overrides, cli_keys, flag_metavar
+from wsserver.config.settings import describe
 from wsserver.logs import configure as configure_logging
 from wsserver.logs import log
 
@@ -80,19 +82,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The master process: no gevent here (workers set it up after the fork), see wsserver.prefork.
     from wsserver.prefork.arbiter import Options, serve
 
-    if args.workers is not None and not 0 <= args.workers <= MAX_WORKERS:
-        # The same limit as [server] workers, in the same words as the file's errors.
-        print(f"--workers = {args.workers}: must be an integer 0..{MAX_WORKERS}", file=sys.stderr)
+    overrides = setting_overrides(args)
+    try:
+        # The flags are checked like the file's keys (--workers = 999: must be an integer 0..256)
+        # before the file is read; the master applies them to every load of it, reloads included.
+        check_overrides(Config, overrides)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
     try:
-        config = _load(args.config)
+        config = apply_overrides(_load(args.config), overrides)
     except ConfigError as exc:
         configure_logging()
         for line in exc.errors:
             log(logger, "error", "invalid configuration", error=line)
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(args.log_level or config.server.log_level, args.log_format or config.server.log_format)
+    configure_logging(config.server.log_level, config.server.log_format)
     from wsserver.preflight import preflight
 
     # Keystores opened once, here; the workers inherit the contexts. The endpoints are imported
@@ -105,8 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for note in _backlog_notes(config):
         log(logger, "warning", note)
-    options = Options(config_path=args.config, workers=args.workers, pid_file=args.pid, log_file=args.log_file,
-                      log_level=args.log_level, log_format=args.log_format, reuse_port=args.reuse_port)
+    options = Options(config_path=args.config, log_file=args.log_file, overrides=overrides)
     from wsserver.admin.supervisor import AdminSupervisor
 
     return serve(config, options, services=[AdminSupervisor()])  # [admin]: the admin API and console
@@ -192,6 +197,35 @@ def cmd_adapter_test(args: argparse.Namespace) -> int:
     return adapter_test(settings, args.user, password or "", tls_setup=registry_setup(config))
 
 
+def _flag_dest(path: str) -> str:
+    return "setting__" + path.replace(".", "__")
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag for each setting the registry marks with ``cli`` (gunicorn's model): its help,
+    choices and kind come from the setting; its value is checked by the settings engine."""
+    for path, key in cli_keys(Config):
+        table, _, name = path.rpartition(".")
+        where = f"overrides [{table}] {name}" if table else f"overrides {name}"
+        help_text = f"{key.help}; {where}" if key.help else where
+        if key.types == (int,):
+            help_text = f"{help_text} ({describe(key)})"
+        flag, dest = key.meta("cli"), _flag_dest(path)
+        metavar = flag_metavar(key)
+        if metavar is None:
+            parser.add_argument(flag, dest=dest, action="store_const", const=True, default=None, help=help_text)
+        else:
+            # Choices and ranges are the engine's to check, in the file's words (apply_overrides).
+            parser.add_argument(flag, dest=dest, type=int if key.types == (int,) else str, metavar=metavar,
+                                default=None, help=help_text)
+
+
+def setting_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """{"server.workers": 4, ...}: the settings given on the command line."""
+    return {path: value for path, _key in cli_keys(Config)
+            if (value := getattr(args, _flag_dest(path), None)) is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsserver", description="A pre-forking WebSocket (ws/wss) server.")
     from wsserver.protocol.fastpath import SPEEDUPS
@@ -202,15 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the server (on the built-in default config without -c)")
     serve.add_argument("-c", "--config", help="path of wsserver.toml")
-    serve.add_argument("--log-format", choices=("text", "json"), help="overrides [server] log_format")
-    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"),
-                       help="overrides [server] log_level")
-    serve.add_argument("--workers", type=int, metavar="N", help=f"worker processes (0 = CPU count, at most {MAX_WORKERS}); "
-                       "overrides [server] workers")
-    serve.add_argument("--pid", metavar="FILE", help="write the master's pid here; overrides [server] pid_file")
+    add_setting_flags(serve)
     serve.add_argument("--log-file", metavar="FILE", help="log here instead of stderr (reopened on SIGUSR1)")
-    serve.add_argument("--reuse-port", action="store_true", default=None,
-                       help="one SO_REUSEPORT socket per worker instead of shared sockets")
     serve.set_defaults(func=cmd_serve)
 
     reload = sub.add_parser("reload", help="reload a running server (sends SIGHUP to its master)")

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from types import TracebackType
 from typing import Any
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -63,7 +64,10 @@ def configure(level: str = "info", fmt: str = "text", stream: Any = None) -> Non
     root.propagate = False
 
 
-def log(logger: logging.Logger, level: str, msg: str, exc_info: bool = False, **fields: Any) -> None:
+ExcInfo = bool | tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def log(logger: logging.Logger, level: str, msg: str, exc_info: ExcInfo = False, **fields: Any) -> None:
     """Log ``msg`` with structured ``fields`` at ``level``."""
     lvl = _LEVELS[level]
     if logger.isEnabledFor(lvl):

@@ -492,6 +492,22 @@ def test_reload_whose_workers_cannot_start_keeps_the_old_generation(prefork):
     client.close()
 
 
+def test_command_line_settings_stay_in_force_across_reloads(prefork):
+    """--workers and --log-format override the file at start and at every reload (the flags come
+    from the settings registry and are applied to each load of the file)."""
+    port = free_port()
+    server = prefork(config(port, workers=3), port, args=("--workers", "1", "--log-format", "json"))
+    first = server.wait_workers(1)
+    server.write_config(config(port, workers=2, server='log_format = "text"'))
+    mark = len(server.logs())
+    server.signal(signal.SIGHUP)
+    server.wait_log(r'"msg": "reload complete"', timeout=15, after=mark)  # still JSON
+    wait_until(lambda: server.workers() != first, 10, what="the new generation")
+    time.sleep(0.5)  # a second worker, if one were started, would be up by now
+    assert len(server.workers()) == 1
+    assert 'msg="' not in server.logs()[mark:]
+
+
 def test_reload_adds_and_removes_ports(prefork):
     port, extra = free_port(), free_port()
     server = prefork(config(port), port)

@@ -103,7 +103,7 @@ def test_radius_needs_a_secret_that_exists(monkeypatch: pytest.MonkeyPatch) -> N
     settings, errors = one(text + '[adapters.radius]\nsecret_env = "RADIUS_SECRET"\n'
                            'attributes = { Service-Type = "Login-User", NAS-Port = 7 }\n')
     assert errors == []
-    assert settings.radius.attributes == (("Service-Type", "Login-User"), ("NAS-Port", 7))
+    assert settings.radius.attributes == {"Service-Type": "Login-User", "NAS-Port": 7}
     _, errors = one(text + '[adapters.radius]\nsecret_env = "RADIUS_SECRET"\n'
                     '[[adapters]]\nname = "r2"\ntype = "radius"\n')
     assert errors == []

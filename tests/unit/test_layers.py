@@ -52,8 +52,6 @@ ALLOWED: dict[tuple[str, str], str] = {
 # one that grows fails, and one that is gone must be deleted here.
 KNOWN_CYCLES: list[frozenset[str]] = []
 KNOWN_DEFERRED_CYCLES: list[frozenset[str]] = [
-    # the loader imports the adapters' settings in parse_config; they borrow its _Builder.
-    frozenset({"wsserver.config.adapter_settings", "wsserver.config.loader"}),
     # security <-> adapters: the ports' stapling/OCSP and the adapters' TLS client contexts.
     frozenset({"wsserver.adapters._http", "wsserver.adapters.http", "wsserver.adapters.ldap",
                "wsserver.adapters.ocsp", "wsserver.adapters.otp", "wsserver.adapters.service",

@@ -81,7 +81,7 @@ class RadiusBackend:
         self.options = settings.radius
         self.secret = secret if secret is not None else read_secret(settings)
         self.dictionary = dictionary or load_dictionary(self.options.dictionary)
-        for name, _value in self.options.attributes:
+        for name in self.options.attributes:
             if name not in self.dictionary.attributes:
                 raise ValueError(f"adapter {settings.name}: radius.attributes: {name!r} is not in the dictionary")
 
@@ -101,7 +101,7 @@ class RadiusBackend:
             request["NAS-Identifier"] = self.options.nas_identifier
         if self.options.nas_ip_address:
             request["NAS-IP-Address"] = self.options.nas_ip_address
-        for name, value in self.options.attributes:
+        for name, value in self.options.attributes.items():
             request[name] = value
         if state:  # the answer to an Access-Challenge carries its State back (RFC 2865 5.24)
             request["State"] = state

@@ -212,6 +212,7 @@ class AdminApp:
         if req.path == "/login":
             return self.login(req)
         routes = self.api_routes if is_api else self.page_routes
+        args: tuple[str, ...]
         handler, args, allowed = None, (), set()
         for method, pattern, fn in routes:
             match = pattern.match(req.path)

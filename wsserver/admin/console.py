@@ -8,7 +8,6 @@ made meanwhile by someone else is refused (412) instead of overwritten.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from html import escape
@@ -18,7 +17,7 @@ from urllib.parse import quote
 
 from wsserver.admin.httpd import Response
 from wsserver.config import Config, PortConfig
-from wsserver.config.loader import describe
+from wsserver.config.settings import Key, describe, keys
 
 STATIC = {"/static/console.css": "text/css; charset=utf-8", "/static/console.js": "text/javascript; charset=utf-8"}
 NAV = (("Ports", "/ports"), ("Packages", "/packages"), ("Sessions", "/sessions"), ("Workers", "/workers"))
@@ -206,12 +205,13 @@ def _get(settings: dict[str, Any], key: str) -> Any:
     return value
 
 
-def _meta(key: str) -> dict[str, Any]:
+def _key(key: str) -> Key:
+    """The settings engine's entry of a [[ports]] key ("pool.max")."""
     cls: Any = PortConfig
     parts = key.split(".")
     for part in parts[:-1]:
-        cls = {f.name: f for f in dataclasses.fields(cls)}[part].metadata["kind"]
-    return dict({f.name: f for f in dataclasses.fields(cls)}[parts[-1]].metadata)
+        cls = keys(cls)[part].table
+    return keys(cls)[parts[-1]]
 
 
 def _text(value: Any, widget: str) -> str:
@@ -236,16 +236,16 @@ def _convert(key: str, widget: str, raw: str) -> Any:
     validator reports it in its own words ("must be an integer 1..65535")."""
     if widget == "list":
         return [item.strip() for item in re.split(r"[\n,]", raw) if item.strip()]
-    kind = _meta(key).get("kind")
+    types = _key(key).types
     text = raw.strip()
-    if kind is int and re.fullmatch(r"[+-]?\d+", text):
+    if types == (int,) and re.fullmatch(r"[+-]?\d+", text):
         return int(text)
-    if isinstance(kind, tuple) and float in kind:
+    if float in types:
         try:
             return float(text)
         except ValueError:
             return raw
-    return raw if kind is str else text
+    return raw if types == (str,) else text
 
 
 def _put(patch: dict[str, Any], key: str, value: Any) -> None:
@@ -330,8 +330,8 @@ def port_form(alias: str | None, values: dict[str, str], config: Config, ctx: Fo
         if i in starts:
             parts.append(("</fieldset>" if i else "") + f"<fieldset><legend>{_e(starts[i])}</legend>")
         bad = by_field.get(key, [])
-        meta = _meta(key)
-        help_text = "; ".join(t for t in (meta.get("help"), "" if widget == "check" else f"allowed: {describe(meta)}")
+        setting = _key(key)
+        help_text = "; ".join(t for t in (setting.help, "" if widget == "check" else f"allowed: {describe(setting)}")
                               if t)
         messages_html = "".join(f'<span class="field-error">{_e(m)}</span>' for m in bad)
         parts.append(f'<div class="field{" invalid" if bad else ""}"><label for="f-{_e(key)}">{_e(label)}</label>'

@@ -137,6 +137,7 @@ def delete_port(text: str, alias: str) -> str:
     doc = parse(text)
     ports = doc.get("ports")
     find_port(doc, alias)
+    assert ports is not None  # find_port raised NotFound otherwise
     index = next(i for i, p in enumerate(ports) if p.get("alias") == alias)
     del ports[index]
     if len(ports) == 0:
@@ -174,7 +175,7 @@ def export_package(text: str, name: str, source: str = "") -> str:
     package = _plain(find_package(doc, name))
     endpoints = [_plain(e) for e in _array(doc, "endpoints") if e.get("package") == name]
     ports = [_plain(p) for p in _array(doc, "ports") if p.get("package") == name]
-    stores = set()
+    stores: set[str] = set()
     for port in ports:
         tls = port.get("tls") or {}
         stores.update(v for v in (tls.get("keystore"), tls.get("truststore")) if v)

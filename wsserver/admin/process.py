@@ -129,7 +129,8 @@ class MasterLink:
                     message = relay.decode_json(body)
                 except relay.RelayError:
                     continue
-                queue = self.waiting.get(message.get("id"))  # other ids: another admin process's
+                # Other ids: another admin process's. No id: 0, never one of ours (they start at 1).
+                queue = self.waiting.get(message.get("id", 0))
                 if queue is not None:
                     queue.put(message)
 

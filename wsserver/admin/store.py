@@ -22,11 +22,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wsserver.admin.edits import EditError
 from wsserver.config import Config, ConfigError, write_atomic
 from wsserver.preflight import check_text, parse
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
 
 # Test hook: seconds to sleep before each fsync of a config write, so a test can kill the
 # server while the temp file is written and not yet renamed.
@@ -177,7 +180,7 @@ class ConfigStore:
         real_fsync = os.fsync
         delay = self.write_delay
 
-        def slow_fsync(fd: int) -> None:
+        def slow_fsync(fd: FileDescriptorLike) -> None:
             time.sleep(delay)
             real_fsync(fd)
 

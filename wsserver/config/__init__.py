@@ -32,8 +32,8 @@ from wsserver.config.schema import (
     ServerConfig,
     ServerTLSConfig,
     UserConfig,
-    setting,
 )
+from wsserver.config.settings import setting
 from wsserver.config.writer import dump_config, write_atomic
 
 __all__ = [

@@ -3,24 +3,24 @@
     settings, errors = parse_adapter(table, index=0, source="wsserver.toml")
     # errors: ['wsserver.toml: adapters[0].load_balancing.penalty_limit = -1: must be an integer 0..10000']
 
-The fields carry ``wsserver.config.schema.setting`` metadata, so the config loader's shape pass
-(unknown keys with "did you mean", types, ranges, choices) checks them exactly as it checks the
-rest of the file; :func:`parse_adapter` adds the rules that span several keys. Secrets are
-never stored here: only the names of the environment variables or files that hold them.
+The fields are declared with :func:`wsserver.config.settings.setting`, so the settings engine
+checks them exactly as it checks the rest of the file. An adapter is a tagged union: ``type``
+chooses which of the options tables (``[adapters.ldap]``, ``[adapters.radius]``, ...) applies.
+:func:`check_adapter` and :func:`check_adapters` are the rules that span several keys. Secrets
+are never stored here: only the names of the environment variables or files that hold them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from wsserver.config.host import PURE, HostChecks
-from wsserver.config.loader import _Builder, _Errors
-from wsserver.config.schema import ALIAS_HELP, ALIAS_PATTERN, setting
+from wsserver.config.settings import Builder, Errors, setting
+from wsserver.config.tls_settings import ALIAS_HELP, ALIAS_PATTERN, usable
 
 ADAPTER_TYPES = ("ldap", "radius", "http", "ocsp", "gemalto")
 # Other names accepted for a type (the seed calls the one-time-password adapter "otp" too).
@@ -59,84 +59,86 @@ ENV_HELP = "an environment variable name"
 
 @dataclass(frozen=True)
 class ServerEntry:
-    url: str = setting("", kind=str, required=True, help="ldap://, ldaps://, radius://, http:// or https://")
-    priority: int = setting(1, kind=int, min=1, max=1000, help="lower = tried first; equal = one pool")
+    url: str = setting("", required=True, help="ldap://, ldaps://, radius://, http:// or https://")
+    priority: int = setting(1, min=1, max=1000, help="lower = tried first; equal = one pool")
 
 
 @dataclass(frozen=True)
 class LoadBalancing:
-    connection_timeout_ms: int = setting(3000, kind=int, min=1, max=600_000)
-    request_timeout_ms: int = setting(5000, kind=int, min=1, max=600_000)
-    request_attempts: int = setting(2, kind=int, min=1, max=100, help="requests per pool at most")
+    connection_timeout_ms: int = setting(3000, min=1, max=600_000)
+    request_timeout_ms: int = setting(5000, min=1, max=600_000)
+    request_attempts: int = setting(2, min=1, max=100, help="requests per pool at most")
     server_request_attempts: int = setting(
-        1, kind=int, min=1, max=100, help="requests per server at most (pools of 2+ servers)"
+        1, min=1, max=100, help="requests per server at most (pools of 2+ servers)"
     )
-    penalty_limit: int = setting(100, kind=int, min=0, max=10000)
+    penalty_limit: int = setting(100, min=0, max=10000)
     connection_failure_threshold: int = setting(
-        4, kind=int, min=1, max=1000, help="consecutive failures before each one adds the weight"
+        4, min=1, max=1000, help="consecutive failures before each one adds the weight"
     )
-    connection_failure_weight: int = setting(50, kind=int, min=0, max=10000)
-    high_load_threshold_ms: int = setting(1000, kind=int, min=1, max=600_000)
-    high_load_weight: int = setting(2, kind=int, min=0, max=10000)
+    connection_failure_weight: int = setting(50, min=0, max=10000)
+    high_load_threshold_ms: int = setting(1000, min=1, max=600_000)
+    high_load_weight: int = setting(2, min=0, max=10000)
     penalty_decay_per_s: float = setting(
-        1.0, kind=(int, float), min=0, max=10000, help="penalty units forgiven per second"
+        1.0, min=0, max=10000, help="penalty units forgiven per second"
     )
 
 
 @dataclass(frozen=True)
 class LdapOptions:
     bind_dn_template: str = setting(
-        "", kind=str, help='simple bind, e.g. "uid={username},ou=people,dc=example,dc=com"'
+        "", help='simple bind, e.g. "uid={username},ou=people,dc=example,dc=com"'
     )
-    search_base: str = setting("", kind=str, help="search-then-bind: where users are searched")
-    search_filter: str = setting("(uid={username})", kind=str)
-    search_scope: str = setting("subtree", kind=str, choices=("subtree", "one"))
-    service_dn: str = setting("", kind=str, help="service account for the search; empty = anonymous")
-    service_password_env: str = setting("", kind=str, pattern=ENV_PATTERN, pattern_help=ENV_HELP)
-    service_password_file: str = setting("", kind=str)
-    group_dn: str = setting("", kind=str, help="required group; empty = none")
+    search_base: str = setting("", help="search-then-bind: where users are searched")
+    search_filter: str = setting("(uid={username})")
+    search_scope: str = setting("subtree", choices=("subtree", "one"))
+    service_dn: str = setting("", help="service account for the search; empty = anonymous")
+    service_password_env: str = setting("", pattern=ENV_PATTERN, pattern_help=ENV_HELP)
+    service_password_file: str = setting("")
+    group_dn: str = setting("", help="required group; empty = none")
     group_member_attribute: str = setting(
-        "member", kind=str, choices=("member", "uniqueMember", "memberUid"),
+        "member", choices=("member", "uniqueMember", "memberUid"),
         help="memberUid holds user names, the others DNs",
     )
 
 
 @dataclass(frozen=True)
 class RadiusOptions:
-    secret_env: str = setting("", kind=str, pattern=ENV_PATTERN, pattern_help=ENV_HELP)
-    secret_file: str = setting("", kind=str)
-    nas_identifier: str = setting("wsserver", kind=str)
-    nas_ip_address: str = setting("", kind=str)
-    attributes: Any = setting(factory=dict, kind=dict, help="extra Access-Request attributes by name")  # noqa: RUF009
-    dictionary: str = setting("", kind=str, help="extra RADIUS dictionary file (vendor attributes)")
-    require_message_authenticator: bool = setting(False, kind=bool, help="BlastRADIUS hardening")
+    secret_env: str = setting("", pattern=ENV_PATTERN, pattern_help=ENV_HELP)
+    secret_file: str = setting("")
+    nas_identifier: str = setting("wsserver")
+    nas_ip_address: str = setting("")
+    attributes: dict[str, str | int] = setting(
+        factory=dict, help="extra Access-Request attributes by name"
+    )
+    dictionary: str = setting("", help="extra RADIUS dictionary file (vendor attributes)")
+    require_message_authenticator: bool = setting(False, help="BlastRADIUS hardening")
 
 
 @dataclass(frozen=True)
 class HttpOptions:
-    method: str = setting("POST", kind=str, choices=("GET", "POST", "PUT"))
+    method: str = setting("POST", choices=("GET", "POST", "PUT"))
     body_format: str = setting(
-        "basic", kind=str, choices=("basic", "json"), help="basic = Authorization header; json = a JSON body"
+        "basic", choices=("basic", "json"), help="basic = Authorization header; json = a JSON body"
     )
-    username_field: str = setting("username", kind=str)
-    password_field: str = setting("password", kind=str)
+    username_field: str = setting("username")
+    password_field: str = setting("password")
     accept_statuses: tuple[str, ...] = setting(
-        ("2xx",), kind=list, item_kind=str, help=STATUS_HELP
+        ("2xx",), help=STATUS_HELP
     )
-    reject_statuses: tuple[str, ...] = setting(("401", "403"), kind=list, item_kind=str, help=STATUS_HELP)
+    reject_statuses: tuple[str, ...] = setting(("401", "403"), help=STATUS_HELP)
 
 
 @dataclass(frozen=True)
 class OcspOptions:
     fail_mode: str = setting(
-        "closed", kind=str, choices=("closed", "open"), help="open = accept when no responder answers"
+        "closed", choices=("closed", "open"), help="open = accept when no responder answers"
     )
-    cache: bool = setting(True, kind=bool, help="cache answers until their nextUpdate")
-    cache_max_entries: int = setting(10000, kind=int, min=1, max=10_000_000)
-    issuers: str = setting("", kind=str, help="PEM file of CA certificates to find a certificate's issuer")
-    hash: str = setting("sha1", kind=str, choices=("sha1", "sha256"), help="CertID hash")
-    nonce: bool = setting(False, kind=bool)
-    clock_skew_s: int = setting(300, kind=int, min=0, max=86400)
+    cache: bool = setting(True, help="cache answers until their nextUpdate")
+    cache_max_entries: int = setting(10000, min=1, max=10_000_000)
+    issuers: str = setting("", help="PEM file of CA certificates to find a certificate's issuer")
+    hash: str = setting("sha1", choices=("sha1", "sha256"), help="CertID hash")
+    nonce: bool = setting(False)
+    clock_skew_s: int = setting(300, min=0, max=86400)
 
 
 @dataclass(frozen=True)
@@ -144,60 +146,61 @@ class GemaltoOptions:
     """One-time passwords checked by an OTP server (wsserver/adapters/otp.py, docs/adapters.md)."""
 
     protocol: str = setting(
-        "privacyidea", kind=str, choices=("privacyidea", "radius"),
+        "privacyidea", choices=("privacyidea", "radius"),
         help="privacyidea = its /validate/check JSON API over http(s)://; radius = Access-Request over radius://",
     )
     first_factor: str = setting(
-        "", kind=str,
-        help='"" = the OTP server checks all it is sent (PIN + code); "users" = a [[users]] password_hash; '
+        "", help='"" = the OTP server checks all it is sent (PIN + code); "users" = a [[users]] password_hash; '
         "else the name of an ldap, radius or http adapter that checks the password first",
     )
     code_from: str = setting(
-        "append", kind=str, choices=("append", "query", "header"),
+        "append", choices=("append", "query", "header"),
         help="append = the last otp_length characters of the Basic password; query = code_param; "
         "header = code_header",
     )
-    otp_length: int = setting(6, kind=int, min=4, max=12, help="characters of a one-time code")
+    otp_length: int = setting(6, min=4, max=12, help="characters of a one-time code")
     code_param: str = setting(
-        "otp", kind=str, pattern=r"[A-Za-z0-9_.~-]{1,64}", pattern_help="a query parameter name (A-Z a-z 0-9 _ . ~ -)"
+        "otp", pattern=r"[A-Za-z0-9_.~-]{1,64}", pattern_help="a query parameter name (A-Z a-z 0-9 _ . ~ -)"
     )
     code_header: str = setting(
-        "X-OTP", kind=str, pattern=r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}", pattern_help="an HTTP header name"
+        "X-OTP", pattern=r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}", pattern_help="an HTTP header name"
     )
-    path: str = setting("/validate/check", kind=str, pattern=r"/[!-~]*", pattern_help="an absolute URL path",
+    path: str = setting("/validate/check", pattern=r"/[!-~]*", pattern_help="an absolute URL path",
                         help="privacyidea: the validate endpoint (a path in the server URL wins)")
-    realm: str = setting("", kind=str, help="privacyidea: the user's realm; empty = the default realm")
+    realm: str = setting("", help="privacyidea: the user's realm; empty = the default realm")
     radius_flow: str = setting(
-        "challenge", kind=str, choices=("challenge", "single"),
+        "challenge", choices=("challenge", "single"),
         help="radius: challenge = the password first, the code after Access-Challenge (State); "
         "single = password + code in one Access-Request",
     )
-    secret_env: str = setting("", kind=str, pattern=ENV_PATTERN, pattern_help=ENV_HELP, help="radius: shared secret")
-    secret_file: str = setting("", kind=str)
-    nas_identifier: str = setting("wsserver", kind=str)
-    nas_ip_address: str = setting("", kind=str)
-    require_message_authenticator: bool = setting(False, kind=bool, help="BlastRADIUS hardening")
+    secret_env: str = setting("", pattern=ENV_PATTERN, pattern_help=ENV_HELP, help="radius: shared secret")
+    secret_file: str = setting("")
+    nas_identifier: str = setting("wsserver")
+    nas_ip_address: str = setting("")
+    require_message_authenticator: bool = setting(False, help="BlastRADIUS hardening")
 
 
 @dataclass(frozen=True)
 class AdapterSettings:
-    name: str = setting("", kind=str, required=True, pattern=ALIAS_PATTERN, pattern_help=ALIAS_HELP)
-    type: str = setting("", kind=str, required=True, choices=ADAPTER_TYPES)
-    servers: tuple[ServerEntry, ...] = setting((), kind=list, item_kind=ServerEntry)
-    security_protocol: str = setting("none", kind=str, choices=("none", "tls"))
-    tls_min_version: str = setting("1.2", kind=str, choices=("1.2", "1.3"))
-    truststore: str = setting("", kind=str, help="default: the keystore, else the system CAs")
-    keystore: str = setting("", kind=str, help="client key for mutual TLS")
-    key_alias: str = setting("", kind=str)
+    name: str = setting("", required=True, pattern=ALIAS_PATTERN, pattern_help=ALIAS_HELP)
+    # The tag: it chooses which of the options tables below applies (one of their names).
+    type: str = setting("", required=True, tag="adapter",
+                        help='chooses the options table [adapters.TYPE]; "otp" is another name for "gemalto"')
+    servers: tuple[ServerEntry, ...] = setting((), )
+    security_protocol: str = setting("none", choices=("none", "tls"))
+    tls_min_version: str = setting("1.2", choices=("1.2", "1.3"))
+    truststore: str = setting("", help="default: the keystore, else the system CAs")
+    keystore: str = setting("", help="client key for mutual TLS")
+    key_alias: str = setting("")
     pinned_sha256: tuple[str, ...] = setting(
-        (), kind=list, item_kind=str, help="SHA-256 of accepted server certificates (hex)"
+        (), help="SHA-256 of accepted server certificates (hex)"
     )
-    load_balancing: LoadBalancing = setting(factory=LoadBalancing, kind=LoadBalancing)  # noqa: RUF009
-    ldap: LdapOptions | None = setting(None, kind=LdapOptions)  # noqa: RUF009
-    radius: RadiusOptions | None = setting(None, kind=RadiusOptions)  # noqa: RUF009
-    http: HttpOptions | None = setting(None, kind=HttpOptions)  # noqa: RUF009
-    ocsp: OcspOptions | None = setting(None, kind=OcspOptions)  # noqa: RUF009
-    gemalto: GemaltoOptions | None = setting(None, kind=GemaltoOptions)  # noqa: RUF009
+    load_balancing: LoadBalancing = setting(factory=LoadBalancing)
+    ldap: LdapOptions | None = setting(None, variant=True)
+    radius: RadiusOptions | None = setting(None, variant=True)
+    http: HttpOptions | None = setting(None, variant=True)
+    ocsp: OcspOptions | None = setting(None, variant=True)
+    gemalto: GemaltoOptions | None = setting(None, variant=True)
 
     @property
     def options(self) -> Any:
@@ -211,17 +214,8 @@ class AdapterSettings:
 # --- rules that span keys -------------------------------------------------------------------
 
 
-def parse_adapter(table: Any, index: int, source: str,
-                  host: HostChecks = PURE) -> tuple[AdapterSettings | None, list[str]]:
-    """Validate one ``[[adapters]]`` table; returns the settings (None if invalid) and the errors.
-
-    ``host``: the checks of secrets' variables and files and of OTP settings (config/host.py).
-    """
-    path = f"adapters[{index}]"
-    errors = _Errors(source, host)
-    if not isinstance(table, dict):
-        errors.add(path, "must be a table ([[adapters]])", table)
-        return None, errors.lines
+def prepare_adapter(table: dict[str, Any], path: str, errors: Errors) -> dict[str, Any]:
+    """Before the shape pass: the type's other name, and the refused security protocols."""
     table = dict(table)
     if table.get("type") in TYPE_ALIASES:
         alias = table["type"]
@@ -233,17 +227,28 @@ def parse_adapter(table: Any, index: int, source: str,
         errors.bad_value(f"{path}.security_protocol",
                          REFUSED_WHY.format(name=REFUSED_PROTOCOLS[protocol.lower()]), protocol)
         del table["security_protocol"]
-    built: AdapterSettings = _Builder(errors).table(AdapterSettings, table, path)
-    if errors.is_bad(f"{path}.type"):
+    return table
+
+
+def prepare_adapters(tables: Any, errors: Errors) -> Any:
+    if not isinstance(tables, list):
+        return tables  # the shape pass says what it must be
+    return [prepare_adapter(t, f"adapters[{i}]", errors) if isinstance(t, dict) else t for i, t in enumerate(tables)]
+
+
+def parse_adapter(table: Any, index: int, source: str,
+                  host: HostChecks = PURE) -> tuple[AdapterSettings | None, list[str]]:
+    """Validate one ``[[adapters]]`` table; returns the settings (None if invalid) and the errors.
+
+    ``host``: the checks of secrets' variables and files (config/host.py).
+    """
+    path = f"adapters[{index}]"
+    errors = Errors(source, host)
+    if not isinstance(table, dict):
+        errors.add(path, "must be a table ([[adapters]])", table)
         return None, errors.lines
-    if built.options is None:
-        built = dataclasses.replace(built, **{built.type: _OPTIONS[built.type]()})
-    radius = built.radius  # set above when type = "radius"
-    if built.type == "radius" and radius is not None and isinstance(radius.attributes, dict):
-        built = dataclasses.replace(
-            built, radius=dataclasses.replace(radius, attributes=tuple(radius.attributes.items()))
-        )
-    _check(built, table, path, errors)
+    built = Builder(errors).table(AdapterSettings, prepare_adapter(table, path, errors), path)
+    check_adapter(errors, built, path)
     if errors.lines:
         return None, errors.lines
     return built, []
@@ -251,51 +256,64 @@ def parse_adapter(table: Any, index: int, source: str,
 
 def parse_adapters(tables: Any, source: str,
                    host: HostChecks = PURE) -> tuple[tuple[AdapterSettings, ...], list[str]]:
-    """Every ``[[adapters]]`` table, plus unique names."""
-    if not isinstance(tables, list):
-        return (), [f"{source}: adapters: must be an array of tables ([[adapters]])"]
-    found, lines = [], []
-    for index, table in enumerate(tables):
-        settings, errors = parse_adapter(table, index, source, host)
-        lines += errors
-        if settings is not None:
-            found.append((index, settings))
-    seen: dict[str, int] = {}
-    unique = []
-    for index, settings in found:
-        if settings.name in seen:
-            lines.append(f'{source}: adapters[{index}].name = "{settings.name}": duplicate adapter name '
-                         f"(also adapters[{seen[settings.name]}])")
-            continue
-        seen[settings.name] = index
-        unique.append(settings)
-    lines += check_first_factors(unique, {s.name: i for i, s in found}, source)
-    return tuple(unique), lines
+    """Every ``[[adapters]]`` table, with the rules across them; only the valid ones are returned."""
+    errors = Errors(source, host)
+    _ok, built = Builder(errors).tables(AdapterSettings, prepare_adapters(tables, errors), "adapters")
+    for i, adapter in enumerate(built):
+        check_adapter(errors, adapter, f"adapters[{i}]")
+    check_adapters(errors, built)
+    return usable(errors, built, "adapters")[0], errors.lines
 
 
-_OPTIONS = {"ldap": LdapOptions, "radius": RadiusOptions, "http": HttpOptions, "ocsp": OcspOptions,
-            "gemalto": GemaltoOptions}
-
-
-def _check(s: AdapterSettings, table: dict[str, Any], path: str, errors: _Errors) -> None:
-    for other in ADAPTER_TYPES:
-        if other != s.type and other in table:
-            errors.add(f"{path}.{other}", f'is for type = "{other}", but this adapter has type = "{s.type}"')
+def check_adapter(errors: Errors, s: AdapterSettings, path: str) -> None:
+    """The rules within one adapter (its options table is the engine's: the tag chose it)."""
+    if errors.is_bad(f"{path}.type") or not s.type:
+        return
+    before = len(errors.lines)
     _check_servers(s, path, errors)
     for i, pin in enumerate(s.pinned_sha256):
         if not re.fullmatch(r"[0-9a-fA-F]{64}", pin.replace(":", "")):
-            errors.add(f"{path}.pinned_sha256[{i}]", "must be a SHA-256 digest in hex (64 digits, colons allowed)",
-                       pin)
+            errors.bad_value(f"{path}.pinned_sha256[{i}]",
+                             "must be a SHA-256 digest in hex (64 digits, colons allowed)", pin)
     if s.key_alias and not s.keystore and not errors.is_bad(f"{path}.keystore"):
-        errors.add(f"{path}.key_alias", "needs a keystore", s.key_alias)
+        errors.bad_value(f"{path}.key_alias", "needs a keystore", s.key_alias)
     if not errors.is_bad(f"{path}.{s.type}"):
-        checks: dict[str, Callable[[AdapterSettings, Any, str, _Errors], None]] = {
+        checks: dict[str, Callable[[AdapterSettings, Any, str, Errors], None]] = {
             "ldap": _check_ldap, "radius": _check_radius, "http": _check_http, "ocsp": _check_ocsp,
             "gemalto": _check_gemalto}
         checks[s.type](s, s.options, f"{path}.{s.type}", errors)
+    if len(errors.lines) > before:
+        errors.taint(path)  # left out of the config's adapters: no reference to it is checked
 
 
-def _check_servers(s: AdapterSettings, path: str, errors: _Errors) -> None:
+def check_adapters(errors: Errors, adapters: Sequence[AdapterSettings]) -> None:
+    """Across adapters: unique names, and first factors that name a password adapter."""
+    seen: dict[str, str] = {}
+    for i, a in enumerate(adapters):
+        path = f"adapters[{i}]"
+        if errors.is_bad(path):
+            continue
+        if a.name in seen:
+            errors.bad_value(f"{path}.name", f"duplicate adapter name (also {seen[a.name]})", a.name)
+        else:
+            seen[a.name] = path
+    by_name = {a.name: (i, a) for i, a in enumerate(adapters) if not errors.is_bad(f"adapters[{i}]")}
+    for i, a in by_name.values():
+        if a.type != "gemalto" or a.gemalto is None or a.gemalto.first_factor in ("", "users"):
+            continue
+        name = a.gemalto.first_factor
+        where = f"adapters[{i}].gemalto.first_factor"
+        other = by_name.get(name)
+        if other is None:
+            known = ", ".join(sorted(n for n, (_, b) in by_name.items() if b.type in FIRST_FACTOR_TYPES)) or "none"
+            errors.add(where, 'must be "", "users" or the name of an ldap, radius or http adapter '
+                       f"(known: {known})", name)
+        elif other[1].type not in FIRST_FACTOR_TYPES:
+            errors.add(where, f'adapter "{name}" has type = "{other[1].type}"; the password must be checked by '
+                       "an ldap, radius or http adapter", name)
+
+
+def _check_servers(s: AdapterSettings, path: str, errors: Errors) -> None:
     if errors.is_bad(f"{path}.servers"):
         return
     if not s.servers and s.type != "ocsp":
@@ -352,7 +370,7 @@ def _secret_problem(env: str, file: str, host: HostChecks = PURE) -> str:
     return ""
 
 
-def _check_ldap(s: AdapterSettings, o: LdapOptions, path: str, errors: _Errors) -> None:
+def _check_ldap(s: AdapterSettings, o: LdapOptions, path: str, errors: Errors) -> None:
     if bool(o.bind_dn_template) == bool(o.search_base):
         errors.add(path, "needs exactly one of bind_dn_template (simple bind) and search_base (search-then-bind)")
     if o.bind_dn_template and "{username}" not in o.bind_dn_template:
@@ -368,21 +386,17 @@ def _check_ldap(s: AdapterSettings, o: LdapOptions, path: str, errors: _Errors) 
         errors.add(f"{path}.service_dn", "needs service_password_env or service_password_file", o.service_dn)
 
 
-def _check_radius(s: AdapterSettings, o: RadiusOptions, path: str, errors: _Errors) -> None:
+def _check_radius(s: AdapterSettings, o: RadiusOptions, path: str, errors: Errors) -> None:
     if not (o.secret_env or o.secret_file):
         errors.add(f"{path}.secret_env", "is required (the shared secret's environment variable), or secret_file")
     problem = _secret_problem(o.secret_env, o.secret_file, errors.host)
     if problem:
         errors.add(f"{path}.secret_env", problem, o.secret_env)
-    attributes = o.attributes if isinstance(o.attributes, tuple) else ()
-    for name, value in attributes:
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            errors.add(f"{path}.attributes.{name}", "must be a string or an integer", value)
     if o.dictionary and errors.host.file_missing(o.dictionary):
         errors.add(f"{path}.dictionary", "file does not exist", o.dictionary)
 
 
-def _check_http(s: AdapterSettings, o: HttpOptions, path: str, errors: _Errors) -> None:
+def _check_http(s: AdapterSettings, o: HttpOptions, path: str, errors: Errors) -> None:
     ok = True
     for key in ("accept_statuses", "reject_statuses"):
         for i, status in enumerate(getattr(o, key)):
@@ -397,12 +411,12 @@ def _check_http(s: AdapterSettings, o: HttpOptions, path: str, errors: _Errors) 
         errors.add(f"{path}.method", 'GET cannot carry the JSON body of body_format = "json"', o.method)
 
 
-def _check_ocsp(s: AdapterSettings, o: OcspOptions, path: str, errors: _Errors) -> None:
+def _check_ocsp(s: AdapterSettings, o: OcspOptions, path: str, errors: Errors) -> None:
     if o.issuers and errors.host.file_missing(o.issuers):
         errors.add(f"{path}.issuers", "file does not exist", o.issuers)
 
 
-def _check_gemalto(s: AdapterSettings, o: GemaltoOptions, path: str, errors: _Errors) -> None:
+def _check_gemalto(s: AdapterSettings, o: GemaltoOptions, path: str, errors: Errors) -> None:
     """The OTP adapter's servers fit its protocol, and a shared secret goes with RADIUS only."""
     want = ("radius",) if o.protocol == "radius" else ("http", "https")
     for i, server in enumerate(s.servers):
@@ -424,27 +438,6 @@ def _check_gemalto(s: AdapterSettings, o: GemaltoOptions, path: str, errors: _Er
 
 # Adapter types that check a password: an OTP adapter's first factor.
 FIRST_FACTOR_TYPES = ("ldap", "radius", "http")
-
-
-def check_first_factors(adapters: tuple[AdapterSettings, ...] | list[AdapterSettings], index: dict[str, int],
-                        source: str) -> list[str]:
-    """``first_factor`` names another adapter that checks passwords."""
-    by_name = {a.name: a for a in adapters}
-    lines = []
-    for a in adapters:
-        if a.type != "gemalto" or a.gemalto is None or a.gemalto.first_factor in ("", "users"):
-            continue
-        name = a.gemalto.first_factor
-        where = f'{source}: adapters[{index[a.name]}].gemalto.first_factor = "{name}"'
-        other = by_name.get(name)
-        if other is None:
-            known = ", ".join(sorted(n for n, b in by_name.items() if b.type in FIRST_FACTOR_TYPES)) or "none"
-            lines.append(f'{where}: must be "", "users" or the name of an ldap, radius or http adapter '
-                         f"(known: {known})")
-        elif other.type not in FIRST_FACTOR_TYPES:
-            lines.append(f'{where}: adapter "{name}" has type = "{other.type}"; the password must be checked by '
-                         "an ldap, radius or http adapter")
-    return lines
 
 
 def status_in(code: int, patterns: tuple[str, ...]) -> bool:

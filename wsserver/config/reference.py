@@ -8,19 +8,11 @@ when docs/configuration.md is not what this module generates. Regenerate with:
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any, cast
+from collections.abc import Iterator
 
-from wsserver.config.loader import (
-    DEFAULT_CONFIG_TOML,
-    NOT_SUPPORTED,
-    UNSUPPORTED_TABLES,
-    VALUE_RULES,
-    describe,
-    settings,
-)
+from wsserver.config.flags import cli_keys, flag_metavar
+from wsserver.config.loader import DEFAULT_CONFIG_TOML
 from wsserver.config.schema import (
     AccessConfig,
     Config,
@@ -30,12 +22,10 @@ from wsserver.config.schema import (
     PortConfig,
     UserConfig,
 )
+from wsserver.config.settings import TABLE, TABLES, Key, allowed, keys, tag_of, walk
 from wsserver.config.writer import toml_value, write_atomic
 
-# Keys whose schema allows more than this version accepts (see loader._reject_*).
-_NOT_YET: dict[tuple[type, str], str] = {}
-
-# Keys whose values must match other keys (see loader._check_*_refs).
+# Keys whose values must match other keys (see wsserver/config/rules.py).
 _REFERS_TO = {
     (AccessConfig, "deny_endpoints"): "each a configured endpoint path",
     (AccessConfig, "allow_endpoints"): "each a configured endpoint path",
@@ -107,18 +97,31 @@ Unknown keys are errors, not ignored: a typo must not silently leave a default i
 """
 
 
-def _tables(cls: type, name: str) -> Iterator[tuple[str, type, str]]:
+def _tables(cls: type) -> Iterator[tuple[str, type, str]]:
     """(header, dataclass, help) for each table below ``cls``, parents before children."""
-    for key, f in settings(cls).items():
-        kind: type | tuple[type, ...] = f.metadata["kind"]
-        item: type | tuple[type, ...] | None = f.metadata.get("item_kind")
-        sub = f"{name}.{key}" if name else key
-        if dataclasses.is_dataclass(kind):
-            yield f"[{sub}]", kind, f.metadata.get("help", "")
-            yield from _tables(kind, sub)
-        elif kind is list and dataclasses.is_dataclass(item):
-            yield f"[[{sub}]]", item, f.metadata.get("help", "")
-            yield from _tables(item, sub)
+    for path, table, holder in walk(cls):
+        if holder is None:
+            continue  # the file itself
+        last = holder_key(cls, path)
+        header = f"[[{path}]]" if last.kind == TABLES else f"[{path}]"
+        note = last.help
+        if last.meta("variant"):
+            tag = tag_of(keys(holder_key(cls, path.rsplit(".", 1)[0]).table or cls))
+            note = f"the options of `{tag} = {toml_value(last.name)}`; absent: all defaults"
+        elif last.meta("keyed_by"):
+            key = last.meta("keyed_by")
+            note = f"{note}; also written `[{path}.NAME]`, NAME being the `{key}`"
+        yield header, table, note
+
+
+def holder_key(cls: type, path: str) -> Key:
+    """The key that holds the table at ``path`` (dotted, no indexes)."""
+    *parents, last = path.split(".")
+    for name in parents:
+        table = keys(cls)[name].table
+        assert table is not None
+        cls = table
+    return keys(cls)[last]
 
 
 def _cell(text: str) -> str:
@@ -127,27 +130,19 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _default(f: dataclasses.Field[Any]) -> str:
-    if f.metadata.get("required"):
+def _default(key: Key) -> str:
+    if key.required:
         return "(required)"
-    factory = cast(Callable[[], Any], f.default_factory)  # a field without a default has a factory
-    value: Any = factory() if f.default is dataclasses.MISSING else f.default
     # In a code span only | needs escaping (GFM tables); &lt; would show literally.
-    return "`" + toml_value(value).replace("|", "\\|") + "`"
+    return "`" + toml_value(key.default()).replace("|", "\\|") + "`"
 
 
-def _allowed(cls: type, f: dataclasses.Field[Any]) -> str:
-    """The "Allowed" column: the schema's wording, refined by the loader's extra checks."""
-    key = (cls, f.name)
-    is_list = f.metadata["kind"] is list
-    text = describe(f.metadata)
-    if key in VALUE_RULES:
-        rule = VALUE_RULES[key].allowed
-        text = f"an array of strings, each {rule}" if is_list else rule
-    if key in _REFERS_TO:
-        text = f"{text}, {_REFERS_TO[key]}" if is_list else _REFERS_TO[key]
-    if key in _NOT_YET:
-        text += f"; for now: {_NOT_YET[key]}"
+def _allowed(cls: type, key: Key) -> str:
+    """The "Allowed" column: the engine's wording, refined by the rules across keys."""
+    text = allowed(key)
+    refers = _REFERS_TO.get((cls, key.name))
+    if refers:
+        text = f"{text}, {refers}" if key.kind != "scalar" else refers
     return _cell(text)
 
 
@@ -156,32 +151,38 @@ def _table_section(header: str, cls: type, help_text: str) -> list[str]:
     if help_text:
         lines += [f"_{help_text}._", ""]
     lines += ["| Key | Default | Allowed | Description |", "|---|---|---|---|"]
-    for name, f in settings(cls).items():
-        kind, item = f.metadata["kind"], f.metadata.get("item_kind")
-        if dataclasses.is_dataclass(kind) or (kind is list and dataclasses.is_dataclass(item)):
+    table_keys = keys(cls)
+    for name, key in table_keys.items():
+        if key.kind in (TABLE, TABLES):
             continue  # a table of its own section
-        lines.append(
-            f"| `{name}` | {_default(f)} | {_allowed(cls, f)} | {_cell(f.metadata.get('help', ''))} |"
-        )
+        default = _default(key)
+        if name == tag_of(table_keys):
+            default = "(required)"
+        lines.append(f"| `{name}` | {default} | {_allowed(cls, key)} | {_cell(key.help)} |")
     return lines
 
 
 def config_reference_markdown() -> str:
     """docs/configuration.md: every key with its default, allowed values and meaning."""
     lines = [_INTRO.format(default=DEFAULT_CONFIG_TOML).rstrip("\n")]
-    for header, cls, help_text in _tables(Config, ""):
+    for header, cls, help_text in _tables(Config):
         lines += _table_section(header, cls, help_text)
     lines += ["", "## Rules across keys", ""]
     lines += [f"- {rule}" for rule in _RULES]
+    lines += ["", "## Command-line flags", "",
+              "`wsserver serve` takes these flags; each overrides its key of the file, is checked as the "
+              "file's value would be, and stays in force across reloads:", "",
+              "| Flag | Key | Allowed |", "|---|---|---|"]
+    for path, key in cli_keys(Config):
+        table, _, name = path.rpartition(".")
+        metavar = flag_metavar(key)
+        flag = f"{key.meta('cli')} {metavar}" if metavar else key.meta("cli")
+        lines.append(f"| `{flag}` | `[{table}] {name}` | {_cell(allowed(key))} |")
     lines += [
         "",
-        "## Tables described elsewhere",
-        "",
-        "`[[keystores]]` and `[[truststores]]`: [tls.md](tls.md). `[[adapters]]`: [adapters.md](adapters.md).",
+        "How keystores and truststores are used: [tls.md](tls.md). How adapters check passwords and "
+        "certificates: [adapters.md](adapters.md).",
     ]
-    if UNSUPPORTED_TABLES:
-        tables = ", ".join(f"`{name}`" for name in UNSUPPORTED_TABLES)
-        lines += ["", f"These tables are rejected ({NOT_SUPPORTED}): {tables}."]
     return "\n".join(lines) + "\n"
 
 

@@ -33,88 +33,70 @@ move onto the settings registry.
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, cast
+
+from wsserver.config.settings import Builder, Errors, ValueRule, setting
+from wsserver.config.tomltext import toml_value
 
 KEYSTORE_TYPES = ("pem", "pkcs12", "jks", "pkcs11")
 TRUSTSTORE_TYPES = ("pem", "pkcs12", "jks")
 CLIENT_CERTS = ("none", "request", "require")
 MIN_VERSIONS = ("1.2", "1.3")
 
-ALIAS_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+ALIAS_PATTERN = r"[A-Za-z0-9_.-]{1,255}"
 ALIAS_HELP = "1-255 characters of a-z A-Z 0-9 _ . -"
 # Key aliases come from other tools (keytool lower-cases them, PKCS#12 friendly names may hold
 # spaces): any printable text without control characters.
-KEY_ALIAS_PATTERN = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
+KEY_ALIAS_PATTERN = r"[^\x00-\x1f\x7f]{1,255}"
 KEY_ALIAS_HELP = "1-255 printable characters"
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _quote(value: Any) -> str:
-    """A value as TOML shows it (the loader's style)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        text = value.replace("\\", "\\\\").replace('"', '\\"')
-        text = re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m[0]):04x}", text)
-        if len(text) > 48:
-            return f'"{text[:40]}..." ({len(value)} characters)'
-        return f'"{text}"'
-    if isinstance(value, (dict, list)):
-        return "a table" if isinstance(value, dict) else "an array"
-    return str(value)
+ENV_PATTERN = r"|[A-Za-z_][A-Za-z0-9_]*"
+ENV_HELP = "an environment variable name (A-Z a-z 0-9 _)"
+_TRUSTSTORE_TYPE_HELP = ", ".join(toml_value(t) for t in TRUSTSTORE_TYPES)
+TRUSTSTORE_TYPE = ValueRule(
+    lambda value: value in TRUSTSTORE_TYPES,
+    f"one of {_TRUSTSTORE_TYPE_HELP} (a PKCS#11 keystore serves as its own truststore)",
+)
 
 
 def choices_text(choices: Iterable[str]) -> str:
-    return "one of " + ", ".join(_quote(c) for c in choices)
+    return "one of " + ", ".join(toml_value(c) for c in choices)
 
 
-class ErrorList:
-    """Collects one-line errors ``SOURCE: PATH = VALUE: MESSAGE`` (the config loader's format)."""
-
-    _NO_VALUE = object()
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.lines: list[str] = []
-
-    def add(self, path: str, message: str, value: Any = _NO_VALUE) -> None:
-        shown = ""
-        if value is not self._NO_VALUE and not isinstance(value, (dict, list)):
-            shown = f" = {_quote(value)}"
-        self.lines.append(f"{self.source}: {path}{shown}: {message}")
-
-
-# --- the dataclasses ------------------------------------------------------------------------
+# --- the tables -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class PemKeyConfig:
     """One key of a PEM keystore: the files of its certificate and private key."""
 
-    alias: str
-    cert: str  # PEM file: the certificate first, then (optionally) its chain
-    key: str  # PEM private key, PKCS#8 or traditional; encrypted with the keystore password
-    chain: str = ""  # optional PEM file of intermediate certificates
+    alias: str = setting("", required=True, pattern=KEY_ALIAS_PATTERN, pattern_help=KEY_ALIAS_HELP)
+    cert: str = setting("", required=True, pattern=r".+", pattern_help="a PEM file path",
+                        help="the certificate first; more certificates in the file are its chain")
+    key: str = setting("", required=True, pattern=r".+", pattern_help="a PEM file path",
+                       help="PKCS#8 or traditional; may be encrypted with the keystore's password")
+    chain: str = setting("", help="a PEM file of intermediate certificates; optional")
 
 
 @dataclass(frozen=True)
 class KeystoreConfig:
     """One ``[[keystores]]`` entry."""
 
-    alias: str
-    type: str
-    path: str = ""  # pkcs12/jks: the file; pkcs11: the PKCS#11 module (.so); pem: unused
-    password_env: str = ""  # name of an environment variable holding the password (PIN)
-    password_file: str = ""  # a file holding the password; one trailing newline is ignored
-    key_password_env: str = ""  # jks only: key entries' password when it differs from the store's
-    key_password_file: str = ""
-    token: str = ""  # pkcs11: the token label
-    keys: tuple[PemKeyConfig, ...] = ()  # pem: the key aliases and their files
+    alias: str = setting("", required=True, pattern=ALIAS_PATTERN, pattern_help=ALIAS_HELP)
+    type: str = setting("", required=True, choices=KEYSTORE_TYPES)
+    path: str = setting("", help="pkcs12, jks: the file; pkcs11: the PKCS#11 module (.so); pem: unused")
+    password_env: str = setting("", pattern=ENV_PATTERN, pattern_help=ENV_HELP,
+                                help="environment variable holding the password (PIN)")
+    password_file: str = setting("", help="file holding the password; one trailing newline is ignored")
+    key_password_env: str = setting("", pattern=ENV_PATTERN, pattern_help=ENV_HELP,
+                                    help="jks only: the key entries' password when it differs from the store's")
+    key_password_file: str = setting("", help="jks only: as key_password_env, from a file")
+    token: str = setting("", help="pkcs11: the token label")
+    keys: tuple[PemKeyConfig, ...] = setting(
+        (), keyed_by="alias", help="pem: the key aliases and their files"
+    )
 
     def key_aliases(self) -> tuple[str, ...]:
         return tuple(k.alias for k in self.keys)
@@ -124,244 +106,94 @@ class KeystoreConfig:
 class TruststoreConfig:
     """One ``[[truststores]]`` entry: certificates only."""
 
-    alias: str
-    type: str
-    path: str = ""  # pem: a file of certificates or a directory of *.pem/*.crt files
-    password_env: str = ""
-    password_file: str = ""
+    alias: str = setting("", required=True, pattern=ALIAS_PATTERN, pattern_help=ALIAS_HELP)
+    type: str = setting("", required=True, pattern_help=TRUSTSTORE_TYPE.allowed, rule=TRUSTSTORE_TYPE)
+    path: str = setting("", help="pem: a file of certificates or a directory of *.pem/*.crt files")
+    password_env: str = setting("", pattern=ENV_PATTERN, pattern_help=ENV_HELP)
+    password_file: str = setting("")
 
 
-# Keys each table accepts, for "unknown key; did you mean" (the dataclass fields are the TOML keys).
-_KEYSTORE_KEYS = tuple(f.name for f in fields(KeystoreConfig))
-_TRUSTSTORE_KEYS = tuple(f.name for f in fields(TruststoreConfig))
-_PEM_KEY_KEYS = ("cert", "key", "chain")
+# --- rules of one entry (run after the shape pass, on what it built) --------------------------
 
 
-def _unknown(errors: ErrorList, path: str, key: str, value: Any, known: Sequence[str]) -> None:
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f'did you mean "{close[0]}"?' if close else "known keys: " + ", ".join(known)
-    errors.add(f"{path}.{key}", f"unknown key; {hint}", value)
-
-
-def _string(errors: ErrorList, table: Mapping[str, Any], key: str, path: str) -> str | None:
-    value = table.get(key, "")
-    if not isinstance(value, str):
-        errors.add(f"{path}.{key}", "must be a string", value)
-        return None
-    return value
-
-
-def _alias(errors: ErrorList, table: Mapping[str, Any], path: str) -> str | None:
-    if "alias" not in table:
-        errors.add(f"{path}.alias", f"is required ({ALIAS_HELP})")
-        return None
-    value = table["alias"]
-    if not isinstance(value, str) or not ALIAS_PATTERN.fullmatch(value):
-        errors.add(f"{path}.alias", f"must be {ALIAS_HELP}", value)
-        return None
-    return value
-
-
-def _type(errors: ErrorList, table: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> str | None:
-    if "type" not in table:
-        errors.add(f"{path}.type", f"is required ({choices_text(allowed)})")
-        return None
-    value = table["type"]
-    if value not in allowed:
-        if value == "pkcs11" and allowed is TRUSTSTORE_TYPES:
-            message = f"must be {choices_text(allowed)} (a PKCS#11 keystore serves as its own truststore)"
-        else:
-            message = f"must be {choices_text(allowed)}"
-        errors.add(f"{path}.type", message, value)
-        return None
-    return cast(str, value)  # one of ``allowed``
-
-
-def _password_keys(errors: ErrorList, table: Mapping[str, Any], path: str, prefix: str = "") -> dict[str, str]:
-    out = {}
+def _check_passwords(errors: Errors, store: KeystoreConfig | TruststoreConfig, path: str, prefix: str = "") -> None:
     env_key, file_key = f"{prefix}password_env", f"{prefix}password_file"
-    env = _string(errors, table, env_key, path)
-    pfile = _string(errors, table, file_key, path)
-    if env:
-        if ENV_NAME.fullmatch(env):
-            out[env_key] = env
-        else:
-            errors.add(f"{path}.{env_key}", "must be an environment variable name (A-Z a-z 0-9 _)", env)
-    if pfile is not None:
-        out[file_key] = pfile
-    if env and pfile:
-        errors.add(f"{path}.{file_key}", f"give {env_key} or {file_key}, not both", pfile)
-    return out
+    if getattr(store, env_key) and getattr(store, file_key):
+        errors.bad_value(f"{path}.{file_key}", f"give {env_key} or {file_key}, not both", getattr(store, file_key))
 
 
-def _pem_keys(errors: ErrorList, value: Any, path: str) -> tuple[PemKeyConfig, ...] | None:
-    """``keys`` as a table alias -> {cert, key, chain} or an array of tables with ``alias``."""
-    items: list[tuple[str, Any, str]] = []  # (alias, table, path of the table)
-    if isinstance(value, dict):
-        items = [(alias, table, f"{path}.{_path_key(alias)}") for alias, table in value.items()]
-    elif isinstance(value, list):
-        for i, table in enumerate(value):
-            sub = f"{path}[{i}]"
-            if not isinstance(table, dict):
-                errors.add(sub, "must be a table with alias, cert, key and optionally chain", table)
-                continue
-            alias = table.get("alias")
-            if not isinstance(alias, str):
-                errors.add(f"{sub}.alias", f"is required ({KEY_ALIAS_HELP})")
-                continue
-            items.append((alias, {k: v for k, v in table.items() if k != "alias"}, sub))
-    else:
-        errors.add(path, "must be a table of key aliases ([keystores.keys.ALIAS] with cert and key)", value)
-        return None
-    if not items:
-        errors.add(path, "must name at least one key alias ([keystores.keys.ALIAS] with cert and key)")
-        return None
-    keys: list[PemKeyConfig] = []
-    seen: dict[str, str] = {}
-    ok = True
-    for alias, table, sub in items:
-        if not KEY_ALIAS_PATTERN.fullmatch(alias):
-            errors.add(sub, f"key alias {_quote(alias)} must be {KEY_ALIAS_HELP}")
-            ok = False
-            continue
-        if alias in seen:
-            errors.add(sub, f"duplicate key alias {_quote(alias)} (also {seen[alias]})")
-            ok = False
-            continue
-        seen[alias] = sub
-        if not isinstance(table, dict):
-            errors.add(sub, "must be a table with cert, key and optionally chain", table)
-            ok = False
-            continue
-        for key, v in table.items():
-            if key not in _PEM_KEY_KEYS:
-                _unknown(errors, sub, key, v, _PEM_KEY_KEYS)
-                ok = False
-        files = {}
-        for key in _PEM_KEY_KEYS:
-            text = _string(errors, table, key, sub)
-            if text is None:
-                ok = False
-            elif not text and key != "chain":
-                errors.add(f"{sub}.{key}", "is required (a PEM file path)")
-                ok = False
-            else:
-                files[key] = text
-        if ok:
-            keys.append(PemKeyConfig(alias=alias, **files))
-    return tuple(keys) if ok else None
-
-
-def _path_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _quote(key)
-
-
-def _parse_keystore(errors: ErrorList, table: Any, path: str) -> KeystoreConfig | None:
-    if not isinstance(table, dict):
-        errors.add(path, "must be a table ([[keystores]])", table)
-        return None
-    before = len(errors.lines)
-    for key, value in table.items():
-        if key not in _KEYSTORE_KEYS:
-            _unknown(errors, path, key, value, _KEYSTORE_KEYS)
-    alias = _alias(errors, table, path)
-    kind = _type(errors, table, path, KEYSTORE_TYPES)
-    values: dict[str, Any] = {}
-    for key in ("path", "token"):
-        text = _string(errors, table, key, path)
-        if text:
-            values[key] = text
-    values.update(_password_keys(errors, table, path))
-    values.update(_password_keys(errors, table, path, "key_"))
-    if kind is not None:
-        _check_keystore_kind(errors, table, path, kind, values)
-        if kind == "pem" and "keys" in table:
-            keys = _pem_keys(errors, table["keys"], f"{path}.keys")
-            if keys is not None:
-                values["keys"] = keys
-    if len(errors.lines) > before or alias is None or kind is None:
-        return None
-    return KeystoreConfig(alias=alias, type=kind, **values)
-
-
-def _check_keystore_kind(errors: ErrorList, table: Mapping[str, Any], path: str, kind: str,
-                         values: Mapping[str, Any]) -> None:
+def check_keystore(errors: Errors, ks: KeystoreConfig, path: str) -> None:
     """Keys that one type needs or does not use."""
-    shown = _quote(kind)
+    if errors.is_bad(f"{path}.type") or not ks.type:
+        return  # the type's own error says enough
+    _check_passwords(errors, ks, path)
+    _check_passwords(errors, ks, path, "key_")
+    kind, shown = ks.type, toml_value(ks.type)
+    keys_given = bool(ks.keys) or errors.is_bad(f"{path}.keys")
     if kind == "pem":
-        if "keys" not in table:
-            errors.add(f"{path}.keys", "is required for type \"pem\" (a table of key aliases: "
-                       "[keystores.keys.ALIAS] with cert and key)")
-        if values.get("path"):
-            errors.add(f"{path}.path", 'is not used by type "pem"; name the files in [keystores.keys.ALIAS]',
-                       values["path"])
+        if not keys_given:
+            errors.bad_value(f"{path}.keys", 'is required for type "pem" (a table of key aliases: '
+                             "[keystores.keys.ALIAS] with cert and key)")
+        if ks.path:
+            errors.bad_value(f"{path}.path", 'is not used by type "pem"; name the files in [keystores.keys.ALIAS]',
+                             ks.path)
     else:
-        if "keys" in table:
-            errors.add(f"{path}.keys", f"is only used by type \"pem\" (type is {shown}; its key aliases "
-                       "come from the store)", table["keys"])
-        if not values.get("path") and isinstance(table.get("path", ""), str):
+        if keys_given:
+            errors.bad_value(f"{path}.keys", f"is only used by type \"pem\" (type is {shown}; its key aliases "
+                             "come from the store)")
+        if not ks.path and not errors.is_bad(f"{path}.path"):
             what = "the PKCS#11 module (.so)" if kind == "pkcs11" else f"the {kind.upper()} file"
-            errors.add(f"{path}.path", f"is required for type {shown} ({what})")
+            errors.bad_value(f"{path}.path", f"is required for type {shown} ({what})")
     if kind == "pkcs11":
-        if not values.get("token") and isinstance(table.get("token", ""), str):
-            errors.add(f"{path}.token", 'is required for type "pkcs11" (the token label)')
-    elif values.get("token"):
-        errors.add(f"{path}.token", f'is only used by type "pkcs11" (type is {shown})', values["token"])
+        if not ks.token and not errors.is_bad(f"{path}.token"):
+            errors.bad_value(f"{path}.token", 'is required for type "pkcs11" (the token label)')
+    elif ks.token:
+        errors.bad_value(f"{path}.token", f'is only used by type "pkcs11" (type is {shown})', ks.token)
     if kind != "jks":
         for key in ("key_password_env", "key_password_file"):
-            if values.get(key):
-                errors.add(f"{path}.{key}", f'is only used by type "jks" (type is {shown})', values[key])
+            if getattr(ks, key):
+                errors.bad_value(f"{path}.{key}", f'is only used by type "jks" (type is {shown})', getattr(ks, key))
 
 
-def _parse_truststore(errors: ErrorList, table: Any, path: str) -> TruststoreConfig | None:
-    if not isinstance(table, dict):
-        errors.add(path, "must be a table ([[truststores]])", table)
-        return None
-    before = len(errors.lines)
-    for key, value in table.items():
-        if key not in _TRUSTSTORE_KEYS:
-            _unknown(errors, path, key, value, _TRUSTSTORE_KEYS)
-    alias = _alias(errors, table, path)
-    kind = _type(errors, table, path, TRUSTSTORE_TYPES)
-    values: dict[str, Any] = {}
-    text = _string(errors, table, "path", path)
-    if text:
-        values["path"] = text
-    elif text is not None:
-        errors.add(f"{path}.path", "is required (a certificate file" + (" or directory)" if kind == "pem" else ")"))
-    values.update(_password_keys(errors, table, path))
-    if len(errors.lines) > before or alias is None or kind is None:
-        return None
-    return TruststoreConfig(alias=alias, type=kind, **values)
+def check_truststore(errors: Errors, ts: TruststoreConfig, path: str) -> None:
+    _check_passwords(errors, ts, path)
+    if not ts.path and not errors.is_bad(f"{path}.path", f"{path}.type"):
+        what = " or directory)" if ts.type == "pem" else ")"
+        errors.bad_value(f"{path}.path", "is required (a certificate file" + what)
 
 
-def _parse_array(tables: Any, source: str, name: str, parse: Any) -> tuple[tuple[Any, ...], list[str]]:
-    errors = ErrorList(source)
+def usable(errors: Errors, items: Sequence[Any], name: str) -> tuple[tuple[Any, ...], bool]:
+    """The entries of ``[[name]]`` without errors, and whether that is all of them."""
+    good = tuple(item for i, item in enumerate(items) if not errors.has_bad_within(f"{name}[{i}]"))
+    return good, len(good) == len(items)
+
+
+def _parse_stores(cls: type, name: str, tables: Any, source: str,
+                  check: Callable[[Errors, Any, str], None]) -> tuple[tuple[Any, ...], list[str]]:
+    errors = Errors(source)
     if tables is None:
         return (), []
-    if not isinstance(tables, list):
-        errors.add(name, f"must be an array of tables ([[{name}]])", tables)
+    ok, built = Builder(errors).tables(cast(type[Any], cls), tables, name)
+    if not ok:
         return (), errors.lines
-    items = []
-    for i, table in enumerate(tables):
-        item = parse(errors, table, f"{name}[{i}]")
-        if item is not None:
-            items.append(item)
-    return tuple(items), errors.lines
+    for i, item in enumerate(built):
+        check(errors, item, f"{name}[{i}]")
+    return usable(errors, built, name)[0], errors.lines
 
 
 def parse_keystores(tables: Any, source: str) -> tuple[tuple[KeystoreConfig, ...], list[str]]:
     """The ``[[keystores]]`` array (``data.get("keystores")``) -> (keystores, error lines).
 
     Entries with errors are left out of the result, so the reference pass only sees good ones;
-    the caller fails when any error line is returned.
+    the caller fails when any error line is returned. (parse_config builds them with the rest
+    of the file; this is the same engine and rules, for one table.)
     """
-    return _parse_array(tables, source, "keystores", _parse_keystore)
+    return _parse_stores(KeystoreConfig, "keystores", tables, source, check_keystore)
 
 
 def parse_truststores(tables: Any, source: str) -> tuple[tuple[TruststoreConfig, ...], list[str]]:
     """The ``[[truststores]]`` array -> (truststores, error lines)."""
-    return _parse_array(tables, source, "truststores", _parse_truststore)
+    return _parse_stores(TruststoreConfig, "truststores", tables, source, check_truststore)
 
 
 # --- references between tables -------------------------------------------------------------
@@ -462,7 +294,7 @@ def port_tls_options(port: _Port, index: int, server_tls: _ServerTLS) -> PortTLS
 
 def _known(names: Iterable[str], what: str) -> str:
     names = list(names)
-    return "known: " + ", ".join(_quote(n) for n in names) if names else f"no {what} configured"
+    return "known: " + ", ".join(toml_value(n) for n in names) if names else f"no {what} configured"
 
 
 def check_tls_references(
@@ -483,7 +315,7 @@ def check_tls_references(
     ``port_sni`` checks a port's ``[ports.tls.sni]`` table (``security.sni.check_port_sni``,
     handed in by the caller: config/ imports nothing above it); None skips it.
     """
-    errors = ErrorList(source)
+    errors = Errors(source)
     stores = {k.alias: k for k in keystores}
     trusts = {t.alias: t for t in truststores}
     _check_unique_aliases(errors, keystores, truststores)
@@ -539,7 +371,7 @@ def check_tls_references(
     return errors.lines
 
 
-def _check_unique_aliases(errors: ErrorList, keystores: Sequence[KeystoreConfig],
+def _check_unique_aliases(errors: Errors, keystores: Sequence[KeystoreConfig],
                           truststores: Sequence[TruststoreConfig]) -> None:
     # One namespace: a port's truststore may name either kind.
     seen: dict[str, str] = {}
@@ -554,16 +386,16 @@ def _check_unique_aliases(errors: ErrorList, keystores: Sequence[KeystoreConfig]
                 seen[item.alias] = f"{name}[{i}]"
 
 
-def _check_key_alias(errors: ErrorList, ks: KeystoreConfig, key_alias: str, key: str, store_key: str) -> None:
+def _check_key_alias(errors: Errors, ks: KeystoreConfig, key_alias: str, key: str, store_key: str) -> None:
     """Only PEM keystores list their aliases in the config; the others are checked on load."""
     if ks.type != "pem":
         return
     aliases = ks.key_aliases()
     if key_alias and key_alias not in aliases:
-        errors.add(key, f"keystore {_quote(ks.alias)} has no key alias {_quote(key_alias)} "
+        errors.add(key, f"keystore {toml_value(ks.alias)} has no key alias {toml_value(key_alias)} "
                    f"({_known(aliases, 'key aliases')})", key_alias)
     elif not key_alias and len(aliases) > 1:
-        errors.add(key, f"is required: keystore {_quote(ks.alias)} ({store_key}) holds {len(aliases)} keys "
+        errors.add(key, f"is required: keystore {toml_value(ks.alias)} ({store_key}) holds {len(aliases)} keys "
                    f"({_known(aliases, 'key aliases')})")
 
 

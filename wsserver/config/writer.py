@@ -8,108 +8,35 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import datetime
-import math
 import os
-import re
 import stat
 import tempfile
 from typing import Any
 
 from wsserver.config.schema import Config
-from wsserver.config.tls_settings import keystore_to_toml
+from wsserver.config.settings import TABLE, TABLES, Key, keys
+from wsserver.config.tomltext import toml_key, toml_string, toml_value
+
+__all__ = ["REDACTED", "dump_config", "toml_key", "toml_string", "toml_value", "write_atomic"]
 
 # Values shorter than this are followed by their comment on the same column, like the
 # example file; longer ones get two spaces.
 _COMMENT_COLUMN = 30
 # Inline arrays longer than this are written one item per line.
 _MAX_INLINE = 100
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\t": "\\t",
-    "\n": "\\n",
-    "\f": "\\f",
-    "\r": "\\r",
-}
-
-
-# --- TOML values ----------------------------------------------------------------------------
-
-
-def toml_string(text: str) -> str:
-    """A TOML basic string: escapes quote, backslash and every control character."""
-    out = []
-    for ch in text:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def toml_key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else toml_string(key)
-
-
-def toml_value(value: Any) -> str:
-    """One value in TOML syntax (also used to show values in error messages)."""
-    if isinstance(value, bool):  # before int: bool is an int subclass
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return toml_string(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date subclass
-        return value.isoformat()
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+REDACTED = "<redacted>"
 
 
 # --- dump_config ----------------------------------------------------------------------------
 
 
-def _kind(f: dataclasses.Field[Any]) -> Any:
-    return f.metadata.get("kind")
-
-
-def _is_table(f: dataclasses.Field[Any]) -> bool:
-    return dataclasses.is_dataclass(_kind(f))
-
-
-def _is_table_array(f: dataclasses.Field[Any]) -> bool:
-    return _kind(f) is list and dataclasses.is_dataclass(f.metadata.get("item_kind"))
-
-
-def _settings(obj: Any) -> list[dataclasses.Field[Any]]:
-    # Fields without a kind (Config.source) are bookkeeping, not TOML keys.
-    return [f for f in dataclasses.fields(obj) if _kind(f) is not None]
-
-
-def _comment(f: dataclasses.Field[Any]) -> str:
+def _comment(key: Key) -> str:
     """The allowed choices and the help text, as the example file writes them."""
     parts = []
-    if f.metadata.get("choices"):
-        parts.append(" | ".join(str(c) for c in f.metadata["choices"]))
-    if f.metadata.get("help"):
-        parts.append(f.metadata["help"])
+    if key.choices:
+        parts.append(" | ".join(str(c) for c in key.choices))
+    if key.help:
+        parts.append(key.help)
     return "; ".join(parts).replace("\n", " ")
 
 
@@ -127,30 +54,28 @@ def _assignment(key: str, value: Any, comment: str) -> list[str]:
     return [text]
 
 
-# Keys whose values are secrets (a bearer token, an HS256 JWT secret): `wsserver check` shows
-# that they are set, never what they are.
-_SECRET_KEYS = {("users", "token"), ("ports.jwt", "key")}
-REDACTED = "<redacted>"
-
-
 def _emit(lines: list[str], obj: Any, name: str, array: bool, redact: bool = False) -> None:
-    """Write one table: its keys, then its sub-tables, then its arrays of tables."""
-    fields = _settings(obj)
+    """Write one table: its keys, then its sub-tables, then its arrays of tables.
+
+    Keyed arrays of tables ([keystores.keys.NAME]) are written in their array form, with the
+    key's name as a key of each table.
+    """
+    table_keys = keys(type(obj))
     if name:
         lines.append("")
         lines.append(f"[[{name}]]" if array else f"[{name}]")
-    for f in fields:
-        if not (_is_table(f) or _is_table_array(f)):
-            value = getattr(obj, f.name)
-            if redact and value and (name, f.name) in _SECRET_KEYS:
+    for key in table_keys.values():
+        if key.kind not in (TABLE, TABLES):
+            value = getattr(obj, key.name)
+            if redact and value and key.meta("redact"):
                 value = REDACTED
-            lines.extend(_assignment(f.name, value, _comment(f)))
-    for f in fields:
-        sub = f"{name}.{f.name}" if name else f.name
-        value = getattr(obj, f.name)
-        if _is_table(f) and value is not None:  # None: an optional table left out (ports.tls)
+            lines.extend(_assignment(key.name, value, _comment(key)))
+    for key in table_keys.values():
+        sub = f"{name}.{key.name}" if name else key.name
+        value = getattr(obj, key.name)
+        if key.kind == TABLE and value is not None:  # None: an optional table left out (ports.tls)
             _emit(lines, value, sub, array=False, redact=redact)
-        elif _is_table_array(f):
+        elif key.kind == TABLES:
             for item in value:
                 _emit(lines, item, sub, array=True, redact=redact)
 
@@ -166,23 +91,7 @@ def dump_config(cfg: Config, redact: bool = False) -> str:
         "# Every key is written with its value in force, defaults included.",
     ]
     _emit(lines, cfg, "", array=False, redact=redact)
-    for name in ("keystores", "truststores"):
-        for store in getattr(cfg, name):
-            _emit_store(lines, name, keystore_to_toml(store))
     return "\n".join(lines) + "\n"
-
-
-def _emit_store(lines: list[str], name: str, table: dict[str, Any]) -> None:
-    """A [[keystores]] / [[truststores]] entry; a PEM keystore's keys as [[keystores.keys]]."""
-    lines += ["", f"[[{name}]]"]
-    nested = {k: v for k, v in table.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
-    for key, value in table.items():
-        if key not in nested:
-            lines.append(f"{key} = {toml_value(value)}")
-    for key, items in nested.items():
-        for item in items:
-            lines += ["", f"[[{name}.{key}]]"]
-            lines += [f"{k} = {toml_value(v)}" for k, v in item.items()]
 
 
 # --- write_atomic ---------------------------------------------------------------------------

@@ -33,12 +33,13 @@ import os
 import select
 import signal
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from wsserver import __version__
 from wsserver.config import MAX_WORKERS, Config, ConfigError, PortConfig
+from wsserver.config.flags import apply_overrides
 from wsserver.logs import configure as configure_logging
 from wsserver.logs import log
 from wsserver.preflight import load as preflight_load
@@ -86,15 +87,12 @@ class Halt(Exception):
 
 @dataclass
 class Options:
-    """What the command line says (None = use the config file)."""
+    """What the command line says: the config file, the log file, and the settings it overrides
+    (``{"server.workers": 4}``, applied to every load of the file by apply_overrides)."""
 
     config_path: str | None = None
-    workers: int | None = None
-    pid_file: str | None = None
     log_file: str | None = None
-    log_level: str | None = None
-    log_format: str | None = None
-    reuse_port: bool | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,15 +139,9 @@ class SignalQueue:
     wake_w: int = -1
 
 
-def worker_count(options: Options, config: Config) -> int:
-    n = options.workers if options.workers is not None else config.server.workers
+def worker_count(config: Config) -> int:
+    n = config.server.workers
     return min(n if n > 0 else (os.cpu_count() or 1), MAX_WORKERS)
-
-
-def reuse_port_of(options: Options, config: Config) -> bool:
-    if options.reuse_port is not None:
-        return options.reuse_port
-    return config.server.reuse_port
 
 
 def _exit_text(status: int) -> str:
@@ -225,8 +217,8 @@ def check_endpoints(config: Config) -> str | None:
 class Arbiter:
     def __init__(self, config: Config, options: Options, services: Sequence[MasterService] = ()) -> None:
         self.options = options
-        self.reuse_port = reuse_port_of(options, config)
-        self.current = Generation(0, config, {}, worker_count(options, config))
+        self.reuse_port = config.server.reuse_port
+        self.current = Generation(0, config, {}, worker_count(config))
         self.pending: PendingReload | None = None
         self.workers: dict[int, Worker] = {}
         self.next_gen = 1
@@ -569,7 +561,7 @@ class Arbiter:
     # ---- listening sockets -----------------------------------------------------------------
     def bind_all(self, config: Config, have: dict[ListenKey, BoundListener]
                  ) -> tuple[dict[ListenKey, BoundListener], list[BoundListener]]:
-        return sockets.bind_all(config, worker_count(self.options, config), self.reuse_port, have)
+        return sockets.bind_all(config, worker_count(config), self.reuse_port, have)
 
     def close_unused_slot_sockets(self) -> None:
         """reuse_port: close the sockets of slots no worker uses any more (after TTOU)."""
@@ -588,7 +580,7 @@ class Arbiter:
             return
         log(logger, "info", "reloading", config=self.options.config_path or "<built-in>")
         try:
-            config = preflight_load(self.options.config_path)
+            config = apply_overrides(preflight_load(self.options.config_path), self.options.overrides)
         except ConfigError as exc:
             for line in exc.errors:
                 log(logger, "error", "reload: invalid configuration", error=line)
@@ -607,7 +599,7 @@ class Arbiter:
             log(logger, "error", "reload aborted: the running configuration is unchanged")
             self.reload_result("invalid", errors)
             return
-        if reuse_port_of(self.options, config) != self.reuse_port:
+        if config.server.reuse_port != self.reuse_port:
             log(logger, "warning", "reload: a change of server.reuse_port needs a restart; keeping it",
                 reuse_port=self.reuse_port)
         previous = self.current
@@ -619,7 +611,7 @@ class Arbiter:
             return
         self.pending = PendingReload(previous=previous, opened=opened,
                                      deadline=time.monotonic() + config.server.worker_timeout)
-        self.current = Generation(self.take_gen(), config, sockets, worker_count(self.options, config))
+        self.current = Generation(self.take_gen(), config, sockets, worker_count(config))
         self.setup_logging()
         for service in self.services:
             service.on_config(config)
@@ -774,10 +766,10 @@ class Arbiter:
 
     # ---- logs and the pid file -------------------------------------------------------------
     def log_level(self, config: Config) -> str:
-        return self.options.log_level or config.server.log_level
+        return config.server.log_level
 
     def log_format(self, config: Config) -> str:
-        return self.options.log_format or config.server.log_format
+        return config.server.log_format
 
     def setup_logging(self) -> None:
         if self.options.log_file and self.log_stream is None:
@@ -797,7 +789,7 @@ class Arbiter:
 
     @property
     def pid_file(self) -> str:
-        return self.options.pid_file or self.config.server.pid_file
+        return self.config.server.pid_file
 
     def write_pid_file(self) -> None:
         path = self.pid_file

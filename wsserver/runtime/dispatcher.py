@@ -13,7 +13,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import gevent
 
@@ -29,12 +29,23 @@ from wsserver.runtime.groups import Groups
 from wsserver.runtime.limits import PortCounter
 from wsserver.runtime.pool import ExecutorPool
 from wsserver.runtime.session import RECV_SIZE, Session
-from wsserver.runtime.tls import make_transport  # TLS or plain
+from wsserver.runtime.tls import TLSSocket, make_transport  # TLS or plain
 from wsserver.security.access import IPRules, ProxyTrust, endpoint_allowed
 from wsserver.security.auth import Authenticator
 from wsserver.security.users import UserTable
 
 logger = logging.getLogger("wsserver.dispatcher")
+
+
+class Connection(Protocol):
+    """An accepted connection as the handshake uses it: a ``RawConnection``, a
+    ``runtime.tls.TLSSocket`` (wss ports) or a (gevent) socket."""
+
+    def recv(self, size: int, /) -> bytes: ...
+
+    def sendall(self, data: bytes, /) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class EndpointLoadError(Exception):
@@ -124,7 +135,7 @@ class Dispatcher:
         self.scheme = "https" if port.protocol == "wss" else "http"
         self.ocsp: Any = None  # [ports.tls] ocsp: security.ocsp_check.ClientCertificateCheck
 
-    def handle(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+    def handle(self, sock: Connection, peer: tuple[str, int]) -> None:
         started = time.monotonic()
         try:
             result = self._handshake(sock, peer)
@@ -145,7 +156,7 @@ class Dispatcher:
         # From here on the session lives in hub callbacks: this greenlet ends.
         session.start()
 
-    def _handshake(self, sock: socket.socket, peer: tuple[str, int]) -> Session | None:
+    def _handshake(self, sock: Connection, peer: tuple[str, int]) -> Session | None:
         port = self.port
         hs = Handshake(max_header_size=port.max_header_size)
         timeout = gevent.Timeout(port.handshake_timeout_ms / 1000)
@@ -212,7 +223,8 @@ class Dispatcher:
             _send_quietly(sock, hs.reject(decision.status))
             return None
         mount = decision
-        certificate = sock.peer_certificate() if self.auth.method == "certificate" else None
+        # client_auth "certificate" is valid on wss ports only (config validation): sock is a TLSSocket.
+        certificate = cast(TLSSocket, sock).peer_certificate() if self.auth.method == "certificate" else None
         auth = run_auth(self.auth, request, peer, format_peer(peer), self.pool, certificate)  # within auth_timeout_ms
         if not auth.ok:
             self.stats.reject(f"auth_{auth.result}")  # missing, invalid, forbidden, rate_limited, timeout, error
@@ -239,7 +251,7 @@ class Dispatcher:
                        subprotocol=subprotocol, on_end=self._ended, stats=self.stats,
                        query=self.auth.public_query(request.query), user=auth.user, groups=self.groups)
 
-    def _proxy_header(self, sock: socket.socket, peer: tuple[str, int], hs: Handshake) -> tuple[str, int] | None:
+    def _proxy_header(self, sock: Connection, peer: tuple[str, int], hs: Handshake) -> tuple[str, int] | None:
         """Read the PROXY header (under the caller's handshake timeout): the client's address, or
         None when the connection is refused. The bytes after the header go to ``hs``."""
         port = self.port
@@ -350,7 +362,7 @@ class RawConnection:
 
 
 
-def _send_quietly(sock: socket.socket, data: bytes) -> bool:
+def _send_quietly(sock: Connection, data: bytes) -> bool:
     try:
         sock.sendall(data)
         return True
@@ -358,7 +370,7 @@ def _send_quietly(sock: socket.socket, data: bytes) -> bool:
         return False
 
 
-def _close(sock: socket.socket) -> None:
+def _close(sock: Connection) -> None:
     try:
         sock.close()
     except OSError:

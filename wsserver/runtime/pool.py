@@ -229,7 +229,7 @@ class _GreenletExecutors:
 
     def __init__(self, pool: ExecutorPool) -> None:
         self.pool = pool
-        self.idle: list[tuple[Waiter, float]] = []  # (waiter, parked at loop time), oldest first
+        self.idle: list[tuple[Waiter[Task | None], float]] = []  # (waiter, parked at loop time), oldest first
         self.greenlets: set[gevent.Greenlet] = set()
         self.loop = gevent.get_hub().loop
         self._reaper: Any = None
@@ -280,7 +280,7 @@ class _GreenletExecutors:
         try:
             while True:
                 if task is None:
-                    waiter = Waiter()
+                    waiter: Waiter[Task | None] = Waiter()
                     self.idle.append((waiter, loop.now()))
                     if pool.pending:
                         pool.scheduler.notify()  # work queued while we were busy or starting
@@ -318,7 +318,7 @@ class _ThreadExecutors:
         import _queue  # the C SimpleQueue: never monkey-patched, blocks natively
 
         self.pool = pool
-        self.queue = _queue.SimpleQueue()
+        self.queue: _queue.SimpleQueue[Task | None] = _queue.SimpleQueue()
         self.idle = 0
         self.hub = gevent.get_hub()
         self.thread_ids: list[int] = []

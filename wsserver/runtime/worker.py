@@ -11,7 +11,7 @@ import logging
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import gevent
 from gevent import socket as gsocket
@@ -147,7 +147,8 @@ class AcceptSocket:
         self._sock.setblocking(False)
 
     def accept(self) -> tuple[Any, Any]:
-        fd, peer = self._sock._accept()
+        # _socket.socket._accept() (fd, address: no socket object made) is not in typeshed.
+        fd, peer = self._sock._accept()  # type: ignore[attr-defined]
         return _socket.socket(self.family, socket.SOCK_STREAM, 0, fd), peer
 
     def settimeout(self, timeout: float | None) -> None:
@@ -177,7 +178,7 @@ class HandshakeRunners:
     def __init__(self, fn: Any, busy: set[Any]) -> None:
         self.fn = fn
         self.busy = busy
-        self.idle: list[tuple[Waiter, Event, gevent.Greenlet]] = []
+        self.idle: list[tuple[Waiter[tuple[Any, ...]], Event, gevent.Greenlet]] = []
         self._stopped = False
 
     def run(self, *args: Any) -> None:
@@ -204,8 +205,9 @@ class HandshakeRunners:
                 token.set()
             if self._stopped or len(idle) >= self.MAX_IDLE:
                 return
-            waiter = Waiter()
-            idle.append((waiter, token, gevent.getcurrent()))
+            waiter: Waiter[tuple[Any, ...]] = Waiter()
+            # Once per handshake, not per message; a runner is a gevent.spawn()ed Greenlet.
+            idle.append((waiter, token, cast(gevent.Greenlet, gevent.getcurrent())))
             args = waiter.get()
 
     def stop(self) -> None:

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, unquote_plus
 from wsserver.protocol.basic_auth import BasicAuthError, parse_basic
 from wsserver.security import passwords
 from wsserver.security.jwt import JWTError, JWTVerifier
-from wsserver.security.ratelimit import FailureLimiter
+from wsserver.security.ratelimit import FailureLimiter, Limiter
 from wsserver.security.users import User, UserTable
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class Authenticator:
     """The authentication rules of one port."""
 
     def __init__(self, port: PortConfig, users: UserTable, jwt: JWTVerifier | None = None,
-                 limiter: FailureLimiter | None = None, clock: Callable[[], float] = time.time,
+                 limiter: Limiter | None = None, clock: Callable[[], float] = time.time,
                  observer: Callable[[AuthEvent], None] | None = None, adapter: Any = None) -> None:
         self.port = port
         self.users = users

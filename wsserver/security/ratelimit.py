@@ -19,6 +19,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 __all__ = ["FailureLimiter", "client_key"]
 
@@ -34,6 +35,15 @@ def client_key(address: str, ipv6_prefix: int = 64) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/{ipv6_prefix}", strict=False))
     return str(ip)
+
+
+class Limiter(Protocol):
+    """What the authenticator asks of a failure limiter: this worker's (FailureLimiter) or the
+    table all workers share (ratelimit_shared.SharedFailureTable)."""
+
+    def retry_after(self, address: str) -> int | None: ...
+
+    def failed(self, address: str) -> None: ...
 
 
 class FailureLimiter:

@@ -173,7 +173,7 @@ def split_key_ref(value: str, port_keystore: str, keystore_aliases: Iterable[str
 def sni_entries(errors: Any, path: str, table: Any, port_keystore: str, keystores: Mapping[str, Any],
                 *, keystores_complete: bool = True) -> list[SNIKey]:
     """Check a port's ``[ports.tls.sni]`` table without opening a file; add one line per problem
-    to ``errors`` (a tls_settings.ErrorList) and return the usable entries.
+    to ``errors`` (a wsserver.config.settings.Errors) and return the usable entries.
 
     ``keystores``: the configured keystores by alias (their PEM key aliases are known here; the
     other stores' aliases are checked when they are loaded).
@@ -298,13 +298,13 @@ def attach_sni(port: Any, index: int, options: Any, default_entry: Any, default_
     """
     from OpenSSL import SSL
 
-    from wsserver.config.tls_settings import ErrorList
+    from wsserver.config.settings import Errors
     from wsserver.security.keystores import KeystoreError
 
     table = getattr(port.tls, "sni", None) if port.tls is not None else None
     if not table:
         return None, []
-    errors = ErrorList(source)
+    errors = Errors(source)
     configs = dict(material.keystores)
     path = f"ports[{index}].tls.sni"
     failed = set(failed)

@@ -24,10 +24,12 @@ system-deps:
 	@scripts/system-deps.sh
 	@PYTHON=$(PYTHON) scripts/privacyidea.sh  # privacyIDEA in build/privacyidea-venv (OTP adapter tests)
 
-# Lint: ruff; mypy (strict on protocol/, config/, endpoints/ and the public API, the rest with a
-# ratchet: pyproject.toml [tool.mypy]); the import-layer contract (tests/unit/test_layers.py).
+# Lint: ruff check and ruff format; mypy (strict on protocol/, config/, endpoints/ and the public
+# API, the rest checked too: pyproject.toml [tool.mypy]); the import-layer contract
+# (tests/unit/test_layers.py).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit/test_layers.py tests/unit/test_protocol_layering.py
 

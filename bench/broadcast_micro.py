@@ -43,8 +43,16 @@ def run(members: int, messages: int, size: int, per_member: bool) -> float:
     for _ in range(members):
         a, b = socket.socketpair()
         b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        session = Session(PlainTransport(a), ("127.0.0.1", 1), port, "/b", endpoint, WebSocketProtocol(), pool,
-                          groups=groups)
+        session = Session(
+            PlainTransport(a),
+            ("127.0.0.1", 1),
+            port,
+            "/b",
+            endpoint,
+            WebSocketProtocol(),
+            pool,
+            groups=groups,
+        )
         session.start()
         session.join("room")
         sessions.append(session)
@@ -86,7 +94,9 @@ def main() -> None:
     p.add_argument("--encode-per-member", action="store_true")
     args = p.parse_args()
     how = "session.send per member" if args.encode_per_member else "groups.publish (one encoding)"
-    print(f"broadcast of {args.size} B text, {how}: server CPU µs per delivered message (best of {args.repeat})")
+    print(
+        f"broadcast of {args.size} B text, {how}: server CPU µs per delivered message (best of {args.repeat})"
+    )
     for n in (int(x) for x in args.members.split(",")):
         # At most 5000 per member: the members do not read, and their socket buffers must hold it all.
         messages = max(20, min(5000, args.deliveries // n))

@@ -66,16 +66,38 @@ def free_port() -> int:
 
 
 def config_text(port: int, setting: str) -> str:
-    lines = ["[server]", "workers = 1", "graceful_timeout = 2", 'log_level = "warning"', "",
-             "[metrics]", "enabled = false", "", "[admin]", "enabled = false", "",
-             "[[endpoints]]", 'path = "/echo"', 'handler = "wsserver.endpoints.echo:Echo"', "",
-             "[[ports]]", 'alias = "deflate_memory"', f"port = {port}", 'bind = "127.0.0.1"',
-             "idle_timeout_ms = 0", "ping_interval_ms = 0", "max_connections = 0",
-             f"compression = {'false' if setting == 'off' else 'true'}"]
+    lines = [
+        "[server]",
+        "workers = 1",
+        "graceful_timeout = 2",
+        'log_level = "warning"',
+        "",
+        "[metrics]",
+        "enabled = false",
+        "",
+        "[admin]",
+        "enabled = false",
+        "",
+        "[[endpoints]]",
+        'path = "/echo"',
+        'handler = "wsserver.endpoints.echo:Echo"',
+        "",
+        "[[ports]]",
+        'alias = "deflate_memory"',
+        f"port = {port}",
+        'bind = "127.0.0.1"',
+        "idle_timeout_ms = 0",
+        "ping_interval_ms = 0",
+        "max_connections = 0",
+        f"compression = {'false' if setting == 'off' else 'true'}",
+    ]
     if setting not in ("off", "default"):
         window, client_window, mem_level = (int(part) for part in setting.split("/"))
-        lines += [f"compression_window_bits = {window}", f"compression_client_window_bits = {client_window}",
-                  f"compression_mem_level = {mem_level}"]
+        lines += [
+            f"compression_window_bits = {window}",
+            f"compression_client_window_bits = {client_window}",
+            f"compression_mem_level = {mem_level}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -86,8 +108,13 @@ def start_server(workdir: Path, setting: str) -> tuple[subprocess.Popen, int, Pa
     log = workdir / "server.log"
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "wsserver", "serve", "-c", str(config)], cwd=REPO,
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wsserver", "serve", "-c", str(config)],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -133,7 +160,9 @@ async def open_connections(url: str, count: int, messages: int, size: int, offer
         async with limit:
             # python-websockets' default offer is "permessage-deflate; client_max_window_bits" (memLevel 5).
             bits: int | bool | None = True if offer == "default" else None
-            factory = ClientPerMessageDeflateFactory(client_max_window_bits=bits, compress_settings={"memLevel": 5})
+            factory = ClientPerMessageDeflateFactory(
+                client_max_window_bits=bits, compress_settings={"memLevel": 5}
+            )
             ws = await connect(url, ping_interval=None, max_size=None, open_timeout=30, extensions=[factory])
             conns.append(ws)
             if ws.response.headers.get("Sec-WebSocket-Extensions", "").startswith("permessage-deflate"):
@@ -158,10 +187,16 @@ class RawConnection:
     async def open(cls, port: int, offer: str) -> RawConnection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         key = base64.b64encode(os.urandom(16)).decode()
-        extension = "permessage-deflate; client_max_window_bits" if offer == "default" else "permessage-deflate"
-        writer.write((f"GET /echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                      f"Sec-WebSocket-Extensions: {extension}\r\n\r\n").encode())
+        extension = (
+            "permessage-deflate; client_max_window_bits" if offer == "default" else "permessage-deflate"
+        )
+        writer.write(
+            (
+                f"GET /echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Extensions: {extension}\r\n\r\n"
+            ).encode()
+        )
         head = (await reader.readuntil(b"\r\n\r\n")).lower()
         if not head.startswith(b"http/1.1 101"):
             raise ConnectionError(head.split(b"\r\n", 1)[0].decode("latin-1"))
@@ -225,7 +260,7 @@ def ratio(setting: str, size: int, corpus: str) -> float:
             data = payload(size, 10_000_000 + i).encode()
         else:
             start = i * size % (len(source) - size)
-            data = source[start:start + size]
+            data = source[start : start + size]
         original += len(data)
         compressed += len(compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)) - 4
     return compressed / original
@@ -256,29 +291,48 @@ async def measure(setting: str, args: argparse.Namespace) -> tuple[float, int, i
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--conns", type=int, default=1000, help="idle connections per setting (default 1000)")
     parser.add_argument("--messages", type=int, default=1, help="echoes per connection before it idles")
     parser.add_argument("--size", type=int, default=200, help="bytes per message (default 200)")
-    parser.add_argument("--settings", default=DEFAULT_SETTINGS, help=f"comma-separated (default {DEFAULT_SETTINGS})")
-    parser.add_argument("--client", choices=("websockets", "raw"), default="websockets",
-                        help="websockets: compressed both ways; raw: uncompressed frames from the client")
-    parser.add_argument("--offer", choices=("default", "bare"), default="default",
-                        help='default: "permessage-deflate; client_max_window_bits"; bare: "permessage-deflate"')
+    parser.add_argument(
+        "--settings", default=DEFAULT_SETTINGS, help=f"comma-separated (default {DEFAULT_SETTINGS})"
+    )
+    parser.add_argument(
+        "--client",
+        choices=("websockets", "raw"),
+        default="websockets",
+        help="websockets: compressed both ways; raw: uncompressed frames from the client",
+    )
+    parser.add_argument(
+        "--offer",
+        choices=("default", "bare"),
+        default="default",
+        help='default: "permessage-deflate; client_max_window_bits"; bare: "permessage-deflate"',
+    )
     parser.add_argument("--settle", type=float, default=1.0, help="seconds to wait before reading RSS")
     args = parser.parse_args()
     if not 1 <= args.conns <= 5000:
         parser.error("--conns must be 1..5000")
     offer = "permessage-deflate" + ("; client_max_window_bits" if args.offer == "default" else "")
-    print(f"{args.conns} connections, {args.messages} echo(es) of {args.size} B each, {args.client} client, "
-          f"offer: {offer}")
-    print(f"{'setting W/C/M':<14} {'KiB/conn':>9} {'RSS before KiB':>15} {'deflate':>8} {'json ratio':>10} "
-          f"{'text ratio':>10}")
+    print(
+        f"{args.conns} connections, {args.messages} echo(es) of {args.size} B each, {args.client} client, "
+        f"offer: {offer}"
+    )
+    print(
+        f"{'setting W/C/M':<14} {'KiB/conn':>9} {'RSS before KiB':>15} {'deflate':>8} {'json ratio':>10} "
+        f"{'text ratio':>10}"
+    )
     for setting in args.settings.split(","):
         setting = setting.strip()
         per_conn, before, negotiated = await measure(setting, args)
-        print(f"{setting:<14} {per_conn:>9.1f} {before:>15} {negotiated:>8} "
-              f"{ratio(setting, args.size, 'json'):>10.3f} {ratio(setting, args.size, 'text'):>10.3f}", flush=True)
+        print(
+            f"{setting:<14} {per_conn:>9.1f} {before:>15} {negotiated:>8} "
+            f"{ratio(setting, args.size, 'json'):>10.3f} {ratio(setting, args.size, 'text'):>10.3f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -60,21 +60,39 @@ FD_MARGIN = 256
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--subscribers", type=int, default=10_000, help="subscriber connections in all (default 10000)")
+    p.add_argument(
+        "--subscribers", type=int, default=10_000, help="subscriber connections in all (default 10000)"
+    )
     p.add_argument("--nodes", type=int, default=3, help="wsserver masters in the cluster case (default 3)")
-    p.add_argument("--workers", type=int, default=1, help="workers per node; the single host gets nodes x workers")
+    p.add_argument(
+        "--workers", type=int, default=1, help="workers per node; the single host gets nodes x workers"
+    )
     p.add_argument("--rate", type=float, default=20.0, help="messages published per second (default 20)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of measured publishing (default 10)")
-    p.add_argument("--size", type=int, default=64, help="characters of each message's data string (default 64)")
-    p.add_argument("--warmup", type=float, default=1.0, help="least seconds of warm-up publishing (default 1)")
-    p.add_argument("--drain", type=float, default=10.0,
-                   help="most seconds to wait for deliveries after the last publish (default 10)")
+    p.add_argument(
+        "--size", type=int, default=64, help="characters of each message's data string (default 64)"
+    )
+    p.add_argument(
+        "--warmup", type=float, default=1.0, help="least seconds of warm-up publishing (default 1)"
+    )
+    p.add_argument(
+        "--drain",
+        type=float,
+        default=10.0,
+        help="most seconds to wait for deliveries after the last publish (default 10)",
+    )
     p.add_argument("--cases", default="cluster,single", help="comma list of cluster, single (default both)")
-    p.add_argument("--concurrency", type=int, default=200, help="subscribers connecting at once (default 200)")
-    p.add_argument("--server-cpus", default="0", help="taskset list for wsserver and redis-server ('' = no pinning)")
+    p.add_argument(
+        "--concurrency", type=int, default=200, help="subscribers connecting at once (default 200)"
+    )
+    p.add_argument(
+        "--server-cpus", default="0", help="taskset list for wsserver and redis-server ('' = no pinning)"
+    )
     p.add_argument("--client-cpus", default="1", help="taskset list for the load generator and this script")
     p.add_argument("--out", default=str(REPO / "bench" / "results"), help="JSON and server logs go here")
-    p.add_argument("--python", default=sys.executable, help="interpreter for the servers and the load generator")
+    p.add_argument(
+        "--python", default=sys.executable, help="interpreter for the servers and the load generator"
+    )
     args = p.parse_args(argv)
     cases = [c for c in args.cases.split(",") if c]
     if not cases or set(cases) - {"cluster", "single"}:
@@ -94,19 +112,45 @@ def log(text: str) -> None:
 
 # --------------------------------------------------------------------------------------------- processes
 
+
 def fanout_toml(workers: int, port: int, broker: str | None, node: str, metrics_port: int) -> str:
     """A wsserver config with the PubSub endpoint (and /echo, which the readiness probe upgrades to)."""
-    lines = ["[server]", f"workers = {workers}", "graceful_timeout = 2", 'log_level = "warning"', "",
-             # Metrics stay on, as deployed, but each server on a free port of its own: the default port
-             # would be shared by the nodes of the run (and other servers on the machine).
-             "[metrics]", "enabled = true", 'bind = "127.0.0.1"', f"port = {metrics_port}", ""]
+    lines = [
+        "[server]",
+        f"workers = {workers}",
+        "graceful_timeout = 2",
+        'log_level = "warning"',
+        "",
+        # Metrics stay on, as deployed, but each server on a free port of its own: the default port
+        # would be shared by the nodes of the run (and other servers on the machine).
+        "[metrics]",
+        "enabled = true",
+        'bind = "127.0.0.1"',
+        f"port = {metrics_port}",
+        "",
+    ]
     if broker:
         lines += ["[cluster]", f'broker = "{broker}"', f'node = "{node}"', ""]
-    lines += ["[[endpoints]]", 'path = "/echo"', 'handler = "wsserver.endpoints.echo:Echo"', "",
-              "[[endpoints]]", 'path = "/pubsub"', 'handler = "wsserver.endpoints.pubsub:PubSub"', "",
-              "[[ports]]", 'alias = "bench"', f"port = {port}", 'bind = "127.0.0.1"', 'protocol = "ws"',
-              "compression = false", "idle_timeout_ms = 0", "ping_interval_ms = 0", "max_connections = 0",
-              "backlog = 6000"]
+    lines += [
+        "[[endpoints]]",
+        'path = "/echo"',
+        'handler = "wsserver.endpoints.echo:Echo"',
+        "",
+        "[[endpoints]]",
+        'path = "/pubsub"',
+        'handler = "wsserver.endpoints.pubsub:PubSub"',
+        "",
+        "[[ports]]",
+        'alias = "bench"',
+        f"port = {port}",
+        'bind = "127.0.0.1"',
+        'protocol = "ws"',
+        "compression = false",
+        "idle_timeout_ms = 0",
+        "ping_interval_ms = 0",
+        "max_connections = 0",
+        "backlog = 6000",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -124,7 +168,9 @@ class FanoutServer(Server):
 
     def command(self) -> list[str]:
         config = self.workdir / f"{self.spec.name}.toml"
-        config.write_text(fanout_toml(self.spec.workers, self.port, self.broker, self.node, self.metrics_port))
+        config.write_text(
+            fanout_toml(self.spec.workers, self.port, self.broker, self.node, self.metrics_port)
+        )
         return [self.python, "-m", "wsserver", "serve", "-c", str(config)]
 
 
@@ -151,17 +197,40 @@ class Redis:
             raise NotAvailable("redis-server is not installed (scripts/system-deps.sh installs it)")
         self.port = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cmd = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(self.workdir), "--daemonize", "no", "--loglevel", "warning"]
+        cmd = [
+            exe,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
         if self.cpus and shutil.which("taskset"):
             cmd = ["taskset", "-c", self.cpus, *cmd]
         with open(self.workdir / "redis.log", "wb") as out:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         preexec_fn=_raise_nofile, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_raise_nofile,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise NotAvailable(f"redis-server exited with {self.proc.returncode}: see {self.workdir}/redis.log")
+                raise NotAvailable(
+                    f"redis-server exited with {self.proc.returncode}: see {self.workdir}/redis.log"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     s.sendall(b"PING\r\n")
@@ -190,8 +259,15 @@ class FanoutLoad(Load):
     """The fan-out load generator (one process), driven through the loadgen driver's pipes and stop()."""
 
     def __init__(self, urls: list[str], args: argparse.Namespace) -> None:
-        super().__init__(LoadSpec(scenario="fanout", url=urls[0], conns=args.subscribers, cpus=args.client_cpus,
-                                  python=args.python))
+        super().__init__(
+            LoadSpec(
+                scenario="fanout",
+                url=urls[0],
+                conns=args.subscribers,
+                cpus=args.client_cpus,
+                python=args.python,
+            )
+        )
         self.urls = urls
         self.args = args
 
@@ -200,15 +276,42 @@ class FanoutLoad(Load):
         import threading
 
         a = self.args
-        cmd = [a.python, "-m", "bench.loadgen.fanout_client", "--urls", ",".join(self.urls),
-               "--subscribers", str(a.subscribers), "--group", GROUP, "--rate", str(a.rate),
-               "--duration", str(a.duration), "--warmup", str(a.warmup), "--size", str(a.size),
-               "--drain", str(a.drain), "--concurrency", str(a.concurrency)]
+        cmd = [
+            a.python,
+            "-m",
+            "bench.loadgen.fanout_client",
+            "--urls",
+            ",".join(self.urls),
+            "--subscribers",
+            str(a.subscribers),
+            "--group",
+            GROUP,
+            "--rate",
+            str(a.rate),
+            "--duration",
+            str(a.duration),
+            "--warmup",
+            str(a.warmup),
+            "--size",
+            str(a.size),
+            "--drain",
+            str(a.drain),
+            "--concurrency",
+            str(a.concurrency),
+        ]
         if a.client_cpus and shutil.which("taskset"):
             cmd = ["taskset", "-c", a.client_cpus, *cmd]
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, preexec_fn=_raise_nofile)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_raise_nofile,
+        )
         self.procs.append(proc)
         self.lines.append(queue.Queue())
         self.stderr.append([])
@@ -222,16 +325,24 @@ class FanoutLoad(Load):
 
 # --------------------------------------------------------------------------------------------- one case
 
-def _sample(servers: list[FanoutServer], redis: Redis | None, load: FanoutLoad, cpus: list[int],
-            client_cpus: list[int]) -> dict:
-    return {"wsserver": sum(tree_cpu_seconds(s.pid) for s in servers),
-            "redis": tree_cpu_seconds(redis.pid) if redis else 0.0,
-            "core": cpus_busy_seconds(cpus) if cpus else 0.0,
-            # The generator's core too: what it and this script took there (this script's own time only: the
-            # servers are its children too), the rest being other processes.
-            "client": sum(tree_cpu_seconds(pid) for pid in load.pids) + proc_cpu_seconds(os.getpid()),
-            "client_core": cpus_busy_seconds(client_cpus) if client_cpus else 0.0,
-            "t": time.monotonic()}
+
+def _sample(
+    servers: list[FanoutServer],
+    redis: Redis | None,
+    load: FanoutLoad,
+    cpus: list[int],
+    client_cpus: list[int],
+) -> dict:
+    return {
+        "wsserver": sum(tree_cpu_seconds(s.pid) for s in servers),
+        "redis": tree_cpu_seconds(redis.pid) if redis else 0.0,
+        "core": cpus_busy_seconds(cpus) if cpus else 0.0,
+        # The generator's core too: what it and this script took there (this script's own time only: the
+        # servers are its children too), the rest being other processes.
+        "client": sum(tree_cpu_seconds(pid) for pid in load.pids) + proc_cpu_seconds(os.getpid()),
+        "client_core": cpus_busy_seconds(client_cpus) if client_cpus else 0.0,
+        "t": time.monotonic(),
+    }
 
 
 def run_case(case: str, args: argparse.Namespace, workdir: Path) -> dict:
@@ -256,13 +367,21 @@ def run_case(case: str, args: argparse.Namespace, workdir: Path) -> dict:
         log(f"{case}: {len(servers)} master(s) up" + (f", redis-server pid {redis.pid}" if redis else ""))
         load = FanoutLoad([s.pubsub_url for s in servers], args).start()
         joined = load.event("joined", 60 + args.subscribers / 50)
-        log(f"{case}: {joined['ok']} of {args.subscribers} subscribed in {joined['seconds']:.1f}s"
-            + (f", {joined['errors']} failed: {'; '.join(joined['first_errors'])}" if joined["errors"] else ""))
+        log(
+            f"{case}: {joined['ok']} of {args.subscribers} subscribed in {joined['seconds']:.1f}s"
+            + (
+                f", {joined['errors']} failed: {'; '.join(joined['first_errors'])}"
+                if joined["errors"]
+                else ""
+            )
+        )
         if not joined["ok"]:
             raise RuntimeError(f"no subscriber could join: {'; '.join(joined['first_errors'])}")
         ready = load.event("ready", args.warmup + 60)
-        log(f"{case}: warm-up {ready['warm_seconds']:.1f}s, {ready['warm_subscribers']} of {joined['ok']} "
-            "subscribers reached")
+        log(
+            f"{case}: warm-up {ready['warm_seconds']:.1f}s, {ready['warm_subscribers']} of {joined['ok']} "
+            "subscribers reached"
+        )
         t0 = time.time() + 0.3
         load.go(t0)
         time.sleep(max(0.0, t0 - time.time()))
@@ -284,8 +403,17 @@ def run_case(case: str, args: argparse.Namespace, workdir: Path) -> dict:
     return figures(case, args, joined, ready, result, s0, s1, server_cpus, client_cpus)
 
 
-def figures(case: str, args: argparse.Namespace, joined: dict, ready: dict, result: dict, s0: dict, s1: dict,
-            server_cpus: list[int], client_cpus: list[int]) -> dict:
+def figures(
+    case: str,
+    args: argparse.Namespace,
+    joined: dict,
+    ready: dict,
+    result: dict,
+    s0: dict,
+    s1: dict,
+    server_cpus: list[int],
+    client_cpus: list[int],
+) -> dict:
     window = max(1e-9, s1["t"] - s0["t"])
     ws_cpu = s1["wsserver"] - s0["wsserver"]
     redis_cpu = s1["redis"] - s0["redis"]
@@ -293,27 +421,54 @@ def figures(case: str, args: argparse.Namespace, joined: dict, ready: dict, resu
     hist = {int(key): v for key, v in result["latency_hist"].items()}
     out = {
         "case": case,
-        "subscribers": joined["ok"], "join_errors": joined["errors"], "join_seconds": joined["seconds"],
-        "warm_seconds": ready["warm_seconds"], "warm_subscribers": ready["warm_subscribers"],
-        **{key: result[key] for key in ("published", "expected", "delivered", "missing", "subscribers_short",
-                                        "duplicates", "disorder", "foreign", "lost_connections",
-                                        "publish_errors", "first_publish_errors", "publish_lag",
-                                        "delivery_seconds", "drain_seconds")},
+        "subscribers": joined["ok"],
+        "join_errors": joined["errors"],
+        "join_seconds": joined["seconds"],
+        "warm_seconds": ready["warm_seconds"],
+        "warm_subscribers": ready["warm_subscribers"],
+        **{
+            key: result[key]
+            for key in (
+                "published",
+                "expected",
+                "delivered",
+                "missing",
+                "subscribers_short",
+                "duplicates",
+                "disorder",
+                "foreign",
+                "lost_connections",
+                "publish_errors",
+                "first_publish_errors",
+                "publish_lag",
+                "delivery_seconds",
+                "drain_seconds",
+            )
+        },
         "loss_pct": 100.0 * result["missing"] / result["expected"] if result["expected"] else None,
         # Deliveries over the publishing time, or over first publish → last delivery when that took longer
         # (the servers fell behind): rate x subscribers exactly when they kept up.
-        "rate": delivered / max(result["published"] / args.rate, result["delivery_seconds"]) if delivered else None,
-        "p50_ms": _ms(percentile_us(hist, 0.50)), "p99_ms": _ms(percentile_us(hist, 0.99)),
+        "rate": delivered / max(result["published"] / args.rate, result["delivery_seconds"])
+        if delivered
+        else None,
+        "p50_ms": _ms(percentile_us(hist, 0.50)),
+        "p99_ms": _ms(percentile_us(hist, 0.99)),
         "max_ms": _ms(percentile_us(hist, 1.0)),
         "window": window,
-        "wsserver_cpu_s": ws_cpu, "redis_cpu_s": redis_cpu,
+        "wsserver_cpu_s": ws_cpu,
+        "redis_cpu_s": redis_cpu,
         "wsserver_us": 1e6 * ws_cpu / delivered if delivered else None,
         "redis_us": 1e6 * redis_cpu / delivered if delivered and case == "cluster" else None,
         "server_us": 1e6 * (ws_cpu + redis_cpu) / delivered if delivered else None,
         # Share of the servers' own CPUs the servers (wsserver + redis) used: 100 % = their core was full.
-        "server_core_pct": 100.0 * (ws_cpu + redis_cpu) / window / max(1, len(server_cpus) or (os.cpu_count() or 1)),
+        "server_core_pct": 100.0
+        * (ws_cpu + redis_cpu)
+        / window
+        / max(1, len(server_cpus) or (os.cpu_count() or 1)),
         "client_cpu_s": result["cpu_seconds"],
-        "client_cpu_pct": 100.0 * result["cpu_seconds"] / max(1e-9, result["window"])
+        "client_cpu_pct": 100.0
+        * result["cpu_seconds"]
+        / max(1e-9, result["window"])
         / max(1, len(client_cpus) or (os.cpu_count() or 1)),
         "foreign_pct": None,
         "client_foreign_pct": None,
@@ -334,14 +489,17 @@ def _ms(us: float | None) -> float | None:
 
 # --------------------------------------------------------------------------------------------- report
 
+
 def _ratio(a: float | None, b: float | None) -> str:
     return report.ratio(a, b)
 
 
 def table(args: argparse.Namespace, results: dict[str, dict]) -> list[str]:
     k, w = args.nodes, args.workers
-    names = {"cluster": f"cluster: {k} node(s) x {w} worker(s) + Redis",
-             "single": f"single host: 1 node x {k * w} worker(s)"}
+    names = {
+        "cluster": f"cluster: {k} node(s) x {w} worker(s) + Redis",
+        "single": f"single host: 1 node x {k * w} worker(s)",
+    }
     cases = [c for c in ("cluster", "single") if c in results]
     both = len(cases) == 2
     head = "| | " + " | ".join(names[c] for c in cases) + (" | cluster ÷ single |" if both else " |")
@@ -358,13 +516,20 @@ def table(args: argparse.Namespace, results: dict[str, dict]) -> list[str]:
         cells = [fn(results[c]) for c in cases]
         lines.append(f"| {label} | " + " | ".join(cells) + (" | |" if both else " |"))
 
-    text_row(f"subscribers joined (of {args.subscribers})",
-             lambda r: f"{r['subscribers']:,}" + (f" ({r['join_errors']} failed)" if r["join_errors"] else ""))
+    text_row(
+        f"subscribers joined (of {args.subscribers})",
+        lambda r: f"{r['subscribers']:,}" + (f" ({r['join_errors']} failed)" if r["join_errors"] else ""),
+    )
     row("seconds to subscribe all", "join_seconds", 1)
     row("messages published", "published", 0, ratio=False)
     text_row("delivered / expected", lambda r: f"{r['delivered']:,} / {r['expected']:,}")
-    text_row("lost (missing deliveries)", lambda r: f"{r['missing']:,} ({r['loss_pct']:.3f}%)"
-             + (f" in {r['subscribers_short']:,} subscribers" if r["missing"] else ""))
+    text_row(
+        "lost (missing deliveries)",
+        lambda r: (
+            f"{r['missing']:,} ({r['loss_pct']:.3f}%)"
+            + (f" in {r['subscribers_short']:,} subscribers" if r["missing"] else "")
+        ),
+    )
     text_row("duplicates / out of order", lambda r: f"{r['duplicates']} / {r['disorder']}")
     row("delivered msg/s", "rate")
     row("latency p50, ms", "p50_ms")
@@ -386,23 +551,33 @@ def notes(args: argparse.Namespace, results: dict[str, dict], pre: dict) -> list
     for case, r in results.items():
         issues = []
         if r["missing"] or r["duplicates"] or r["lost_connections"] or r["publish_errors"] or r["foreign"]:
-            issues.append(f"{r['missing']} missing, {r['duplicates']} duplicate deliveries, "
-                          f"{r['lost_connections']} subscriber connections lost, {r['publish_errors']} publish "
-                          f"errors {r['first_publish_errors']}, {r['foreign']} unexpected frames")
+            issues.append(
+                f"{r['missing']} missing, {r['duplicates']} duplicate deliveries, "
+                f"{r['lost_connections']} subscriber connections lost, {r['publish_errors']} publish "
+                f"errors {r['first_publish_errors']}, {r['foreign']} unexpected frames"
+            )
         if r["missing"] and r["drain_seconds"] >= args.drain - 0.05:
-            issues.append(f"the {args.drain:g} s drain ran out: missing deliveries may be late rather than lost "
-                          "(a longer --drain, or a lower --rate, tells which)")
+            issues.append(
+                f"the {args.drain:g} s drain ran out: missing deliveries may be late rather than lost "
+                "(a longer --drain, or a lower --rate, tells which)"
+            )
         if r["join_errors"]:
             issues.append(f"{r['join_errors']} subscriber(s) could not connect or subscribe")
         if r["warm_subscribers"] < r["subscribers"]:
-            issues.append(f"only {r['warm_subscribers']} of {r['subscribers']} subscribers received a warm-up "
-                          f"message in {r['warm_seconds']:.0f}s: the measured window started anyway")
+            issues.append(
+                f"only {r['warm_subscribers']} of {r['subscribers']} subscribers received a warm-up "
+                f"message in {r['warm_seconds']:.0f}s: the measured window started anyway"
+            )
         if r["server_core_pct"] >= report.SATURATED_PCT:
-            issues.append(f"the server core was saturated ({r['server_core_pct']:.0f}%): latency includes queueing "
-                          "in the servers, and delivered msg/s is their capacity, not the publishing rate")
+            issues.append(
+                f"the server core was saturated ({r['server_core_pct']:.0f}%): latency includes queueing "
+                "in the servers, and delivered msg/s is their capacity, not the publishing rate"
+            )
         if r["client_cpu_pct"] >= report.CLIENT_BOUND_PCT:
-            issues.append(f"the load generator was at {r['client_cpu_pct']:.0f}% of its core: latency includes its "
-                          "own delay in reading, msg/s may be its limit")
+            issues.append(
+                f"the load generator was at {r['client_cpu_pct']:.0f}% of its core: latency includes its "
+                "own delay in reading, msg/s may be its limit"
+            )
         if r["client_foreign_pct"] is not None and r["client_foreign_pct"] > report.NOISE_PCT:
             issues.append(f"other processes took {r['client_foreign_pct']:.0f}% of the load generator's core")
         if r["publish_lag"] > 0.05:
@@ -415,20 +590,25 @@ def notes(args: argparse.Namespace, results: dict[str, dict], pre: dict) -> list
     if foreign:
         mid = statistics.median(foreign)
         verdict = "**NOISY**" if mid > report.NOISE_PCT else "quiet"
-        out.append(f"- Other load on the server core during the measured windows: median {mid:.1f}% over "
-                   f"{len(foreign)} window(s): {verdict} (limit {report.NOISE_PCT:g}%, the rule of bench/run.py).")
+        out.append(
+            f"- Other load on the server core during the measured windows: median {mid:.1f}% over "
+            f"{len(foreign)} window(s): {verdict} (limit {report.NOISE_PCT:g}%, the rule of bench/run.py)."
+        )
     out += [f"- {line}" for line in preflight_lines(pre)]
-    out.append(f"- Publishing {args.rate:g} msg/s for {args.duration:g} s, data string of {args.size} characters; "
-               "latency = the subscriber's clock on arrival in the load generator's loop - the stamp taken when "
-               "the publish was written, same host clock (CLOCK_MONOTONIC). delivered msg/s = deliveries ÷ the "
-               "publishing time (or first publish → last delivery, when longer): rate x subscribers when the "
-               "servers keep up. Server CPU: "
-               "utime + stime from /proc of every wsserver process (masters and workers) and of redis-server over "
-               "the first publish → last delivery, ÷ deliveries. Ratio column: cluster ÷ single host.")
+    out.append(
+        f"- Publishing {args.rate:g} msg/s for {args.duration:g} s, data string of {args.size} characters; "
+        "latency = the subscriber's clock on arrival in the load generator's loop - the stamp taken when "
+        "the publish was written, same host clock (CLOCK_MONOTONIC). delivered msg/s = deliveries ÷ the "
+        "publishing time (or first publish → last delivery, when longer): rate x subscribers when the "
+        "servers keep up. Server CPU: "
+        "utime + stime from /proc of every wsserver process (masters and workers) and of redis-server over "
+        "the first publish → last delivery, ÷ deliveries. Ratio column: cluster ÷ single host."
+    )
     return out
 
 
 # --------------------------------------------------------------------------------------------- main
+
 
 def raise_nofile(need: int) -> tuple[bool, int]:
     """Soft limit up to the hard one (root may raise the hard one too); False if it stays below ``need``."""
@@ -454,9 +634,11 @@ def main(argv: list[str] | None = None) -> int:
     need = args.subscribers + FD_MARGIN
     ok, soft = raise_nofile(need)
     if not ok:
-        log(f"RLIMIT_NOFILE is too low: the hard limit allows {soft} open files, {args.subscribers} subscribers "
+        log(
+            f"RLIMIT_NOFILE is too low: the hard limit allows {soft} open files, {args.subscribers} subscribers "
             f"need at least {need} (one per connection in the load generator and in the servers). Raise the hard "
-            "limit (ulimit -Hn, prlimit, /etc/security/limits.conf) or use fewer --subscribers.")
+            "limit (ulimit -Hn, prlimit, /etc/security/limits.conf) or use fewer --subscribers."
+        )
         return 2
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
@@ -471,9 +653,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     workdir = out / f"fanout-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
-    log(f"fan-out: {args.subscribers} subscribers, {args.nodes} node(s) x {args.workers} worker(s), "
+    log(
+        f"fan-out: {args.subscribers} subscribers, {args.nodes} node(s) x {args.workers} worker(s), "
         f"{args.rate:g} msg/s for {args.duration:g} s, RLIMIT_NOFILE {soft}; cases {', '.join(args.cases)}; "
-        f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     started = time.monotonic()
     results: dict[str, dict] = {}
     failures: dict[str, str] = {}
@@ -481,10 +665,12 @@ def main(argv: list[str] | None = None) -> int:
     for case in args.cases:
         try:
             results[case] = r = run_case(case, args, workdir)
-            log(f"{case}: delivered {r['delivered']:,}/{r['expected']:,}, {report.fmt(r['rate'])} msg/s, p50 "
+            log(
+                f"{case}: delivered {r['delivered']:,}/{r['expected']:,}, {report.fmt(r['rate'])} msg/s, p50 "
                 f"{report.fmt(r['p50_ms'])} ms, p99 {report.fmt(r['p99_ms'])} ms, wsserver "
                 f"{report.fmt(r['wsserver_us'])} µs/msg, server core {r['server_core_pct']:.0f}%, generator "
-                f"{r['client_cpu_pct']:.0f}%, other load {report.fmt(r['foreign_pct'], 1)}%")
+                f"{r['client_cpu_pct']:.0f}%, other load {report.fmt(r['foreign_pct'], 1)}%"
+            )
         except KeyboardInterrupt:
             interrupted = True
             log(f"{case}: interrupted; every process started was stopped")
@@ -492,8 +678,11 @@ def main(argv: list[str] | None = None) -> int:
         except (NotAvailable, RuntimeError, TimeoutError, OSError) as exc:
             failures[case] = f"{type(exc).__name__}: {exc}"
             log(f"{case}: FAILED: {failures[case][:600]}")
-    text = [f"# Fan-out: 1 publisher → {args.subscribers:,} subscribers, {args.nodes} node(s) x "
-            f"{args.workers} worker(s), {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}", ""]
+    text = [
+        f"# Fan-out: 1 publisher → {args.subscribers:,} subscribers, {args.nodes} node(s) x "
+        f"{args.workers} worker(s), {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        "",
+    ]
     if results:
         text += [*table(args, results), ""]
     text += [f"- {case}: failed: {report.clean_reason(reason, 400)}" for case, reason in failures.items()]
@@ -501,9 +690,15 @@ def main(argv: list[str] | None = None) -> int:
         text.append("- interrupted: partial results")
     text += notes(args, results, pre)
     print("\n".join(text), flush=True)
-    doc = {"settings": {k: v for k, v in vars(args).items()}, "preflight": pre, "results": results,
-           "failures": failures, "interrupted": interrupted, "seconds": round(time.monotonic() - started, 1),
-           "loadavg_end": os.getloadavg()}
+    doc = {
+        "settings": {k: v for k, v in vars(args).items()},
+        "preflight": pre,
+        "results": results,
+        "failures": failures,
+        "interrupted": interrupted,
+        "seconds": round(time.monotonic() - started, 1),
+        "loadavg_end": os.getloadavg(),
+    }
     path = out / f"fanout-{stamp}.json"
     path.write_text(json.dumps(doc, indent=1, default=str))
     shutil.copyfile(path, out / "latest-fanout.json")
@@ -513,7 +708,9 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         return 1
     if any(r["missing"] or r["lost_connections"] or r["join_errors"] for r in results.values()):
-        log("LOSS: some subscribers did not receive every message, or could not subscribe (see the table and notes)")
+        log(
+            "LOSS: some subscribers did not receive every message, or could not subscribe (see the table and notes)"
+        )
         return 3
     return 0
 

@@ -75,9 +75,13 @@ def _client(port: int, warmup: int, count: int, conns: int, deflate: bool) -> No
     async def one() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         key = base64.b64encode(os.urandom(16)).decode()
-        writer.write((f"GET /echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                      f"{ext}\r\n").encode())
+        writer.write(
+            (
+                f"GET /echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"{ext}\r\n"
+            ).encode()
+        )
         head = await reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101 "):
             raise ConnectionError(head.split(b"\r\n", 1)[0].decode("latin-1"))
@@ -134,15 +138,26 @@ def _serve(args: argparse.Namespace) -> dict:
     with socket.socket() as probe:  # a free port (the config wants a fixed one)
         probe.bind(("127.0.0.1", 0))
         free = probe.getsockname()[1]
-    config = parse_config(CONFIG.format(compression="true" if args.deflate else "false", port=free),
-                          "<handshake_micro>")
+    config = parse_config(
+        CONFIG.format(compression="true" if args.deflate else "false", port=free), "<handshake_micro>"
+    )
     port_cfg = config.ports[0]
     listener = bind_listener(port_cfg)
     runtime = WorkerRuntime(config, [listener])
     runtime.start()
     port = listener.address[1]
-    client_cmd = [sys.executable, __file__, "--client", str(port), "--warmup", str(args.warmup), "-n", str(args.n),
-                  "--conns", str(args.conns)] + (["--deflate"] if args.deflate else [])
+    client_cmd = [
+        sys.executable,
+        __file__,
+        "--client",
+        str(port),
+        "--warmup",
+        str(args.warmup),
+        "-n",
+        str(args.n),
+        "--conns",
+        str(args.conns),
+    ] + (["--deflate"] if args.deflate else [])
     preexec = (lambda: os.sched_setaffinity(0, {1})) if args.pin else None
     child = gsubprocess.Popen(client_cmd, stdin=gsubprocess.PIPE, stdout=gsubprocess.PIPE, preexec_fn=preexec)
     line = child.stdout.readline()
@@ -168,9 +183,14 @@ def _serve(args: argparse.Namespace) -> dict:
     runtime.stop(1.0)
     gevent.sleep(0)
     user, system = ru1.ru_utime - ru0.ru_utime, ru1.ru_stime - ru0.ru_stime
-    result = {"us_per_conn": (user + system) / args.n * 1e6, "user_us": user / args.n * 1e6,
-              "sys_us": system / args.n * 1e6, "wall_s": wall1 - wall0,
-              "conns_per_s": args.n / (wall1 - wall0), "rejected": dict(getattr(stats, "rejected", {}) or {})}
+    result = {
+        "us_per_conn": (user + system) / args.n * 1e6,
+        "user_us": user / args.n * 1e6,
+        "sys_us": system / args.n * 1e6,
+        "wall_s": wall1 - wall0,
+        "conns_per_s": args.n / (wall1 - wall0),
+        "rejected": dict(getattr(stats, "rejected", {}) or {}),
+    }
     if profiler is not None:
         import pstats
 
@@ -184,8 +204,19 @@ def _serve(args: argparse.Namespace) -> dict:
 def _callgrind_total(n: int, args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-               "-n", str(n), "--warmup", str(args.warmup), "--conns", str(args.conns)]
+        cmd = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            __file__,
+            "-n",
+            str(n),
+            "--warmup",
+            str(args.warmup),
+            "--conns",
+            str(args.conns),
+        ]
         if args.deflate:
             cmd.append("--deflate")
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -201,7 +232,9 @@ def _callgrind_total(n: int, args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-n", type=int, default=2000, help="measured connections")
     parser.add_argument("--warmup", type=int, default=200, help="connections before measuring")
     parser.add_argument("--conns", type=int, default=16, help="connections in flight (the bench uses 16)")
@@ -224,15 +257,20 @@ def main() -> None:
         base = _callgrind_total(args.base, args)
         full = _callgrind_total(args.n, args)
         per = (full - base) / (args.n - args.base)
-        print(f"instructions per connection: {per:,.0f}  ({args.n} vs {args.base} connections: "
-              f"{full:,} - {base:,})")
+        print(
+            f"instructions per connection: {per:,.0f}  ({args.n} vs {args.base} connections: "
+            f"{full:,} - {base:,})"
+        )
         return
     best = None
     for _ in range(args.repeat):
         result = _serve(args) if args.repeat == 1 else _run_child(args)
         split = f"user {result['user_us']:.0f} + sys {result['sys_us']:.0f}, " if "user_us" in result else ""
-        print(f"server CPU {result['us_per_conn']:.1f} µs/connection  ({split}{args.n} connections, "
-              f"{result['conns_per_s']:,.0f}/s wall, rejected {result['rejected']})", flush=True)
+        print(
+            f"server CPU {result['us_per_conn']:.1f} µs/connection  ({split}{args.n} connections, "
+            f"{result['conns_per_s']:,.0f}/s wall, rejected {result['rejected']})",
+            flush=True,
+        )
         best = result if best is None or result["us_per_conn"] < best["us_per_conn"] else best
     if args.repeat > 1:
         print(f"best {best['us_per_conn']:.1f} µs/connection")
@@ -240,15 +278,31 @@ def main() -> None:
 
 def _run_child(args: argparse.Namespace) -> dict:
     """One run in a fresh process (gevent's monkey-patching is once per process)."""
-    cmd = [sys.executable, __file__, "-n", str(args.n), "--warmup", str(args.warmup), "--conns", str(args.conns)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "-n",
+        str(args.n),
+        "--warmup",
+        str(args.warmup),
+        "--conns",
+        str(args.conns),
+    ]
     cmd += ["--deflate"] * args.deflate + ["--pin"] * args.pin
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    match = re.search(r"server CPU ([\d.]+) µs/connection\s+\((?:user (\d+) \+ sys (\d+), )?.*?([\d,]+)/s wall, rejected (.*)\)", out)
+    match = re.search(
+        r"server CPU ([\d.]+) µs/connection\s+\((?:user (\d+) \+ sys (\d+), )?.*?([\d,]+)/s wall, rejected (.*)\)",
+        out,
+    )
     if match is None:
         raise SystemExit(f"unexpected output: {out!r}")
-    return {"us_per_conn": float(match.group(1)), "user_us": float(match.group(2)),
-            "sys_us": float(match.group(3)), "conns_per_s": float(match.group(4).replace(",", "")),
-            "rejected": match.group(5)}
+    return {
+        "us_per_conn": float(match.group(1)),
+        "user_us": float(match.group(2)),
+        "sys_us": float(match.group(3)),
+        "conns_per_s": float(match.group(4).replace(",", "")),
+        "rejected": match.group(5),
+    }
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ from bench.servers import Server, ServerSpec  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenarios", default="rr,stream,handshake", help="comma list of rr, stream, big, handshake")
+    p.add_argument(
+        "--scenarios", default="rr,stream,handshake", help="comma list of rr, stream, big, handshake"
+    )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--duration", type=float, default=4.0)
@@ -46,8 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--client-cpus", default="1")
     p.add_argument("--client", default="picows", choices=("picows", "websockets"))
     p.add_argument("--micro", action="store_true", help="also time the hot-path statements in-process")
-    p.add_argument("--aa", action="store_true",
-                   help="A/A calibration: both servers with metrics off (the noise floor of this host)")
+    p.add_argument(
+        "--aa",
+        action="store_true",
+        help="A/A calibration: both servers with metrics off (the noise floor of this host)",
+    )
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
     return p.parse_args(argv)
 
@@ -74,9 +79,11 @@ def micro() -> dict[str, float]:
     def best(fn, n: int = 100_000) -> float:
         return min(timeit.repeat(fn, number=n, repeat=5)) / n * 1e6
 
-    out = {"counting per message (4 counters)": best(per_message),
-           "pool task start, wait bucket included": best(lambda: pool.record_start(0.0)),
-           "counting per connection (handshake + end)": best(per_connection, 50_000)}
+    out = {
+        "counting per message (4 counters)": best(per_message),
+        "pool task start, wait bucket included": best(lambda: pool.record_start(0.0)),
+        "counting per connection (handshake + end)": best(per_connection, 50_000),
+    }
     saved = values.ValueClass
     with tempfile.TemporaryDirectory() as path:
         metrics.setup_multiprocess(path)
@@ -108,8 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     chosen = [s for s in args.scenarios.split(",") if s]
     all_scenarios = scenarios(full=False)
-    settings = Settings(warmup=args.warmup, duration=args.duration, client=args.client,
-                        client_cpus=args.client_cpus, client_procs=1, python=sys.executable)
+    settings = Settings(
+        warmup=args.warmup,
+        duration=args.duration,
+        client=args.client,
+        client_cpus=args.client_cpus,
+        client_procs=1,
+        python=sys.executable,
+    )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = Path(args.out) / f"metrics-cost-{stamp}"
     results: dict[str, dict[bool, list[dict]]] = {key: {True: [], False: []} for key in chosen}
@@ -117,9 +130,18 @@ def main(argv: list[str] | None = None) -> int:
         # Fresh servers every round, started in turns: the first-started of two identical servers
         # measured ~8 % more CPU per handshake here (an A/A test), whatever its config.
         order = (True, False) if r % 2 == 0 else (False, True)
-        servers = {on: Server(ServerSpec("wsserver", metrics=on and not args.aa, cpus=args.server_cpus,
-                                         label=f"wsserver[{'on' if on else 'off'}]"),
-                              workdir / f"round{r + 1}-{'on' if on else 'off'}") for on in order}
+        servers = {
+            on: Server(
+                ServerSpec(
+                    "wsserver",
+                    metrics=on and not args.aa,
+                    cpus=args.server_cpus,
+                    label=f"wsserver[{'on' if on else 'off'}]",
+                ),
+                workdir / f"round{r + 1}-{'on' if on else 'off'}",
+            )
+            for on in order
+        }
         try:
             for on in order:
                 servers[on].start()
@@ -127,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
                 for on in order:
                     res = run_timed(servers[on], all_scenarios[key], settings)
                     results[key][on].append(res)
-                    print(f"round {r + 1} {key:9s} metrics={'on ' if on else 'off'} "
-                          f"{res['rate']:10.0f}/s  {res['server_us']:7.2f} µs", flush=True)
+                    print(
+                        f"round {r + 1} {key:9s} metrics={'on ' if on else 'off'} "
+                        f"{res['rate']:10.0f}/s  {res['server_us']:7.2f} µs",
+                        flush=True,
+                    )
                 order = order[::-1]
         finally:
             for server in servers.values():
@@ -137,21 +162,35 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if args.aa:
         print("A/A calibration: both servers run with metrics off; 'on' is just the first of the pair")
-    print(f"{'scenario':10s} {'on /s':>10s} {'off /s':>10s} {'rate on/off':>12s} "
-          f"{'µs on':>8s} {'µs off':>8s} {'µs on/off':>10s}")
+    print(
+        f"{'scenario':10s} {'on /s':>10s} {'off /s':>10s} {'rate on/off':>12s} "
+        f"{'µs on':>8s} {'µs off':>8s} {'µs on/off':>10s}"
+    )
     summary = {}
     for key in chosen:
         on_rate = statistics.median(r["rate"] for r in results[key][True])
         off_rate = statistics.median(r["rate"] for r in results[key][False])
         on_us = statistics.median(r["server_us"] for r in results[key][True])
         off_us = statistics.median(r["server_us"] for r in results[key][False])
-        summary[key] = {"on_rate": on_rate, "off_rate": off_rate, "rate_ratio": on_rate / off_rate,
-                        "on_us": on_us, "off_us": off_us, "us_ratio": on_us / off_us,
-                        "unit": all_scenarios[key].unit, "per": all_scenarios[key].per}
-        print(f"{key:10s} {on_rate:10.0f} {off_rate:10.0f} {on_rate / off_rate:12.3f} "
-              f"{on_us:8.2f} {off_us:8.2f} {on_us / off_us:10.3f}")
-    doc = {"args": vars(args), "summary": summary,
-           "runs": {k: {("on" if on else "off"): v for on, v in d.items()} for k, d in results.items()}}
+        summary[key] = {
+            "on_rate": on_rate,
+            "off_rate": off_rate,
+            "rate_ratio": on_rate / off_rate,
+            "on_us": on_us,
+            "off_us": off_us,
+            "us_ratio": on_us / off_us,
+            "unit": all_scenarios[key].unit,
+            "per": all_scenarios[key].per,
+        }
+        print(
+            f"{key:10s} {on_rate:10.0f} {off_rate:10.0f} {on_rate / off_rate:12.3f} "
+            f"{on_us:8.2f} {off_us:8.2f} {on_us / off_us:10.3f}"
+        )
+    doc = {
+        "args": vars(args),
+        "summary": summary,
+        "runs": {k: {("on" if on else "off"): v for on, v in d.items()} for k, d in results.items()},
+    }
     if args.micro:
         doc["micro_us"] = micro()
         print()

@@ -149,10 +149,19 @@ class Server:
 
 def measure(server: Server, args: argparse.Namespace, scenario: str) -> dict:
     procs = args.client_procs or cores(args.client_cpus)
-    spec = LoadSpec(scenario=scenario, url=server.url, procs=procs, window=args.window, size=args.size,
-                    conns=args.hs_loops if scenario == "handshake" else args.conns,
-                    warmup=args.warmup, duration=args.duration, timeout=5.0,
-                    client="raw" if scenario == "handshake" else args.client, cpus=args.client_cpus)
+    spec = LoadSpec(
+        scenario=scenario,
+        url=server.url,
+        procs=procs,
+        window=args.window,
+        size=args.size,
+        conns=args.hs_loops if scenario == "handshake" else args.conns,
+        warmup=args.warmup,
+        duration=args.duration,
+        timeout=5.0,
+        client="raw" if scenario == "handshake" else args.client,
+        cpus=args.client_cpus,
+    )
     load = Load(spec).start()
     try:
         load.wait("ready", 60)
@@ -178,14 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     counts = [int(n) for n in args.workers.split(",")]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    print(f"# wsserver prefork scaling: {os.cpu_count()} CPUs; server on CPUs {args.server_cpus or 'all'} "
-          f"({cores(args.server_cpus)} cores), client on CPUs {args.client_cpus or 'all'} "
-          f"({cores(args.client_cpus)} cores); {args.conns} echo connections x {args.window} in flight, "
-          f"{args.size} B; {args.hs_loops} handshake loops; {args.duration:.0f} s measured")
-    print("# srv% / cli%: CPU as % of one core (server = master + workers); µs/msg, µs/hs: server CPU per "
-          "operation. Load average before: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
-    header = (f"{'mode':<10} {'workers':>7} {'msgs/s':>9} {'ratio':>6} {'srv%':>5} {'µs/msg':>6} {'cli%':>5}  "
-              f"{'hs/s':>7} {'ratio':>6} {'srv%':>5} {'µs/hs':>6} {'cli%':>5}  errors")
+    print(
+        f"# wsserver prefork scaling: {os.cpu_count()} CPUs; server on CPUs {args.server_cpus or 'all'} "
+        f"({cores(args.server_cpus)} cores), client on CPUs {args.client_cpus or 'all'} "
+        f"({cores(args.client_cpus)} cores); {args.conns} echo connections x {args.window} in flight, "
+        f"{args.size} B; {args.hs_loops} handshake loops; {args.duration:.0f} s measured"
+    )
+    print(
+        "# srv% / cli%: CPU as % of one core (server = master + workers); µs/msg, µs/hs: server CPU per "
+        "operation. Load average before: " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+    )
+    header = (
+        f"{'mode':<10} {'workers':>7} {'msgs/s':>9} {'ratio':>6} {'srv%':>5} {'µs/msg':>6} {'cli%':>5}  "
+        f"{'hs/s':>7} {'ratio':>6} {'srv%':>5} {'µs/hs':>6} {'cli%':>5}  errors"
+    )
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory(prefix="wsserver-prefork-bench-") as tmp:
@@ -205,11 +220,14 @@ def main(argv: list[str] | None = None) -> int:
                 base.setdefault("echo", echo["rate"])
                 base.setdefault("hs", hs["rate"])
                 errors = echo["errors"] + hs["errors"]
-                print(f"{mode:<10} {workers:>7} {echo['rate']:>9.0f} {echo['rate'] / base['echo']:>5.2f}x "
-                      f"{echo['server_cpu_pct']:>5.0f} {echo['server_us']:>6.1f} {echo['client_cpu_pct'] or 0:>5.0f}  "
-                      f"{hs['rate']:>7.0f} {hs['rate'] / base['hs']:>5.2f}x "
-                      f"{hs['server_cpu_pct']:>5.0f} {hs['server_us']:>6.0f} {hs['client_cpu_pct'] or 0:>5.0f}  "
-                      f"{errors}", flush=True)
+                print(
+                    f"{mode:<10} {workers:>7} {echo['rate']:>9.0f} {echo['rate'] / base['echo']:>5.2f}x "
+                    f"{echo['server_cpu_pct']:>5.0f} {echo['server_us']:>6.1f} {echo['client_cpu_pct'] or 0:>5.0f}  "
+                    f"{hs['rate']:>7.0f} {hs['rate'] / base['hs']:>5.2f}x "
+                    f"{hs['server_cpu_pct']:>5.0f} {hs['server_us']:>6.0f} {hs['client_cpu_pct'] or 0:>5.0f}  "
+                    f"{errors}",
+                    flush=True,
+                )
     return 0
 
 

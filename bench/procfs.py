@@ -13,7 +13,7 @@ def _stat_fields(pid: int) -> list[bytes] | None:
             stat = f.read()
     except OSError:
         return None
-    return stat[stat.rindex(b")") + 2:].split()  # fields from the 3rd (state) on
+    return stat[stat.rindex(b")") + 2 :].split()  # fields from the 3rd (state) on
 
 
 def tree_pids(root: int) -> list[int]:

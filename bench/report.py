@@ -100,19 +100,29 @@ def saturation_note(sc: Scenario, runs: list[dict], client_procs: int | None = N
     client, _ = summarize([r.get("client_cpu_pct") for r in runs])
     if client is not None and client >= CLIENT_BOUND_PCT:
         procs = f"{client_procs} load generator process(es)" if client_procs else "the load generator"
-        text += (f"; client-bound: {procs} at {client:.0f}% of the client's CPU cannot saturate this "
-                 "server (more connections or --client-procs on more client CPUs)")
+        text += (
+            f"; client-bound: {procs} at {client:.0f}% of the client's CPU cannot saturate this "
+            "server (more connections or --client-procs on more client CPUs)"
+        )
     else:
         foreign, _ = summarize([r.get("foreign_pct") for r in runs])
         if foreign is None or foreign <= NOISE_PCT:
-            text += ("; neither the client nor other load was at the limit: the messages in flight did not keep "
-                     "the server busy")
+            text += (
+                "; neither the client nor other load was at the limit: the messages in flight did not keep "
+                "the server busy"
+            )
     return text
 
 
-def scenario_rows(sc: Scenario, results: dict[str, dict], baseline: str = "wsserver",
-                  bases: dict[str, str] | None = None, invert: bool = False, saturation: bool = True,
-                  client_procs: int | None = None) -> list[dict]:
+def scenario_rows(
+    sc: Scenario,
+    results: dict[str, dict],
+    baseline: str = "wsserver",
+    bases: dict[str, str] | None = None,
+    invert: bool = False,
+    saturation: bool = True,
+    client_procs: int | None = None,
+) -> list[dict]:
     """One row per server; ``results[name] = {"runs": [...], "na": reason | None}``. Ratios are
     baseline ÷ row, or row ÷ its base (``bases``) with ``invert``. With ``saturation``, a µs ratio whose
     row or base is not saturated is ``n/a (not saturated)``."""
@@ -129,9 +139,20 @@ def scenario_rows(sc: Scenario, results: dict[str, dict], baseline: str = "wsser
         note = saturation_note(sc, runs, client_procs) if runs and saturation else ""
         if note:
             extra = f"{note}, {extra}" if extra else note
-        rows.append({"name": name, "na": res.get("na") if not runs else None, "figure": fig, "spread": spread,
-                     "server_us": cpu, "client_pct": client, "server_pct": server_pct(runs) if runs else None,
-                     "saturated": saturated, "n": len(runs), "extra": extra})
+        rows.append(
+            {
+                "name": name,
+                "na": res.get("na") if not runs else None,
+                "figure": fig,
+                "spread": spread,
+                "server_us": cpu,
+                "client_pct": client,
+                "server_pct": server_pct(runs) if runs else None,
+                "saturated": saturated,
+                "n": len(runs),
+                "extra": extra,
+            }
+        )
     for row in rows:
         base = (bases or {}).get(row["name"], baseline)
         if row["name"] == base or base not in summary:
@@ -148,8 +169,10 @@ def scenario_rows(sc: Scenario, results: dict[str, dict], baseline: str = "wsser
     return rows
 
 
-HEADER = ("| server | {unit} (median) | spread | server µs/{per} | server CPU | client CPU | {ratio}: {unit} "
-          "| {ratio}: µs | notes |\n|---|---:|---:|---:|---:|---:|---:|---:|---|")
+HEADER = (
+    "| server | {unit} (median) | spread | server µs/{per} | server CPU | client CPU | {ratio}: {unit} "
+    "| {ratio}: µs | notes |\n|---|---:|---:|---:|---:|---:|---:|---:|---|"
+)
 
 
 def _pct(value: float | None) -> str:
@@ -173,7 +196,9 @@ def table(sc: Scenario, rows: list[dict], ratio_label: str = "wsserver ÷ row") 
         if row["na"]:
             out.append(f"| {row['name']} | n/a | | | | | | | {clean_reason(row['na'])} |")
             continue
-        out.append(f"| {row['name']} | {fmt(row['figure'])} | {fmt_spread(row['spread'])} | "
-                   f"{fmt(row['server_us'])} | {_pct(row['server_pct'])} | {_pct(row['client_pct'])} | "
-                   f"{row['ratio_fig']} | {row['ratio_cpu']} | {row['extra']} |")
+        out.append(
+            f"| {row['name']} | {fmt(row['figure'])} | {fmt_spread(row['spread'])} | "
+            f"{fmt(row['server_us'])} | {_pct(row['server_pct'])} | {_pct(row['client_pct'])} | "
+            f"{row['ratio_fig']} | {row['ratio_cpu']} | {row['extra']} |"
+        )
     return "\n".join(out)

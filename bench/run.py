@@ -42,8 +42,19 @@ from bench.scenarios import RUNNERS, Scenario, Settings, _cores, scenarios  # no
 from bench.servers import ALL_KINDS, NotAvailable, Server, ServerSpec  # noqa: E402
 
 QUICK_SCENARIOS = ("rr", "stream", "big", "handshake", "idle", "idle-deflate", "wss-rr")
-FULL_SCENARIOS = ("rr", "stream", "big", "handshake", "idle", "idle-deflate", "wss-rr", "wss-handshake",
-                  "storm", "variants", "ceiling")
+FULL_SCENARIOS = (
+    "rr",
+    "stream",
+    "big",
+    "handshake",
+    "idle",
+    "idle-deflate",
+    "wss-rr",
+    "wss-handshake",
+    "storm",
+    "variants",
+    "ceiling",
+)
 DATA_GROUP = ("rr", "stream", "big", "handshake")
 WSS_GROUP = ("wss-rr", "wss-handshake")
 FRESH_GROUP = ("idle", "idle-deflate", "storm")  # each on a freshly started server
@@ -56,12 +67,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--servers", default=",".join(ALL_KINDS), help=f"comma list of {', '.join(ALL_KINDS)}")
     p.add_argument("--scenarios", default="", help="comma list of " + ", ".join(FULL_SCENARIOS))
     p.add_argument("--repeats", type=int, default=0, help="repeats of scenarios 1-4 and 6 (quick 1, full 3)")
-    p.add_argument("--bulk-repeats", type=int, default=0, help="repeats of scenarios 5 and 7 (quick 1, full 2)")
+    p.add_argument(
+        "--bulk-repeats", type=int, default=0, help="repeats of scenarios 5 and 7 (quick 1, full 2)"
+    )
     p.add_argument("--warmup", type=float, default=0.0, help="seconds before measuring (quick 0.5, full 1)")
     p.add_argument("--duration", type=float, default=0.0, help="measured seconds (quick 2, full 5)")
     p.add_argument("--conns", type=int, default=0, help="override the connection count of every scenario")
-    p.add_argument("--client", choices=("picows", "websockets"), default="",
-                   help="load generator client (default picows, websockets where picows is missing)")
+    p.add_argument(
+        "--client",
+        choices=("picows", "websockets"),
+        default="",
+        help="load generator client (default picows, websockets where picows is missing)",
+    )
     p.add_argument("--client-procs", type=int, default=1, help="loadgen processes for scenarios 1-4, 6")
     p.add_argument("--bulk-procs", type=int, default=4, help="loadgen processes for scenarios 5 and 7")
     p.add_argument("--server-cpus", default="0", help="taskset list for servers ('' = no pinning)")
@@ -69,16 +86,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="py-spy the wsserver hot path under scenario 1")
     p.add_argument("--profile-seconds", type=float, default=8.0)
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
-    p.add_argument("--write-results", action="store_true",
-                   help="also write the report to bench/RESULTS.md (the committed copy of a full run); "
-                        "refused when the run is noisy")
-    p.add_argument("--force-write", action="store_true",
-                   help="with --write-results: write bench/RESULTS.md even from a noisy run (marked noisy)")
+    p.add_argument(
+        "--write-results",
+        action="store_true",
+        help="also write the report to bench/RESULTS.md (the committed copy of a full run); "
+        "refused when the run is noisy",
+    )
+    p.add_argument(
+        "--force-write",
+        action="store_true",
+        help="with --write-results: write bench/RESULTS.md even from a noisy run (marked noisy)",
+    )
     p.add_argument("--python", default=sys.executable, help="interpreter for servers and load generator")
     return p.parse_args(argv)
 
 
 # --------------------------------------------------------------------------------------------- context
+
 
 def _version(dist: str) -> str:
     try:
@@ -109,11 +133,28 @@ def environment(args: argparse.Namespace) -> dict:
     except (OSError, ValueError, IndexError):
         pass
     node_ws = REPO / "bench" / "peers" / "node" / "node_modules" / "ws" / "package.json"
-    versions = {d: _version(d) for d in ("wsserver", "gevent", "greenlet", "wsproto", "h11", "websockets",
-                                          "aiohttp", "tornado", "picows", "uvicorn", "uvloop", "pyOpenSSL")}
+    versions = {
+        d: _version(d)
+        for d in (
+            "wsserver",
+            "gevent",
+            "greenlet",
+            "wsproto",
+            "h11",
+            "websockets",
+            "aiohttp",
+            "tornado",
+            "picows",
+            "uvicorn",
+            "uvloop",
+            "pyOpenSSL",
+        )
+    }
     versions["python"] = platform.python_version()
     versions["node"] = _cmd(["node", "--version"]) or "not installed"
-    versions["ws (node)"] = json.loads(node_ws.read_text())["version"] if node_ws.exists() else "not installed"
+    versions["ws (node)"] = (
+        json.loads(node_ws.read_text())["version"] if node_ws.exists() else "not installed"
+    )
     wsserver_dir = REPO / "wsserver" / "__init__.py"
     if versions["wsserver"] == "not installed" and wsserver_dir.exists():
         for line in wsserver_dir.read_text().splitlines():
@@ -121,8 +162,13 @@ def environment(args: argparse.Namespace) -> dict:
                 versions["wsserver"] = line.split("=", 1)[1].strip().strip("\"'") + " (source tree)"
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kib / 2**20, 1),
-                    "kernel": platform.release(), "somaxconn": _cmd(["cat", "/proc/sys/net/core/somaxconn"])},
+        "machine": {
+            "cpu": cpu,
+            "cores": os.cpu_count(),
+            "memory_gib": round(mem_kib / 2**20, 1),
+            "kernel": platform.release(),
+            "somaxconn": _cmd(["cat", "/proc/sys/net/core/somaxconn"]),
+        },
         "git": _cmd(["git", "rev-parse", "--short", "HEAD"]) or "no commit",
         "versions": versions,
         "loadavg_start": os.getloadavg(),
@@ -130,6 +176,7 @@ def environment(args: argparse.Namespace) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- running
+
 
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
@@ -139,8 +186,15 @@ class Bench:
         self.out = Path(args.out)
         self.stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.workdir = self.out / f"run-{self.stamp}"
-        self.selected = [s for s in (args.scenarios.split(",") if args.scenarios else
-                                     (FULL_SCENARIOS if self.full else QUICK_SCENARIOS)) if s]
+        self.selected = [
+            s
+            for s in (
+                args.scenarios.split(",")
+                if args.scenarios
+                else (FULL_SCENARIOS if self.full else QUICK_SCENARIOS)
+            )
+            if s
+        ]
         unknown = set(self.selected) - set(FULL_SCENARIOS)
         if unknown:
             raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
@@ -154,13 +208,19 @@ class Bench:
         if not client:
             try:
                 import picows  # noqa: F401
+
                 client = "picows"
             except ImportError:
                 client = "websockets"
-        self.settings = Settings(warmup=args.warmup or (1.0 if self.full else 0.5),
-                                 duration=args.duration or (5.0 if self.full else 2.0), client=client,
-                                 client_cpus=args.client_cpus, client_procs=args.client_procs,
-                                 python=args.python, bulk_procs=args.bulk_procs)
+        self.settings = Settings(
+            warmup=args.warmup or (1.0 if self.full else 0.5),
+            duration=args.duration or (5.0 if self.full else 2.0),
+            client=client,
+            client_cpus=args.client_cpus,
+            client_procs=args.client_procs,
+            python=args.python,
+            bulk_procs=args.bulk_procs,
+        )
         self.records: dict[str, dict[str, dict]] = {}
         self.bases: dict[str, dict[str, str]] = {}
         self.extra_scenarios: dict[str, Scenario] = {}
@@ -176,8 +236,14 @@ class Bench:
     def slot(self, key: str, name: str) -> dict:
         return self.records.setdefault(key, {}).setdefault(name, {"runs": [], "na": None, "failures": []})
 
-    def run_group(self, spec: ServerSpec, keys: list[str], tag: str, settings: Settings | None = None,
-                  record_as: dict[str, str] | None = None) -> None:
+    def run_group(
+        self,
+        spec: ServerSpec,
+        keys: list[str],
+        tag: str,
+        settings: Settings | None = None,
+        record_as: dict[str, str] | None = None,
+    ) -> None:
         """Start one server, run ``keys`` on it in order, stop it."""
         settings = settings or self.settings
         record_as = record_as or {}
@@ -221,12 +287,16 @@ class Bench:
                 load = ""
                 if sc.kind in ("echo", "handshake"):
                     pct = result.get("server_core_pct")
-                    load = (f"  server CPU {report.fmt(pct, 0)}%"
-                            + ("" if pct is not None and pct >= report.SATURATED_PCT else " NOT SATURATED")
-                            + f"  other load {report.fmt(result.get('foreign_pct'), 0)}%")
-                self.log(f"{spec.name:>22} {key:<14} {sc.unit} {report.fmt(head)}  server µs/{sc.per} "
-                         f"{report.fmt(result.get('server_us'))}{load}  client CPU "
-                         f"{report.fmt(result.get('client_cpu_pct'), 0)}%  ({time.monotonic() - started:.1f}s)")
+                    load = (
+                        f"  server CPU {report.fmt(pct, 0)}%"
+                        + ("" if pct is not None and pct >= report.SATURATED_PCT else " NOT SATURATED")
+                        + f"  other load {report.fmt(result.get('foreign_pct'), 0)}%"
+                    )
+                self.log(
+                    f"{spec.name:>22} {key:<14} {sc.unit} {report.fmt(head)}  server µs/{sc.per} "
+                    f"{report.fmt(result.get('server_us'))}{load}  client CPU "
+                    f"{report.fmt(result.get('client_cpu_pct'), 0)}%  ({time.monotonic() - started:.1f}s)"
+                )
         finally:
             server.stop()
 
@@ -241,14 +311,14 @@ class Bench:
         fresh = [k for k in FRESH_GROUP if k in sel]
         cpus = self.args.server_cpus
         for r in range(self.repeats):
-            order = self.kinds[r % len(self.kinds):] + self.kinds[:r % len(self.kinds)]
+            order = self.kinds[r % len(self.kinds) :] + self.kinds[: r % len(self.kinds)]
             for kind in order:
                 if data:
                     self.run_group(ServerSpec(kind, cpus=cpus), data, f"r{r}-{kind}")
                 if wss:
                     self.run_group(ServerSpec(kind, tls=True, cpus=cpus), wss, f"r{r}-{kind}-wss")
         for r in range(self.bulk_repeats):
-            order = self.kinds[r % len(self.kinds):] + self.kinds[:r % len(self.kinds)]
+            order = self.kinds[r % len(self.kinds) :] + self.kinds[: r % len(self.kinds)]
             for key in fresh:
                 for kind in order:
                     spec = ServerSpec(kind, compression=self.scs[key].compression, cpus=cpus)
@@ -263,13 +333,24 @@ class Bench:
     def run_variants(self) -> None:
         """Scenario 8: wsserver alone: workers 1/2/4, greenlet vs thread pool, metrics on vs off."""
         shared = "0-1"
-        base = ServerSpec("wsserver", metrics=False, label="wsserver[metrics=off]", cpus=self.args.server_cpus)
+        base = ServerSpec(
+            "wsserver", metrics=False, label="wsserver[metrics=off]", cpus=self.args.server_cpus
+        )
         one = ServerSpec("wsserver", cpus=shared, label="wsserver[workers=1,cpus=0-1]")
         variants = [
             (base, None, self.settings),
             (ServerSpec("wsserver", metrics=True, cpus=self.args.server_cpus), base.name, self.settings),
-            (ServerSpec("wsserver", pool_mode="thread", metrics=False, cpus=self.args.server_cpus,
-                        label="wsserver[pool=thread]"), base.name, self.settings),
+            (
+                ServerSpec(
+                    "wsserver",
+                    pool_mode="thread",
+                    metrics=False,
+                    cpus=self.args.server_cpus,
+                    label="wsserver[pool=thread]",
+                ),
+                base.name,
+                self.settings,
+            ),
         ]
         # Scaling on a 2-core machine: N workers and the client share both cores. The base is the
         # standard pinned single worker (client on its own core); the unpinned single worker is shown
@@ -277,30 +358,47 @@ class Bench:
         scaling = dataclasses.replace(self.settings, client_cpus=shared)
         variants.append((one, base.name, scaling))
         for n in (2, 4):
-            variants.append((ServerSpec("wsserver", workers=n, cpus=shared,
-                                        label=f"wsserver[workers={n},cpus=0-1]"), base.name, scaling))
+            variants.append(
+                (
+                    ServerSpec("wsserver", workers=n, cpus=shared, label=f"wsserver[workers={n},cpus=0-1]"),
+                    base.name,
+                    scaling,
+                )
+            )
         for key in VARIANT_SCENARIOS:
             sc = self.scs[key]
-            self.extra_scenarios[f"v-{key}"] = dataclasses.replace(sc, number=8, title=f"{sc.title} — variants")
+            self.extra_scenarios[f"v-{key}"] = dataclasses.replace(
+                sc, number=8, title=f"{sc.title} — variants"
+            )
             self.bases[f"v-{key}"] = {spec.name: b for spec, b, _ in variants if b}
         for r in range(self.repeats):
             for spec, _, settings in variants:
-                self.run_group(spec, list(VARIANT_SCENARIOS), f"r{r}-variant-{spec.name}", settings,
-                               record_as={k: f"v-{k}" for k in VARIANT_SCENARIOS})
+                self.run_group(
+                    spec,
+                    list(VARIANT_SCENARIOS),
+                    f"r{r}-variant-{spec.name}",
+                    settings,
+                    record_as={k: f"v-{k}" for k in VARIANT_SCENARIOS},
+                )
 
     def run_ceiling(self) -> None:
         """The load generator against the fastest peer (picows server), with each client library."""
         for key in ("rr", "stream", "handshake"):
             sc = self.scs[key]
             self.extra_scenarios[f"ceiling-{key}"] = dataclasses.replace(
-                sc, title=f"load generator ceiling: {sc.title}, against the picows server")
+                sc, title=f"load generator ceiling: {sc.title}, against the picows server"
+            )
         for r in range(self.repeats):
             for client in ("picows", "websockets", "raw"):
                 settings = dataclasses.replace(self.settings, client=client, handshake_client=client)
                 keys = ["handshake"] if client == "raw" else ["rr", "stream", "handshake"]
-                self.run_group(ServerSpec("picows", cpus=self.args.server_cpus, label=f"{client} client"),
-                               keys, f"r{r}-ceiling-{client}", settings,
-                               record_as={k: f"ceiling-{k}" for k in keys})
+                self.run_group(
+                    ServerSpec("picows", cpus=self.args.server_cpus, label=f"{client} client"),
+                    keys,
+                    f"r{r}-ceiling-{client}",
+                    settings,
+                    record_as={k: f"ceiling-{k}" for k in keys},
+                )
 
     def run_profile(self) -> None:
         """py-spy (sampling, --nonblocking) on wsserver during scenarios 1-3; top functions by own time."""
@@ -323,8 +421,11 @@ class Bench:
         raw = self.workdir / f"profile-wsserver-{key}.txt"
         raw.parent.mkdir(parents=True, exist_ok=True)
         try:
-            server = Server(ServerSpec("wsserver", cpus=self.args.server_cpus), self.workdir / f"profile-{key}",
-                            python=self.args.python).start()
+            server = Server(
+                ServerSpec("wsserver", cpus=self.args.server_cpus),
+                self.workdir / f"profile-{key}",
+                python=self.args.python,
+            ).start()
         except NotAvailable as exc:
             return f"wsserver did not start: {exc}"
         try:
@@ -332,16 +433,32 @@ class Bench:
             worker = threading.Thread(target=lambda: result.update(RUNNERS["echo"](server, sc, settings)))
             worker.start()
             time.sleep(1.5)
-            cmd = [pyspy, "record", "--pid", str(server.pid), "--duration", str(int(seconds)), "--rate", "200",
-                   "--format", "raw", "--nonblocking", "--subprocesses", "--output", str(raw)]
+            cmd = [
+                pyspy,
+                "record",
+                "--pid",
+                str(server.pid),
+                "--duration",
+                str(int(seconds)),
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--subprocesses",
+                "--output",
+                str(raw),
+            ]
             if self.args.client_cpus and shutil.which("taskset"):
                 cmd = ["taskset", "-c", self.args.client_cpus, *cmd]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
             worker.join(timeout=seconds + 90)
             if proc.returncode != 0 or not raw.exists():
                 return f"py-spy failed: {proc.stderr.strip()[-300:]}"
-            head = (f"During the profile: {report.fmt(result.get(sc.figure))} {sc.unit}, "
-                    f"{report.fmt(result.get('server_us'))} server µs/{sc.per} (py-spy's own cost included).\n\n")
+            head = (
+                f"During the profile: {report.fmt(result.get(sc.figure))} {sc.unit}, "
+                f"{report.fmt(result.get('server_us'))} server µs/{sc.per} (py-spy's own cost included).\n\n"
+            )
             return head + top_functions(raw.read_text())
         finally:
             server.stop()
@@ -373,9 +490,13 @@ def top_functions(collapsed: str, limit: int = 18) -> str:
             incl[f] = incl.get(f, 0) + n
     if not total:
         return "py-spy recorded no samples."
-    lines = [f"{total} samples of the server and its workers (py-spy record --rate 200 --nonblocking "
-             "--subprocesses; idle waits not sampled).", "",
-             "| own % | function |", "|---:|---|"]
+    lines = [
+        f"{total} samples of the server and its workers (py-spy record --rate 200 --nonblocking "
+        "--subprocesses; idle waits not sampled).",
+        "",
+        "| own % | function |",
+        "|---:|---|",
+    ]
     for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:limit]:
         lines.append(f"| {100 * n / total:.1f} | `{name}` |")
     lines += ["", "| inclusive % | function |", "|---:|---|"]
@@ -385,6 +506,7 @@ def top_functions(collapsed: str, limit: int = 18) -> str:
 
 
 # --------------------------------------------------------------------------------------------- report
+
 
 def _figure(bench: Bench, key: str, name: str, field: str = "") -> float | None:
     slot = bench.records.get(key, {}).get(name)
@@ -407,8 +529,13 @@ def _server_pct(bench: Bench, key: str, name: str) -> float | None:
 
 def noise_median(bench: Bench) -> tuple[float | None, float | None, int]:
     """Median and max of the other processes' share of the server's core over all measured windows."""
-    values = sorted(r["foreign_pct"] for slots in bench.records.values() for slot in slots.values()
-                    for r in slot["runs"] if r.get("foreign_pct") is not None)
+    values = sorted(
+        r["foreign_pct"]
+        for slots in bench.records.values()
+        for slot in slots.values()
+        for r in slot["runs"]
+        if r.get("foreign_pct") is not None
+    )
     if not values:
         return None, None, 0
     return values[len(values) // 2], values[-1], len(values)
@@ -420,8 +547,13 @@ def is_noisy(bench: Bench) -> bool:
 
 
 # (scenario, peer, limit on wsserver ÷ peer of server CPU µs per message, peers only shown)
-CPU_TARGETS = (("rr", "aiohttp", 0.8, ()), ("stream", "aiohttp", 1.0, ()), ("wss-rr", "aiohttp", 1.0, ()),
-               ("handshake", "aiohttp", 1.0, ()), ("big", "websockets", 1.0, ("aiohttp",)))
+CPU_TARGETS = (
+    ("rr", "aiohttp", 0.8, ()),
+    ("stream", "aiohttp", 1.0, ()),
+    ("wss-rr", "aiohttp", 1.0, ()),
+    ("handshake", "aiohttp", 1.0, ()),
+    ("big", "websockets", 1.0, ("aiohttp",)),
+)
 MEMORY_TARGETS = (("idle", 4.0), ("idle-deflate", 40.0))
 
 
@@ -449,16 +581,21 @@ def targets(bench: Bench) -> list[str]:
         a, b = _figure(bench, key, "wsserver", "server_us"), _figure(bench, key, peer, "server_us")
         if a is None or b is None:
             missing = [n for n, v in (("wsserver", a), (peer, b)) if v is None]
-            reasons = [f"{n}: {report.clean_reason(bench.records[key].get(n, {}).get('na') or 'not run', 120)}"
-                       for n in missing]
+            reasons = [
+                f"{n}: {report.clean_reason(bench.records[key].get(n, {}).get('na') or 'not run', 120)}"
+                for n in missing
+            ]
             rows.append(row(label, "inconclusive (no figure)", "; ".join(reasons)))
             continue
         detail = f"{side(key, 'wsserver')} ÷ {side(key, peer)} = {a / b:.2f}x (limit {limit:.2f}x)"
         for other in shown:
             c = _figure(bench, key, other, "server_us")
             if c is not None:
-                sat = "" if _saturated(bench, key, other) and _saturated(bench, key, "wsserver") \
+                sat = (
+                    ""
+                    if _saturated(bench, key, other) and _saturated(bench, key, "wsserver")
                     else "; not saturated, for the record only"
+                )
                 detail += f"; ÷ {other} {report.fmt(c)} µs = {a / c:.2f}x{sat}"
         unsaturated = [n for n in ("wsserver", peer) if not _saturated(bench, key, n)]
         if unsaturated:
@@ -478,9 +615,14 @@ def targets(bench: Bench) -> list[str]:
             na = bench.records[key].get("wsserver", {}).get("na") or "not run"
             rows.append(row(label, "inconclusive (no figure)", f"wsserver: {report.clean_reason(na, 120)}"))
             continue
-        rows.append(row(label, "met" if a <= limit else "**missed**",
-                        f"wsserver {report.fmt(a)} KiB per connection ({bench.scs[key].conns} connections; "
-                        "memory, so neither saturation nor noise applies)"))
+        rows.append(
+            row(
+                label,
+                "met" if a <= limit else "**missed**",
+                f"wsserver {report.fmt(a)} KiB per connection ({bench.scs[key].conns} connections; "
+                "memory, so neither saturation nor noise applies)",
+            )
+        )
     return rows
 
 
@@ -495,14 +637,19 @@ def other_checks(bench: Bench) -> list[str]:
         noise = _figure(bench, key, "wsserver[metrics=off]", "foreign_pct")
         noisy = (noise or 0) > report.NOISE_PCT
         verdict = "inconclusive (noisy)" if noisy else ("met" if a >= 1.6 * b else "**missed**")
-        rows.append(f"| 2 workers ≥ 1.6 x 1 worker ({key[2:]}) | {verdict} | {report.fmt(a)} vs {report.fmt(b)} "
-                    f"({report.ratio(a, b)}); 2 workers share both cores with the client"
-                    + (f"; other load took {noise:.0f}% of the 1-worker base's core" if noisy else "") + " |")
+        rows.append(
+            f"| 2 workers ≥ 1.6 x 1 worker ({key[2:]}) | {verdict} | {report.fmt(a)} vs {report.fmt(b)} "
+            f"({report.ratio(a, b)}); 2 workers share both cores with the client"
+            + (f"; other load took {noise:.0f}% of the 1-worker base's core" if noisy else "")
+            + " |"
+        )
     slot = bench.records.get("storm", {}).get("wsserver")
     if slot and slot["runs"]:
         errors = max(r["errors"] for r in slot["runs"])
-        rows.append(f"| storm of {bench.scs['storm'].conns}: zero errors | {'met' if errors == 0 else '**missed**'} "
-                    f"| worst run {errors} errors, {report.fmt(_figure(bench, 'storm', 'wsserver'))} s to all |")
+        rows.append(
+            f"| storm of {bench.scs['storm'].conns}: zero errors | {'met' if errors == 0 else '**missed**'} "
+            f"| worst run {errors} errors, {report.fmt(_figure(bench, 'storm', 'wsserver'))} s to all |"
+        )
     if not rows:
         return []
     return ["| check | verdict | figures |", "|---|---|---|", *rows]
@@ -530,11 +677,16 @@ def preflight_lines(pre: dict) -> list[str]:
     if pre.get("busy_pct") is None:
         return [f"before the run: load average {load}; the server's core not sampled (servers not pinned)"]
     busy = pre["busy_pct"]
-    lines = [f"before the run: load average {load}; CPU {pre['cpus']} (the server's core) {busy:.1f}% busy "
-             f"over {pre['seconds']:g} s with no server running"]
+    lines = [
+        f"before the run: load average {load}; CPU {pre['cpus']} (the server's core) {busy:.1f}% busy "
+        f"over {pre['seconds']:g} s with no server running"
+    ]
     if busy > report.NOISE_PCT:
-        lines.insert(0, f"NOISY: other processes took {busy:.0f}% of CPU {pre['cpus']} (the server's core; limit "
-                        f"{report.NOISE_PCT:g}%): rows may not saturate and the run will probably be marked noisy")
+        lines.insert(
+            0,
+            f"NOISY: other processes took {busy:.0f}% of CPU {pre['cpus']} (the server's core; limit "
+            f"{report.NOISE_PCT:g}%): rows may not saturate and the run will probably be marked noisy",
+        )
     return lines
 
 
@@ -543,10 +695,12 @@ def noise_header(bench: Bench, forced: bool = False) -> list[str]:
     if not is_noisy(bench):
         return []
     mid, top, n = noise_median(bench)
-    text = (f"> **NOISY RUN**: other processes took a median {mid:.0f}% (max {top:.0f}%) of the server's core "
-            f"over {n} measured windows, above the {report.NOISE_PCT:g}% limit. Every CPU target is "
-            "inconclusive; rates are depressed and µs/msg inflated by amounts that differ from row to row. "
-            "Re-run on a quiet machine.")
+    text = (
+        f"> **NOISY RUN**: other processes took a median {mid:.0f}% (max {top:.0f}%) of the server's core "
+        f"over {n} measured windows, above the {report.NOISE_PCT:g}% limit. Every CPU target is "
+        "inconclusive; rates are depressed and µs/msg inflated by amounts that differ from row to row. "
+        "Re-run on a quiet machine."
+    )
     if forced:
         text += " (Written to bench/RESULTS.md with --force-write.)"
     return [text, ""]
@@ -558,14 +712,21 @@ def foreign_line(bench: Bench) -> str:
     pre = bench.preflight
     before = ""
     if pre.get("busy_pct") is not None:
-        before = (f" Before the run, with no server running, CPU {pre['cpus']} was {pre['busy_pct']:.1f}% busy over "
-                  f"{pre['seconds']:g} s.")
+        before = (
+            f" Before the run, with no server running, CPU {pre['cpus']} was {pre['busy_pct']:.1f}% busy over "
+            f"{pre['seconds']:g} s."
+        )
     if mid is None:
-        return "- Other load on the server's core: not measured (server not pinned apart from the client)." + before
+        return (
+            "- Other load on the server's core: not measured (server not pinned apart from the client)."
+            + before
+        )
     verdict = "**noisy**" if mid > report.NOISE_PCT else "quiet"
-    return (f"- Other load on the server's core (CPU time other processes took on it during the measured windows): "
-            f"median {mid:.1f}%, max {top:.0f}% over {n} windows: {verdict} (limit {report.NOISE_PCT:g}% median); "
-            f"rows above {report.NOISE_PCT:g}% say so in their notes." + before)
+    return (
+        f"- Other load on the server's core (CPU time other processes took on it during the measured windows): "
+        f"median {mid:.1f}%, max {top:.0f}% over {n} windows: {verdict} (limit {report.NOISE_PCT:g}% median); "
+        f"rows above {report.NOISE_PCT:g}% say so in their notes." + before
+    )
 
 
 def ceiling_lines(bench: Bench) -> list[str]:
@@ -573,33 +734,56 @@ def ceiling_lines(bench: Bench) -> list[str]:
     out = []
     for key in ("ceiling-rr", "ceiling-stream", "ceiling-handshake"):
         for name, slot in bench.records.get(key, {}).items():
-            per = report.summarize([r["client_cpu_seconds"] / r["count"] * 1e6 for r in slot["runs"]
-                                    if r.get("count") and r.get("client_cpu_seconds")])[0]
+            per = report.summarize(
+                [
+                    r["client_cpu_seconds"] / r["count"] * 1e6
+                    for r in slot["runs"]
+                    if r.get("count") and r.get("client_cpu_seconds")
+                ]
+            )[0]
             if per:
                 unit = "hs/s" if key.endswith("handshake") else "msg/s"
                 cores = _cores(bench.settings.client_cpus)
-                out.append(f"| {key[8:]} | {name} | {report.fmt(per)} | {report.fmt(cores * 1e6 / per)} {unit} |")
+                out.append(
+                    f"| {key[8:]} | {name} | {report.fmt(per)} | {report.fmt(cores * 1e6 / per)} {unit} |"
+                )
     if not out:
         return []
-    return ["## Load generator ceiling", "",
-            "Client CPU µs per message (or per connection) against the picows server, and the rate at which "
-            "the client's core would be 100 % busy: the most this load generator can drive, whatever the server.",
-            "", "| scenario | client | client µs per msg / hs | ceiling |", "|---|---|---:|---:|", *out, ""]
+    return [
+        "## Load generator ceiling",
+        "",
+        "Client CPU µs per message (or per connection) against the picows server, and the rate at which "
+        "the client's core would be 100 % busy: the most this load generator can drive, whatever the server.",
+        "",
+        "| scenario | client | client µs per msg / hs | ceiling |",
+        "|---|---|---:|---:|",
+        *out,
+        "",
+    ]
 
 
 def summary_table(bench: Bench) -> list[str]:
     """One row per server: the CPU-cost figures of scenarios 1-5 and 7, with wsserver ÷ that server."""
-    cols = [("rr", "server_us", "1 rr µs/msg"), ("stream", "server_us", "2 stream µs/msg"),
-            ("big", "server_us", "3 64 KiB µs/msg"), ("handshake", "server_us", "4 µs/handshake"),
-            ("idle", "", "5 KiB/idle conn"), ("idle-deflate", "", "5 KiB/idle conn, deflate"),
-            ("storm", "", "7 storm s")]
+    cols = [
+        ("rr", "server_us", "1 rr µs/msg"),
+        ("stream", "server_us", "2 stream µs/msg"),
+        ("big", "server_us", "3 64 KiB µs/msg"),
+        ("handshake", "server_us", "4 µs/handshake"),
+        ("idle", "", "5 KiB/idle conn"),
+        ("idle-deflate", "", "5 KiB/idle conn, deflate"),
+        ("storm", "", "7 storm s"),
+    ]
     cols = [c for c in cols if c[0] in bench.records]
     if not cols:
         return []
     names = list(dict.fromkeys(n for key, _, _ in cols for n in bench.records[key]))
-    out = ["## Summary (medians; in brackets wsserver ÷ that server, below 1 = wsserver cheaper; µs of a row "
-           f"whose server was below {report.SATURATED_PCT:.0f}% CPU are marked and enter no ratio)", "",
-           "| server | " + " | ".join(c[2] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
+    out = [
+        "## Summary (medians; in brackets wsserver ÷ that server, below 1 = wsserver cheaper; µs of a row "
+        f"whose server was below {report.SATURATED_PCT:.0f}% CPU are marked and enter no ratio)",
+        "",
+        "| server | " + " | ".join(c[2] for c in cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
     for name in names:
         cells = []
         for key, field, _ in cols:
@@ -610,8 +794,11 @@ def summary_table(bench: Bench) -> list[str]:
             if value is not None and not sat:
                 cell += " (not saturated)" if name == "wsserver" else f" ({report.NOT_SATURATED})"
             elif value is not None and name != "wsserver" and base is not None:
-                cell += (f" ({report.ratio(base, value)})" if _saturated(bench, key, "wsserver")
-                         else f" ({report.NOT_SATURATED})")
+                cell += (
+                    f" ({report.ratio(base, value)})"
+                    if _saturated(bench, key, "wsserver")
+                    else f" ({report.NOT_SATURATED})"
+                )
             cells.append(cell)
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     return [*out, ""]
@@ -650,10 +837,27 @@ def markdown(bench: Bench, env: dict, forced: bool = False) -> str:
     ]
     lines += summary_table(bench)
     all_scs = {**bench.scs, **bench.extra_scenarios}
-    order = [k for k in ("rr", "stream", "big", "handshake", "idle", "idle-deflate", "wss-rr", "wss-handshake",
-                         "storm", "v-rr", "v-stream", "v-handshake", "ceiling-rr", "ceiling-stream",
-                         "ceiling-handshake")
-             if k in bench.records]
+    order = [
+        k
+        for k in (
+            "rr",
+            "stream",
+            "big",
+            "handshake",
+            "idle",
+            "idle-deflate",
+            "wss-rr",
+            "wss-handshake",
+            "storm",
+            "v-rr",
+            "v-stream",
+            "v-handshake",
+            "ceiling-rr",
+            "ceiling-stream",
+            "ceiling-handshake",
+        )
+        if k in bench.records
+    ]
     for key in order:
         sc = all_scs[key]
         if key.startswith("v-"):
@@ -666,20 +870,33 @@ def markdown(bench: Bench, env: dict, forced: bool = False) -> str:
         else:
             rows = report.scenario_rows(sc, bench.records[key], client_procs=st.client_procs)
             label = "wsserver ÷ row"
-        heading = sc.title[0].upper() + sc.title[1:] if key.startswith("ceiling") else f"{sc.number}. {sc.title}"
+        heading = (
+            sc.title[0].upper() + sc.title[1:] if key.startswith("ceiling") else f"{sc.number}. {sc.title}"
+        )
         lines += [f"## {heading} [{key}]", "", report.table(sc, rows, label), ""]
         for name, slot in bench.records[key].items():
             if slot["failures"] and slot["runs"]:
-                lines.append(f"- {name}: {len(slot['failures'])} failed repeat(s): {slot['failures'][0][:200]}")
+                lines.append(
+                    f"- {name}: {len(slot['failures'])} failed repeat(s): {slot['failures'][0][:200]}"
+                )
         if key.startswith("v-"):
-            lines.append("Bases: " + "; ".join(f"{a} ÷ {b}" for a, b in bench.bases.get(key, {}).items())
-                         + ". Rows with cpus=0-1: server and client both on CPUs 0-1; the others: server on CPU 0, client on CPU 1.")
+            lines.append(
+                "Bases: "
+                + "; ".join(f"{a} ÷ {b}" for a, b in bench.bases.get(key, {}).items())
+                + ". Rows with cpus=0-1: server and client both on CPUs 0-1; the others: server on CPU 0, client on CPU 1."
+            )
             lines.append("")
     lines += ceiling_lines(bench)
-    lines += ["## Targets (wsserver: one worker, greenlet mode, compression off)", "",
-              f"CPU targets compare server CPU µs per message (per handshake) in the same run; a target is "
-              f"inconclusive when either row is not saturated (server CPU < {report.SATURATED_PCT:.0f}%) or the "
-              f"run is noisy (median other load > {report.NOISE_PCT:g}%).", "", *targets(bench), ""]
+    lines += [
+        "## Targets (wsserver: one worker, greenlet mode, compression off)",
+        "",
+        f"CPU targets compare server CPU µs per message (per handshake) in the same run; a target is "
+        f"inconclusive when either row is not saturated (server CPU < {report.SATURATED_PCT:.0f}%) or the "
+        f"run is noisy (median other load > {report.NOISE_PCT:g}%).",
+        "",
+        *targets(bench),
+        "",
+    ]
     checks = other_checks(bench)
     if checks:
         lines += ["## Other checks", "", *checks, ""]
@@ -703,9 +920,11 @@ def main(argv: list[str] | None = None) -> int:
         bench.log(line)
     env = environment(args)
     env["preflight"] = bench.preflight
-    bench.log(f"{'full' if bench.full else 'quick'} run: servers {', '.join(bench.kinds)}; scenarios "
-              f"{', '.join(bench.selected)}; client {bench.settings.client}; load average "
-              f"{', '.join(f'{x:.2f}' for x in env['loadavg_start'])}")
+    bench.log(
+        f"{'full' if bench.full else 'quick'} run: servers {', '.join(bench.kinds)}; scenarios "
+        f"{', '.join(bench.selected)}; client {bench.settings.client}; load average "
+        f"{', '.join(f'{x:.2f}' for x in env['loadavg_start'])}"
+    )
     started = time.monotonic()
     bench.workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -718,14 +937,26 @@ def main(argv: list[str] | None = None) -> int:
     mid, top, windows = noise_median(bench)
     write = args.write_results and (not noisy or args.force_write)
     text = markdown(bench, env, forced=write and noisy)
-    doc = {"environment": env, "profile": "full" if bench.full else "quick",
-           "noise": {"preflight": bench.preflight, "median_foreign_pct": mid, "max_foreign_pct": top,
-                     "windows": windows, "limit_pct": report.NOISE_PCT, "noisy": noisy},
-           "saturated_pct": report.SATURATED_PCT,
-           "settings": dataclasses.asdict(bench.settings), "repeats": bench.repeats,
-           "bulk_repeats": bench.bulk_repeats, "scenarios": {k: dataclasses.asdict(s) for k, s in
-                                                             {**bench.scs, **bench.extra_scenarios}.items()},
-           "results": bench.records, "notes": bench.notes, "profile_top": bench.profile_text}
+    doc = {
+        "environment": env,
+        "profile": "full" if bench.full else "quick",
+        "noise": {
+            "preflight": bench.preflight,
+            "median_foreign_pct": mid,
+            "max_foreign_pct": top,
+            "windows": windows,
+            "limit_pct": report.NOISE_PCT,
+            "noisy": noisy,
+        },
+        "saturated_pct": report.SATURATED_PCT,
+        "settings": dataclasses.asdict(bench.settings),
+        "repeats": bench.repeats,
+        "bulk_repeats": bench.bulk_repeats,
+        "scenarios": {k: dataclasses.asdict(s) for k, s in {**bench.scs, **bench.extra_scenarios}.items()},
+        "results": bench.records,
+        "notes": bench.notes,
+        "profile_top": bench.profile_text,
+    }
     out = bench.out
     json_path, md_path = out / f"bench-{bench.stamp}.json", out / f"bench-{bench.stamp}.md"
     json_path.write_text(json.dumps(doc, indent=1, default=str))
@@ -737,12 +968,16 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     bench.log(f"done in {env['seconds']:.0f}s: {md_path} and {json_path}")
     if noisy:
-        bench.log(f"NOISY run: other processes took a median {mid:.1f}% of the server's core "
-                  f"(limit {report.NOISE_PCT:g}%)")
+        bench.log(
+            f"NOISY run: other processes took a median {mid:.1f}% of the server's core "
+            f"(limit {report.NOISE_PCT:g}%)"
+        )
     if args.write_results and not write:
-        bench.log(f"NOT writing bench/RESULTS.md: the run is noisy (median other load {mid:.1f}% of the server's "
-                  f"core > {report.NOISE_PCT:g}%); re-run on a quiet machine, or add --force-write to write it "
-                  "marked noisy")
+        bench.log(
+            f"NOT writing bench/RESULTS.md: the run is noisy (median other load {mid:.1f}% of the server's "
+            f"core > {report.NOISE_PCT:g}%); re-run on a quiet machine, or add --force-write to write it "
+            "marked noisy"
+        )
         return 2
     if write:
         bench.log("wrote bench/RESULTS.md" + (" (marked noisy: --force-write)" if noisy else ""))

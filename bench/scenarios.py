@@ -16,17 +16,17 @@ class Scenario:
     key: str
     number: int
     title: str
-    kind: str                  # echo | handshake | idle | storm
+    kind: str  # echo | handshake | idle | storm
     conns: int
     window: int = 1
     size: int = 32
     binary: bool = False
     tls: bool = False
     compression: bool = False
-    figure: str = "rate"       # the headline figure's key in a result
+    figure: str = "rate"  # the headline figure's key in a result
     unit: str = "msg/s"
     higher_is_better: bool = True
-    per: str = "msg"           # server CPU µs per ...
+    per: str = "msg"  # server CPU µs per ...
 
 
 def scenarios(full: bool) -> dict[str, Scenario]:
@@ -34,21 +34,74 @@ def scenarios(full: bool) -> dict[str, Scenario]:
     storm_conns = 5_000 if full else 1_000
     items = [
         Scenario("rr", 1, "request/response echo, 32 B text, 64 connections", "echo", 64),
-        Scenario("stream", 2, "streaming echo, 32 B text, 16 connections x 100 in flight", "echo", 16, window=100),
-        Scenario("big", 3, "64 KiB binary echo, 8 connections", "echo", 8, size=65536, binary=True,
-                 figure="mib_s", unit="MiB/s"),
-        Scenario("handshake", 4, "connect + handshake + one echo + close, 16 at a time", "handshake", 16,
-                 unit="hs/s", per="hs"),
-        Scenario("idle", 5, f"{idle_conns} idle connections, no compression", "idle", idle_conns,
-                 figure="kib_per_conn", unit="KiB/conn", higher_is_better=False, per="conn"),
-        Scenario("idle-deflate", 5, f"{idle_conns} idle connections, permessage-deflate offered", "idle",
-                 idle_conns, compression=True, figure="kib_per_conn", unit="KiB/conn", higher_is_better=False,
-                 per="conn"),
+        Scenario(
+            "stream", 2, "streaming echo, 32 B text, 16 connections x 100 in flight", "echo", 16, window=100
+        ),
+        Scenario(
+            "big",
+            3,
+            "64 KiB binary echo, 8 connections",
+            "echo",
+            8,
+            size=65536,
+            binary=True,
+            figure="mib_s",
+            unit="MiB/s",
+        ),
+        Scenario(
+            "handshake",
+            4,
+            "connect + handshake + one echo + close, 16 at a time",
+            "handshake",
+            16,
+            unit="hs/s",
+            per="hs",
+        ),
+        Scenario(
+            "idle",
+            5,
+            f"{idle_conns} idle connections, no compression",
+            "idle",
+            idle_conns,
+            figure="kib_per_conn",
+            unit="KiB/conn",
+            higher_is_better=False,
+            per="conn",
+        ),
+        Scenario(
+            "idle-deflate",
+            5,
+            f"{idle_conns} idle connections, permessage-deflate offered",
+            "idle",
+            idle_conns,
+            compression=True,
+            figure="kib_per_conn",
+            unit="KiB/conn",
+            higher_is_better=False,
+            per="conn",
+        ),
         Scenario("wss-rr", 6, "wss request/response echo, 32 B text, 64 connections", "echo", 64, tls=True),
-        Scenario("wss-handshake", 6, "wss connect + TLS + handshake + one echo + close, 16 at a time",
-                 "handshake", 16, tls=True, unit="hs/s", per="hs"),
-        Scenario("storm", 7, f"reconnect storm: {storm_conns} clients connect at once", "storm", storm_conns,
-                 figure="time_to_all", unit="s to all", higher_is_better=False, per="conn"),
+        Scenario(
+            "wss-handshake",
+            6,
+            "wss connect + TLS + handshake + one echo + close, 16 at a time",
+            "handshake",
+            16,
+            tls=True,
+            unit="hs/s",
+            per="hs",
+        ),
+        Scenario(
+            "storm",
+            7,
+            f"reconnect storm: {storm_conns} clients connect at once",
+            "storm",
+            storm_conns,
+            figure="time_to_all",
+            unit="s to all",
+            higher_is_better=False,
+            per="conn",
+        ),
     ]
     return {s.key: s for s in items}
 
@@ -61,7 +114,7 @@ class Settings:
     client_cpus: str
     client_procs: int
     python: str
-    bulk_procs: int = 4          # processes for idle and storm clients
+    bulk_procs: int = 4  # processes for idle and storm clients
     handshake_client: str = "raw"  # measured cheapest per connection (see docs/benchmarks.md)
     storm_timeout: float = 60.0
 
@@ -92,10 +145,21 @@ def _cpu_list(cpus: str) -> list[int]:
 
 def run_timed(server: Server, sc: Scenario, st: Settings, conns: int | None = None) -> dict:
     """Echo or handshake load for warmup + duration; server CPU sampled at the window's edges."""
-    spec = LoadSpec(scenario=sc.kind, url=server.url, conns=conns or sc.conns, procs=st.client_procs,
-                    window=sc.window, size=sc.size, binary=sc.binary, warmup=st.warmup, duration=st.duration,
-                    client=st.handshake_client if sc.kind == "handshake" else st.client, cpus=st.client_cpus,
-                    python=st.python, timeout=5.0)
+    spec = LoadSpec(
+        scenario=sc.kind,
+        url=server.url,
+        conns=conns or sc.conns,
+        procs=st.client_procs,
+        window=sc.window,
+        size=sc.size,
+        binary=sc.binary,
+        warmup=st.warmup,
+        duration=st.duration,
+        client=st.handshake_client if sc.kind == "handshake" else st.client,
+        cpus=st.client_cpus,
+        python=st.python,
+        timeout=5.0,
+    )
     load = Load(spec).start()
     try:
         ready = load.wait("ready", 90)
@@ -125,14 +189,25 @@ def run_timed(server: Server, sc: Scenario, st: Settings, conns: int | None = No
     out["server_us"] = 1e6 * (cpu1 - cpu0) / out["count"] if out["count"] else None
     out["mib_s"] = out["bytes_per_s"] / 2**20
     if not out["count"]:
-        raise RuntimeError(f"no {sc.per} completed (errors: {out['errors']}, connect errors: {connect_errors})")
+        raise RuntimeError(
+            f"no {sc.per} completed (errors: {out['errors']}, connect errors: {connect_errors})"
+        )
     return out
 
 
 def _idle_load(server: Server, sc: Scenario, st: Settings, conns: int, procs: int) -> tuple[Load, list[dict]]:
-    spec = LoadSpec(scenario="idle", url=server.url, conns=conns, procs=procs, compression=sc.compression,
-                    cpus=st.client_cpus, python=st.python, spread_sources=True, timeout=30.0,
-                    extra=["--hold", "600"])
+    spec = LoadSpec(
+        scenario="idle",
+        url=server.url,
+        conns=conns,
+        procs=procs,
+        compression=sc.compression,
+        cpus=st.client_cpus,
+        python=st.python,
+        spread_sources=True,
+        timeout=30.0,
+        extra=["--hold", "600"],
+    )
     load = Load(spec).start()
     try:
         return load, load.wait("ready", 300)
@@ -175,8 +250,16 @@ def run_idle(server: Server, sc: Scenario, st: Settings, conns: int | None = Non
 
 def run_storm(server: Server, sc: Scenario, st: Settings, conns: int | None = None) -> dict:
     """All clients connect at one instant; time until every one has had its handshake and echo."""
-    spec = LoadSpec(scenario="storm", url=server.url, conns=conns or sc.conns, procs=st.bulk_procs,
-                    cpus=st.client_cpus, python=st.python, spread_sources=True, timeout=st.storm_timeout)
+    spec = LoadSpec(
+        scenario="storm",
+        url=server.url,
+        conns=conns or sc.conns,
+        procs=st.bulk_procs,
+        cpus=st.client_cpus,
+        python=st.python,
+        spread_sources=True,
+        timeout=st.storm_timeout,
+    )
     load = Load(spec).start()
     try:
         load.wait("ready", 60)

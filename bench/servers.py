@@ -44,14 +44,14 @@ class NotAvailable(Exception):
 
 @dataclass(frozen=True)
 class ServerSpec:
-    kind: str                      # wsserver or a key of PEERS
-    workers: int = 1               # wsserver: [server] workers
-    pool_mode: str = "greenlet"    # wsserver: [ports.pool] mode
-    metrics: bool | None = None    # wsserver: None = no [metrics] table; True/False = enabled on/off
+    kind: str  # wsserver or a key of PEERS
+    workers: int = 1  # wsserver: [server] workers
+    pool_mode: str = "greenlet"  # wsserver: [ports.pool] mode
+    metrics: bool | None = None  # wsserver: None = no [metrics] table; True/False = enabled on/off
     tls: bool = False
     compression: bool = False
-    cpus: str = "0"                # taskset CPU list; "" = not pinned
-    label: str = ""                # overrides the name in reports
+    cpus: str = "0"  # taskset CPU list; "" = not pinned
+    label: str = ""  # overrides the name in reports
 
     @property
     def name(self) -> str:
@@ -88,23 +88,51 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def wsserver_toml(spec: ServerSpec, port: int, cert: Path | None, key: Path | None, metrics_port: int,
-                  pool_min: int = 4) -> str:
+def wsserver_toml(
+    spec: ServerSpec, port: int, cert: Path | None, key: Path | None, metrics_port: int, pool_min: int = 4
+) -> str:
     """The wsserver config of one variant (see docs/benchmarks.md)."""
     lines = ["[server]", f"workers = {spec.workers}", "graceful_timeout = 2", 'log_level = "warning"', ""]
     if spec.tls:
         # The keystore layout of the wss issue; if the server does not take it, the variant shows n/a.
-        lines += ["[server.tls]", 'keystore = "bench"', 'key_alias = "default"', "",
-                  "[[keystores]]", 'alias = "bench"', 'type = "pem"', "",
-                  "[keystores.keys.default]", f'cert = "{cert}"', f'key = "{key}"', ""]
+        lines += [
+            "[server.tls]",
+            'keystore = "bench"',
+            'key_alias = "default"',
+            "",
+            "[[keystores]]",
+            'alias = "bench"',
+            'type = "pem"',
+            "",
+            "[keystores.keys.default]",
+            f'cert = "{cert}"',
+            f'key = "{key}"',
+            "",
+        ]
     if spec.metrics is not None:
-        lines += ["[metrics]", f"enabled = {'true' if spec.metrics else 'false'}", 'bind = "127.0.0.1"',
-                  f"port = {metrics_port}", ""]
-    lines += ["[[endpoints]]", 'path = "/echo"', 'handler = "wsserver.endpoints.echo:Echo"', "",
-              "[[ports]]", 'alias = "bench"', f"port = {port}", 'bind = "127.0.0.1"',
-              f'protocol = "{"wss" if spec.tls else "ws"}"',
-              f"compression = {'true' if spec.compression else 'false'}",
-              "idle_timeout_ms = 0", "ping_interval_ms = 0", "max_connections = 0", "backlog = 6000"]
+        lines += [
+            "[metrics]",
+            f"enabled = {'true' if spec.metrics else 'false'}",
+            'bind = "127.0.0.1"',
+            f"port = {metrics_port}",
+            "",
+        ]
+    lines += [
+        "[[endpoints]]",
+        'path = "/echo"',
+        'handler = "wsserver.endpoints.echo:Echo"',
+        "",
+        "[[ports]]",
+        'alias = "bench"',
+        f"port = {port}",
+        'bind = "127.0.0.1"',
+        f'protocol = "{"wss" if spec.tls else "ws"}"',
+        f"compression = {'true' if spec.compression else 'false'}",
+        "idle_timeout_ms = 0",
+        "ping_interval_ms = 0",
+        "max_connections = 0",
+        "backlog = 6000",
+    ]
     if spec.pool_mode != "greenlet":
         lines += ["", "[ports.pool]", f'mode = "{spec.pool_mode}"', f"min = {pool_min}"]
     return "\n".join(lines) + "\n"
@@ -113,8 +141,10 @@ def wsserver_toml(spec: ServerSpec, port: int, cert: Path | None, key: Path | No
 def probe(host: str, port: int, path: str = "/echo", tls: bool = False, timeout: float = 2.0) -> str:
     """One WebSocket upgrade; returns the status line (raises OSError when nothing answers)."""
     key = base64.b64encode(os.urandom(16)).decode()
-    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
         if tls:
@@ -141,8 +171,14 @@ def probe(host: str, port: int, path: str = "/echo", tls: bool = False, timeout:
 class Server:
     """One started server process (and its children); stopped by PID only."""
 
-    def __init__(self, spec: ServerSpec, workdir: Path, cert: Path | None = None, key: Path | None = None,
-                 python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        spec: ServerSpec,
+        workdir: Path,
+        cert: Path | None = None,
+        key: Path | None = None,
+        python: str = sys.executable,
+    ) -> None:
         self.spec = spec
         self.workdir = workdir
         self.cert, self.key = cert, key
@@ -197,14 +233,25 @@ class Server:
         cmd = self.command()
         if self.spec.cpus and shutil.which("taskset"):
             cmd = ["taskset", "-c", self.spec.cpus, *cmd]
-        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                   PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore")
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            PYTHONUNBUFFERED="1",
+            PYTHONWARNINGS="ignore",
+        )
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child holds it; closed below
         try:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, preexec_fn=_raise_nofile,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_raise_nofile,
+                start_new_session=True,
+            )
         finally:
             log.close()
         try:
@@ -238,7 +285,9 @@ class Server:
             except OSError as exc:
                 last = str(exc)
             time.sleep(0.1)
-        raise NotAvailable(f"not answering a WebSocket upgrade after {timeout:.0f}s ({last}): {self.log_tail()}")
+        raise NotAvailable(
+            f"not answering a WebSocket upgrade after {timeout:.0f}s ({last}): {self.log_tail()}"
+        )
 
     def _check_features(self) -> None:
         spec = self.spec
@@ -250,7 +299,7 @@ class Server:
         if spec.workers > 1 and len(pids) < spec.workers:
             raise NotAvailable(f"workers = {spec.workers} not implemented yet: one process serves")
         if spec.pool_mode == "thread" and tree_threads(self.pid) <= len(pids):
-            raise NotAvailable("pool mode = \"thread\" not implemented yet: no executor threads")
+            raise NotAvailable('pool mode = "thread" not implemented yet: no executor threads')
         if spec.metrics:
             try:
                 conn = http.client.HTTPConnection(self.host, self.metrics_port, timeout=2)
@@ -258,7 +307,9 @@ class Server:
                 status = conn.getresponse().status
                 conn.close()
             except OSError as exc:
-                raise NotAvailable(f"[metrics] not implemented yet: nothing on the metrics port ({exc})") from None
+                raise NotAvailable(
+                    f"[metrics] not implemented yet: nothing on the metrics port ({exc})"
+                ) from None
             if status != 200:
                 raise NotAvailable(f"[metrics] not implemented yet: /metrics answered {status}")
 
@@ -269,7 +320,7 @@ class Server:
                 stat = f.read()
         except OSError:
             return None
-        fields = stat[stat.rindex(b")") + 2:].split()
+        fields = stat[stat.rindex(b")") + 2 :].split()
         return None if fields[0] in (b"Z", b"X") else fields[19]
 
     def _remember(self, pids: list[int]) -> None:

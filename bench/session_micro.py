@@ -130,13 +130,19 @@ def main() -> None:
         run(args.messages, args.size, args.window, args.binary, args.mode, args.conns, not args.no_fast_path)
         return
     if args.client_only:
-        best = min(run_client_only(args.messages, args.size, args.window, args.binary) for _ in range(args.repeat))
+        best = min(
+            run_client_only(args.messages, args.size, args.window, args.binary) for _ in range(args.repeat)
+        )
         print(f"client alone: {best:.2f} µs per message")
         return
-    best = min(run(args.messages, args.size, args.window, args.binary, args.mode, args.conns,
-                   not args.no_fast_path) for _ in range(args.repeat))
-    print(f"{args.mode}, {args.size} B, window {args.window}, {args.conns} conn(s): {best:.2f} µs per message "
-          f"(server + client, best of {args.repeat})")
+    best = min(
+        run(args.messages, args.size, args.window, args.binary, args.mode, args.conns, not args.no_fast_path)
+        for _ in range(args.repeat)
+    )
+    print(
+        f"{args.mode}, {args.size} B, window {args.window}, {args.conns} conn(s): {best:.2f} µs per message "
+        f"(server + client, best of {args.repeat})"
+    )
 
 
 if __name__ == "__main__":

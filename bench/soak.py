@@ -88,14 +88,29 @@ compression = false
 """
 
 COUNTERS = (
-    "sent", "echoed", "reordered", "unexpected", "conns", "reconnects", "client_closes",
-    "lost_server_close", "lost_abnormal", "lost_stalled", "stalls",
-    "hs_refused", "hs_timeout", "hs_reset", "hs_other", "hs_at_kill",
-    "inflight_at_kill", "conns_at_kill",
+    "sent",
+    "echoed",
+    "reordered",
+    "unexpected",
+    "conns",
+    "reconnects",
+    "client_closes",
+    "lost_server_close",
+    "lost_abnormal",
+    "lost_stalled",
+    "stalls",
+    "hs_refused",
+    "hs_timeout",
+    "hs_reset",
+    "hs_other",
+    "hs_at_kill",
+    "inflight_at_kill",
+    "conns_at_kill",
 )
 
 
 # --------------------------------------------------------------------------------------------- /proc
+
 
 def stat_fields(pid: int) -> list[str] | None:
     try:
@@ -103,7 +118,7 @@ def stat_fields(pid: int) -> list[str] | None:
             stat = f.read()
     except OSError:
         return None
-    return stat[stat.rindex(")") + 2:].split()  # from the 3rd field (state) on
+    return stat[stat.rindex(")") + 2 :].split()  # from the 3rd field (state) on
 
 
 def start_time(pid: int) -> str | None:
@@ -184,8 +199,17 @@ def peer_ports(pid: int, server_port: int) -> set[int]:
 
 # --------------------------------------------------------------------------------------------- clients
 
-def client_main(index: int, args: argparse.Namespace, url: str, first_id: int, count: int,
-                events: mp.Queue, stop: mp.Event, t_end: float) -> None:
+
+def client_main(
+    index: int,
+    args: argparse.Namespace,
+    url: str,
+    first_id: int,
+    count: int,
+    events: mp.Queue,
+    stop: mp.Event,
+    t_end: float,
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     asyncio.run(ClientProc(index, args, url, first_id, count, events, stop, t_end).run())
 
@@ -231,8 +255,14 @@ class ClientProc:
             first = False
             t_start = time.time()
             try:
-                ws = await connect(self.url, open_timeout=self.args.open_timeout, compression=None,
-                                   ping_interval=None, close_timeout=5, max_queue=64)
+                ws = await connect(
+                    self.url,
+                    open_timeout=self.args.open_timeout,
+                    compression=None,
+                    ping_interval=None,
+                    close_timeout=5,
+                    max_queue=64,
+                )
             except ConnectionRefusedError:
                 self.c["hs_refused"] += 1
                 await asyncio.sleep(0.1)
@@ -297,7 +327,7 @@ class ClientProc:
                     self.c["unexpected"] += 1
                     continue
                 try:
-                    got = int(msg[len(prefix):])
+                    got = int(msg[len(prefix) :])
                 except ValueError:
                     self.c["unexpected"] += 1
                     continue
@@ -321,14 +351,27 @@ class ClientProc:
                 self.codes[f"server {code}"] += 1
                 if n:
                     self.c["lost_server_close"] += n
-                    self.events.put(("lost", "server-close", code, exc.rcvd.reason, local_port, t_start, t_end,
-                                     n, prefix, seq))
+                    self.events.put(
+                        (
+                            "lost",
+                            "server-close",
+                            code,
+                            exc.rcvd.reason,
+                            local_port,
+                            t_start,
+                            t_end,
+                            n,
+                            prefix,
+                            seq,
+                        )
+                    )
             else:  # no close frame: a killed worker (expected) or something else (lost)
                 self.codes["1006 (no close frame)"] += 1
                 self.events.put(("abnormal", local_port, t_start, t_end, n, prefix, seq))
 
 
 # --------------------------------------------------------------------------------------------- server
+
 
 class Server:
     """The ``wsserver serve`` we start; signalled by its PID only, its workers by PID once verified."""
@@ -338,17 +381,29 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.config = workdir / "soak.toml"
-        self.config.write_text(CONFIG.format(workers=args.workers, graceful=args.graceful_timeout, port=self.port,
-                                             log_level="info" if args.no_verify else "debug"))
+        self.config.write_text(
+            CONFIG.format(
+                workers=args.workers,
+                graceful=args.graceful_timeout,
+                port=self.port,
+                log_level="info" if args.no_verify else "debug",
+            )
+        )
         self.log_path = workdir / "server.log"
         self.workers = args.workers
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child holds it
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "wsserver", "serve", "-c", str(self.config)],
-                                         cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "wsserver", "serve", "-c", str(self.config)],
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             log.close()
         self.pid = self.proc.pid
@@ -441,32 +496,50 @@ class Server:
 
 # --------------------------------------------------------------------------------------------- main
 
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=600.0, help="length of the run (default 600)")
     p.add_argument("--clients", type=int, default=200, help="concurrent connections (default 200)")
     p.add_argument("--procs", type=int, default=2, choices=(1, 2), help="client processes (default 2)")
     p.add_argument("--workers", type=int, default=2, help="server workers (default 2)")
-    p.add_argument("--hup-every", type=float, default=30.0, help="SIGHUP the master every N s; 0 = never (default 30)")
-    p.add_argument("--kill-every", type=float, default=45.0,
-                   help="SIGKILL one worker every N s; 0 = never (default 45)")
-    p.add_argument("--graceful-timeout", type=float, default=5.0,
-                   help="[server] graceful_timeout: how long a draining generation keeps its sessions before 1001 "
-                        "(default 5, shorter than most connections, so every reload closes some with 1001)")
+    p.add_argument(
+        "--hup-every", type=float, default=30.0, help="SIGHUP the master every N s; 0 = never (default 30)"
+    )
+    p.add_argument(
+        "--kill-every", type=float, default=45.0, help="SIGKILL one worker every N s; 0 = never (default 45)"
+    )
+    p.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=5.0,
+        help="[server] graceful_timeout: how long a draining generation keeps its sessions before 1001 "
+        "(default 5, shorter than most connections, so every reload closes some with 1001)",
+    )
     p.add_argument("--window", type=int, default=2, help="messages in flight per connection (default 2)")
     p.add_argument("--min-msgs", type=int, default=50, help="fewest messages per connection (default 50)")
     p.add_argument("--max-msgs", type=int, default=500, help="most messages per connection (default 500)")
     p.add_argument("--open-timeout", type=float, default=10.0, help="handshake timeout, s (default 10)")
-    p.add_argument("--recv-timeout", type=float, default=15.0,
-                   help="no echo for this long with messages outstanding = a stall, counted lost (default 15)")
+    p.add_argument(
+        "--recv-timeout",
+        type=float,
+        default=15.0,
+        help="no echo for this long with messages outstanding = a stall, counted lost (default 15)",
+    )
     p.add_argument("--report-every", type=float, default=10.0, help="progress line interval, s (default 10)")
     p.add_argument("--seed", type=int, default=None, help="seed for picking the worker to kill")
     p.add_argument("--keep-log", metavar="FILE", help="copy the server log here at the end")
-    p.add_argument("--no-verify", action="store_true",
-                   help="server log level info instead of debug: unanswered messages at a server close are then "
-                        "all counted lost, without checking the server's own count (see above)")
-    p.add_argument("--strict", action="store_true",
-                   help="count messages that crossed the server's close frame as lost too")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="server log level info instead of debug: unanswered messages at a server close are then "
+        "all counted lost, without checking the server's own count (see above)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="count messages that crossed the server's close frame as lost too",
+    )
     args = p.parse_args(argv)
     if args.clients < 1 or args.window < 1 or not 1 <= args.min_msgs <= args.max_msgs or args.seconds <= 0:
         p.error("need --clients >= 1, --window >= 1, 1 <= --min-msgs <= --max-msgs, --seconds > 0")
@@ -486,8 +559,8 @@ class Totals:
         self.details: list[str] = []
         self.hs_details: collections.Counter[str] = collections.Counter()
         self.server_closes: list[tuple] = []  # server close frames with messages unanswered
-        self.crossed = 0          # of those: proven (server log) never taken by the server
-        self.lost_close = 0       # the others: lost
+        self.crossed = 0  # of those: proven (server log) never taken by the server
+        self.lost_close = 0  # the others: lost
         self.crossed_conns = 0
 
     def sum(self) -> tuple[dict, collections.Counter, collections.Counter]:
@@ -537,12 +610,17 @@ class Totals:
                 self.crossed_conns += 1
                 continue
             self.lost_close += n
-            server = (f"server log: messages_in {match[0][1]}, messages_out {match[0][2]}" if match
-                      else "no matching server log line")
-            self.details.append(f"{fmt_t(t_end)} {prefix}: server close {code} {reason!r} with {n} unanswered "
-                                f"(port {port}, connection age {t_end - t_start:.1f} s, client sent {seq}, "
-                                f"got {echoed}; {server}); last HUP {last_before(self.hups, t_end)}, last kill "
-                                f"{last_before([k[0] for k in self.kills], t_end)}")
+            server = (
+                f"server log: messages_in {match[0][1]}, messages_out {match[0][2]}"
+                if match
+                else "no matching server log line"
+            )
+            self.details.append(
+                f"{fmt_t(t_end)} {prefix}: server close {code} {reason!r} with {n} unanswered "
+                f"(port {port}, connection age {t_end - t_start:.1f} s, client sent {seq}, "
+                f"got {echoed}; {server}); last HUP {last_before(self.hups, t_end)}, last kill "
+                f"{last_before([k[0] for k in self.kills], t_end)}"
+            )
 
     def at_kill(self, port: int | None, t_start: float, t_end: float) -> bool:
         for t_kill, _pid, _gen, ports in self.kills:
@@ -560,16 +638,21 @@ class Totals:
                 self.inflight_at_kill += n
             elif final or now - t_end > 2.0:
                 self.lost_abnormal += n
-                self.details.append(f"{fmt_t(t_end)} {prefix}: ended without a close frame, not at a kill "
-                                    f"(port {port}, {n} unanswered, last seq {seq - 1})")
+                self.details.append(
+                    f"{fmt_t(t_end)} {prefix}: ended without a close frame, not at a kill "
+                    f"(port {port}, {n} unanswered, last seq {seq - 1})"
+                )
             else:
                 keep.append(ev)
         self.pending_abnormal = keep
 
 
 T0 = 0.0
-SESSION_CLOSED = re.compile(r'^(\S+) debug .*?msg="session closed" .*?peer=127\.0\.0\.1:(\d+) .*?code=(\S+) '
-                            r'.*?messages_in=(\d+) .*?messages_out=(\d+)', re.M)
+SESSION_CLOSED = re.compile(
+    r'^(\S+) debug .*?msg="session closed" .*?peer=127\.0\.0\.1:(\d+) .*?code=(\S+) '
+    r".*?messages_in=(\d+) .*?messages_out=(\d+)",
+    re.M,
+)
 
 
 def fmt_t(t: float) -> str:
@@ -586,7 +669,9 @@ def handle(ev: tuple, totals: Totals) -> None:
         totals.server_closes.append(ev)
     elif kind == "stall":
         _, port, t_start, t_end, n, prefix = ev
-        totals.details.append(f"{fmt_t(t_end)} {prefix}: no echo for the recv timeout, {n} outstanding (port {port})")
+        totals.details.append(
+            f"{fmt_t(t_end)} {prefix}: no echo for the recv timeout, {n} outstanding (port {port})"
+        )
     elif kind == "hsfail":
         _, t_start, t_end, what, _ = ev
         if totals.at_kill(None, t_start, t_end):
@@ -610,11 +695,13 @@ def main(argv: list[str] | None = None) -> int:
     global T0
     args = parse_args(argv)
     rng = random.Random(args.seed)
-    print(f"# wsserver soak: {args.seconds:.0f} s, {args.clients} clients in {args.procs} process(es), window "
-          f"{args.window}, {args.min_msgs}-{args.max_msgs} msgs per connection; {args.workers} workers, "
-          f"graceful_timeout {args.graceful_timeout:g} s; HUP every {args.hup_every:g} s, kill -9 every "
-          f"{args.kill_every:g} s; {os.cpu_count()} CPUs, load {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
-          flush=True)
+    print(
+        f"# wsserver soak: {args.seconds:.0f} s, {args.clients} clients in {args.procs} process(es), window "
+        f"{args.window}, {args.min_msgs}-{args.max_msgs} msgs per connection; {args.workers} workers, "
+        f"graceful_timeout {args.graceful_timeout:g} s; HUP every {args.hup_every:g} s, kill -9 every "
+        f"{args.kill_every:g} s; {os.cpu_count()} CPUs, load {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        flush=True,
+    )
     rss_start: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="wsserver-soak-") as tmp:
         server = Server(args, Path(tmp))
@@ -630,11 +717,17 @@ def main(argv: list[str] | None = None) -> int:
             stop = ctx.Event()
             T0 = time.time()
             t_end = T0 + args.seconds
-            per = [args.clients // args.procs + (1 if i < args.clients % args.procs else 0) for i in range(args.procs)]
+            per = [
+                args.clients // args.procs + (1 if i < args.clients % args.procs else 0)
+                for i in range(args.procs)
+            ]
             first = 0
             for i, n in enumerate(per):
-                proc = ctx.Process(target=client_main, args=(i, args, server.url(), first, n, events, stop, t_end),
-                                   daemon=True)
+                proc = ctx.Process(
+                    target=client_main,
+                    args=(i, args, server.url(), first, n, events, stop, t_end),
+                    daemon=True,
+                )
                 proc.start()
                 clients.append(proc)
                 first += n
@@ -660,8 +753,11 @@ def main(argv: list[str] | None = None) -> int:
                     if killed is not None:
                         pid, gen, ports = killed
                         totals.kills.append((time.time(), pid, gen, ports))
-                        print(f"{fmt_t(time.time())} kill -9 worker {pid} (gen {gen}) holding {len(ports)} "
-                              f"connections", flush=True)
+                        print(
+                            f"{fmt_t(time.time())} kill -9 worker {pid} (gen {gen}) holding {len(ports)} "
+                            f"connections",
+                            flush=True,
+                        )
                         next_kill += args.kill_every
                     else:
                         next_kill = time.time() + 0.2  # no titled worker right now (a reload): soon again
@@ -678,11 +774,14 @@ def main(argv: list[str] | None = None) -> int:
                     hs = c["hs_refused"] + c["hs_timeout"] + c["hs_reset"] + c["hs_other"]
                     if "workers" not in rss_start:
                         rss_start["workers"] = sum(rss_mib(p) for p, _ in server.worker_info())
-                    print(f"{fmt_t(now)} {rate:7.0f} msg/s sent {c['sent']} echoed {c['echoed']} lost "
-                          f"{c['lost_abnormal'] + c['lost_stalled']} unanswered-at-close {c['lost_server_close']} "
-                          f"reordered {c['reordered']} at-kill {c['inflight_at_kill']} conns "
-                          f"{c['conns']} hs-fail {hs} hups {len(totals.hups)} kills {len(totals.kills)} | "
-                          f"{proc_line(server)}", flush=True)
+                    print(
+                        f"{fmt_t(now)} {rate:7.0f} msg/s sent {c['sent']} echoed {c['echoed']} lost "
+                        f"{c['lost_abnormal'] + c['lost_stalled']} unanswered-at-close {c['lost_server_close']} "
+                        f"reordered {c['reordered']} at-kill {c['inflight_at_kill']} conns "
+                        f"{c['conns']} hs-fail {hs} hups {len(totals.hups)} kills {len(totals.kills)} | "
+                        f"{proc_line(server)}",
+                        flush=True,
+                    )
                     next_report += args.report_every
             # Stop the load: each connection collects its outstanding echoes and closes with 1000.
             final_procs = proc_line(server)
@@ -715,40 +814,62 @@ def main(argv: list[str] | None = None) -> int:
         totals.verify(log_text, args.strict)
     else:
         for ev in totals.server_closes:
-            totals.details.append(f"{fmt_t(ev[6])} {ev[8]}: server close {ev[2]} with {ev[7]} unanswered (unverified)")
+            totals.details.append(
+                f"{fmt_t(ev[6])} {ev[8]}: server close {ev[2]} with {ev[7]} unanswered (unverified)"
+            )
     c, codes, http = totals.sum()
     lost = totals.lost()
     hs = c["hs_refused"] + c["hs_timeout"] + c["hs_reset"] + c["hs_other"] + sum(http.values())
     print("\n# summary")
-    print(f"duration        {elapsed:.0f} s ({args.seconds:.0f} s of load), {args.clients} clients, window "
-          f"{args.window}")
-    print(f"messages        sent {c['sent']}  echoed {c['echoed']}  ({c['echoed'] / max(1.0, args.seconds):.0f}/s)")
+    print(
+        f"duration        {elapsed:.0f} s ({args.seconds:.0f} s of load), {args.clients} clients, window "
+        f"{args.window}"
+    )
+    print(
+        f"messages        sent {c['sent']}  echoed {c['echoed']}  ({c['echoed'] / max(1.0, args.seconds):.0f}/s)"
+    )
     at_close = totals.lost_close if totals.verified else c["lost_server_close"]
-    print(f"lost            {lost}  (at a server close frame: {at_close}, no close frame and not at a kill: "
-          f"{c['lost_abnormal']}, stalled: {c['lost_stalled']} in {c['stalls']} stalls)")
-    print(f"crossed close   {totals.crossed} messages on {totals.crossed_conns} connections were sent before the "
-          f"client saw the server's close frame and reached the server after it (server log: not taken; not lost)"
-          if totals.verified else
-          f"crossed close   not checked (--no-verify): {c['lost_server_close']} unanswered at server closes counted lost")
-    print(f"balance         sent - echoed = {c['sent'] - c['echoed']} = lost {lost} + at kills "
-          f"{c['inflight_at_kill']} + crossed {totals.crossed}"
-          f"{' (MISMATCH)' if c['sent'] - c['echoed'] != lost + c['inflight_at_kill'] + totals.crossed else ''}")
+    print(
+        f"lost            {lost}  (at a server close frame: {at_close}, no close frame and not at a kill: "
+        f"{c['lost_abnormal']}, stalled: {c['lost_stalled']} in {c['stalls']} stalls)"
+    )
+    print(
+        f"crossed close   {totals.crossed} messages on {totals.crossed_conns} connections were sent before the "
+        f"client saw the server's close frame and reached the server after it (server log: not taken; not lost)"
+        if totals.verified
+        else f"crossed close   not checked (--no-verify): {c['lost_server_close']} unanswered at server closes counted lost"
+    )
+    print(
+        f"balance         sent - echoed = {c['sent'] - c['echoed']} = lost {lost} + at kills "
+        f"{c['inflight_at_kill']} + crossed {totals.crossed}"
+        f"{' (MISMATCH)' if c['sent'] - c['echoed'] != lost + c['inflight_at_kill'] + totals.crossed else ''}"
+    )
     print(f"reordered       {c['reordered']}   unexpected echoes {c['unexpected']}")
     print(f"at worker kills {c['inflight_at_kill']} messages in flight on {c['conns_at_kill']} connections")
-    print(f"connections     {c['conns']}  reconnects {c['reconnects']}  closed by the client {c['client_closes']}")
+    print(
+        f"connections     {c['conns']}  reconnects {c['reconnects']}  closed by the client {c['client_closes']}"
+    )
     print(f"close codes     {dict(sorted(codes.items()))}")
-    print(f"handshake fails {hs}: refused {c['hs_refused']}, timeout {c['hs_timeout']}, reset/eof "
-          f"{c['hs_reset']}, other {c['hs_other']}, HTTP {dict(http)}; at a kill {c['hs_at_kill']}"
-          + (f"; {dict(totals.hs_details)}" if totals.hs_details else ""))
-    print(f"signals         HUP {len(totals.hups)}, kill -9 {len(totals.kills)} "
-          f"({sum(len(k[3]) for k in totals.kills)} connections on the killed workers)")
-    print(f"processes       start: master {rss_start.get('master', 0):.1f}M, workers "
-          f"{rss_start.get('workers', 0):.1f}M in all; end: {final_procs}")
+    print(
+        f"handshake fails {hs}: refused {c['hs_refused']}, timeout {c['hs_timeout']}, reset/eof "
+        f"{c['hs_reset']}, other {c['hs_other']}, HTTP {dict(http)}; at a kill {c['hs_at_kill']}"
+        + (f"; {dict(totals.hs_details)}" if totals.hs_details else "")
+    )
+    print(
+        f"signals         HUP {len(totals.hups)}, kill -9 {len(totals.kills)} "
+        f"({sum(len(k[3]) for k in totals.kills)} connections on the killed workers)"
+    )
+    print(
+        f"processes       start: master {rss_start.get('master', 0):.1f}M, workers "
+        f"{rss_start.get('workers', 0):.1f}M in all; end: {final_procs}"
+    )
     reloads = log_text.count('msg="reload complete"')
     died = log_text.count("worker died")
-    print(f"server log      reload complete x{reloads}, worker died x{died}, "
-          f"drain timeout x{log_text.count('drain timeout')}, errors x{log_text.count('level=error')}; "
-          f"master exit code {code}")
+    print(
+        f"server log      reload complete x{reloads}, worker died x{died}, "
+        f"drain timeout x{log_text.count('drain timeout')}, errors x{log_text.count('level=error')}; "
+        f"master exit code {code}"
+    )
     for line in totals.details[:30]:
         print(f"  {line}")
     if len(totals.details) > 30:

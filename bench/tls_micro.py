@@ -204,14 +204,32 @@ def make_certs(certdir: str) -> str:
 
 def run_phase(mode: str, key_type: str, kind: str, size: int, args: argparse.Namespace, certdir: str) -> dict:
     me = [sys.executable, os.path.abspath(__file__)]
-    server = subprocess.Popen([*_pin(0), *me, "--serve", mode, "--key-type", key_type, "--certdir", certdir],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [*_pin(0), *me, "--serve", mode, "--key-type", key_type, "--certdir", certdir],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         port = int(server.stdout.readline())
         cafile = os.path.join(certdir, "ca-rsa.pem" if key_type == "rsa" else "ca.pem")
         before = _cpu_seconds(server.pid)
-        out = subprocess.run([*_pin(1), *me, "--client", mode, str(port), kind, str(size), str(args.seconds),
-                              str(args.conns), cafile], capture_output=True, text=True, timeout=args.seconds + 60)
+        out = subprocess.run(
+            [
+                *_pin(1),
+                *me,
+                "--client",
+                mode,
+                str(port),
+                kind,
+                str(size),
+                str(args.seconds),
+                str(args.conns),
+                cafile,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=args.seconds + 60,
+        )
         cpu = _cpu_seconds(server.pid) - before
         result = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
@@ -222,12 +240,21 @@ def run_phase(mode: str, key_type: str, kind: str, size: int, args: argparse.Nam
             server.kill()
             server.wait()
     ops = max(result["ops"], 1)
-    return {"mode": mode, "kind": kind, "size": size, "key": key_type, "ops_per_s": result["ops"] / result["seconds"],
-            "server_us_per_op": cpu / ops * 1e6, "errors": result["errors"]}
+    return {
+        "mode": mode,
+        "kind": kind,
+        "size": size,
+        "key": key_type,
+        "ops_per_s": result["ops"] / result["seconds"],
+        "server_us_per_op": cpu / ops * 1e6,
+        "errors": result["errors"],
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--conns", type=int, default=8)
     parser.add_argument("--sizes", default="32,16384")
@@ -251,9 +278,11 @@ def main() -> None:
     import OpenSSL
     from OpenSSL import SSL
 
-    print(f"pyOpenSSL {OpenSSL.__version__} on {SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()}; "
-          f"stdlib ssl on {ssl.OPENSSL_VERSION}; {os.cpu_count()} CPUs; {args.seconds}s per run, "
-          f"{args.conns} connections, best of {args.repeat}")
+    print(
+        f"pyOpenSSL {OpenSSL.__version__} on {SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()}; "
+        f"stdlib ssl on {ssl.OPENSSL_VERSION}; {os.cpu_count()} CPUs; {args.seconds}s per run, "
+        f"{args.conns} connections, best of {args.repeat}"
+    )
     modes = args.modes.split(",")
     rows = []
     plan = [("ec", "echo", int(size)) for size in args.sizes.split(",")]
@@ -262,8 +291,11 @@ def main() -> None:
         make_certs(certdir)
         for key_type, kind, size in plan:
             # Modes interleaved, --repeat rounds, the best round kept: host noise only adds time.
-            runs = [run_phase(mode, key_type, kind, size, args, certdir)
-                    for _ in range(args.repeat) for mode in modes]
+            runs = [
+                run_phase(mode, key_type, kind, size, args, certdir)
+                for _ in range(args.repeat)
+                for mode in modes
+            ]
             for mode in modes:
                 mine = [r for r in runs if r["mode"] == mode]
                 best = min(mine, key=lambda r: r["server_us_per_op"])
@@ -274,8 +306,10 @@ def main() -> None:
         test = f"echo {r['size']} B" if r["kind"] == "echo" else f"handshake ({r['key'].upper()})"
         plain = base.get((r["kind"], r["size"], r["key"]))
         ratio = r["server_us_per_op"] / plain["server_us_per_op"] if plain else float("nan")
-        print(f"{test:<26}{r['mode']:<11}{r['ops_per_s']:>10.0f}{r['server_us_per_op']:>14.1f}{ratio:>12.2f}"
-              + (f"  errors: {r['errors']}" if r["errors"] else ""))
+        print(
+            f"{test:<26}{r['mode']:<11}{r['ops_per_s']:>10.0f}{r['server_us_per_op']:>14.1f}{ratio:>12.2f}"
+            + (f"  errors: {r['errors']}" if r["errors"] else "")
+        )
 
 
 if __name__ == "__main__":

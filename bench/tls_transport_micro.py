@@ -194,7 +194,11 @@ def serve(mode: str, certdir: str, n: int, size: int) -> None:
             transport = make_transport(tls)
             if mode == "pyopenssl":
                 transport = _PyOpenSSLRaw(tls.connection, transport)
-    fd = raw.fileno() if mode == "sslobject" else (transport.sock if mode == "pyopenssl" else transport).fileno()
+    fd = (
+        raw.fileno()
+        if mode == "sslobject"
+        else (transport.sock if mode == "pyopenssl" else transport).fileno()
+    )
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     perf = time.thread_time
@@ -215,7 +219,7 @@ def serve(mode: str, certdir: str, n: int, size: int) -> None:
         view = memoryview(data)
         while view:
             try:
-                view = view[transport.send(view):]
+                view = view[transport.send(view) :]
             except (WantWrite, WantRead):
                 select.select([], [fd], [])
         inside += perf() - t0
@@ -240,8 +244,18 @@ def make_certs(certdir: str) -> str:
 
 
 def run(mode: str, certdir: str, n: int, size: int, callgrind: str | None = None) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--serve", mode, "--certdir", certdir, "--n", str(n),
-           "--size", str(size)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--serve",
+        mode,
+        "--certdir",
+        certdir,
+        "--n",
+        str(n),
+        "--size",
+        str(size),
+    ]
     if callgrind:
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind}", *cmd]
     if not callgrind and (os.cpu_count() or 1) > 1 and shutil.which("taskset"):
@@ -283,7 +297,9 @@ def run(mode: str, certdir: str, n: int, size: int, callgrind: str | None = None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--n", type=int, default=None, help="round trips (20000; 2000 with --callgrind)")
     parser.add_argument("--size", type=int, default=32)
@@ -299,7 +315,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as certdir:
         make_certs(certdir)
         print(f"{args.size} B round trips; {'callgrind Ir' if args.callgrind else f'best of {args.repeat}'}")
-        print(f"{'mode':<11}{'server µs/rt':>13}{'recv+send µs':>14}" + (f"{'Ir/rt':>10}" if args.callgrind else ""))
+        print(
+            f"{'mode':<11}{'server µs/rt':>13}{'recv+send µs':>14}"
+            + (f"{'Ir/rt':>10}" if args.callgrind else "")
+        )
         for mode in args.modes.split(","):
             if args.callgrind:
                 if not shutil.which("valgrind"):
@@ -307,11 +326,17 @@ def main() -> None:
                 short = run(mode, certdir, n // 4, args.size, os.path.join(certdir, "cg.short"))
                 long_ = run(mode, certdir, n, args.size, os.path.join(certdir, "cg.long"))
                 ir = (long_["ir"] - short["ir"]) / (long_["n"] - short["n"])
-                print(f"{mode:<11}{long_['cpu'] / long_['n'] * 1e6:>13.1f}{long_['inside'] / long_['n'] * 1e6:>14.1f}"
-                      f"{ir:>10.0f}")
+                print(
+                    f"{mode:<11}{long_['cpu'] / long_['n'] * 1e6:>13.1f}{long_['inside'] / long_['n'] * 1e6:>14.1f}"
+                    f"{ir:>10.0f}"
+                )
             else:
-                best = min((run(mode, certdir, n, args.size) for _ in range(args.repeat)), key=lambda r: r["cpu"])
-                print(f"{mode:<11}{best['cpu'] / best['n'] * 1e6:>13.2f}{best['inside'] / best['n'] * 1e6:>14.2f}")
+                best = min(
+                    (run(mode, certdir, n, args.size) for _ in range(args.repeat)), key=lambda r: r["cpu"]
+                )
+                print(
+                    f"{mode:<11}{best['cpu'] / best['n'] * 1e6:>13.2f}{best['inside'] / best['n'] * 1e6:>14.2f}"
+                )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def cpu_seconds(pid: int) -> float:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return 0.0
-    fields = stat[stat.rindex(b")") + 2:].split()
+    fields = stat[stat.rindex(b")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -117,13 +117,38 @@ def start_server(cfg: Path, log: Path, ports: tuple[int, ...]) -> subprocess.Pop
     raise SystemExit("server did not start")
 
 
-def run_load(server: subprocess.Popen, scenario: str, url: str, args: argparse.Namespace, size: int,
-             client: str) -> dict:
-    cmd = [*pin(1), sys.executable, "-m", "bench.loadgen", "--scenario", scenario, "--client", client,
-           "--url", url, "--conns", str(args.conns), "--size", str(size), "--warmup", str(args.warmup),
-           "--duration", str(args.duration), "--insecure"]
-    gen = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, text=True)
+def run_load(
+    server: subprocess.Popen, scenario: str, url: str, args: argparse.Namespace, size: int, client: str
+) -> dict:
+    cmd = [
+        *pin(1),
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--scenario",
+        scenario,
+        "--client",
+        client,
+        "--url",
+        url,
+        "--conns",
+        str(args.conns),
+        "--size",
+        str(size),
+        "--warmup",
+        str(args.warmup),
+        "--duration",
+        str(args.duration),
+        "--insecure",
+    ]
+    gen = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         ready = json.loads(gen.stdout.readline())
         assert ready["event"] == "ready", ready
@@ -145,11 +170,17 @@ def run_load(server: subprocess.Popen, scenario: str, url: str, args: argparse.N
             gen.kill()
             gen.wait()
     count = max(result["count"], 1)
-    return {"rate": result["count"] / result["elapsed"], "server_us": cpu / count * 1e6, "errors": result["errors"]}
+    return {
+        "rate": result["count"] / result["elapsed"],
+        "server_us": cpu / count * 1e6,
+        "errors": result["errors"],
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--conns", type=int, default=16)
@@ -162,18 +193,25 @@ def main() -> None:
         try:
             tests = [("echo", size, "picows") for size in map(int, args.sizes.split(","))]
             tests.append(("handshake", 32, "raw"))
-            print(f"wsserver 1 worker (core 0), bench.loadgen (core 1), {args.conns} connections, "
-                  f"{args.duration}s windows, compression off")
-            print(f"{'test':<18}{'ws ops/s':>10}{'wss ops/s':>11}{'ws µs/op':>10}{'wss µs/op':>11}"
-                  f"{'rate wss/ws':>13}{'cpu wss/ws':>12}")
+            print(
+                f"wsserver 1 worker (core 0), bench.loadgen (core 1), {args.conns} connections, "
+                f"{args.duration}s windows, compression off"
+            )
+            print(
+                f"{'test':<18}{'ws ops/s':>10}{'wss ops/s':>11}{'ws µs/op':>10}{'wss µs/op':>11}"
+                f"{'rate wss/ws':>13}{'cpu wss/ws':>12}"
+            )
             for scenario, size, client in tests:
                 plain = run_load(server, scenario, f"ws://127.0.0.1:{ws}/echo", args, size, client)
                 tls = run_load(server, scenario, f"wss://127.0.0.1:{wss}/echo", args, size, client)
                 name = f"echo {size} B" if scenario == "echo" else "handshake"
                 errors = plain["errors"] + tls["errors"]
-                print(f"{name:<18}{plain['rate']:>10.0f}{tls['rate']:>11.0f}{plain['server_us']:>10.1f}"
-                      f"{tls['server_us']:>11.1f}{tls['rate'] / plain['rate']:>13.2f}"
-                      f"{tls['server_us'] / plain['server_us']:>12.2f}" + (f"  errors={errors}" if errors else ""))
+                print(
+                    f"{name:<18}{plain['rate']:>10.0f}{tls['rate']:>11.0f}{plain['server_us']:>10.1f}"
+                    f"{tls['server_us']:>11.1f}{tls['rate'] / plain['rate']:>13.2f}"
+                    f"{tls['server_us'] / plain['server_us']:>12.2f}"
+                    + (f"  errors={errors}" if errors else "")
+                )
         finally:
             server.send_signal(signal.SIGTERM)
             try:

@@ -36,8 +36,10 @@ def _backlog_notes(config: Config) -> list[str]:
     notes = []
     for port in config.active_ports():
         if cap is not None and port.backlog > cap:
-            notes.append(f"warning: port {port.alias}: backlog {port.backlog} is capped by the kernel "
-                         f"at net.core.somaxconn = {cap}; effective backlog {cap}")
+            notes.append(
+                f"warning: port {port.alias}: backlog {port.backlog} is capped by the kernel "
+                f"at net.core.somaxconn = {cap}; effective backlog {cap}"
+            )
     return notes
 
 
@@ -159,8 +161,10 @@ def cmd_port_reset_access(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
     if changed:
-        print(f"{args.config}: port {args.alias}: endpoint access reset to the default (allow every endpoint); "
-              "reload a running server to apply it")
+        print(
+            f"{args.config}: port {args.alias}: endpoint access reset to the default (allow every endpoint); "
+            "reload a running server to apply it"
+        )
     else:
         print(f"{args.config}: port {args.alias}: endpoint access already at the default")
     return 0
@@ -213,17 +217,28 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
         flag, dest = key.meta("cli"), _flag_dest(path)
         metavar = flag_metavar(key)
         if metavar is None:
-            parser.add_argument(flag, dest=dest, action="store_const", const=True, default=None, help=help_text)
+            parser.add_argument(
+                flag, dest=dest, action="store_const", const=True, default=None, help=help_text
+            )
         else:
             # Choices and ranges are the engine's to check, in the file's words (apply_overrides).
-            parser.add_argument(flag, dest=dest, type=int if key.types == (int,) else str, metavar=metavar,
-                                default=None, help=help_text)
+            parser.add_argument(
+                flag,
+                dest=dest,
+                type=int if key.types == (int,) else str,
+                metavar=metavar,
+                default=None,
+                help=help_text,
+            )
 
 
 def setting_overrides(args: argparse.Namespace) -> dict[str, object]:
     """{"server.workers": 4, ...}: the settings given on the command line."""
-    return {path: value for path, _key in cli_keys(Config)
-            if (value := getattr(args, _flag_dest(path), None)) is not None}
+    return {
+        path: value
+        for path, _key in cli_keys(Config)
+        if (value := getattr(args, _flag_dest(path), None)) is not None
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,23 +264,35 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", required=True, help="path of wsserver.toml")
     check.set_defaults(func=cmd_check)
 
-    hp = sub.add_parser("hash-password", help="print a hash for [[users]] password_hash (asks for the password)")
-    hp.add_argument("--algorithm", choices=("scrypt", "argon2"), default="scrypt",
-                    help="argon2 needs the argon2-cffi package")
+    hp = sub.add_parser(
+        "hash-password", help="print a hash for [[users]] password_hash (asks for the password)"
+    )
+    hp.add_argument(
+        "--algorithm",
+        choices=("scrypt", "argon2"),
+        default="scrypt",
+        help="argon2 needs the argon2-cffi package",
+    )
     hp.add_argument("--stdin", action="store_true", help="read the password from one line of standard input")
     for cost in ("n", "r", "p"):
-        hp.add_argument(f"--scrypt-{cost}", type=int, metavar=cost.upper(), help=f"scrypt cost {cost.upper()}")
+        hp.add_argument(
+            f"--scrypt-{cost}", type=int, metavar=cost.upper(), help=f"scrypt cost {cost.upper()}"
+        )
     hp.set_defaults(func=cmd_hash_password)
 
     port = sub.add_parser("port", help="edit a port of a config file (comments are kept)")
     port_sub = port.add_subparsers(dest="port_command", required=True)
-    reset = port_sub.add_parser("reset-access", help="restore the default endpoint access (allow every endpoint)")
+    reset = port_sub.add_parser(
+        "reset-access", help="restore the default endpoint access (allow every endpoint)"
+    )
     reset.add_argument("alias", help="the port's alias")
     reset.add_argument("-c", "--config", required=True, help="path of wsserver.toml")
     reset.set_defaults(func=cmd_port_reset_access)
     adapter = sub.add_parser("adapter", help="authentication adapters")
     adapter_sub = adapter.add_subparsers(dest="adapter_command", required=True)
-    test = adapter_sub.add_parser("test", help="try an adapter: prints the servers tried, in order, with timings")
+    test = adapter_sub.add_parser(
+        "test", help="try an adapter: prints the servers tried, in order, with timings"
+    )
     test.add_argument("name", help="the [[adapters]] name")
     test.add_argument("--user", required=True, help="user name to check")
     test.add_argument("-c", "--config", required=True, help="path of wsserver.toml")

@@ -14,8 +14,13 @@ import time
 from types import TracebackType
 from typing import Any
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR, "critical": logging.CRITICAL}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 
 
 def _quote(value: Any) -> str:
@@ -28,8 +33,12 @@ def _quote(value: Any) -> str:
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
-        parts = [f"{ts}.{int(record.msecs):03d}", record.levelname.lower(), f"pid={os.getpid()}",
-                 f"msg={_quote(record.getMessage())}"]
+        parts = [
+            f"{ts}.{int(record.msecs):03d}",
+            record.levelname.lower(),
+            f"pid={os.getpid()}",
+            f"msg={_quote(record.getMessage())}",
+        ]
         for key, value in getattr(record, "fields", {}).items():
             parts.append(f"{key}={_quote(value)}")
         if record.exc_info:

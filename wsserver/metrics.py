@@ -25,6 +25,9 @@ expiry, process metrics) are not files: :class:`MasterCollector` computes them a
 Label values are bounded: ``port`` is a configured alias, ``reason``/``result``/``method``/
 ``state`` are fixed words, close codes outside the registered range are grouped
 (:func:`close_code_label`), and adapter ``server`` labels are capped per adapter.
+
+Why one long module: every metric is defined here once, next to the multiprocess merge that
+must know each one's type and mode; the definitions are most of the file.
 """
 
 from __future__ import annotations
@@ -58,8 +61,23 @@ ARCHIVE = "archive"  # counter_archive.db, histogram_archive.db: the totals of d
 # ---- buckets (seconds) ----------------------------------------------------------------------
 HANDSHAKE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SESSION_BUCKETS = (0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 43200.0, 86400.0)
-POOL_WAIT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                     0.5, 1.0, 5.0)
+POOL_WAIT_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    5.0,
+)
 AUTH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BROKER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
 ADAPTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -68,101 +86,206 @@ ADAPTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # registry=None: nothing registers globally; the master's collector reads the files.
 
 CONNECTIONS_ACCEPTED = Counter(
-    "wsserver_connections_accepted_total", "WebSocket handshakes accepted (101 sent).", ["port"], registry=None)
+    "wsserver_connections_accepted_total",
+    "WebSocket handshakes accepted (101 sent).",
+    ["port"],
+    registry=None,
+)
 CONNECTIONS_REJECTED = Counter(
     "wsserver_connections_rejected_total",
-    "Connections refused by an IP rule or during the handshake, by reason.", ["port", "reason"], registry=None)
+    "Connections refused by an IP rule or during the handshake, by reason.",
+    ["port", "reason"],
+    registry=None,
+)
 CONNECTIONS_ACTIVE = Gauge(
-    "wsserver_connections_active", "Open WebSocket sessions.", ["port"], multiprocess_mode="livesum",
-    registry=None)
+    "wsserver_connections_active",
+    "Open WebSocket sessions.",
+    ["port"],
+    multiprocess_mode="livesum",
+    registry=None,
+)
 HANDSHAKE_DURATION = Histogram(
     "wsserver_handshake_duration_seconds",
     "From accept to the 101 response (TLS and authentication included), accepted handshakes only.",
-    ["port"], buckets=HANDSHAKE_BUCKETS, registry=None)
+    ["port"],
+    buckets=HANDSHAKE_BUCKETS,
+    registry=None,
+)
 MESSAGES_RECEIVED = Counter(
-    "wsserver_messages_received_total", "Complete WebSocket messages received from clients.", ["port"],
-    registry=None)
+    "wsserver_messages_received_total",
+    "Complete WebSocket messages received from clients.",
+    ["port"],
+    registry=None,
+)
 MESSAGES_SENT = Counter(
-    "wsserver_messages_sent_total", "WebSocket messages sent to clients (broadcasts included).", ["port"],
-    registry=None)
+    "wsserver_messages_sent_total",
+    "WebSocket messages sent to clients (broadcasts included).",
+    ["port"],
+    registry=None,
+)
 BYTES_RECEIVED = Counter(
     "wsserver_bytes_received_total",
-    "Bytes of the WebSocket data phase read from clients (frames as sent, after TLS).", ["port"],
-    registry=None)
+    "Bytes of the WebSocket data phase read from clients (frames as sent, after TLS).",
+    ["port"],
+    registry=None,
+)
 BYTES_SENT = Counter(
-    "wsserver_bytes_sent_total", "Bytes of the WebSocket data phase written to clients (before TLS).",
-    ["port"], registry=None)
+    "wsserver_bytes_sent_total",
+    "Bytes of the WebSocket data phase written to clients (before TLS).",
+    ["port"],
+    registry=None,
+)
 SESSION_DURATION = Histogram(
-    "wsserver_session_duration_seconds", "Lifetime of ended WebSocket sessions.", ["port"],
-    buckets=SESSION_BUCKETS, registry=None)
+    "wsserver_session_duration_seconds",
+    "Lifetime of ended WebSocket sessions.",
+    ["port"],
+    buckets=SESSION_BUCKETS,
+    registry=None,
+)
 CLOSE_CODES = Counter(
     "wsserver_close_codes_total",
     "Ended sessions by close code (1006 = no closing handshake; 3xxx/4xxx/other grouped).",
-    ["port", "code"], registry=None)
+    ["port", "code"],
+    registry=None,
+)
 POOL_EXECUTORS = Gauge(
-    "wsserver_pool_executors", "Executors of the port's pool, by state (busy, idle).", ["port", "state"],
-    multiprocess_mode="livesum", registry=None)
+    "wsserver_pool_executors",
+    "Executors of the port's pool, by state (busy, idle).",
+    ["port", "state"],
+    multiprocess_mode="livesum",
+    registry=None,
+)
 POOL_QUEUE_DEPTH = Gauge(
-    "wsserver_pool_queue_depth", "Tasks waiting for an executor of the port's pool.", ["port"],
-    multiprocess_mode="livesum", registry=None)
+    "wsserver_pool_queue_depth",
+    "Tasks waiting for an executor of the port's pool.",
+    ["port"],
+    multiprocess_mode="livesum",
+    registry=None,
+)
 POOL_WAIT = Histogram(
-    "wsserver_pool_wait_seconds", "Time a task waited for an executor of the port's pool.", ["port"],
-    buckets=POOL_WAIT_BUCKETS, registry=None)
+    "wsserver_pool_wait_seconds",
+    "Time a task waited for an executor of the port's pool.",
+    ["port"],
+    buckets=POOL_WAIT_BUCKETS,
+    registry=None,
+)
 AUTH_ATTEMPTS = Counter(
-    "wsserver_auth_attempts_total", "Client authentication attempts by method and result.",
-    ["port", "method", "result"], registry=None)
+    "wsserver_auth_attempts_total",
+    "Client authentication attempts by method and result.",
+    ["port", "method", "result"],
+    registry=None,
+)
 AUTH_DURATION = Histogram(
-    "wsserver_auth_duration_seconds", "Duration of client authentication attempts.", ["port", "method"],
-    buckets=AUTH_BUCKETS, registry=None)
+    "wsserver_auth_duration_seconds",
+    "Duration of client authentication attempts.",
+    ["port", "method"],
+    buckets=AUTH_BUCKETS,
+    registry=None,
+)
 ADAPTER_REQUESTS = Counter(
-    "wsserver_adapter_requests_total", "Requests of authentication adapters to their servers, by result.",
-    ["adapter", "server", "result"], registry=None)
+    "wsserver_adapter_requests_total",
+    "Requests of authentication adapters to their servers, by result.",
+    ["adapter", "server", "result"],
+    registry=None,
+)
 ADAPTER_REQUEST_DURATION = Histogram(
-    "wsserver_adapter_request_duration_seconds", "Duration of authentication adapter requests.",
-    ["adapter", "server"], buckets=ADAPTER_BUCKETS, registry=None)
+    "wsserver_adapter_request_duration_seconds",
+    "Duration of authentication adapter requests.",
+    ["adapter", "server"],
+    buckets=ADAPTER_BUCKETS,
+    registry=None,
+)
 ADAPTER_SERVER_PENALTY = Gauge(
     "wsserver_adapter_server_penalty",
     "Current penalty of an adapter server (0 = healthy), the highest any live worker sees.",
-    ["adapter", "server"], multiprocess_mode="livemax", registry=None)
+    ["adapter", "server"],
+    multiprocess_mode="livemax",
+    registry=None,
+)
 HEALTH_CHECKS = Counter(
-    "wsserver_health_checks_total", "Plain GET requests of a WebSocket port's health_path answered 200.",
-    ["port"], registry=None)
+    "wsserver_health_checks_total",
+    "Plain GET requests of a WebSocket port's health_path answered 200.",
+    ["port"],
+    registry=None,
+)
 BROKER_UP = Gauge(
     "wsserver_broker_up",
     "[cluster]: 1 while every live worker's subscriber is connected to Redis, else 0 (the lowest of the workers).",
-    ["node"], multiprocess_mode="livemin", registry=None)
+    ["node"],
+    multiprocess_mode="livemin",
+    registry=None,
+)
 BROKER_PUBLISH_ERRORS = Counter(
     "wsserver_broker_publish_errors_total",
     "[cluster]: broadcasts that failed because Redis was unavailable (the endpoint got BrokerUnavailable).",
-    ["node"], registry=None)
+    ["node"],
+    registry=None,
+)
 BROKER_RECONNECTS = Counter(
     "wsserver_broker_reconnects_total",
-    "[cluster]: subscriber connections to Redis re-established after a loss.", ["node"],
-    registry=None)
+    "[cluster]: subscriber connections to Redis re-established after a loss.",
+    ["node"],
+    registry=None,
+)
 BROKER_PUBLISHED = Counter(
-    "wsserver_broker_published_total", "[cluster]: broadcasts handed to Redis.", ["node"], registry=None)
+    "wsserver_broker_published_total", "[cluster]: broadcasts handed to Redis.", ["node"], registry=None
+)
 BROKER_PUBLISH_DURATION = Histogram(
-    "wsserver_broker_publish_seconds", "[cluster]: one broadcast's round trip to Redis (PUBLISH, or the history script).",
-    ["node"], buckets=BROKER_BUCKETS, registry=None)
+    "wsserver_broker_publish_seconds",
+    "[cluster]: one broadcast's round trip to Redis (PUBLISH, or the history script).",
+    ["node"],
+    buckets=BROKER_BUCKETS,
+    registry=None,
+)
 BROKER_RECEIVED = Counter(
     "wsserver_broker_received_total",
     "[cluster]: group messages a worker received from Redis for its members (once per worker, not per member).",
-    ["node"], registry=None)
+    ["node"],
+    registry=None,
+)
 BROKER_CAUGHT_UP = Counter(
     "wsserver_broker_caught_up_total",
     "[cluster]: messages a worker read from a group's history after its subscriber reconnected.",
-    ["node"], registry=None)
+    ["node"],
+    registry=None,
+)
 BROKER_GAPS = Counter(
     "wsserver_broker_gaps_total",
     "[cluster]: groups whose history no longer reached back to what a worker last received when it "
-    "reconnected (its members missed messages).", ["node"], registry=None)
+    "reconnected (its members missed messages).",
+    ["node"],
+    registry=None,
+)
 
-WORKER_METRICS = (CONNECTIONS_ACCEPTED, CONNECTIONS_REJECTED, CONNECTIONS_ACTIVE, HANDSHAKE_DURATION,
-                  MESSAGES_RECEIVED, MESSAGES_SENT, BYTES_RECEIVED, BYTES_SENT, SESSION_DURATION, CLOSE_CODES,
-                  POOL_EXECUTORS, POOL_QUEUE_DEPTH, POOL_WAIT, AUTH_ATTEMPTS, AUTH_DURATION, ADAPTER_REQUESTS,
-                  ADAPTER_REQUEST_DURATION, ADAPTER_SERVER_PENALTY, HEALTH_CHECKS, BROKER_UP, BROKER_PUBLISH_ERRORS,
-                  BROKER_RECONNECTS, BROKER_PUBLISHED, BROKER_PUBLISH_DURATION, BROKER_RECEIVED, BROKER_CAUGHT_UP,
-                  BROKER_GAPS)
+WORKER_METRICS = (
+    CONNECTIONS_ACCEPTED,
+    CONNECTIONS_REJECTED,
+    CONNECTIONS_ACTIVE,
+    HANDSHAKE_DURATION,
+    MESSAGES_RECEIVED,
+    MESSAGES_SENT,
+    BYTES_RECEIVED,
+    BYTES_SENT,
+    SESSION_DURATION,
+    CLOSE_CODES,
+    POOL_EXECUTORS,
+    POOL_QUEUE_DEPTH,
+    POOL_WAIT,
+    AUTH_ATTEMPTS,
+    AUTH_DURATION,
+    ADAPTER_REQUESTS,
+    ADAPTER_REQUEST_DURATION,
+    ADAPTER_SERVER_PENALTY,
+    HEALTH_CHECKS,
+    BROKER_UP,
+    BROKER_PUBLISH_ERRORS,
+    BROKER_RECONNECTS,
+    BROKER_PUBLISHED,
+    BROKER_PUBLISH_DURATION,
+    BROKER_RECEIVED,
+    BROKER_CAUGHT_UP,
+    BROKER_GAPS,
+)
 
 
 # ---- the metrics the master computes at scrape time -----------------------------------------
@@ -174,24 +297,47 @@ class MasterMetric:
     labels: tuple[str, ...] = ()
 
 
-WORKERS = MasterMetric("wsserver_workers", "gauge",
-                       "Worker processes by state (starting, ready, draining, stopping).", ("state",))
-WORKERS_TARGET = MasterMetric("wsserver_workers_target", "gauge", "Worker processes the master keeps running.")
-WORKER_RESTARTS = MasterMetric("wsserver_worker_restarts_total", "counter",
-                               "Workers that died unexpectedly (crash, kill, heartbeat timeout) and were replaced.")
-CONFIG_RELOADS = MasterMetric("wsserver_config_reloads_total", "counter",
-                              "Configuration reloads (HUP) by result: success, invalid, failed.", ("result",))
-BUILD_INFO = MasterMetric("wsserver_build_info", "info", "wsserver version and Python version.",
-                          ("version", "python"))
-TLS_EXPIRY = MasterMetric("wsserver_tls_certificate_expiry_seconds", "gauge",
-                          "Seconds until the certificate of a keystore key expires (negative: expired).",
-                          ("keystore", "key_alias"))
+WORKERS = MasterMetric(
+    "wsserver_workers",
+    "gauge",
+    "Worker processes by state (starting, ready, draining, stopping).",
+    ("state",),
+)
+WORKERS_TARGET = MasterMetric(
+    "wsserver_workers_target", "gauge", "Worker processes the master keeps running."
+)
+WORKER_RESTARTS = MasterMetric(
+    "wsserver_worker_restarts_total",
+    "counter",
+    "Workers that died unexpectedly (crash, kill, heartbeat timeout) and were replaced.",
+)
+CONFIG_RELOADS = MasterMetric(
+    "wsserver_config_reloads_total",
+    "counter",
+    "Configuration reloads (HUP) by result: success, invalid, failed.",
+    ("result",),
+)
+BUILD_INFO = MasterMetric(
+    "wsserver_build_info", "info", "wsserver version and Python version.", ("version", "python")
+)
+TLS_EXPIRY = MasterMetric(
+    "wsserver_tls_certificate_expiry_seconds",
+    "gauge",
+    "Seconds until the certificate of a keystore key expires (negative: expired).",
+    ("keystore", "key_alias"),
+)
 MASTER_METRICS = (WORKERS, WORKERS_TARGET, WORKER_RESTARTS, CONFIG_RELOADS, BUILD_INFO, TLS_EXPIRY)
 RELOAD_RESULTS = ("success", "invalid", "failed")
 WORKER_STATES = ("starting", "ready", "draining", "stopping")
 
-PROCESS_METRICS = ("process_cpu_seconds_total", "process_open_fds", "process_max_fds",
-                   "process_virtual_memory_bytes", "process_resident_memory_bytes", "process_start_time_seconds")
+PROCESS_METRICS = (
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+)
 
 
 def exposed_names() -> list[str]:
@@ -264,8 +410,20 @@ class PortStats:
     wait times are in ``ExecutorPool.stats``. :meth:`PortMetrics.publish` takes and resets them.
     """
 
-    __slots__ = ("accepted", "auth", "auth_durations", "bytes_in", "bytes_out", "close_codes", "handshake",
-                 "health_checks", "messages_in", "messages_out", "rejected", "session")
+    __slots__ = (
+        "accepted",
+        "auth",
+        "auth_durations",
+        "bytes_in",
+        "bytes_out",
+        "close_codes",
+        "handshake",
+        "health_checks",
+        "messages_in",
+        "messages_out",
+        "rejected",
+        "session",
+    )
 
     def __init__(self) -> None:
         self.accepted = 0
@@ -334,9 +492,14 @@ class PortMetrics:
 
     def publish(self, stats: PortStats, active: int, pool: Any = None) -> None:
         """Move what ``stats`` counted into the metric files; set the gauges."""
-        for attr, child in (("accepted", self.accepted), ("health_checks", self.health),
-                            ("messages_in", self.messages_in), ("messages_out", self.messages_out),
-                            ("bytes_in", self.bytes_in), ("bytes_out", self.bytes_out)):
+        for attr, child in (
+            ("accepted", self.accepted),
+            ("health_checks", self.health),
+            ("messages_in", self.messages_in),
+            ("messages_out", self.messages_out),
+            ("bytes_in", self.bytes_in),
+            ("bytes_out", self.bytes_out),
+        ):
             n = getattr(stats, attr)
             if n:
                 setattr(stats, attr, 0)
@@ -571,8 +734,10 @@ class MasterCollector:
         """The standard process metrics of the master and of every worker, told apart by labels."""
         families: dict[str, Metric] = {}
         targets: list[tuple[int | str, dict[str, str]]] = [("self", {"process": "master"})]
-        targets += [(w.pid, {"process": "worker", "slot": str(w.slot), "generation": str(w.gen)})
-                    for w in state.workers]
+        targets += [
+            (w.pid, {"process": "worker", "slot": str(w.slot), "generation": str(w.gen)})
+            for w in state.workers
+        ]
         for pid, labels in targets:
             self._pid = pid
             try:
@@ -610,7 +775,9 @@ def certificates_of(config: Any) -> list[tuple[str, str, float]]:
     if not uses_tls(config):
         return []
     now = time.time()
-    return [(store, alias, now + seconds) for store, alias, seconds in tls_for_config(config).expiry_seconds()]
+    return [
+        (store, alias, now + seconds) for store, alias, seconds in tls_for_config(config).expiry_seconds()
+    ]
 
 
 def names_in(text: str) -> set[str]:

@@ -126,8 +126,12 @@ def check_config(config: Config, *, import_endpoints: EndpointCheck | None = Non
     return Result(config, errors, notes if not errors else [])
 
 
-def check_file(path: str | os.PathLike[str] | None, *, environ: Mapping[str, str] | None = None,
-               import_endpoints: EndpointCheck | None = None) -> Result:
+def check_file(
+    path: str | os.PathLike[str] | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    import_endpoints: EndpointCheck | None = None,
+) -> Result:
     """Both steps for a config file (None: the built-in config)."""
     try:
         config = load(path, environ=environ)
@@ -136,8 +140,13 @@ def check_file(path: str | os.PathLike[str] | None, *, environ: Mapping[str, str
     return check_config(config, import_endpoints=import_endpoints)
 
 
-def check_text(text: str, source: str, *, environ: Mapping[str, str] | None = None,
-               import_endpoints: EndpointCheck | None = None) -> Result:
+def check_text(
+    text: str,
+    source: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    import_endpoints: EndpointCheck | None = None,
+) -> Result:
     """Both steps for the text of a config file named ``source`` (the admin API's edits)."""
     try:
         config = require_ports(parse(text, source, environ=environ), source)

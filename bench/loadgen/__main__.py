@@ -18,10 +18,16 @@ SCENARIOS = ("echo", "handshake", "idle", "storm")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
     p.add_argument("--scenario", choices=SCENARIOS, required=True)
-    p.add_argument("--client", choices=("picows", "websockets", "raw"), default="picows",
-                   help="echo: picows or websockets; handshake: any of the three")
+    p.add_argument(
+        "--client",
+        choices=("picows", "websockets", "raw"),
+        default="picows",
+        help="echo: picows or websockets; handshake: any of the three",
+    )
     p.add_argument("--url", required=True)
-    p.add_argument("--conns", type=int, default=64, help="connections (echo, idle, storm) or concurrent loops")
+    p.add_argument(
+        "--conns", type=int, default=64, help="connections (echo, idle, storm) or concurrent loops"
+    )
     p.add_argument("--window", type=int, default=1, help="messages in flight per connection (echo)")
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--binary", action="store_true")
@@ -30,7 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per connect / handshake / echo")
     p.add_argument("--hold", type=float, default=300.0, help="idle: longest wait for 'close'")
     p.add_argument("--compression", action="store_true", help="offer permessage-deflate (idle, storm)")
-    p.add_argument("--local-addr", default="", help="source address, e.g. 127.0.0.2 (spreads ephemeral ports)")
+    p.add_argument(
+        "--local-addr", default="", help="source address, e.g. 127.0.0.2 (spreads ephemeral ports)"
+    )
     p.add_argument("--insecure", action="store_true", help="wss: do not verify the certificate")
     p.add_argument("--no-uvloop", action="store_true")
     return p.parse_args(argv)
@@ -60,9 +68,11 @@ def main(argv: list[str] | None = None) -> None:
         coro = run_handshakes(args, run)
     elif args.scenario == "idle":
         from bench.loadgen.raw_client import run_idle
+
         coro = run_idle(args, run)
     else:
         from bench.loadgen.raw_client import run_storm
+
         coro = run_storm(args, run)
     try:
         if args.no_uvloop:

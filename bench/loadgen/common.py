@@ -23,7 +23,7 @@ def proc_cpu_seconds(pid: int | str = "self") -> float:
             stat = f.read()
     except OSError:
         return 0.0
-    fields = stat[stat.rindex(b")") + 2:].split()
+    fields = stat[stat.rindex(b")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -69,7 +69,7 @@ def percentile_us(hist: dict[int, int], q: float) -> float | None:
     for key in sorted(hist):
         seen += hist[key]
         if seen > rank:
-            return HIST_BASE ** key
+            return HIST_BASE**key
     return HIST_BASE ** max(hist)
 
 
@@ -80,7 +80,7 @@ class Run:
     size: int = 32
     sending: bool = False
     measuring: bool = False
-    count: int = 0          # messages (or handshakes) completed inside the window
+    count: int = 0  # messages (or handshakes) completed inside the window
     errors: int = 0
     latencies: array = field(default_factory=lambda: array("d"))
     cpu_start: float = 0.0

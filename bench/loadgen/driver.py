@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @dataclass
 class LoadSpec:
-    scenario: str                 # echo | handshake | idle | storm
+    scenario: str  # echo | handshake | idle | storm
     url: str
-    conns: int                    # in total, split over the processes
+    conns: int  # in total, split over the processes
     procs: int = 1
     window: int = 1
     size: int = 32
@@ -34,7 +34,7 @@ class LoadSpec:
     timeout: float = 10.0
     compression: bool = False
     client: str = "picows"
-    cpus: str = "1"               # taskset list; "" = not pinned
+    cpus: str = "1"  # taskset list; "" = not pinned
     spread_sources: bool = False  # give each process its own 127.0.0.x source address
     python: str = sys.executable
     extra: list[str] = field(default_factory=list)
@@ -65,10 +65,31 @@ class Load:
         host = urlsplit(spec.url).hostname or ""
         for i in range(n):
             share = spec.conns // n + (1 if i < spec.conns % n else 0)
-            cmd = [spec.python, "-m", "bench.loadgen", "--scenario", spec.scenario, "--client", spec.client,
-                   "--url", spec.url, "--conns", str(share), "--window", str(spec.window), "--size", str(spec.size),
-                   "--warmup", str(spec.warmup), "--duration", str(spec.duration), "--timeout", str(spec.timeout),
-                   "--insecure", *spec.extra]
+            cmd = [
+                spec.python,
+                "-m",
+                "bench.loadgen",
+                "--scenario",
+                spec.scenario,
+                "--client",
+                spec.client,
+                "--url",
+                spec.url,
+                "--conns",
+                str(share),
+                "--window",
+                str(spec.window),
+                "--size",
+                str(spec.size),
+                "--warmup",
+                str(spec.warmup),
+                "--duration",
+                str(spec.duration),
+                "--timeout",
+                str(spec.timeout),
+                "--insecure",
+                *spec.extra,
+            ]
             if spec.binary:
                 cmd.append("--binary")
             if spec.compression:
@@ -78,8 +99,16 @@ class Load:
             if spec.cpus and shutil.which("taskset"):
                 cmd = ["taskset", "-c", spec.cpus, *cmd]
             env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, preexec_fn=_raise_nofile)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=_raise_nofile,
+            )
             lines: queue.Queue = queue.Queue()
             errs: list[str] = []
             threading.Thread(target=self._pump, args=(proc.stdout, lines), daemon=True).start()
@@ -110,16 +139,19 @@ class Load:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"loadgen worker {i}: no '{event}' in {timeout:.0f}s; stderr: "
-                                   + " | ".join(self.stderr[i][-5:]))
+                raise TimeoutError(
+                    f"loadgen worker {i}: no '{event}' in {timeout:.0f}s; stderr: "
+                    + " | ".join(self.stderr[i][-5:])
+                )
             try:
                 line = self.lines[i].get(timeout=left)
             except queue.Empty:
                 continue
             if line is None:
                 time.sleep(0.1)
-                raise RuntimeError(f"loadgen worker {i} exited before '{event}': "
-                                   + " | ".join(self.stderr[i][-8:]))
+                raise RuntimeError(
+                    f"loadgen worker {i} exited before '{event}': " + " | ".join(self.stderr[i][-8:])
+                )
             try:
                 obj = json.loads(line)
             except ValueError:

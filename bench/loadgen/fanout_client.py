@@ -46,14 +46,14 @@ class Stats:
 
     def __init__(self, measured: int, subscribe: bytes) -> None:
         self.measured = measured
-        self.subscribe = subscribe     # the subscribe frame, the same for every subscriber       # messages the publisher will send in the window
-        self.delivered = 0             # measured messages received, over all subscribers
-        self.warm_subs = 0             # subscribers that have received a warm-up message
-        self.latencies = array("d")    # seconds, one per measured delivery
-        self.last_ns = 0               # when the last measured delivery arrived
-        self.disorder = 0              # deliveries whose sequence number was not above the previous one
-        self.foreign = 0               # text frames that were neither a message nor subscribed (errors)
-        self.lost_conns = 0            # subscriber connections that closed before we closed them
+        self.subscribe = subscribe  # the subscribe frame, the same for every subscriber       # messages the publisher will send in the window
+        self.delivered = 0  # measured messages received, over all subscribers
+        self.warm_subs = 0  # subscribers that have received a warm-up message
+        self.latencies = array("d")  # seconds, one per measured delivery
+        self.last_ns = 0  # when the last measured delivery arrived
+        self.disorder = 0  # deliveries whose sequence number was not above the previous one
+        self.foreign = 0  # text frames that were neither a message nor subscribed (errors)
+        self.lost_conns = 0  # subscriber connections that closed before we closed them
         self.closing = False
 
 
@@ -66,9 +66,9 @@ class Subscriber(asyncio.Protocol):
         self.joined = joined
         self.transport: asyncio.Transport | None = None
         self.buf = b""
-        self.state = 0      # 0 = waiting for 101, 1 = waiting for "subscribed", 2 = live
-        self.count = 0      # measured messages received
-        self.last = -1      # the last sequence number received
+        self.state = 0  # 0 = waiting for 101, 1 = waiting for "subscribed", 2 = live
+        self.count = 0  # measured messages received
+        self.last = -1  # the last sequence number received
         self.warm = False
 
     def connection_made(self, transport) -> None:
@@ -90,7 +90,7 @@ class Subscriber(asyncio.Protocol):
                 return
             self.state = 1
             self.transport.write(self.stats.subscribe)
-            data = data[end + 4:]
+            data = data[end + 4 :]
         n = len(data)
         pos = 0
         while n - pos >= 2:
@@ -99,21 +99,21 @@ class Subscriber(asyncio.Protocol):
             if length == 126:
                 if n - pos < 4:
                     break
-                length = int.from_bytes(data[pos + 2:pos + 4], "big")
+                length = int.from_bytes(data[pos + 2 : pos + 4], "big")
                 head = 4
             elif length == 127:
                 if n - pos < 10:
                     break
-                length = int.from_bytes(data[pos + 2:pos + 10], "big")
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
                 head = 10
             end = pos + head + length
             if end > n:
                 break
             first = data[pos]
             if first == 0x81:  # a complete text frame: every message and answer of PubSub
-                self._text(data[pos + head:end], now)
+                self._text(data[pos + head : end], now)
             else:
-                self._control(first & 0x0F, data[pos + head:end])
+                self._control(first & 0x0F, data[pos + head : end])
             pos = end
         if pos < n:
             self.buf = data[pos:]
@@ -134,7 +134,7 @@ class Subscriber(asyncio.Protocol):
                 self.warm = True
                 self.stats.warm_subs += 1
             return
-        seq, stamp, _ = payload[i:i + 48].split(b" ", 2)
+        seq, stamp, _ = payload[i : i + 48].split(b" ", 2)
         seq = int(seq)
         stats = self.stats
         if seq <= self.last:
@@ -197,7 +197,7 @@ class Publisher(asyncio.Protocol):
                 self.ready.set_exception(ConnectionError(data.split(b"\r\n", 1)[0].decode("latin-1")))
                 return
             self.ready.set_result(None)
-            data = data[end + 4:]
+            data = data[end + 4 :]
         # Anything the server sends the publisher is an answer to a failed publish: keep its text.
         while len(data) >= 2:
             length, head = data[1] & 0x7F, 2
@@ -208,10 +208,10 @@ class Publisher(asyncio.Protocol):
             if len(data) < head + length:
                 break
             if len(self.errors) < 20:
-                self.errors.append(data[head:head + length].decode("utf-8", "replace")[:200])
+                self.errors.append(data[head : head + length].decode("utf-8", "replace")[:200])
             else:
                 self.errors.append("")
-            data = data[head + length:]
+            data = data[head + length :]
         self.buf = data
 
     def connection_lost(self, exc) -> None:
@@ -228,8 +228,10 @@ def _request(url: str) -> bytes:
     if parts.query:
         path += "?" + parts.query
     key = base64.b64encode(os.urandom(16)).decode()
-    return (f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
 
 
 def _payload(head: str, size: int) -> str:
@@ -272,8 +274,15 @@ async def run(args: argparse.Namespace) -> None:
     await asyncio.gather(*(join(i) for i in range(args.subscribers)))
     joined = [s for s in subs if s.state == 2 and not s.transport.is_closing()]
     failed = args.subscribers - len(joined)
-    emit({"event": "joined", "ok": len(joined), "errors": failed, "seconds": time.monotonic() - started,
-          "first_errors": connect_errors})
+    emit(
+        {
+            "event": "joined",
+            "ok": len(joined),
+            "errors": failed,
+            "seconds": time.monotonic() - started,
+            "first_errors": connect_errors,
+        }
+    )
 
     ready = loop.create_future()
     pub = Publisher(_request(urls[0]), ready, b'{"op":"publish","group":"' + group + b'","data":"')
@@ -288,14 +297,23 @@ async def run(args: argparse.Namespace) -> None:
     period = 1.0 / args.rate
     while True:
         elapsed = loop.time() - warm_start
-        if (stats.warm_subs >= len(joined) and elapsed >= args.warmup) or elapsed > args.warmup + args.warm_timeout:
+        if (
+            stats.warm_subs >= len(joined) and elapsed >= args.warmup
+        ) or elapsed > args.warmup + args.warm_timeout:
             break
         pub.publish(_payload(f"w{k} {_now_ns()}", args.size))
         k += 1
         await asyncio.sleep(period)
     await asyncio.sleep(0.2)  # the last warm-up messages land before the window opens
-    emit({"event": "ready", "warm_seconds": loop.time() - warm_start, "warm_messages": k,
-          "warm_subscribers": stats.warm_subs, "publish_errors": len(pub.errors)})
+    emit(
+        {
+            "event": "ready",
+            "warm_seconds": loop.time() - warm_start,
+            "warm_messages": k,
+            "warm_subscribers": stats.warm_subs,
+            "publish_errors": len(pub.errors),
+        }
+    )
 
     t0 = await wait_go()
     await asyncio.sleep(max(0.0, t0 - loop.time()))
@@ -321,28 +339,30 @@ async def run(args: argparse.Namespace) -> None:
     short = [s.count for s in joined if s.count < measured]
     extra = sum(s.count - measured for s in joined if s.count > measured)
     elapsed = (stats.last_ns - t0_ns) * 1e-9 if stats.last_ns else 0.0
-    emit({
-        "event": "result",
-        "subscribers": len(joined),
-        "published": measured,
-        "expected": expected,
-        "delivered": stats.delivered,
-        "subscribers_short": len(short),          # subscribers that missed at least one message
-        "missing": sum(measured - c for c in short),
-        "duplicates": extra,
-        "disorder": stats.disorder,
-        "foreign": stats.foreign,
-        "lost_connections": stats.lost_conns,
-        "publish_errors": len(pub.errors),
-        "first_publish_errors": [e for e in pub.errors if e][:3],
-        "publish_lag": lag,                       # how late the publisher ran behind its schedule at worst
-        "publish_seconds": last_publish - wall0,
-        "delivery_seconds": elapsed,              # first publish to last delivery
-        "drain_seconds": wall1 - last_publish,
-        "window": wall1 - wall0,
-        "cpu_seconds": cpu1 - cpu0,
-        "latency_hist": histogram(stats.latencies),
-    })
+    emit(
+        {
+            "event": "result",
+            "subscribers": len(joined),
+            "published": measured,
+            "expected": expected,
+            "delivered": stats.delivered,
+            "subscribers_short": len(short),  # subscribers that missed at least one message
+            "missing": sum(measured - c for c in short),
+            "duplicates": extra,
+            "disorder": stats.disorder,
+            "foreign": stats.foreign,
+            "lost_connections": stats.lost_conns,
+            "publish_errors": len(pub.errors),
+            "first_publish_errors": [e for e in pub.errors if e][:3],
+            "publish_lag": lag,  # how late the publisher ran behind its schedule at worst
+            "publish_seconds": last_publish - wall0,
+            "delivery_seconds": elapsed,  # first publish to last delivery
+            "drain_seconds": wall1 - last_publish,
+            "window": wall1 - wall0,
+            "cpu_seconds": cpu1 - cpu0,
+            "latency_hist": histogram(stats.latencies),
+        }
+    )
     await read_command(args.hold)
     stats.closing = True
     for sub in subs:
@@ -352,21 +372,32 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.loadgen.fanout_client", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.loadgen.fanout_client",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--urls", required=True, help="comma list of ws:// URLs of the PubSub endpoint")
     p.add_argument("--subscribers", type=int, default=10_000)
     p.add_argument("--group", default="fanout")
     p.add_argument("--rate", type=float, default=20.0, help="messages published per second")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of measured publishing")
     p.add_argument("--warmup", type=float, default=1.0, help="least seconds of warm-up publishing")
-    p.add_argument("--warm-timeout", type=float, default=30.0,
-                   help="most seconds beyond --warmup to wait for every subscriber's first warm-up message")
+    p.add_argument(
+        "--warm-timeout",
+        type=float,
+        default=30.0,
+        help="most seconds beyond --warmup to wait for every subscriber's first warm-up message",
+    )
     p.add_argument("--size", type=int, default=64, help="characters of the published data string")
-    p.add_argument("--drain", type=float, default=10.0, help="most seconds to wait for deliveries after the last publish")
+    p.add_argument(
+        "--drain", type=float, default=10.0, help="most seconds to wait for deliveries after the last publish"
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per connect and per subscribe")
     p.add_argument("--concurrency", type=int, default=200, help="subscribers connecting at once")
-    p.add_argument("--hold", type=float, default=120.0, help="most seconds to wait for 'close' after the result")
+    p.add_argument(
+        "--hold", type=float, default=120.0, help="most seconds to wait for 'close' after the result"
+    )
     p.add_argument("--no-uvloop", action="store_true")
     return p.parse_args(argv)
 

@@ -113,7 +113,8 @@ async def run_echo(args, run: Run) -> None:
             try:
                 _, listener = await asyncio.wait_for(
                     ws_connect(lambda: EchoListener(run, frame, args.window), args.url, **kwargs),
-                    args.timeout)
+                    args.timeout,
+                )
                 return listener
             except Exception:
                 run.errors += 1

@@ -58,7 +58,7 @@ class RawConnection(asyncio.Protocol):
                 self._fail(ConnectionError(head.split(b"\r\n", 1)[0].decode("latin-1")))
                 return
             self.deflate = b"permessage-deflate" in head
-            del self.buf[:end + 4]
+            del self.buf[: end + 4]
             self.state = 1
             self.transport.write(self.frame)
         if self.state == 1 and len(self.buf) >= 2:
@@ -107,8 +107,14 @@ def _request(url: str, deflate: bool) -> bytes:
     parts = urlsplit(url)
     host = parts.netloc
     key = base64.b64encode(os.urandom(16)).decode()
-    lines = [f"GET {parts.path or '/'} HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade",
-             f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    lines = [
+        f"GET {parts.path or '/'} HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+    ]
     if deflate:
         lines.append("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -133,8 +139,14 @@ async def _open(args, loop, conns: list[RawConnection], ctx: ssl.SSLContext | No
     conn = RawConnection(_request(args.url, args.compression), _text_frame(b"i" * 32), done)
     conns.append(conn)
     kwargs = {"local_addr": (args.local_addr, 0)} if args.local_addr else {}
-    await loop.create_connection(lambda: conn, parts.hostname, parts.port or (443 if ctx else 80), ssl=ctx,
-                                 server_hostname="localhost" if ctx else None, **kwargs)
+    await loop.create_connection(
+        lambda: conn,
+        parts.hostname,
+        parts.port or (443 if ctx else 80),
+        ssl=ctx,
+        server_hostname="localhost" if ctx else None,
+        **kwargs,
+    )
     return await done
 
 
@@ -159,8 +171,18 @@ async def run_idle(args, run: Run) -> None:
     for conn in conns:
         conn.close()
     await asyncio.sleep(0.2)
-    emit({"event": "result", "count": ok, "errors": run.errors, "deflate_negotiated": negotiated,
-          "elapsed": 0.0, "bytes": 0, "cpu_seconds": 0.0, "latency_hist": {}})
+    emit(
+        {
+            "event": "result",
+            "count": ok,
+            "errors": run.errors,
+            "deflate_negotiated": negotiated,
+            "elapsed": 0.0,
+            "bytes": 0,
+            "cpu_seconds": 0.0,
+            "latency_hist": {},
+        }
+    )
 
 
 async def run_storm(args, run: Run) -> None:

@@ -13,7 +13,12 @@ from bench.loadgen.common import Run, emit, schedule_window, wait_go
 
 
 def _kwargs(args) -> dict:
-    kwargs: dict = {"compression": None, "max_size": None, "ping_interval": None, "open_timeout": args.timeout}
+    kwargs: dict = {
+        "compression": None,
+        "max_size": None,
+        "ping_interval": None,
+        "open_timeout": args.timeout,
+    }
     if args.local_addr:
         kwargs["local_addr"] = (args.local_addr, 0)
     if args.url.startswith("wss:"):

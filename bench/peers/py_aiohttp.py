@@ -23,8 +23,15 @@ async def echo(request: web.Request) -> web.WebSocketResponse:
 def main() -> None:
     app = web.Application()
     app.router.add_get("/{tail:.*}", echo)
-    web.run_app(app, host=ARGS.host, port=ARGS.port, backlog=ARGS.backlog, ssl_context=server_ssl_context(ARGS),
-                access_log=None, print=lambda *_: print("ready", flush=True))
+    web.run_app(
+        app,
+        host=ARGS.host,
+        port=ARGS.port,
+        backlog=ARGS.backlog,
+        ssl_context=server_ssl_context(ARGS),
+        access_log=None,
+        print=lambda *_: print("ready", flush=True),
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,14 @@ class Echo(WSListener):
 
 
 async def main() -> None:
-    server = await ws_create_server(lambda _request: Echo(), ARGS.host, ARGS.port, backlog=ARGS.backlog,
-                                    ssl=server_ssl_context(ARGS), max_frame_size=ARGS.max_size)
+    server = await ws_create_server(
+        lambda _request: Echo(),
+        ARGS.host,
+        ARGS.port,
+        backlog=ARGS.backlog,
+        ssl=server_ssl_context(ARGS),
+        max_frame_size=ARGS.max_size,
+    )
     print("ready", flush=True)
     async with server:
         await server.serve_forever()

@@ -34,11 +34,22 @@ async def app(scope, receive, send) -> None:
 
 def main() -> None:
     warnings.simplefilter("ignore", DeprecationWarning)
-    config = uvicorn.Config(app, host=ARGS.host, port=ARGS.port, backlog=ARGS.backlog, ws="websockets",
-                            ws_per_message_deflate=ARGS.compression, ws_max_size=ARGS.max_size,
-                            ws_ping_interval=None, lifespan="off", log_level="warning", access_log=False,
-                            ssl_certfile=ARGS.certfile or None, ssl_keyfile=ARGS.keyfile or None,
-                            workers=1)
+    config = uvicorn.Config(
+        app,
+        host=ARGS.host,
+        port=ARGS.port,
+        backlog=ARGS.backlog,
+        ws="websockets",
+        ws_per_message_deflate=ARGS.compression,
+        ws_max_size=ARGS.max_size,
+        ws_ping_interval=None,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=ARGS.certfile or None,
+        ssl_keyfile=ARGS.keyfile or None,
+        workers=1,
+    )
     server = uvicorn.Server(config)
     print("ready", flush=True)  # the harness waits for the port itself
     server.run()

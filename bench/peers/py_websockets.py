@@ -16,9 +16,16 @@ async def echo(ws) -> None:
 
 async def main() -> None:
     args = parse_args(__doc__)
-    async with serve(echo, args.host, args.port, compression="deflate" if args.compression else None,
-                     max_size=args.max_size, ping_interval=None, ssl=server_ssl_context(args),
-                     backlog=args.backlog):
+    async with serve(
+        echo,
+        args.host,
+        args.port,
+        compression="deflate" if args.compression else None,
+        max_size=args.max_size,
+        ping_interval=None,
+        ssl=server_ssl_context(args),
+        backlog=args.backlog,
+    ):
         print("ready", flush=True)
         await asyncio.get_running_loop().create_future()
 

@@ -31,7 +31,7 @@ def _frame(opcode: int, payload: bytes) -> bytes:
 def _unmask(mask: bytes, data: bytes) -> bytes:
     if not data:
         return data
-    key = (mask * (len(data) // 4 + 1))[:len(data)]
+    key = (mask * (len(data) // 4 + 1))[: len(data)]
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(len(data), "little")
 
 
@@ -44,8 +44,10 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             if name.strip().lower() == b"sec-websocket-key":
                 key = value.strip()
         accept = base64.b64encode(hashlib.sha1(key + MAGIC).digest())
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Server: broken-echo\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Server: broken-echo\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
         parts: list[bytes] = []
         message_opcode = 0
         while True:

@@ -75,11 +75,20 @@ class FrameHeader:
 class TrafficStats:
     """Octet and frame counters (Autobahn's ``TrafficStats``), used by the 12.* / 13.* reports."""
 
-    FIELDS = ("outgoingOctetsWireLevel", "outgoingOctetsWebSocketLevel", "outgoingOctetsAppLevel",
-              "outgoingWebSocketFrames", "outgoingWebSocketMessages",
-              "incomingOctetsWireLevel", "incomingOctetsWebSocketLevel", "incomingOctetsAppLevel",
-              "incomingWebSocketFrames", "incomingWebSocketMessages",
-              "preopenOutgoingOctetsWireLevel", "preopenIncomingOctetsWireLevel")
+    FIELDS = (
+        "outgoingOctetsWireLevel",
+        "outgoingOctetsWebSocketLevel",
+        "outgoingOctetsAppLevel",
+        "outgoingWebSocketFrames",
+        "outgoingWebSocketMessages",
+        "incomingOctetsWireLevel",
+        "incomingOctetsWebSocketLevel",
+        "incomingOctetsAppLevel",
+        "incomingWebSocketFrames",
+        "incomingWebSocketMessages",
+        "preopenOutgoingOctetsWireLevel",
+        "preopenIncomingOctetsWireLevel",
+    )
 
     def __init__(self) -> None:
         for name in self.FIELDS:
@@ -132,8 +141,9 @@ class ClientFactory:
 class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
     """Client side of one test case (Autobahn ``FuzzingClientProtocol`` + ``WebSocketClientProtocol``)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, factory: ClientFactory, case_class: type,
-                 case_id: str) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, factory: ClientFactory, case_class: type, case_id: str
+    ) -> None:
         self.loop = loop
         self.factory = factory
         self.case_id = case_id
@@ -212,7 +222,9 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
         self.serverConnectionDropTimeoutCall: asyncio.TimerHandle | None = None
         self.openHandshakeTimeoutCall: asyncio.TimerHandle | None = None
         if self.openHandshakeTimeout > 0:
-            self.openHandshakeTimeoutCall = self._call_later(self.openHandshakeTimeout, self.onOpenHandshakeTimeout)
+            self.openHandshakeTimeoutCall = self._call_later(
+                self.openHandshakeTimeout, self.onOpenHandshakeTimeout
+            )
         self.startHandshake()
 
     def data_received(self, data: bytes) -> None:
@@ -238,13 +250,18 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
             self.serverConnectionDropTimeoutCall = None
         self.state = self.STATE_CLOSED
         if not self.wasClean and not self.droppedByMe and self.wasNotCleanReason is None:
-            self.wasNotCleanReason = "peer dropped the TCP connection without previous WebSocket closing handshake"
+            self.wasNotCleanReason = (
+                "peer dropped the TCP connection without previous WebSocket closing handshake"
+            )
         try:
             if self.wasClean:
                 self.onClose(self.wasClean, self.remoteCloseCode, self.remoteCloseReason)
             else:
-                self.onClose(self.wasClean, self.CLOSE_STATUS_CODE_ABNORMAL_CLOSE,
-                             f"connection was closed uncleanly ({self.wasNotCleanReason})")
+                self.onClose(
+                    self.wasClean,
+                    self.CLOSE_STATUS_CODE_ABNORMAL_CLOSE,
+                    f"connection was closed uncleanly ({self.wasNotCleanReason})",
+                )
             self.runCase.onConnectionLost(self.failedByMe)
         except Exception as exc:
             self.runner_error = f"{type(exc).__name__}: {exc}"
@@ -298,14 +315,32 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
     def logRxFrame(self, header: FrameHeader, payload: bytes) -> None:
         self.rxFrameStats[header.opcode] = self.rxFrameStats.get(header.opcode, 0) + 1
         if self.createWirelog:
-            self._wirelog(("RF", (len(payload), payload[:WIRELOG_DATA].hex()), header.opcode, header.fin,
-                           header.rsv, header.mask is not None))
+            self._wirelog(
+                (
+                    "RF",
+                    (len(payload), payload[:WIRELOG_DATA].hex()),
+                    header.opcode,
+                    header.fin,
+                    header.rsv,
+                    header.mask is not None,
+                )
+            )
 
     def logTxFrame(self, header: FrameHeader, payload: bytes, repeat_length, chopsize, sync) -> None:
         self.txFrameStats[header.opcode] = self.txFrameStats.get(header.opcode, 0) + 1
         if self.createWirelog:
-            self._wirelog(("TF", (len(payload), payload[:WIRELOG_DATA].hex()), header.opcode, header.fin,
-                           header.rsv, repeat_length, chopsize, sync))
+            self._wirelog(
+                (
+                    "TF",
+                    (len(payload), payload[:WIRELOG_DATA].hex()),
+                    header.opcode,
+                    header.fin,
+                    header.rsv,
+                    repeat_length,
+                    chopsize,
+                    sync,
+                )
+            )
 
     def continueLater(self, delay: float, fun, tag: str | None = None) -> None:
         self._wirelog(("CT", delay, tag))
@@ -368,9 +403,16 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
     def startHandshake(self) -> None:
         f = self.factory
         self.websocket_key = base64.b64encode(os.urandom(16))
-        lines = [f"GET {f.resource} HTTP/1.1", f"User-Agent: {f.useragent}", f"Host: {f.host}:{f.port}",
-                 "Upgrade: WebSocket", "Connection: Upgrade", "Pragma: no-cache", "Cache-Control: no-cache",
-                 f"Sec-WebSocket-Key: {self.websocket_key.decode()}"]
+        lines = [
+            f"GET {f.resource} HTTP/1.1",
+            f"User-Agent: {f.useragent}",
+            f"Host: {f.host}:{f.port}",
+            "Upgrade: WebSocket",
+            "Connection: Upgrade",
+            "Pragma: no-cache",
+            "Cache-Control: no-cache",
+            f"Sec-WebSocket-Key: {self.websocket_key.decode()}",
+        ]
         offers = [offer.getExtensionString() for offer in self.perMessageCompressionOffers]
         if offers:
             lines.append(f"Sec-WebSocket-Extensions: {', '.join(offers)}")
@@ -386,7 +428,7 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
         end = self.data.find(b"\r\n\r\n")
         if end < 0:
             return
-        self.http_response_data = self.data[:end + 4]
+        self.http_response_data = self.data[: end + 4]
         lines = self.http_response_data.decode("latin-1").split("\r\n")
         status = lines[0].split()
         headers: dict[str, str] = {}
@@ -430,7 +472,7 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
                 if accept is None:
                     return self.failHandshake("permessage-compress response denied by client")
                 self._perMessageCompress = pmce["PMCE"].createFromResponseAccept(False, accept)
-        self.data = self.data[end + 4:]
+        self.data = self.data[end + 4 :]
         self.state = self.STATE_OPEN
         self.inside_message = False
         self.current_frame = None
@@ -480,8 +522,11 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
             masked = (b1 & 0x80) != 0
             len1 = b1 & 0x7F
             pmce = self._perMessageCompress
-            if (rsv != 0 and not (pmce is not None and rsv == 4)
-                    and self.protocolViolation(f"RSV = {rsv} and no extension negotiated")):
+            if (
+                rsv != 0
+                and not (pmce is not None and rsv == 4)
+                and self.protocolViolation(f"RSV = {rsv} and no extension negotiated")
+            ):
                 return False
             if masked and not self.acceptMaskedServerFrames and self.protocolViolation("masked server frame"):
                 return False
@@ -490,23 +535,37 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
                     return False
                 if len1 > 125 and self.protocolViolation("control frame with payload length > 125 octets"):
                     return False
-                if opcode not in (8, 9, 10) and self.protocolViolation(f"control frame using reserved opcode {opcode}"):
+                if opcode not in (8, 9, 10) and self.protocolViolation(
+                    f"control frame using reserved opcode {opcode}"
+                ):
                     return False
                 if opcode == 8 and len1 == 1 and self.protocolViolation("close frame with payload length 1"):
                     return False
                 if pmce is not None and rsv == 4 and self.protocolViolation("compressed control frame"):
                     return False
             else:
-                if opcode not in (0, 1, 2) and self.protocolViolation(f"data frame using reserved opcode {opcode}"):
+                if opcode not in (0, 1, 2) and self.protocolViolation(
+                    f"data frame using reserved opcode {opcode}"
+                ):
                     return False
-                if (not self.inside_message and opcode == 0
-                        and self.protocolViolation("continuation frame outside fragmented message")):
+                if (
+                    not self.inside_message
+                    and opcode == 0
+                    and self.protocolViolation("continuation frame outside fragmented message")
+                ):
                     return False
-                if (self.inside_message and opcode != 0
-                        and self.protocolViolation("non-continuation data frame inside fragmented message")):
+                if (
+                    self.inside_message
+                    and opcode != 0
+                    and self.protocolViolation("non-continuation data frame inside fragmented message")
+                ):
                     return False
-                if (pmce is not None and rsv == 4 and self.inside_message
-                        and self.protocolViolation("continuation frame with compress bit set")):
+                if (
+                    pmce is not None
+                    and rsv == 4
+                    and self.inside_message
+                    and self.protocolViolation("continuation frame with compress bit set")
+                ):
                     return False
             header_len = 2 + (4 if masked else 0) + (2 if len1 == 126 else 8 if len1 == 127 else 0)
             if buffered < header_len:
@@ -528,9 +587,11 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
                 length = len1
             mask = None
             if masked:
-                mask = self.data[i:i + 4]
+                mask = self.data[i : i + 4]
                 i += 4
-            self.current_frame_masker = XorMasker(mask if (masked and length > 0 and self.applyMask) else None)
+            self.current_frame_masker = XorMasker(
+                mask if (masked and length > 0 and self.applyMask) else None
+            )
             self.data = self.data[i:]
             self.current_frame = FrameHeader(opcode, fin, rsv, length, mask)
             self.onFrameBegin()
@@ -593,7 +654,8 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
         if self.utf8validateIncomingCurrentMessage:
             self.utf8validateLast = self.utf8validator.validate(payload)
             if not self.utf8validateLast[0] and self.invalidPayload(
-                    f"invalid UTF-8 in text message at octet {self.utf8validateLast[3]}"):
+                f"invalid UTF-8 in text message at octet {self.utf8validateLast[3]}"
+            ):
                 return False
         if not self.failedByMe:
             self.frame_data.append(payload)
@@ -619,8 +681,11 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
                 except Exception as exc:
                     self.protocolViolation(f"permessage-deflate: cannot decompress ({exc})")
                     return False
-            if (self.utf8validateIncomingCurrentMessage and not self.utf8validateLast[1]
-                    and self.invalidPayload("UTF-8 text message ended within a code point")):
+            if (
+                self.utf8validateIncomingCurrentMessage
+                and not self.utf8validateLast[1]
+                and self.invalidPayload("UTF-8 text message ended within a code point")
+            ):
                 return False
             if self.state == self.STATE_OPEN:
                 self.trafficStats.incomingWebSocketMessages += 1
@@ -653,7 +718,10 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
     def onCloseFrame(self, code: int | None, reason_raw: bytes | None) -> bool:
         self.remoteCloseCode = code
         reserved = code is not None and (
-            code < 1000 or (1000 <= code <= 2999 and code not in self.CLOSE_STATUS_CODES_ALLOWED) or code >= 5000)
+            code < 1000
+            or (1000 <= code <= 2999 and code not in self.CLOSE_STATUS_CODES_ALLOWED)
+            or code >= 5000
+        )
         if reserved and self.protocolViolation(f"invalid close code {code}"):
             return True
         if reason_raw is not None:
@@ -670,7 +738,8 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
             self.wasClean = True
             if self.serverConnectionDropTimeout > 0:
                 self.serverConnectionDropTimeoutCall = self._call_later(
-                    self.serverConnectionDropTimeout, self.onServerConnectionDropTimeout)
+                    self.serverConnectionDropTimeout, self.onServerConnectionDropTimeout
+                )
         elif self.state == self.STATE_OPEN:
             # the peer starts the closing handshake: reply (normal code), then wait for the drop
             self.wasClean = True
@@ -707,8 +776,9 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
                 self._flush()
                 self.transport.close()
 
-    def failConnection(self, code: int = WebSocketProtocol.CLOSE_STATUS_CODE_GOING_AWAY,
-                       reason: str = "Going Away") -> None:
+    def failConnection(
+        self, code: int = WebSocketProtocol.CLOSE_STATUS_CODE_GOING_AWAY, reason: str = "Going Away"
+    ) -> None:
         if self.state == self.STATE_CLOSED:
             return
         self.failedByMe = True
@@ -726,7 +796,7 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         if chopsize and chopsize > 0:
             for i in range(0, max(len(data), 1), chopsize):
-                self.send_queue.append((data[i:i + chopsize], True))
+                self.send_queue.append((data[i : i + chopsize], True))
             self._trigger()
         elif sync or self.send_queue:
             self.send_queue.append((data, sync))
@@ -773,14 +843,25 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
         else:
             self.triggered = False
 
-    def sendFrame(self, opcode: int, payload: Any = b"", fin: bool = True, rsv: int = 0, mask: Any = None,
-                  payload_len: int | None = None, chopsize: int | None = None, sync: bool = False) -> None:
+    def sendFrame(
+        self,
+        opcode: int,
+        payload: Any = b"",
+        fin: bool = True,
+        rsv: int = 0,
+        mask: Any = None,
+        payload_len: int | None = None,
+        chopsize: int | None = None,
+        sync: bool = False,
+    ) -> None:
         payload = py2bytes(payload)
         if payload_len is not None:
             if len(payload) < 1:
-                raise ValueError(f"cannot construct repeated payload with length {payload_len} from empty payload")
+                raise ValueError(
+                    f"cannot construct repeated payload with length {payload_len} from empty payload"
+                )
             length = payload_len
-            pl = payload * (payload_len // len(payload)) + payload[:payload_len % len(payload)]
+            pl = payload * (payload_len // len(payload)) + payload[: payload_len % len(payload)]
         else:
             length = len(payload)
             pl = payload
@@ -841,7 +922,9 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
         self.localCloseCode = code
         self.localCloseReason = reasonUtf8
         if self.closedByMe and self.closeHandshakeTimeout > 0:
-            self.closeHandshakeTimeoutCall = self._call_later(self.closeHandshakeTimeout, self.onCloseHandshakeTimeout)
+            self.closeHandshakeTimeoutCall = self._call_later(
+                self.closeHandshakeTimeout, self.onCloseHandshakeTimeout
+            )
 
     def sendClose(self, code: int | None = None, reason: str | None = None) -> None:
         if code is not None:
@@ -858,7 +941,9 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
                 raise ValueError("close reason too long")
         self.sendCloseFrame(code=code, reasonUtf8=reason_utf8, isReply=False)
 
-    def beginMessage(self, isBinary: bool = False, doNotCompress: bool = False, opcode: int | None = None) -> None:
+    def beginMessage(
+        self, isBinary: bool = False, doNotCompress: bool = False, opcode: int | None = None
+    ) -> None:
         if self.state != self.STATE_OPEN:
             return
         if self.send_state != self.SEND_STATE_GROUND:
@@ -943,8 +1028,14 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
         self.beginMessageFrame(len(payload))
         self.sendMessageFrameData(payload, sync)
 
-    def sendMessage(self, payload: Any, isBinary: bool = False, fragmentSize: int | None = None,
-                    sync: bool = False, doNotCompress: bool = False) -> None:
+    def sendMessage(
+        self,
+        payload: Any,
+        isBinary: bool = False,
+        fragmentSize: int | None = None,
+        sync: bool = False,
+        doNotCompress: bool = False,
+    ) -> None:
         if self.state != self.STATE_OPEN:
             return
         payload = py2bytes(payload)
@@ -989,4 +1080,6 @@ class FuzzingClientProtocol(WebSocketProtocol, asyncio.Protocol):
             i += pfs
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
-        raise NotImplementedError("push producers (case 9.9.1, not in Autobahn's case list) are not supported")
+        raise NotImplementedError(
+            "push producers (case 9.9.1, not in Autobahn's case list) are not supported"
+        )

@@ -11,7 +11,8 @@ from tests.conformance import convert, runner
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "conformance: the Autobahn|Testsuite run against wsserver (minutes; deselect with -m 'not conformance')"
+        "markers",
+        "conformance: the Autobahn|Testsuite run against wsserver (minutes; deselect with -m 'not conformance')",
     )
 
 

@@ -91,8 +91,19 @@ def locate_package(cache_dir: Path, install: bool = True) -> Path:
         raise ConversionError(f"{DIST} is not installed and installing was not allowed")
     tmp = cache_dir / f"pip-{DIST}-{VERSION}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-           "--no-deps", "--no-compile", "--target", str(tmp), f"{DIST}=={VERSION}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--no-compile",
+        "--target",
+        str(tmp),
+        f"{DIST}=={VERSION}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0 or not (tmp / DIST / "case" / "case.py").is_file():
         shutil.rmtree(tmp, ignore_errors=True)
@@ -155,10 +166,17 @@ class _Py2Semantics(ast.NodeTransformer):
         func = node.func
         if isinstance(func, ast.Attribute) and func.attr in ("encode", "decode"):
             self.uses_helpers = True
-            return ast.Call(func=ast.Name(id=f"_py2_{func.attr}", ctx=ast.Load()),
-                            args=[func.value, *node.args], keywords=node.keywords)
-        if (isinstance(func, ast.Name) and func.id == "type" and len(node.args) == 3
-                and isinstance(node.args[1], ast.Tuple)):
+            return ast.Call(
+                func=ast.Name(id=f"_py2_{func.attr}", ctx=ast.Load()),
+                args=[func.value, *node.args],
+                keywords=node.keywords,
+            )
+        if (
+            isinstance(func, ast.Name)
+            and func.id == "type"
+            and len(node.args) == 3
+            and isinstance(node.args[1], ast.Tuple)
+        ):
             bases = node.args[1].elts
             kept = [b for b in bases if not (isinstance(b, ast.Name) and b.id == "object")]
             if kept and len(kept) != len(bases):
@@ -170,8 +188,13 @@ class _Py2Semantics(ast.NodeTransformer):
         plain = []
         for alias in node.names:
             if alias.name in IMPORT_MAP:
-                out.append(ast.ImportFrom(module=IMPORT_MAP[alias.name],
-                                          names=[ast.alias(name=alias.name, asname=alias.asname)], level=0))
+                out.append(
+                    ast.ImportFrom(
+                        module=IMPORT_MAP[alias.name],
+                        names=[ast.alias(name=alias.name, asname=alias.asname)],
+                        level=0,
+                    )
+                )
             elif alias.name.split(".")[0] in ("twisted", "zope", "autobahn"):
                 raise ConversionError(f"unmapped import {alias.name!r}")
             else:
@@ -195,18 +218,31 @@ def convert_source(text: str, filename: str) -> str:
         text += "\n"
     py3 = _lib2to3(text, filename)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. invalid escapes like '\.' in caseset.py (unparse normalizes them)
+        warnings.simplefilter(
+            "ignore"
+        )  # e.g. invalid escapes like '\.' in caseset.py (unparse normalizes them)
         tree = ast.parse(py3, filename)
     sem = _Py2Semantics()
     tree = sem.visit(tree)
     if sem.uses_helpers:
-        helper = ast.ImportFrom(module=f"{SHIM}.compat",
-                                names=[ast.alias(name="_py2_encode"), ast.alias(name="_py2_decode")], level=0)
+        helper = ast.ImportFrom(
+            module=f"{SHIM}.compat",
+            names=[ast.alias(name="_py2_encode"), ast.alias(name="_py2_decode")],
+            level=0,
+        )
         index = 0
         body = tree.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        if (
+            body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(getattr(body[0], "value", None), ast.Constant)
+        ):
             index = 1
-        while index < len(body) and isinstance(body[index], ast.ImportFrom) and body[index].module == "__future__":
+        while (
+            index < len(body)
+            and isinstance(body[index], ast.ImportFrom)
+            and body[index].module == "__future__"
+        ):
             index += 1
         body.insert(index, helper)
     ast.fix_missing_locations(tree)

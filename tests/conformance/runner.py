@@ -97,8 +97,13 @@ def _plain(html: str) -> str:
 def load_cases(cache_dir: Path = DEFAULT_CACHE, install: bool = True):
     """(ordered list of (case id, case class), autobahntestsuite version)."""
     case_mod, caseset_mod = convert.load(cache_dir, install=install)
-    caseset = caseset_mod.CaseSet(case_mod.CaseSetname, case_mod.CaseBasename, case_mod.Cases,
-                                  case_mod.CaseCategories, case_mod.CaseSubCategories)
+    caseset = caseset_mod.CaseSet(
+        case_mod.CaseSetname,
+        case_mod.CaseBasename,
+        case_mod.Cases,
+        case_mod.CaseCategories,
+        case_mod.CaseSubCategories,
+    )
     return caseset, convert.VERSION
 
 
@@ -117,16 +122,30 @@ def _result_from(proto: FuzzingClientProtocol, case_id: str, case_class: type) -
     expected = {k: _short(v) for k, v in (case.expected or {}).items()}
     failing = not (case.behavior in PASS_BEHAVIORS and case.behaviorClose not in CLOSE_FAILURES)
     return CaseResult(
-        id=case_id, behavior=case.behavior, behaviorClose=case.behaviorClose, duration_ms=duration,
-        remoteCloseCode=proto.remoteCloseCode, remoteCloseReason=reason, localCloseCode=proto.localCloseCode,
-        result=str(case.result), resultClose=str(case.resultClose),
-        description=_plain(case_class.DESCRIPTION), expectation=_plain(case_class.EXPECTATION),
-        closedByMe=proto.closedByMe, droppedByMe=proto.droppedByMe, failedByMe=proto.failedByMe,
-        wasClean=proto.wasClean, wasNotCleanReason=proto.wasNotCleanReason, reportTime=bool(case.reportTime),
-        trafficStats=traffic, runner_error=proto.runner_error, expected=expected,
+        id=case_id,
+        behavior=case.behavior,
+        behaviorClose=case.behaviorClose,
+        duration_ms=duration,
+        remoteCloseCode=proto.remoteCloseCode,
+        remoteCloseReason=reason,
+        localCloseCode=proto.localCloseCode,
+        result=str(case.result),
+        resultClose=str(case.resultClose),
+        description=_plain(case_class.DESCRIPTION),
+        expectation=_plain(case_class.EXPECTATION),
+        closedByMe=proto.closedByMe,
+        droppedByMe=proto.droppedByMe,
+        failedByMe=proto.failedByMe,
+        wasClean=proto.wasClean,
+        wasNotCleanReason=proto.wasNotCleanReason,
+        reportTime=bool(case.reportTime),
+        trafficStats=traffic,
+        runner_error=proto.runner_error,
+        expected=expected,
         received=_short(case.received) if failing else [],
         wirelog=[list(e) for e in proto.wirelog] if failing or proto.runner_error else [],
-        agent=proto.caseAgent)
+        agent=proto.caseAgent,
+    )
 
 
 async def run_case(host: str, port: int, resource: str, case_id: str, case_class: type) -> CaseResult:
@@ -138,8 +157,14 @@ async def run_case(host: str, port: int, resource: str, case_id: str, case_class
     try:
         await asyncio.wait_for(loop.create_connection(lambda: proto, host, port), timeout=10)
     except (TimeoutError, OSError) as exc:
-        return CaseResult(id=case_id, behavior="FAILED", behaviorClose="FAILED", duration_ms=0,
-                          description=_plain(case_class.DESCRIPTION), runner_error=f"cannot connect: {exc!r}")
+        return CaseResult(
+            id=case_id,
+            behavior="FAILED",
+            behaviorClose="FAILED",
+            duration_ms=0,
+            description=_plain(case_class.DESCRIPTION),
+            runner_error=f"cannot connect: {exc!r}",
+        )
     try:
         await asyncio.wait_for(asyncio.shield(proto.done), timeout=guard)
     except TimeoutError:
@@ -148,13 +173,24 @@ async def run_case(host: str, port: int, resource: str, case_id: str, case_class
         try:
             await asyncio.wait_for(proto.done, timeout=10)
         except TimeoutError:
-            return CaseResult(id=case_id, behavior="FAILED", behaviorClose="FAILED", duration_ms=int(guard * 1000),
-                              description=_plain(case_class.DESCRIPTION), runner_error=proto.runner_error)
+            return CaseResult(
+                id=case_id,
+                behavior="FAILED",
+                behaviorClose="FAILED",
+                duration_ms=int(guard * 1000),
+                description=_plain(case_class.DESCRIPTION),
+                runner_error=proto.runner_error,
+            )
     return _result_from(proto, case_id, case_class)
 
 
-async def run_cases(url: str, cases: list[tuple[str, type]], concurrency: dict[str, int] | None = None,
-                    progress=None, phase_times: dict[str, float] | None = None) -> list[CaseResult]:
+async def run_cases(
+    url: str,
+    cases: list[tuple[str, type]],
+    concurrency: dict[str, int] | None = None,
+    progress=None,
+    phase_times: dict[str, float] | None = None,
+) -> list[CaseResult]:
     """Run ``cases`` (in Autobahn's order within each phase); ``phase_times`` gets seconds per phase."""
     parts = urlsplit(url)
     if parts.scheme != "ws" or not parts.hostname:
@@ -202,9 +238,11 @@ def summarize(results: list[CaseResult]) -> dict[str, Any]:
 def summary_line(summary: dict[str, Any]) -> str:
     beh = ", ".join(f"{k} {v}" for k, v in summary["behavior"].items())
     close = ", ".join(f"{k} {v}" for k, v in summary["behaviorClose"].items())
-    return (f"autobahn: {summary['cases']} cases; behavior: {beh}; close: {close}; "
-            f"failed {summary['failed']}, unimplemented {summary['unimplemented']}, "
-            f"runner errors {summary['runner_errors']}")
+    return (
+        f"autobahn: {summary['cases']} cases; behavior: {beh}; close: {close}; "
+        f"failed {summary['failed']}, unimplemented {summary['unimplemented']}, "
+        f"runner errors {summary['runner_errors']}"
+    )
 
 
 def write_reports(results: list[CaseResult], out_dir: Path, meta: dict[str, Any]) -> tuple[Path, Path]:
@@ -215,8 +253,17 @@ def write_reports(results: list[CaseResult], out_dir: Path, meta: dict[str, Any]
     json_path.write_text(json.dumps(doc, indent=1, default=repr) + "\n")
     # Autobahn's own index.json layout (agent -> case -> verdict) for tools that read it
     agent = meta.get("agent") or "server"
-    index = {agent: {r.id: {"behavior": r.behavior, "behaviorClose": r.behaviorClose,
-                            "remoteCloseCode": r.remoteCloseCode, "duration": r.duration_ms} for r in results}}
+    index = {
+        agent: {
+            r.id: {
+                "behavior": r.behavior,
+                "behaviorClose": r.behaviorClose,
+                "remoteCloseCode": r.remoteCloseCode,
+                "duration": r.duration_ms,
+            }
+            for r in results
+        }
+    }
     (out_dir / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     md = [f"# Autobahn|Testsuite conformance report: {meta.get('url', '')}", ""]
     md += [f"- {k}: {v}" for k, v in meta.items()]
@@ -228,34 +275,59 @@ def write_reports(results: list[CaseResult], out_dir: Path, meta: dict[str, Any]
     if bad:
         md += ["", "## Not passed", ""]
         for r in bad:
-            md += [f"### {r.id}: {r.behavior} / {r.behaviorClose}", "", f"- case: {r.description}",
-                   f"- expectation: {r.expectation}", f"- result: {r.result}", f"- close: {r.resultClose}",
-                   f"- remote close code: {r.remoteCloseCode}, closed by runner: {r.closedByMe}, "
-                   f"dropped by runner: {r.droppedByMe}, clean: {r.wasClean} ({r.wasNotCleanReason})"]
+            md += [
+                f"### {r.id}: {r.behavior} / {r.behaviorClose}",
+                "",
+                f"- case: {r.description}",
+                f"- expectation: {r.expectation}",
+                f"- result: {r.result}",
+                f"- close: {r.resultClose}",
+                f"- remote close code: {r.remoteCloseCode}, closed by runner: {r.closedByMe}, "
+                f"dropped by runner: {r.droppedByMe}, clean: {r.wasClean} ({r.wasNotCleanReason})",
+            ]
             if r.runner_error:
                 md.append(f"- runner error: {r.runner_error}")
             md.append("")
-    md += ["", "## All cases", "", "| case | behavior | close behavior | duration (ms) | remote close code |",
-           "|---|---|---|---|---|"]
-    md += [f"| {r.id} | {r.behavior} | {r.behaviorClose} | {r.duration_ms} | {r.remoteCloseCode} |" for r in results]
+    md += [
+        "",
+        "## All cases",
+        "",
+        "| case | behavior | close behavior | duration (ms) | remote close code |",
+        "|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r.id} | {r.behavior} | {r.behaviorClose} | {r.duration_ms} | {r.remoteCloseCode} |"
+        for r in results
+    ]
     md_path = out_dir / "report.md"
     md_path.write_text("\n".join(md) + "\n")
     return json_path, md_path
 
 
-def run(url: str, patterns: list[str], exclude: list[str] | None = None, out_dir: Path | None = DEFAULT_OUT,
-        cache_dir: Path = DEFAULT_CACHE, concurrency: dict[str, int] | None = None, progress=None,
-        meta: dict[str, Any] | None = None) -> tuple[list[CaseResult], dict[str, Any]]:
+def run(
+    url: str,
+    patterns: list[str],
+    exclude: list[str] | None = None,
+    out_dir: Path | None = DEFAULT_OUT,
+    cache_dir: Path = DEFAULT_CACHE,
+    concurrency: dict[str, int] | None = None,
+    progress=None,
+    meta: dict[str, Any] | None = None,
+) -> tuple[list[CaseResult], dict[str, Any]]:
     caseset, version = load_cases(cache_dir)
     cases = select(caseset, patterns, exclude)
     started = time.time()
     phase_times: dict[str, float] = {}
     results = asyncio.run(run_cases(url, cases, concurrency, progress, phase_times))
-    info = {"url": url, "autobahntestsuite": version, "cases selected": " ".join(patterns),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
-            "wall time (s)": round(time.time() - started, 1),
-            "phases (s)": ", ".join(f"{k} {v}" for k, v in phase_times.items()),
-            "agent": next((r.agent for r in results if r.agent), None)}
+    info = {
+        "url": url,
+        "autobahntestsuite": version,
+        "cases selected": " ".join(patterns),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+        "wall time (s)": round(time.time() - started, 1),
+        "phases (s)": ", ".join(f"{k} {v}" for k, v in phase_times.items()),
+        "agent": next((r.agent for r in results if r.agent), None),
+    }
     info.update(meta or {})
     if out_dir is not None:
         write_reports(results, out_dir, info)
@@ -275,8 +347,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def progress(r: CaseResult) -> None:
         mark = "ok  " if r.passed else "FAIL" if r.failed else "----"
-        print(f"{mark} {r.id:10} {r.behavior:13} {r.behaviorClose:16} {r.duration_ms:7d} ms "
-              f"{r.runner_error or ''}", flush=True)
+        print(
+            f"{mark} {r.id:10} {r.behavior:13} {r.behaviorClose:16} {r.duration_ms:7d} ms "
+            f"{r.runner_error or ''}",
+            flush=True,
+        )
 
     results, info = run(args.url, args.cases, args.exclude, args.out, args.cache, conc, progress)
     print(summary_line(summarize(results)))

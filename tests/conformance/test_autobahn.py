@@ -61,10 +61,15 @@ def server_config(port: int) -> str:
     server = "[server]\ngraceful_timeout = 5\n"
     if "workers" in ServerConfig.__dataclass_fields__:
         server += "workers = 1\n"
-    ports = "".join(f"{key} = {_toml(value)}\n" for key, value in PORT_SETTINGS.items()
-                    if key in PortConfig.__dataclass_fields__)
-    return (f'{server}\n[[endpoints]]\npath = "/echo"\nhandler = "wsserver.endpoints.echo:Echo"\n\n'
-            f'[[ports]]\nalias = "conformance"\nport = {port}\nbind = "127.0.0.1"\n{ports}')
+    ports = "".join(
+        f"{key} = {_toml(value)}\n"
+        for key, value in PORT_SETTINGS.items()
+        if key in PortConfig.__dataclass_fields__
+    )
+    return (
+        f'{server}\n[[endpoints]]\npath = "/echo"\nhandler = "wsserver.endpoints.echo:Echo"\n\n'
+        f'[[ports]]\nalias = "conformance"\nport = {port}\nbind = "127.0.0.1"\n{ports}'
+    )
 
 
 @pytest.fixture
@@ -94,8 +99,11 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _failure_table(results: list[runner.CaseResult]) -> str:
-    return "\n".join(f"  {r.id}: {r.behavior} / {r.behaviorClose} - {r.result} / {r.resultClose}"
-                     f"{' - runner error: ' + r.runner_error if r.runner_error else ''}" for r in results)
+    return "\n".join(
+        f"  {r.id}: {r.behavior} / {r.behaviorClose} - {r.result} / {r.resultClose}"
+        f"{' - runner error: ' + r.runner_error if r.runner_error else ''}"
+        for r in results
+    )
 
 
 def test_runner_fails_a_broken_server(autobahn_caseset, tmp_path: Path) -> None:
@@ -104,7 +112,9 @@ def test_runner_fails_a_broken_server(autobahn_caseset, tmp_path: Path) -> None:
     cases = runner.select(autobahn_caseset, list(SELF_TEST))
     with BrokenEchoServer() as broken:
         results = asyncio.run(runner.run_cases(broken.url, cases))
-    runner.write_reports(results, tmp_path, {"url": broken.url, "server": "tests/conformance/broken_server.py"})
+    runner.write_reports(
+        results, tmp_path, {"url": broken.url, "server": "tests/conformance/broken_server.py"}
+    )
     verdicts = {r.id: r for r in results}
     assert set(verdicts) == set(SELF_TEST)
     assert not [r for r in results if r.runner_error], _failure_table(results)
@@ -129,24 +139,35 @@ def test_autobahn_suite(autobahn_caseset, echo_server: tuple[ServerProcess, str]
     elapsed = time.monotonic() - started
     client_cpu, server_cpu = time.process_time() - client_cpu, _cpu_seconds(server.proc.pid) - server_cpu
     summary = runner.summarize(results)
-    meta = {"url": url, "server": "wsserver serve (workers = 1, endpoint wsserver.endpoints.echo:Echo)",
-            "port settings": ", ".join(f"{k} = {_toml(v)}" for k, v in PORT_SETTINGS.items()),
-            "autobahntestsuite": runner.convert.VERSION, "cases selected": " ".join(patterns),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time.time() - elapsed)),
-            "wall time (s)": round(elapsed, 1), "phases (s)": ", ".join(f"{k} {v}" for k, v in phase_times.items()),
-            "client CPU (s)": round(client_cpu, 1),
-            "server CPU (s)": round(server_cpu, 1), "machine": f"{os.cpu_count()} CPUs, load average "
-            + " ".join(f"{x:.1f}" for x in os.getloadavg()),
-            "agent": next((r.agent for r in results if r.agent), None)}
+    meta = {
+        "url": url,
+        "server": "wsserver serve (workers = 1, endpoint wsserver.endpoints.echo:Echo)",
+        "port settings": ", ".join(f"{k} = {_toml(v)}" for k, v in PORT_SETTINGS.items()),
+        "autobahntestsuite": runner.convert.VERSION,
+        "cases selected": " ".join(patterns),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time.time() - elapsed)),
+        "wall time (s)": round(elapsed, 1),
+        "phases (s)": ", ".join(f"{k} {v}" for k, v in phase_times.items()),
+        "client CPU (s)": round(client_cpu, 1),
+        "server CPU (s)": round(server_cpu, 1),
+        "machine": f"{os.cpu_count()} CPUs, load average " + " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "agent": next((r.agent for r in results if r.agent), None),
+    }
     _json_path, md_path = runner.write_reports(results, ARTIFACTS, meta)
     with capsys.disabled():
-        print(f"\n{runner.summary_line(summary)} in {elapsed:.0f} s (CPU: client {client_cpu:.0f} s, "
-              f"server {server_cpu:.0f} s); report: {md_path.relative_to(REPO)}")
+        print(
+            f"\n{runner.summary_line(summary)} in {elapsed:.0f} s (CPU: client {client_cpu:.0f} s, "
+            f"server {server_cpu:.0f} s); report: {md_path.relative_to(REPO)}"
+        )
     assert len(results) == len(cases)
     errors = [r for r in results if r.runner_error]
     assert not errors, "runner errors (not verdicts on the server):\n" + _failure_table(errors)
     failed = [r for r in results if r.failed]
-    assert not failed, (f"{len(failed)} Autobahn case(s) failed (see {md_path}):\n" + _failure_table(failed)
-                        + "\nserver log tail:\n" + server.logs()[-3000:])
+    assert not failed, (
+        f"{len(failed)} Autobahn case(s) failed (see {md_path}):\n"
+        + _failure_table(failed)
+        + "\nserver log tail:\n"
+        + server.logs()[-3000:]
+    )
     unimplemented = [r for r in results if r.behavior == "UNIMPLEMENTED"]
     assert not unimplemented, "permessage-deflate was not negotiated:\n" + _failure_table(unimplemented)

@@ -14,8 +14,12 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
     counter = 0
 
-    def start(config_text: str | None, wait_for: tuple[str, int] | None = None, args: tuple[str, ...] = (),
-              env: dict[str, str] | None = None) -> ServerProcess:
+    def start(
+        config_text: str | None,
+        wait_for: tuple[str, int] | None = None,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> ServerProcess:
         nonlocal counter
         counter += 1
         workdir = tmp_path / f"server{counter}"

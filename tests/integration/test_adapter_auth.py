@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def _config(port: int, adapter: str) -> str:
     return (
-        '[server]\nworkers = 1\ngraceful_timeout = 2\n\n'
+        "[server]\nworkers = 1\ngraceful_timeout = 2\n\n"
         '[[endpoints]]\npath = "/echo"\nhandler = "wsserver.endpoints.echo:Echo"\n\n'
         f"{adapter}\n"
         f'[[ports]]\nalias = "secure"\nport = {port}\nbind = "127.0.0.1"\nclient_auth = "adapter:corp"\n'
@@ -38,8 +38,11 @@ def _ldap_adapter(urls: list[str]) -> str:
 def _status(port: int, user: str, password: str) -> int:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     try:
-        with connect(f"ws://127.0.0.1:{port}/echo", additional_headers={"Authorization": f"Basic {token}"},
-                     open_timeout=10) as ws:
+        with connect(
+            f"ws://127.0.0.1:{port}/echo",
+            additional_headers={"Authorization": f"Basic {token}"},
+            open_timeout=10,
+        ) as ws:
             ws.send("hi")
             assert ws.recv(timeout=5) == "hi"
             return 101
@@ -50,7 +53,9 @@ def _status(port: int, user: str, password: str) -> int:
 def test_ldap_adapter_good_bad_and_missing_credentials(start_server, slapd_pair):
     ensure_running(slapd_pair)
     port = free_tcp_port()
-    server = start_server(_config(port, _ldap_adapter([s.url for s in slapd_pair])), wait_for=("127.0.0.1", port))
+    server = start_server(
+        _config(port, _ldap_adapter([s.url for s in slapd_pair])), wait_for=("127.0.0.1", port)
+    )
     assert _status(port, "alice", USERS["alice"]) == 101
     assert _status(port, "alice", "wrong-password") == 401
     assert _status(port, "nobody", "x") == 401
@@ -77,8 +82,9 @@ def test_ldap_adapter_survives_one_backend_down(start_server, slapd_pair):
 def test_all_backends_down_is_503_not_401(start_server):
     port = free_tcp_port()
     closed = [free_port(), free_port()]  # nothing listens there
-    start_server(_config(port, _ldap_adapter([f"ldap://127.0.0.1:{p}" for p in closed])),
-                 wait_for=("127.0.0.1", port))
+    start_server(
+        _config(port, _ldap_adapter([f"ldap://127.0.0.1:{p}" for p in closed])), wait_for=("127.0.0.1", port)
+    )
     started = time.monotonic()
     assert _status(port, "alice", USERS["alice"]) == 503
     assert time.monotonic() - started < 4.5  # within auth_timeout_ms
@@ -88,9 +94,13 @@ def test_radius_adapter(start_server, radius_pair, monkeypatch):
     ensure_running(radius_pair)
     port = free_tcp_port()
     servers = ", ".join(f'{{ url = "{s.url}", priority = 1 }}' for s in radius_pair)
-    adapter = (f'[[adapters]]\nname = "corp"\ntype = "radius"\nservers = [{servers}]\n\n'
-               "[adapters.load_balancing]\nserver_request_attempts = 1\n\n"
-               '[adapters.radius]\nsecret_env = "TEST_RADIUS_SECRET"\n')
-    start_server(_config(port, adapter), wait_for=("127.0.0.1", port), env={"TEST_RADIUS_SECRET": RADIUS_SECRET})
+    adapter = (
+        f'[[adapters]]\nname = "corp"\ntype = "radius"\nservers = [{servers}]\n\n'
+        "[adapters.load_balancing]\nserver_request_attempts = 1\n\n"
+        '[adapters.radius]\nsecret_env = "TEST_RADIUS_SECRET"\n'
+    )
+    start_server(
+        _config(port, adapter), wait_for=("127.0.0.1", port), env={"TEST_RADIUS_SECRET": RADIUS_SECRET}
+    )
     assert _status(port, "carol", USERS["carol"]) == 101
     assert _status(port, "carol", "nope") == 401

@@ -42,14 +42,18 @@ ENV = {PASSWORD_ENV: PASSWORD}
 
 
 def _port(alias: str, port: int, adapter: str) -> str:
-    return (f'[[ports]]\nalias = "{alias}"\nport = {port}\nbind = "127.0.0.1"\nclient_auth = "adapter:{adapter}"\n'
-            "auth_timeout_ms = 4000\n\n")
+    return (
+        f'[[ports]]\nalias = "{alias}"\nport = {port}\nbind = "127.0.0.1"\nclient_auth = "adapter:{adapter}"\n'
+        "auth_timeout_ms = 4000\n\n"
+    )
 
 
 def _config(stores: str, adapters: str, ports: str) -> str:
-    return ('[server]\nworkers = 1\ngraceful_timeout = 2\n\n'
-            '[[endpoints]]\npath = "/echo"\nhandler = "wsserver.endpoints.echo:Echo"\n\n'
-            f"{stores}\n{adapters}\n{ports}")
+    return (
+        "[server]\nworkers = 1\ngraceful_timeout = 2\n\n"
+        '[[endpoints]]\npath = "/echo"\nhandler = "wsserver.endpoints.echo:Echo"\n\n'
+        f"{stores}\n{adapters}\n{ports}"
+    )
 
 
 def _store(kind: str, alias: str, type_: str, path: Path | str, password_env: str = PASSWORD_ENV) -> str:
@@ -60,18 +64,25 @@ def _store(kind: str, alias: str, type_: str, path: Path | str, password_env: st
 def _adapter(name: str, kind: str, urls: list[str], **tls: str) -> str:
     servers = ", ".join(f'{{ url = "{u}", priority = 1 }}' for u in urls)
     keys = "".join(f'{k} = "{v}"\n' for k, v in tls.items())
-    options = {"ldap": f'[adapters.ldap]\nbind_dn_template = "uid={{username}},ou=people,{BASE_DN}"\n',
-               "http": "[adapters.http]\n"}[kind]
-    return (f'[[adapters]]\nname = "{name}"\ntype = "{kind}"\nservers = [{servers}]\nsecurity_protocol = "tls"\n'
-            f"{keys}\n[adapters.load_balancing]\nserver_request_attempts = 1\nrequest_attempts = 2\n"
-            f"connection_timeout_ms = 1000\nrequest_timeout_ms = 2000\n\n{options}\n")
+    options = {
+        "ldap": f'[adapters.ldap]\nbind_dn_template = "uid={{username}},ou=people,{BASE_DN}"\n',
+        "http": "[adapters.http]\n",
+    }[kind]
+    return (
+        f'[[adapters]]\nname = "{name}"\ntype = "{kind}"\nservers = [{servers}]\nsecurity_protocol = "tls"\n'
+        f"{keys}\n[adapters.load_balancing]\nserver_request_attempts = 1\nrequest_attempts = 2\n"
+        f"connection_timeout_ms = 1000\nrequest_timeout_ms = 2000\n\n{options}\n"
+    )
 
 
 def _status(port: int, user: str, password: str) -> int:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     try:
-        with connect(f"ws://127.0.0.1:{port}/echo", additional_headers={"Authorization": f"Basic {token}"},
-                     open_timeout=15) as ws:
+        with connect(
+            f"ws://127.0.0.1:{port}/echo",
+            additional_headers={"Authorization": f"Basic {token}"},
+            open_timeout=15,
+        ) as ws:
             ws.send("hi")
             assert ws.recv(timeout=5) == "hi"
             return 101
@@ -98,16 +109,20 @@ def mtls_server(adapter_pki: Pki):
 # --- LDAPS trusting a JKS truststore by alias ----------------------------------------------------
 
 
-def test_ldaps_trusts_a_jks_truststore_by_alias(start_server, slapd_pair, adapter_pki: Pki, other_ca, tmp_path):
+def test_ldaps_trusts_a_jks_truststore_by_alias(
+    start_server, slapd_pair, adapter_pki: Pki, other_ca, tmp_path
+):
     ensure_running(slapd_pair)
     good = adapter_pki.jks_truststore()
     wrong = write_jks(tmp_path / "other.jks", [], trusted=(_cert(other_ca),))
     port, wrong_port = free_tcp_port(), free_tcp_port()
     urls = [s.tls_url for s in slapd_pair]
-    config = _config(_store("truststores", "corp-ca", "jks", good) + _store("truststores", "other-ca", "jks", wrong),
-                     _adapter("corp", "ldap", urls, truststore="corp-ca")
-                     + _adapter("untrusting", "ldap", urls[:1], truststore="other-ca"),
-                     _port("secure", port, "corp") + _port("wrong_trust", wrong_port, "untrusting"))
+    config = _config(
+        _store("truststores", "corp-ca", "jks", good) + _store("truststores", "other-ca", "jks", wrong),
+        _adapter("corp", "ldap", urls, truststore="corp-ca")
+        + _adapter("untrusting", "ldap", urls[:1], truststore="other-ca"),
+        _port("secure", port, "corp") + _port("wrong_trust", wrong_port, "untrusting"),
+    )
     server = start_server(config, wait_for=("127.0.0.1", port), env=ENV)
     assert _status(port, "alice", USERS["alice"]) == 101
     assert _status(port, "alice", "wrong-password") == 401
@@ -122,20 +137,33 @@ def test_ldaps_trusts_a_jks_truststore_by_alias(start_server, slapd_pair, adapte
 
 
 @pytest.mark.skipif(keytool() is None, reason="keytool not found (apt-get install default-jre-headless)")
-def test_http_mutual_tls_presents_the_pkcs12_key_named_by_key_alias(start_server, adapter_pki: Pki, mtls_server,
-                                                                      tmp_path):
-    keys = [issue(adapter_pki.ca, "alpha", "alpha@example.test"), issue(adapter_pki.ca, "beta", "beta@example.test")]
+def test_http_mutual_tls_presents_the_pkcs12_key_named_by_key_alias(
+    start_server, adapter_pki: Pki, mtls_server, tmp_path
+):
+    keys = [
+        issue(adapter_pki.ca, "alpha", "alpha@example.test"),
+        issue(adapter_pki.ca, "beta", "beta@example.test"),
+    ]
     p12 = write_pkcs12_multi(tmp_path / "clients.p12", keys)
     alpha_port, beta_port = free_tcp_port(), free_tcp_port()
-    stores = (_store("keystores", "clients", "pkcs12", p12)
-              + f'[[truststores]]\nalias = "corp-ca"\ntype = "pem"\npath = "{adapter_pki.ca_pem}"\n\n')
-    adapters = (_adapter("as-alpha", "http", [mtls_server.url], truststore="corp-ca", keystore="clients",
-                         key_alias="alpha")
-                + _adapter("as-beta", "http", [mtls_server.url], truststore="corp-ca", keystore="clients",
-                           key_alias="beta"))
-    start_server(_config(stores, adapters, _port("alpha_ws", alpha_port, "as-alpha")
-                         + _port("beta_ws", beta_port, "as-beta")),
-                 wait_for=("127.0.0.1", beta_port), env=ENV)
+    stores = (
+        _store("keystores", "clients", "pkcs12", p12)
+        + f'[[truststores]]\nalias = "corp-ca"\ntype = "pem"\npath = "{adapter_pki.ca_pem}"\n\n'
+    )
+    adapters = _adapter(
+        "as-alpha", "http", [mtls_server.url], truststore="corp-ca", keystore="clients", key_alias="alpha"
+    ) + _adapter(
+        "as-beta", "http", [mtls_server.url], truststore="corp-ca", keystore="clients", key_alias="beta"
+    )
+    start_server(
+        _config(
+            stores,
+            adapters,
+            _port("alpha_ws", alpha_port, "as-alpha") + _port("beta_ws", beta_port, "as-beta"),
+        ),
+        wait_for=("127.0.0.1", beta_port),
+        env=ENV,
+    )
     assert _status(beta_port, "bob", USERS["bob"]) == 101
     assert mtls_server.client_subjects[-1]["commonName"] == "beta.test"
     assert _status(alpha_port, "bob", USERS["bob"]) == 101
@@ -147,8 +175,9 @@ def test_http_mutual_tls_presents_the_pkcs12_key_named_by_key_alias(start_server
 # --- keystore as truststore ----------------------------------------------------------------------
 
 
-def test_keystore_serves_as_truststore_when_none_is_named(start_server, slapd_pair, adapter_pki: Pki, mtls_server,
-                                                          other_ca, tmp_path):
+def test_keystore_serves_as_truststore_when_none_is_named(
+    start_server, slapd_pair, adapter_pki: Pki, mtls_server, other_ca, tmp_path
+):
     """A JKS keystore with the client key (its chain ends at the CA) and nothing else: the same
     store authenticates the client and trusts the servers, as TrustBuilder's adapters do."""
     ensure_running(slapd_pair)
@@ -157,13 +186,25 @@ def test_keystore_serves_as_truststore_when_none_is_named(start_server, slapd_pa
     # A keystore whose only key comes from another CA trusts that CA only: slapd is refused.
     stranger = write_pkcs12_single(tmp_path / "stranger.p12", issue(other_ca, "stranger"))
     http_port, ldap_port, refused_port = free_tcp_port(), free_tcp_port(), free_tcp_port()
-    stores = _store("keystores", "adapter-ks", "jks", jks_path) + _store("keystores", "stranger", "pkcs12", stranger)
-    adapters = (_adapter("http-ks", "http", [mtls_server.url], keystore="adapter-ks", key_alias="gamma")
-                + _adapter("ldap-ks", "ldap", [slapd_pair[0].tls_url], keystore="adapter-ks")
-                + _adapter("ldap-stranger", "ldap", [slapd_pair[0].tls_url], keystore="stranger"))
-    start_server(_config(stores, adapters, _port("http_ws", http_port, "http-ks") + _port("ldap_ws", ldap_port, "ldap-ks")
-                         + _port("refused_ws", refused_port, "ldap-stranger")),
-                 wait_for=("127.0.0.1", refused_port), env=ENV)
+    stores = _store("keystores", "adapter-ks", "jks", jks_path) + _store(
+        "keystores", "stranger", "pkcs12", stranger
+    )
+    adapters = (
+        _adapter("http-ks", "http", [mtls_server.url], keystore="adapter-ks", key_alias="gamma")
+        + _adapter("ldap-ks", "ldap", [slapd_pair[0].tls_url], keystore="adapter-ks")
+        + _adapter("ldap-stranger", "ldap", [slapd_pair[0].tls_url], keystore="stranger")
+    )
+    start_server(
+        _config(
+            stores,
+            adapters,
+            _port("http_ws", http_port, "http-ks")
+            + _port("ldap_ws", ldap_port, "ldap-ks")
+            + _port("refused_ws", refused_port, "ldap-stranger"),
+        ),
+        wait_for=("127.0.0.1", refused_port),
+        env=ENV,
+    )
     assert _status(http_port, "carol", USERS["carol"]) == 101
     assert mtls_server.client_subjects[-1]["commonName"] == "gamma.test"
     assert _status(ldap_port, "carol", USERS["carol"]) == 101
@@ -173,10 +214,18 @@ def test_keystore_serves_as_truststore_when_none_is_named(start_server, slapd_pa
 # --- wsserver check and wsserver serve refuse bad adapter TLS settings ---------------------------
 
 
-def _run(args: list[str], env: dict[str, str] | None = None, timeout: float = 90) -> subprocess.CompletedProcess:
+def _run(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess:
     environ = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
-    return subprocess.run([sys.executable, "-m", "wsserver", *args], capture_output=True, text=True, env=environ,
-                          cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "wsserver", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
 def _check(path: Path, text: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -196,22 +245,33 @@ def stores_dir(tmp_path: Path, adapter_pki: Pki) -> Path:
     ("old"), and the CA as PEM; the adapter URL is never contacted by ``check``."""
     now = dt.datetime.now(dt.UTC)
     write_pkcs12_single(tmp_path / "client.p12", issue(adapter_pki.ca, "client"))
-    write_pkcs12_single(tmp_path / "old.p12", issue(adapter_pki.ca, "old", not_before=now - dt.timedelta(days=30),
-                                                    not_after=now - dt.timedelta(days=1)))
+    write_pkcs12_single(
+        tmp_path / "old.p12",
+        issue(
+            adapter_pki.ca,
+            "old",
+            not_before=now - dt.timedelta(days=30),
+            not_after=now - dt.timedelta(days=1),
+        ),
+    )
     (tmp_path / "ca.pem").write_bytes(adapter_pki.ca_pem.read_bytes())
     return tmp_path
 
 
 def _check_config(adapter_tls: str, stores: str) -> str:
-    return (stores + '[[adapters]]\nname = "corp-http"\ntype = "http"\n'
-            'servers = [{ url = "https://127.0.0.1:9/auth", priority = 1 }]\nsecurity_protocol = "tls"\n'
-            f"{adapter_tls}\n[[ports]]\nalias = \"p\"\nport = 8080\nclient_auth = \"adapter:corp-http\"\n")
+    return (
+        stores + '[[adapters]]\nname = "corp-http"\ntype = "http"\n'
+        'servers = [{ url = "https://127.0.0.1:9/auth", priority = 1 }]\nsecurity_protocol = "tls"\n'
+        f'{adapter_tls}\n[[ports]]\nalias = "p"\nport = 8080\nclient_auth = "adapter:corp-http"\n'
+    )
 
 
 OLD_PASSWORD_ENV = "TEST_OLD_STORE_PASSWORD"
-STORES = (_store("keystores", "client", "pkcs12", "client.p12")
-          + _store("keystores", "old", "pkcs12", "old.p12", OLD_PASSWORD_ENV)
-          + '[[truststores]]\nalias = "corp-ca"\ntype = "pem"\npath = "ca.pem"\n\n')
+STORES = (
+    _store("keystores", "client", "pkcs12", "client.p12")
+    + _store("keystores", "old", "pkcs12", "old.p12", OLD_PASSWORD_ENV)
+    + '[[truststores]]\nalias = "corp-ca"\ntype = "pem"\npath = "ca.pem"\n\n'
+)
 CHECK_ENV = {PASSWORD_ENV: PASSWORD, OLD_PASSWORD_ENV: PASSWORD}
 
 
@@ -220,8 +280,11 @@ def _error_lines(result: subprocess.CompletedProcess) -> list[str]:
 
 
 def test_check_accepts_aliases_and_a_pem_path(stores_dir: Path):
-    ok = _check(stores_dir / "ok.toml", _check_config(
-        'truststore = "corp-ca"\nkeystore = "client"\nkey_alias = "client"\n', STORES), CHECK_ENV)
+    ok = _check(
+        stores_dir / "ok.toml",
+        _check_config('truststore = "corp-ca"\nkeystore = "client"\nkey_alias = "client"\n', STORES),
+        CHECK_ENV,
+    )
     assert ok.returncode == 0, ok.stderr
     # a value with a "/" is a PEM file path, relative to the config file
     path = _check(stores_dir / "path.toml", _check_config('truststore = "./ca.pem"\n', STORES), CHECK_ENV)
@@ -229,42 +292,64 @@ def test_check_accepts_aliases_and_a_pem_path(stores_dir: Path):
 
 
 def test_check_reports_a_missing_alias(stores_dir: Path):
-    result = _check(stores_dir / "missing.toml", _check_config(
-        'truststore = "corp-cas"\nkeystore = "client"\nkey_alias = "clinet"\n', STORES), CHECK_ENV)
+    result = _check(
+        stores_dir / "missing.toml",
+        _check_config('truststore = "corp-cas"\nkeystore = "client"\nkey_alias = "clinet"\n', STORES),
+        CHECK_ENV,
+    )
     assert result.returncode == 2
     lines = _error_lines(result)
     assert len(lines) == 2, lines
     src = str(stores_dir / "missing.toml")
-    assert lines[0] == (f'{src}: adapters[0].key_alias = "clinet": adapter "corp-http": keystore "client": '
-                        'key alias "clinet": no such key alias in the pkcs12 store (aliases: "client")')
-    assert lines[1].startswith(f'{src}: adapters[0].truststore = "corp-cas": adapter "corp-http": no '
-                               "[[truststores]] or [[keystores]] entry with this alias")
+    assert lines[0] == (
+        f'{src}: adapters[0].key_alias = "clinet": adapter "corp-http": keystore "client": '
+        'key alias "clinet": no such key alias in the pkcs12 store (aliases: "client")'
+    )
+    assert lines[1].startswith(
+        f'{src}: adapters[0].truststore = "corp-cas": adapter "corp-http": no '
+        "[[truststores]] or [[keystores]] entry with this alias"
+    )
 
 
 def test_check_reports_a_wrong_password_once(stores_dir: Path):
-    result = _check(stores_dir / "password.toml", _check_config(
-        'keystore = "client"\nkey_alias = "client"\n', STORES), CHECK_ENV | {PASSWORD_ENV: "not-the-password"})
+    result = _check(
+        stores_dir / "password.toml",
+        _check_config('keystore = "client"\nkey_alias = "client"\n', STORES),
+        CHECK_ENV | {PASSWORD_ENV: "not-the-password"},
+    )
     assert result.returncode == 2
     lines = _error_lines(result)
     # one line, on the config key at fault; the adapter that uses the store adds none
     assert len(lines) == 1, lines
-    assert lines[0].startswith(f'{stores_dir / "password.toml"}: keystores[0].password_env: keystore "client": '
-                               f"wrong password for {stores_dir / 'client.p12'} (from ${PASSWORD_ENV})"), lines
+    assert lines[0].startswith(
+        f'{stores_dir / "password.toml"}: keystores[0].password_env: keystore "client": '
+        f"wrong password for {stores_dir / 'client.p12'} (from ${PASSWORD_ENV})"
+    ), lines
 
 
 def test_check_reports_an_expired_client_certificate(stores_dir: Path):
-    result = _check(stores_dir / "expired.toml", _check_config(
-        'truststore = "corp-ca"\nkeystore = "old"\nkey_alias = "old"\n', STORES), CHECK_ENV)
+    result = _check(
+        stores_dir / "expired.toml",
+        _check_config('truststore = "corp-ca"\nkeystore = "old"\nkey_alias = "old"\n', STORES),
+        CHECK_ENV,
+    )
     assert result.returncode == 2
     lines = _error_lines(result)
     assert len(lines) == 1, lines
-    assert lines[0].startswith(f'{stores_dir / "expired.toml"}: adapters[0].key_alias = "old": adapter '
-                               '"corp-http": keystore "old": key alias "old": certificate expired on ')
+    assert lines[0].startswith(
+        f'{stores_dir / "expired.toml"}: adapters[0].key_alias = "old": adapter '
+        '"corp-http": keystore "old": key alias "old": certificate expired on '
+    )
 
 
 def test_serve_refuses_a_missing_alias_at_start(stores_dir: Path):
     path = stores_dir / "serve.toml"
-    path.write_text(_check_config('truststore = "nowhere"\n', STORES).replace("port = 8080", f"port = {free_tcp_port()}"))
+    path.write_text(
+        _check_config('truststore = "nowhere"\n', STORES).replace("port = 8080", f"port = {free_tcp_port()}")
+    )
     result = _run(["serve", "-c", str(path)], env=CHECK_ENV, timeout=60)
     assert result.returncode == 2
-    assert f'{path}: adapters[0].truststore = "nowhere": adapter "corp-http": no [[truststores]]' in result.stderr
+    assert (
+        f'{path}: adapters[0].truststore = "nowhere": adapter "corp-http": no [[truststores]]'
+        in result.stderr
+    )

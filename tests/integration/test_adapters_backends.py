@@ -60,9 +60,14 @@ def _radius_secret(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def table(kind: str, urls: list[str], priorities: list[int] | None = None, **extra: object) -> dict:
     lb = extra.pop("load_balancing", {})
-    doc: dict = {"name": f"test-{kind}", "type": kind,
-                 "servers": [{"url": u, "priority": p} for u, p in zip(urls, priorities or [1] * len(urls), strict=True)],
-                 "load_balancing": lb}
+    doc: dict = {
+        "name": f"test-{kind}",
+        "type": kind,
+        "servers": [
+            {"url": u, "priority": p} for u, p in zip(urls, priorities or [1] * len(urls), strict=True)
+        ],
+        "load_balancing": lb,
+    }
     doc[kind] = {
         "ldap": {"bind_dn_template": USER_DN},
         "radius": {"secret_env": "TEST_RADIUS_SECRET"},
@@ -101,15 +106,20 @@ class Kit:
         return adapter.authenticate("alice", "wrong-password", **kw)
 
     def url_for_port(self, port: int) -> str:
-        return {"ldap": f"ldap://127.0.0.1:{port}", "radius": f"radius://127.0.0.1:{port}",
-                "http": f"http://127.0.0.1:{port}/auth", "ocsp": f"http://127.0.0.1:{port}/"}[self.kind]
+        return {
+            "ldap": f"ldap://127.0.0.1:{port}",
+            "radius": f"radius://127.0.0.1:{port}",
+            "http": f"http://127.0.0.1:{port}/auth",
+            "ocsp": f"http://127.0.0.1:{port}/",
+        }[self.kind]
 
 
 @pytest.fixture(params=KINDS)
 def kit(request: pytest.FixtureRequest) -> Kit:
     kind = request.param
-    pair = request.getfixturevalue({"ldap": "slapd_pair", "radius": "radius_pair", "http": "http_pair",
-                                    "ocsp": "ocsp_pair"}[kind])
+    pair = request.getfixturevalue(
+        {"ldap": "slapd_pair", "radius": "radius_pair", "http": "http_pair", "ocsp": "ocsp_pair"}[kind]
+    )
     ensure_running(pair)
     pki = request.getfixturevalue("ocsp_pki") if kind == "ocsp" else None
     yield Kit(kind, pair, pki)
@@ -152,9 +162,12 @@ def test_good_and_bad_credentials_and_one_request_per_reject(kit: Kit) -> None:
 
 def test_a_backend_stopped_mid_run_costs_no_login_and_returns(kit: Kit) -> None:
     recorder = Recorder()
-    adapter = build(table(kit.kind, kit.urls(), load_balancing={"request_timeout_ms": 2000,
-                                                                "connection_timeout_ms": 1000}),
-                    observer=recorder)
+    adapter = build(
+        table(
+            kit.kind, kit.urls(), load_balancing={"request_timeout_ms": 2000, "connection_timeout_ms": 1000}
+        ),
+        observer=recorder,
+    )
     victim = kit.servers[1]  # configured last: the first one the rotation uses
     failed_logins = []
     for i in range(200):
@@ -189,8 +202,17 @@ def test_a_slow_backend_gets_high_load_penalties(kit: Kit) -> None:
     proxy = UdpDelayProxy(port, 0.3) if kit.kind == "radius" else DelayProxy(port, 0.3)
     slow_url = kit.url_for_port(proxy.port)
     try:
-        adapter = build(table(kit.kind, [fast.url, slow_url], load_balancing={
-            "high_load_threshold_ms": 200, "high_load_weight": 10, "penalty_decay_per_s": 0}))
+        adapter = build(
+            table(
+                kit.kind,
+                [fast.url, slow_url],
+                load_balancing={
+                    "high_load_threshold_ms": 200,
+                    "high_load_weight": 10,
+                    "penalty_decay_per_s": 0,
+                },
+            )
+        )
         results = [kit.good(adapter) for _ in range(30)]
     finally:
         proxy.stop()
@@ -206,9 +228,18 @@ def test_all_backends_down_is_unavailable_within_the_time_limits(kit: Kit) -> No
     hole = BlackHole(kind)
     closed = free_port(kind)  # nothing listens: refused at once
     try:
-        adapter = build(table(kit.kind, [kit.url_for_port(closed), kit.url_for_port(hole.port)],
-                              load_balancing={"connection_timeout_ms": 300, "request_timeout_ms": 300,
-                                              "request_attempts": 4, "server_request_attempts": 2}))
+        adapter = build(
+            table(
+                kit.kind,
+                [kit.url_for_port(closed), kit.url_for_port(hole.port)],
+                load_balancing={
+                    "connection_timeout_ms": 300,
+                    "request_timeout_ms": 300,
+                    "request_attempts": 4,
+                    "server_request_attempts": 2,
+                },
+            )
+        )
         start = time.monotonic()
         result = kit.good(adapter)
         elapsed = time.monotonic() - start
@@ -216,8 +247,13 @@ def test_all_backends_down_is_unavailable_within_the_time_limits(kit: Kit) -> No
         assert len(result.tried) == 4 and {t.result for t in result.tried} == {"failed"}
         assert elapsed < 2 * 0.3 + 0.5, elapsed  # two black-hole time-outs; refusals are immediate
         # the caller's budget (the port's auth_timeout_ms) cuts everything short
-        adapter = build(table(kit.kind, [kit.url_for_port(hole.port)],
-                              load_balancing={"request_timeout_ms": 5000, "request_attempts": 5}))
+        adapter = build(
+            table(
+                kit.kind,
+                [kit.url_for_port(hole.port)],
+                load_balancing={"request_timeout_ms": 5000, "request_attempts": 5},
+            )
+        )
         start = time.monotonic()
         result = kit.good(adapter, timeout=0.4)
         elapsed = time.monotonic() - start
@@ -234,19 +270,35 @@ def test_ldaps_with_a_jks_truststore(slapd_pair, adapter_pki) -> None:
     ensure_running(slapd_pair)
     jks_path = adapter_pki.jks_truststore()
     # The registry the workers use (wsserver.adapters.tls.registry_setup), with one [[truststores]].
-    material = TLSMaterial(truststores={"corp-ca": load_truststore(
-        TruststoreConfig("corp-ca", "jks", str(jks_path), password_env="TEST_JKS_PASSWORD"),
-        environ={"TEST_JKS_PASSWORD": "changeit"})})
-    adapter = build(table("ldap", [s.tls_url for s in slapd_pair], security_protocol="tls",
-                          truststore="corp-ca"), tls_setup=RegistrySetup(material))
+    material = TLSMaterial(
+        truststores={
+            "corp-ca": load_truststore(
+                TruststoreConfig("corp-ca", "jks", str(jks_path), password_env="TEST_JKS_PASSWORD"),
+                environ={"TEST_JKS_PASSWORD": "changeit"},
+            )
+        }
+    )
+    adapter = build(
+        table("ldap", [s.tls_url for s in slapd_pair], security_protocol="tls", truststore="corp-ca"),
+        tls_setup=RegistrySetup(material),
+    )
     assert adapter.authenticate("alice", "alicepw").decision is Decision.ACCEPTED
     assert adapter.authenticate("alice", "nope").decision is Decision.REJECTED
     # without the CA the server is not trusted: a failure, never an accept
-    untrusted = build(table("ldap", [slapd_pair[0].tls_url], security_protocol="tls",
-                            truststore=str(adapter_pki.dir / "server.pem")))  # not the CA
+    untrusted = build(
+        table(
+            "ldap",
+            [slapd_pair[0].tls_url],
+            security_protocol="tls",
+            truststore=str(adapter_pki.dir / "server.pem"),
+        )
+    )  # not the CA
     result = untrusted.authenticate("alice", "alicepw")
     assert result.decision is Decision.UNAVAILABLE
-    assert "certificate verify failed" in result.tried[0].detail or "CERTIFICATE" in result.tried[0].detail.upper()
+    assert (
+        "certificate verify failed" in result.tried[0].detail
+        or "CERTIFICATE" in result.tried[0].detail.upper()
+    )
 
 
 def test_ldap_starttls_and_pinning(slapd_pair, adapter_pki) -> None:
@@ -262,9 +314,19 @@ def test_ldap_starttls_and_pinning(slapd_pair, adapter_pki) -> None:
 
 def test_ldap_search_then_bind_with_a_required_group(slapd_pair, monkeypatch: pytest.MonkeyPatch) -> None:
     ensure_running(slapd_pair)
-    adapter = build(table("ldap", [s.url for s in slapd_pair], ldap={
-        "bind_dn_template": "", "search_base": f"ou=people,{BASE_DN}", "service_dn": f"cn=svc,{BASE_DN}",
-        "service_password_env": "TEST_LDAP_SERVICE_PASSWORD", "group_dn": f"cn=staff,ou=groups,{BASE_DN}"}))
+    adapter = build(
+        table(
+            "ldap",
+            [s.url for s in slapd_pair],
+            ldap={
+                "bind_dn_template": "",
+                "search_base": f"ou=people,{BASE_DN}",
+                "service_dn": f"cn=svc,{BASE_DN}",
+                "service_password_env": "TEST_LDAP_SERVICE_PASSWORD",
+                "group_dn": f"cn=staff,ou=groups,{BASE_DN}",
+            },
+        )
+    )
     ok = adapter.authenticate("alice", "alicepw")
     assert ok.decision is Decision.ACCEPTED and ok.user == "alice"
     assert ok.attributes["backend_user"] == f"uid=alice,ou=people,{BASE_DN}"
@@ -274,9 +336,18 @@ def test_ldap_search_then_bind_with_a_required_group(slapd_pair, monkeypatch: py
     assert adapter.authenticate("*", "x").detail == "no such user"  # filter characters are escaped
     # a wrong service password is the directory's problem (failure), not the user's (reject)
     monkeypatch.setenv("TEST_LDAP_SERVICE_PASSWORD", "wrong")
-    broken = build(table("ldap", [slapd_pair[0].url], ldap={
-        "bind_dn_template": "", "search_base": f"ou=people,{BASE_DN}", "service_dn": f"cn=svc,{BASE_DN}",
-        "service_password_env": "TEST_LDAP_SERVICE_PASSWORD"}))
+    broken = build(
+        table(
+            "ldap",
+            [slapd_pair[0].url],
+            ldap={
+                "bind_dn_template": "",
+                "search_base": f"ou=people,{BASE_DN}",
+                "service_dn": f"cn=svc,{BASE_DN}",
+                "service_password_env": "TEST_LDAP_SERVICE_PASSWORD",
+            },
+        )
+    )
     result = broken.authenticate("alice", "alicepw")
     assert result.decision is Decision.UNAVAILABLE and "service account bind failed" in result.tried[0].detail
 
@@ -403,14 +474,25 @@ def test_adapter_calls_cooperate_with_gevent(kit: Kit, tmp_path: Path) -> None:
     target = kit.servers[0]
     delay, n = 0.3, 10
     proxy = UdpDelayProxy(target.port, delay) if kit.kind == "radius" else DelayProxy(target.port, delay)
-    job = {"kind": kit.kind, "n": n, "table": table(kit.kind, [kit.url_for_port(proxy.port)], load_balancing={
-        "high_load_threshold_ms": 10000})}
+    job = {
+        "kind": kit.kind,
+        "n": n,
+        "table": table(
+            kit.kind, [kit.url_for_port(proxy.port)], load_balancing={"high_load_threshold_ms": 10000}
+        ),
+    }
     if kit.kind == "ocsp":
         job["certs"] = [str(kit.ocsp_pki.dir / "good.pem"), str(kit.ocsp_pki.ca_pem)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     try:
-        done = subprocess.run([sys.executable, "-c", GEVENT_PROBE, json.dumps(job)], capture_output=True, text=True,
-                              timeout=60, env=env, cwd=REPO)
+        done = subprocess.run(
+            [sys.executable, "-c", GEVENT_PROBE, json.dumps(job)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=REPO,
+        )
     finally:
         proxy.stop()
     assert done.returncode == 0, done.stderr[-3000:]

@@ -41,11 +41,14 @@ pytestmark = pytest.mark.integration
 
 
 def demo_body(demo_port: int, plain_port: int) -> str:
-    return ('[[packages]]\nname = "Demo"        # the demo package\nenabled = true\n\n'
-            + ECHO.format(package='package = "Demo"')
-            + '[[endpoints]]\npath = "/plain"\nhandler = "wsserver.endpoints.echo:Echo"\n\n'
-            + "# the demo port\n" + port_table("demo_ws", demo_port, "Demo")
-            + port_table("plain", plain_port))
+    return (
+        '[[packages]]\nname = "Demo"        # the demo package\nenabled = true\n\n'
+        + ECHO.format(package='package = "Demo"')
+        + '[[endpoints]]\npath = "/plain"\nhandler = "wsserver.endpoints.echo:Echo"\n\n'
+        + "# the demo port\n"
+        + port_table("demo_ws", demo_port, "Demo")
+        + port_table("plain", plain_port)
+    )
 
 
 @pytest.fixture
@@ -63,12 +66,15 @@ def test_ports_api(demo) -> None:
     ports = {p["alias"]: p for p in listed.json["ports"]}
     assert ports["demo_ws"]["endpoints"] == [
         {"path": "/echo", "url": f"ws://{HOST}:{demo_port}/echo", "package": "Demo"},
-        {"path": "/plain", "url": f"ws://{HOST}:{demo_port}/plain", "package": ""}]
+        {"path": "/plain", "url": f"ws://{HOST}:{demo_port}/plain", "package": ""},
+    ]
     assert ports["plain"]["listening"] == [f"{HOST}:{plain_port}"] and ports["plain"]["enabled"]
 
     # add a port: it listens when the answer comes
     new_port = free_port()
-    added = api("POST", "/api/ports", {"alias": "added", "port": new_port, "bind": HOST, "description": "new"})
+    added = api(
+        "POST", "/api/ports", {"alias": "added", "port": new_port, "bind": HOST, "description": "new"}
+    )
     assert added.status == 201, added.body
     assert added.json["reload"]["result"] == "success" and echo_works(new_port, "/plain")
     assert api("GET", "/api/ports/added").json["port"]["listening"] == [f"{HOST}:{new_port}"]
@@ -111,14 +117,24 @@ def test_invalid_edit_is_refused_with_the_check_text(demo, tmp_path: Path) -> No
     # the same change checked by `wsserver check` gives the same lines
     copy = tmp_path / "copy.toml"
     copy.write_text(edits.patch_port(before.decode(), "plain", change))
-    check = subprocess.run([sys.executable, "-m", "wsserver", "check", "-c", str(copy)], cwd=REPO,
-                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    check = subprocess.run(
+        [sys.executable, "-m", "wsserver", "check", "-c", str(copy)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert check.returncode == 2
     assert reply.json["errors"] == check.stderr.replace(str(copy), str(path)).splitlines()
     assert len(reply.json["errors"]) == 3
     # an endpoint handler that cannot be imported is refused too (the check imports them)
-    bad = api("POST", "/api/packages/import", body=b'[[endpoints]]\npath = "/bad"\nhandler = "no.such.module:X"\n'
-              b'[[ports]]\nalias = "x"\nport = 1\n', headers={"Content-Type": "application/toml"})
+    bad = api(
+        "POST",
+        "/api/packages/import",
+        body=b'[[endpoints]]\npath = "/bad"\nhandler = "no.such.module:X"\n'
+        b'[[ports]]\nalias = "x"\nport = 1\n',
+        headers={"Content-Type": "application/toml"},
+    )
     assert bad.status == 400 and "cannot import module" in " ".join(bad.json["errors"])
     assert path.read_bytes() == before
 
@@ -140,9 +156,14 @@ def test_concurrent_edits_conflict(demo) -> None:
     # two admins at once, each with the ETag it read: exactly one wins
     etag = api("GET", "/api/ports").headers["etag"]
     results: list[int] = []
-    threads = [threading.Thread(target=lambda d=d: results.append(
-        api("PATCH", "/api/ports/plain", {"description": d}, headers={"If-Match": etag}).status))
-        for d in ("a", "b")]
+    threads = [
+        threading.Thread(
+            target=lambda d=d: results.append(
+                api("PATCH", "/api/ports/plain", {"description": d}, headers={"If-Match": etag}).status
+            )
+        )
+        for d in ("a", "b")
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -153,7 +174,10 @@ def test_concurrent_edits_conflict(demo) -> None:
 def test_package_disable_and_enable_with_real_clients(demo) -> None:
     server, api, demo_port, plain_port = demo
     master = server.pid
-    with connect(ws_url(demo_port), open_timeout=5) as on_demo, connect(ws_url(plain_port, "/plain")) as on_plain:
+    with (
+        connect(ws_url(demo_port), open_timeout=5) as on_demo,
+        connect(ws_url(plain_port, "/plain")) as on_plain,
+    ):
         on_demo.send("hello")
         assert on_demo.recv(timeout=5) == "hello"
         started = time.monotonic()
@@ -182,8 +206,11 @@ def test_sessions_workers_reload(demo) -> None:
         for ws in (a, b):
             ws.send("x")
             ws.recv(timeout=5)
-        sessions = wait_until(lambda: (s := api("GET", "/api/sessions?port=demo_ws").json["sessions"])
-                              and len(s) == 2 and s, 5, what="2 sessions")
+        sessions = wait_until(
+            lambda: (s := api("GET", "/api/sessions?port=demo_ws").json["sessions"]) and len(s) == 2 and s,
+            5,
+            what="2 sessions",
+        )
         for s in sessions:
             assert s["port"] == "demo_ws" and s["path"] == "/echo" and s["messages_in"] == 1
             assert s["remote_address"].startswith(f"{HOST}:") and s["pid"] in server.workers()
@@ -209,15 +236,20 @@ def test_sessions_workers_reload(demo) -> None:
 
 def test_replicate_a_package_to_another_server(admin_server, tmp_path: Path) -> None:  # noqa: F811
     p1, p2 = free_port(), free_port()
-    source_body = ('[[packages]]\nname = "Demo"\nenabled = true\ndescription = "replicated"\n\n'
-                   + ECHO.format(package='package = "Demo"')
-                   + port_table("demo_a", p1, "Demo", "backlog = 111\n[ports.pool]\nmax = 42\n")
-                   + port_table("demo_b", p2, "Demo", 'description = "the second"\n'))
+    source_body = (
+        '[[packages]]\nname = "Demo"\nenabled = true\ndescription = "replicated"\n\n'
+        + ECHO.format(package='package = "Demo"')
+        + port_table("demo_a", p1, "Demo", "backlog = 111\n[ports.pool]\nmax = 42\n")
+        + port_table("demo_b", p2, "Demo", 'description = "the second"\n')
+    )
     a_server, a = admin_server(source_body, p1)
     # B already has port p1 (other alias, other settings; disabled, so A and B can run side by side)
     own = free_port()
-    target_body = (ECHO.format(package="") + port_table("b_own", p1, extra='enabled = false\ndescription = "mine"\n')
-                   + port_table("b_main", own))
+    target_body = (
+        ECHO.format(package="")
+        + port_table("b_own", p1, extra='enabled = false\ndescription = "mine"\n')
+        + port_table("b_main", own)
+    )
     b_server, b = admin_server(target_body, own)
     exported = tmp_path / "demo.toml"
     out = run_cli("package", "export", "Demo", "-o", str(exported), "--admin", a.url, "--user", "root")
@@ -260,8 +292,9 @@ def test_authentication_on_the_listener(demo) -> None:
     assert AdminHTTP(port, password="wrong")("GET", "/api/ports").status == 401
     assert AdminHTTP(port, user="nobody")("GET", "/api/ports").headers["www-authenticate"].startswith("Basic")
     cross = api("POST", "/api/ports/plain/disable", headers={"Origin": "http://evil.example"})
-    assert cross.status == 403 and "plain" in {p.alias for p in parse_config(
-        server.config_path.read_text()).active_ports()}
+    assert cross.status == 403 and "plain" in {
+        p.alias for p in parse_config(server.config_path.read_text()).active_ports()
+    }
 
 
 def _tree(pid: int) -> list[int]:
@@ -286,6 +319,7 @@ def test_master_killed_during_a_write_leaves_old_or_new_file(admin_server) -> No
     server, api = admin_server(demo_body(demo_port, plain_port), demo_port, env={WRITE_DELAY_ENV: "2"})
     path = server.config_path
     old = path.read_bytes()
+
     def write() -> None:
         try:
             api("PATCH", "/api/ports/plain", {"description": "new"}, timeout=30)
@@ -351,9 +385,12 @@ def test_admin_over_tls(admin_server, tmp_path: Path) -> None:  # noqa: F811
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     ws_port = free_port()
-    body = (f'[admin.tls]\nkeystore = "pem"\nkey_alias = "admin"\n\n'
-            f'[[keystores]]\nalias = "pem"\ntype = "pem"\n[keystores.keys.admin]\ncert = "{cert}"\nkey = "{key}"\n\n'
-            + ECHO.format(package="") + port_table("plain", ws_port))
+    body = (
+        f'[admin.tls]\nkeystore = "pem"\nkey_alias = "admin"\n\n'
+        f'[[keystores]]\nalias = "pem"\ntype = "pem"\n[keystores.keys.admin]\ncert = "{cert}"\nkey = "{key}"\n\n'
+        + ECHO.format(package="")
+        + port_table("plain", ws_port)
+    )
     server, api = admin_server(body, ws_port)
     url = api.url.replace("http://", "https://")
     server.wait_log(r'msg="admin listening" address=https://', timeout=5)
@@ -362,9 +399,12 @@ def test_admin_over_tls(admin_server, tmp_path: Path) -> None:  # noqa: F811
     untrusted = run_cli("package", "list", "--admin", url)
     assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
     context = ssl.create_default_context(cafile=str(ca_file))
-    login = urllib.request.Request(url + "/login", method="POST",
-                                   data=f"user={ADMIN_USER}&password={ADMIN_PASSWORD}".encode(),
-                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    login = urllib.request.Request(
+        url + "/login",
+        method="POST",
+        data=f"user={ADMIN_USER}&password={ADMIN_PASSWORD}".encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):

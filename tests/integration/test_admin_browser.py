@@ -31,7 +31,10 @@ from tests.support.cdp import CHROMIUM, Browser
 from tests.support.server import REPO
 from wsserver.config import parse_config
 
-pytestmark = [pytest.mark.integration, pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed"),
+]
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "admin"
 
@@ -50,9 +53,12 @@ def test_console_toggle_a_port_in_a_browser(admin_server, browser: Browser) -> N
 
 def _console_flow(admin_server, browser: Browser, stack: contextlib.ExitStack) -> None:  # noqa: F811
     demo_port, plain_port = free_port(), free_port()
-    body = ('[[packages]]\nname = "Demo"\nenabled = true\ndescription = "Demo endpoints"\n\n'
-            + ECHO.format(package='package = "Demo"') + port_table("demo_ws", demo_port, "Demo")
-            + port_table("plain", plain_port, extra='description = "not in a package"\n'))
+    body = (
+        '[[packages]]\nname = "Demo"\nenabled = true\ndescription = "Demo endpoints"\n\n'
+        + ECHO.format(package='package = "Demo"')
+        + port_table("demo_ws", demo_port, "Demo")
+        + port_table("plain", plain_port, extra='description = "not in a package"\n')
+    )
     server, api = admin_server(body, demo_port)
     admin = api.url
 
@@ -97,7 +103,10 @@ def _console_flow(admin_server, browser: Browser, stack: contextlib.ExitStack) -
     browser.screenshot(ARTIFACTS / "05-port-form-invalid.png")
     browser.evaluate("document.getElementById('f-backlog').value = '512'")
     browser.act_and_wait("document.getElementById('save').click()")
-    assert browser.evaluate("location.pathname") == "/ports" and browser.text("#notice") == "Port plain saved and applied."
+    assert (
+        browser.evaluate("location.pathname") == "/ports"
+        and browser.text("#notice") == "Port plain saved and applied."
+    )
     assert parse_config(server.config_path.read_text()).ports[1].backlog == 512
 
     with connect(ws_url(demo_port), open_timeout=5):

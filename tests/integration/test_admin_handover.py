@@ -41,8 +41,10 @@ class Hammer:
         self.lock = threading.Lock()
         self.answered: list[float] = []  # when each answered request was sent (monotonic)
         self.errors: list[str] = []
-        self.threads = [threading.Thread(target=self._run, args=(pause,), daemon=True)
-                        for pause in [None] * SCRIPTS + list(POLLS)]
+        self.threads = [
+            threading.Thread(target=self._run, args=(pause,), daemon=True)
+            for pause in [None] * SCRIPTS + list(POLLS)
+        ]
 
     def __enter__(self) -> Hammer:
         for thread in self.threads:
@@ -90,8 +92,13 @@ def get(conn: http.client.HTTPConnection, headers: dict[str, str]) -> str:
         return f"{type(exc).__name__}: {exc}"
 
 
-def call(conn: http.client.HTTPConnection, method: str, path: str, headers: dict[str, str],
-         body: bytes | None = None) -> tuple[int, dict]:
+def call(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes | None = None,
+) -> tuple[int, dict]:
     conn.request(method, path, body=body, headers=headers)
     response = conn.getresponse()
     return response.status, json.loads(response.read())
@@ -99,24 +106,46 @@ def call(conn: http.client.HTTPConnection, method: str, path: str, headers: dict
 
 def test_admin_replaced_after_its_change_refuses_nothing(admin_server) -> None:  # noqa: F811
     ws_port = free_port()
-    body = ('[[packages]]\nname = "Demo"\nenabled = true\n\n' + ECHO.format(package='package = "Demo"')
-            + port_table("demo_ws", ws_port, "Demo"))
+    body = (
+        '[[packages]]\nname = "Demo"\nenabled = true\n\n'
+        + ECHO.format(package='package = "Demo"')
+        + port_table("demo_ws", ws_port, "Demo")
+    )
     server, api = admin_server(body, ws_port)
     admin_port = int(api.url.rsplit(":", 1)[1])
-    (first,) = wait_until(lambda: (p := admin_pids(server)) and len(p) == 1 and p, 10, what="one admin process")
+    (first,) = wait_until(
+        lambda: (p := admin_pids(server)) and len(p) == 1 and p, 10, what="one admin process"
+    )
     seen = {first}
     # The operator's own connection, kept alive as a browser keeps it: the request right after
     # a change (the console's redirect, the next click) goes out the moment the answer is in.
     operator = http.client.HTTPConnection(HOST, admin_port, timeout=60)
     auth = {"Authorization": api.auth}
-    as_json, as_toml = {**auth, "Content-Type": "application/json"}, {**auth, "Content-Type": "application/toml"}
+    as_json, as_toml = (
+        {**auth, "Content-Type": "application/json"},
+        {**auth, "Content-Type": "application/toml"},
+    )
     changes = [
-        lambda i: call(operator, "PATCH", "/api/ports/demo_ws", as_json,
-                       json.dumps({"description": f"change {i}"}).encode()),
-        lambda i: call(operator, "PATCH", "/api/ports/demo_ws", as_json, json.dumps({"port": free_port()}).encode()),
-        lambda i: call(operator, "POST", "/api/packages/import", as_toml, (
-            f'[[packages]]\nname = "Imported{i}"\nenabled = true\n\n'
-            + ECHO.replace("/echo", f"/echo{i}").format(package=f'package = "Imported{i}"')).encode()),
+        lambda i: call(
+            operator,
+            "PATCH",
+            "/api/ports/demo_ws",
+            as_json,
+            json.dumps({"description": f"change {i}"}).encode(),
+        ),
+        lambda i: call(
+            operator, "PATCH", "/api/ports/demo_ws", as_json, json.dumps({"port": free_port()}).encode()
+        ),
+        lambda i: call(
+            operator,
+            "POST",
+            "/api/packages/import",
+            as_toml,
+            (
+                f'[[packages]]\nname = "Imported{i}"\nenabled = true\n\n'
+                + ECHO.replace("/echo", f"/echo{i}").format(package=f'package = "Imported{i}"')
+            ).encode(),
+        ),
     ]
     with Hammer(api, admin_port) as hammer:
         wait_until(lambda: hammer.answered_since(0), 10, what="a first answer")
@@ -126,14 +155,23 @@ def test_admin_replaced_after_its_change_refuses_nothing(admin_server) -> None: 
             assert status in (200, 201) and reply["reload"]["result"] == "success", reply
             if i % 2 == 0:  # the next click at once (else a moment later, below)
                 hammer.record(time.monotonic(), get(operator, auth))
-            new = wait_until(lambda old=old: (p := [pid for pid in admin_pids(server) if pid != old])
-                             and not alive(old) and p, 15, interval=0.005, what="the old admin process gone")
+            new = wait_until(
+                lambda old=old: (
+                    (p := [pid for pid in admin_pids(server) if pid != old]) and not alive(old) and p
+                ),
+                15,
+                interval=0.005,
+                what="the old admin process gone",
+            )
             assert len(new) == 1 and new[0] not in seen
             seen.add(new[0])
             gone = time.monotonic()  # whatever is answered from now on, the new process answered
             hammer.record(gone, get(operator, auth))
-            wait_until(lambda gone=gone: hammer.answered_since(gone) >= 5, 10,
-                       what="answers from the new admin process")
+            wait_until(
+                lambda gone=gone: hammer.answered_since(gone) >= 5,
+                10,
+                what="answers from the new admin process",
+            )
         assert hammer.errors == [], f"{len(hammer.errors)} failed requests, first: {hammer.errors[:5]}"
     operator.close()
     assert len(seen) == CHANGES + 1 and alive(server.pid)

@@ -50,8 +50,11 @@ def exchange(port: int, data: bytes, timeout: float = 2.0) -> bytes:
 
 def test_keep_alive_and_bodies(server) -> None:
     port, seen = server
-    out = exchange(port, b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"
-                         b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+    out = exchange(
+        port,
+        b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
     assert out.count(b"HTTP/1.1 200 OK") == 2
     assert b"GET /a 0 {'x': '1'}" in out and b"POST /b 5 {}" in out
     assert seen[1].body == b"hello" and seen[0].headers["host"] == "h"
@@ -61,8 +64,16 @@ def test_body_too_large(server) -> None:
     port, seen = server
     out = exchange(port, b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 413") and not seen
-    out = exchange(port, b"POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                         + b"400\r\n" + b"x" * 1024 + b"\r\n" + b"400\r\n" + b"x" * 1024 + b"\r\n0\r\n\r\n")
+    out = exchange(
+        port,
+        b"POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"400\r\n"
+        + b"x" * 1024
+        + b"\r\n"
+        + b"400\r\n"
+        + b"x" * 1024
+        + b"\r\n0\r\n\r\n",
+    )
     assert out.startswith(b"HTTP/1.1 413") and not seen
 
 
@@ -71,7 +82,11 @@ def test_a_slow_request_is_dropped(server) -> None:
     conn = gsocket.create_connection(("127.0.0.1", port))
     conn.settimeout(3)
     started = gevent.get_hub().loop.now()
-    for piece in (b"GET / HTTP/1.1\r\n", b"Host: h\r\n", b"X-Slow: 1\r\n"):  # a byte every 0.2 s stays < 0.3 each
+    for piece in (
+        b"GET / HTTP/1.1\r\n",
+        b"Host: h\r\n",
+        b"X-Slow: 1\r\n",
+    ):  # a byte every 0.2 s stays < 0.3 each
         conn.sendall(piece)
         gevent.sleep(0.2)
     assert conn.recv(100) == b""  # closed: the whole request must come within REQUEST_TIMEOUT

@@ -26,7 +26,12 @@ from wsserver.security.passwords import hash_password
 
 pytestmark = pytest.mark.integration
 
-PASSWORDS = {"alice": "Alice-Pa55word!", "bob": "B0b-secret-pw", "carol": "Car0l-wss-only", "dave": "Dave-0ther-port"}
+PASSWORDS = {
+    "alice": "Alice-Pa55word!",
+    "bob": "B0b-secret-pw",
+    "carol": "Car0l-wss-only",
+    "dave": "Dave-0ther-port",
+}
 ALICE_TOKEN = "alice-token-4f9c2b7e1d0a8c3b"
 JWT_SECRET = "jwt-secret-" + "x" * 32
 HASHES = {name: hash_password(pw, scrypt_n=2**12) for name, pw in PASSWORDS.items()}
@@ -44,22 +49,22 @@ handler = "tests.support.auth_endpoints:WhoAmI"
 USERS = f"""
 [[users]]
 name = "alice"
-password_hash = "{HASHES['alice']}"
+password_hash = "{HASHES["alice"]}"
 token = "{ALICE_TOKEN}"
 
 [[users]]
 name = "bob"
-password_hash = "{HASHES['bob']}"
+password_hash = "{HASHES["bob"]}"
 endpoints = ["/who"]
 
 [[users]]
 name = "carol"
-password_hash = "{HASHES['carol']}"
+password_hash = "{HASHES["carol"]}"
 connection_types = ["wss"]
 
 [[users]]
 name = "dave"
-password_hash = "{HASHES['dave']}"
+password_hash = "{HASHES["dave"]}"
 ports = ["other"]
 
 [[users]]
@@ -73,9 +78,11 @@ SECRETS = [*PASSWORDS.values(), ALICE_TOKEN, JWT_SECRET]
 def config(port: int, port_lines: str = "", tables: str = "", users: str = USERS, more: str = "") -> str:
     """One ws port "auth_ws" (plus an always-present "other" port) and the users above."""
     other = free_port()
-    return (f"[server]\ngraceful_timeout = 5\nworkers = 1\n{ENDPOINTS}\n"
-            f'[[ports]]\nalias = "auth_ws"\nport = {port}\nbind = "127.0.0.1"\n{port_lines}\n{tables}\n'
-            f'[[ports]]\nalias = "other"\nport = {other}\nbind = "127.0.0.1"\n{more}\n{users}')
+    return (
+        f"[server]\ngraceful_timeout = 5\nworkers = 1\n{ENDPOINTS}\n"
+        f'[[ports]]\nalias = "auth_ws"\nport = {port}\nbind = "127.0.0.1"\n{port_lines}\n{tables}\n'
+        f'[[ports]]\nalias = "other"\nport = {other}\nbind = "127.0.0.1"\n{more}\n{users}'
+    )
 
 
 def start(start_server, text: str, port: int, env: dict[str, str] | None = None):
@@ -86,8 +93,9 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def attempt(url: str, headers: dict[str, str] | None = None, source: str | None = None,
-            **kwargs) -> tuple[int, object, str | None]:
+def attempt(
+    url: str, headers: dict[str, str] | None = None, source: str | None = None, **kwargs
+) -> tuple[int, object, str | None]:
     """(status, response headers, the endpoint's reply): 101 when the session opened."""
     sock = None
     if source is not None:
@@ -115,9 +123,16 @@ def assert_no_secrets(server, extra: tuple[str, ...] = ()) -> None:
 
 
 def test_basic_auth_with_a_hash_from_the_cli(start_server) -> None:
-    made = subprocess.run([sys.executable, "-m", "wsserver", "hash-password", "--stdin", "--scrypt-n", "4096"],
-                          input="Erin-cli-Passw0rd\n", capture_output=True, text=True, cwd=REPO, timeout=60,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)), check=True)
+    made = subprocess.run(
+        [sys.executable, "-m", "wsserver", "hash-password", "--stdin", "--scrypt-n", "4096"],
+        input="Erin-cli-Passw0rd\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        check=True,
+    )
     erin_hash = made.stdout.strip()
     assert erin_hash.startswith("scrypt$4096$8$1$") and "Erin" not in made.stdout
     port = free_port()
@@ -127,8 +142,12 @@ def test_basic_auth_with_a_hash_from_the_cli(start_server) -> None:
 
     assert attempt(url, basic("alice", PASSWORDS["alice"]))[::2] == (101, "user=alice query=")
     assert attempt(url, basic("erin", "Erin-cli-Passw0rd"))[::2] == (101, "user=erin query=")
-    for headers in (basic("alice", PASSWORDS["bob"]), basic("mallory", PASSWORDS["alice"]), None,
-                    {"Authorization": f"Bearer {ALICE_TOKEN}"}):
+    for headers in (
+        basic("alice", PASSWORDS["bob"]),
+        basic("mallory", PASSWORDS["alice"]),
+        None,
+        {"Authorization": f"Bearer {ALICE_TOKEN}"},
+    ):
         status, response, _ = attempt(url, headers)
         assert status == 401
         assert response["WWW-Authenticate"] == 'Basic realm="wsserver", charset="UTF-8"'
@@ -137,8 +156,9 @@ def test_basic_auth_with_a_hash_from_the_cli(start_server) -> None:
 
 def test_token_bearer_and_query_parameter_only_when_enabled(start_server) -> None:
     port = free_port()
-    text = config(port, 'client_auth = "token"',
-                  more='client_auth = "token"\ntoken_query_param = "access_token"')
+    text = config(
+        port, 'client_auth = "token"', more='client_auth = "token"\ntoken_query_param = "access_token"'
+    )
     other = int(text.split('alias = "other"\nport = ')[1].split("\n")[0])
     server = start(start_server, text, port)
 
@@ -159,10 +179,15 @@ def test_jwt_bearer_cookie_expired_signature_audience(start_server, tmp_path) ->
     port = free_port()
     ec_key = ec.generate_private_key(ec.SECP256R1())
     pem = tmp_path / "jwt-es256.pem"
-    pem.write_bytes(ec_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
-    tables = ('[ports.jwt]\nkey_env = "TEST_JWT_SECRET"\naudience = "wsserver-test"\ncookie = "session"\n'
-              "[ports.origin]\nsame_origin = true\n")
+    pem.write_bytes(
+        ec_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    tables = (
+        '[ports.jwt]\nkey_env = "TEST_JWT_SECRET"\naudience = "wsserver-test"\ncookie = "session"\n'
+        "[ports.origin]\nsame_origin = true\n"
+    )
     more = f'client_auth = "jwt"\n[ports.jwt]\nalgorithms = ["ES256"]\nkey_file = "{pem}"\nissuer = "https://idp"\n'
     text = config(port, 'client_auth = "jwt"', tables, more=more)
     other = int(text.split('alias = "other"\nport = ')[1].split("\n")[0])
@@ -182,10 +207,12 @@ def test_jwt_bearer_cookie_expired_signature_audience(start_server, tmp_path) ->
     assert attempt(url, cookie)[::2] == (101, "user=alice query=")
     # ... but not from a foreign page.
     assert attempt(url, cookie, origin="http://evil.example")[0] == 403
-    for bad in (token(exp=now - 3600),  # expired
-                sign({"sub": "alice", "aud": "wsserver-test", "exp": now + 300}, b"another-secret-" + b"y" * 32),
-                token(aud="someone-else"),  # wrong audience
-                token(sub="mallory")):  # not a configured user
+    for bad in (
+        token(exp=now - 3600),  # expired
+        sign({"sub": "alice", "aud": "wsserver-test", "exp": now + 300}, b"another-secret-" + b"y" * 32),
+        token(aud="someone-else"),  # wrong audience
+        token(sub="mallory"),
+    ):  # not a configured user
         tokens.append(bad)
         status, response, _ = attempt(url, {"Authorization": f"Bearer {bad}"})
         assert status == 401 and response["WWW-Authenticate"] == 'Bearer realm="wsserver"'
@@ -222,7 +249,9 @@ def test_auth_timeout_is_503_and_the_server_stays_responsive(start_server) -> No
     salt, digest = (base64.b64encode(os.urandom(n)).decode().rstrip("=") for n in (16, 32))
     users = USERS + f'\n[[users]]\nname = "slow"\npassword_hash = "scrypt$32768$8$64${salt}${digest}"\n'
     port = free_port()
-    server = start(start_server, config(port, 'client_auth = "password"\nauth_timeout_ms = 300', users=users), port)
+    server = start(
+        start_server, config(port, 'client_auth = "password"\nauth_timeout_ms = 300', users=users), port
+    )
     url = f"ws://127.0.0.1:{port}/who"
 
     started = time.monotonic()
@@ -240,8 +269,13 @@ def test_auth_timeout_is_503_and_the_server_stays_responsive(start_server) -> No
 
 def test_brute_force_is_429_with_retry_after(start_server) -> None:
     port = free_port()
-    server = start(start_server, config(port, 'client_auth = "password"',
-                                        "[ports.auth_rate_limit]\nburst = 3\nrefill_per_minute = 2\n"), port)
+    server = start(
+        start_server,
+        config(
+            port, 'client_auth = "password"', "[ports.auth_rate_limit]\nburst = 3\nrefill_per_minute = 2\n"
+        ),
+        port,
+    )
     url = f"ws://127.0.0.1:{port}/who"
     guesses = [f"guess-{i}-{hashlib.sha1(str(i).encode()).hexdigest()[:6]}" for i in range(3)]
     for guess in guesses:
@@ -257,8 +291,11 @@ def test_brute_force_is_429_with_retry_after(start_server) -> None:
 
 def test_password_auth_on_a_thread_mode_pool(start_server) -> None:
     port = free_port()
-    server = start(start_server, config(port, 'client_auth = "password"',
-                                        '[ports.pool]\nmode = "thread"\nmin = 1\nmax = 4\n'), port)
+    server = start(
+        start_server,
+        config(port, 'client_auth = "password"', '[ports.pool]\nmode = "thread"\nmin = 1\nmax = 4\n'),
+        port,
+    )
     url = f"ws://127.0.0.1:{port}/who"
     assert attempt(url, basic("alice", PASSWORDS["alice"]))[::2] == (101, "user=alice query=")
     assert attempt(url, basic("alice", PASSWORDS["bob"]))[0] == 401
@@ -270,8 +307,10 @@ def test_client_address_from_a_trusted_proxy(start_server) -> None:
     """127.0.0.1 plays a reverse proxy: its X-Forwarded-For names the client for the rate limit
     and the IP rules; the same header from 127.0.0.2 (not trusted) is ignored."""
     port = free_port()
-    tables = ('[ports.access]\ntrusted_proxies = ["127.0.0.1"]\nip_deny = ["198.51.100.0/24"]\n'
-              "[ports.auth_rate_limit]\nburst = 2\nrefill_per_minute = 1\n")
+    tables = (
+        '[ports.access]\ntrusted_proxies = ["127.0.0.1"]\nip_deny = ["198.51.100.0/24"]\n'
+        "[ports.auth_rate_limit]\nburst = 2\nrefill_per_minute = 1\n"
+    )
     server = start(start_server, config(port, 'client_auth = "password"', tables), port)
     url = f"ws://127.0.0.1:{port}/who"
     good = basic("alice", PASSWORDS["alice"])

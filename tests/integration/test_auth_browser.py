@@ -107,9 +107,11 @@ class Site:
 
 def _port(alias: str, port: int, allowed: list[str]) -> str:
     allowed_toml = "[" + ", ".join(f'"{a}"' for a in allowed) + "]"
-    return (f'[[ports]]\nalias = "{alias}"\nport = {port}\nbind = "127.0.0.1"\nclient_auth = "jwt"\n'
-            f'[ports.jwt]\nkey = "{SECRET}"\ncookie = "session"\nbearer = false\n'
-            f"[ports.origin]\nsame_origin = true\nallowed = {allowed_toml}\nallow_missing = false\n")
+    return (
+        f'[[ports]]\nalias = "{alias}"\nport = {port}\nbind = "127.0.0.1"\nclient_auth = "jwt"\n'
+        f'[ports.jwt]\nkey = "{SECRET}"\ncookie = "session"\nbearer = false\n'
+        f"[ports.origin]\nsame_origin = true\nallowed = {allowed_toml}\nallow_missing = false\n"
+    )
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/system-deps.sh installs it)")
@@ -123,16 +125,28 @@ def test_foreign_page_cannot_hijack_a_cookie_session(start_server, tmp_path) -> 
         cookie = f"session={token}; Path=/; SameSite=Lax; HttpOnly; Max-Age=600"
         with Site(PAGE.format(frame=frame, urls=urls), set_cookie=cookie) as allowed:
             config = (
-                '[server]\ngraceful_timeout = 5\nworkers = 1\n\n'
+                "[server]\ngraceful_timeout = 5\nworkers = 1\n\n"
                 '[[endpoints]]\npath = "/who"\nhandler = "tests.support.auth_endpoints:WhoAmI"\n\n'
                 + _port("protected", protected, [allowed.origin])
-                + "\n" + _port("control", control, [allowed.origin, foreign.origin])
+                + "\n"
+                + _port("control", control, [allowed.origin, foreign.origin])
                 + '\n[[users]]\nname = "alice"\n'
             )
             server = start_server(config, wait_for=("127.0.0.1", protected), args=("--log-level", "debug"))
-            cmd = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", f"{allowed.origin}/page"]
+            cmd = [
+                CHROMIUM,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--dump-dom",
+                f"{allowed.origin}/page",
+            ]
             dom = subprocess.run(cmd, capture_output=True, text=True, timeout=90).stdout
             assert allowed.done.is_set() and foreign.done.is_set(), dom
 

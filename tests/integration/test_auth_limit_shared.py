@@ -31,12 +31,14 @@ HASH = hash_password(PASSWORD, scrypt_n=2**12)
 
 
 def config(port: int, workers: int, burst: int, per_minute: float) -> str:
-    return (f"[server]\nworkers = {workers}\ngraceful_timeout = 3\n"
-            "[metrics]\nenabled = false\n[admin]\nenabled = false\n"  # the workers are the only children
-            '[[endpoints]]\npath = "/who"\nhandler = "tests.support.auth_endpoints:WhoAmI"\n\n'
-            f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{HOST}"\nclient_auth = "password"\n'
-            f"[ports.auth_rate_limit]\nburst = {burst}\nrefill_per_minute = {per_minute}\n\n"
-            f'[[users]]\nname = "alice"\npassword_hash = "{HASH}"\n')
+    return (
+        f"[server]\nworkers = {workers}\ngraceful_timeout = 3\n"
+        "[metrics]\nenabled = false\n[admin]\nenabled = false\n"  # the workers are the only children
+        '[[endpoints]]\npath = "/who"\nhandler = "tests.support.auth_endpoints:WhoAmI"\n\n'
+        f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{HOST}"\nclient_auth = "password"\n'
+        f"[ports.auth_rate_limit]\nburst = {burst}\nrefill_per_minute = {per_minute}\n\n"
+        f'[[users]]\nname = "alice"\npassword_hash = "{HASH}"\n'
+    )
 
 
 @pytest.fixture
@@ -78,7 +80,9 @@ def test_four_workers_share_one_budget_of_failures(prefork) -> None:
     status, headers, _ = attempt(url, basic("alice", PASSWORD))  # even the right password now
     assert status == 429 and 1 <= int(headers["Retry-After"]) <= 10
 
-    seen = wait_until(lambda: (r := refusals(server.logs(), HOST)) and len(r) >= 25 and r, 5, what="log lines")
+    seen = wait_until(
+        lambda: (r := refusals(server.logs(), HOST)) and len(r) >= 25 and r, 5, what="log lines"
+    )
     assert [s for _, s in seen[:25]] == [401] * 5 + [429] * 20
     answered_by = {pid for pid, _ in seen}
     assert answered_by <= set(workers)
@@ -106,8 +110,11 @@ def test_four_workers_share_one_budget_of_failures(prefork) -> None:
         for victim in workers[:2]:
             time.sleep(0.3)
             os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: len(set(server.workers()) - set(workers)) == 2 and len(server.workers()) == 4, 20,
-                   what="two new workers")
+        wait_until(
+            lambda: len(set(server.workers()) - set(workers)) == 2 and len(server.workers()) == 4,
+            20,
+            what="two new workers",
+        )
     finally:
         stop.set()
         thread.join(30)

@@ -21,9 +21,28 @@ pytestmark = pytest.mark.integration
 def test_bench_harness_runs_scenario_1_against_wsserver(tmp_path: Path) -> None:
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--servers", "wsserver", "--scenarios", "rr",
-         "--repeats", "1", "--warmup", "0.5", "--duration", "1.5", "--conns", "4", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=90,
+        [
+            sys.executable,
+            str(REPO / "bench" / "run.py"),
+            "--servers",
+            "wsserver",
+            "--scenarios",
+            "rr",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0.5",
+            "--duration",
+            "1.5",
+            "--conns",
+            "4",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "request/response echo" in proc.stdout  # the table was printed
@@ -55,9 +74,28 @@ def test_fanout_bench_delivers_everything_in_both_cases(tmp_path: Path) -> None:
         pytest.skip("redis-server is not installed (scripts/system-deps.sh)")
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "fanout.py"), "--subscribers", "50", "--nodes", "2",
-         "--workers", "1", "--rate", "20", "--duration", "1", "--warmup", "0.5", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=150,
+        [
+            sys.executable,
+            str(REPO / "bench" / "fanout.py"),
+            "--subscribers",
+            "50",
+            "--nodes",
+            "2",
+            "--workers",
+            "1",
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.5",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=150,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| cluster ÷ single |" in proc.stdout  # the table, with its ratio column

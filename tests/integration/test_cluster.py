@@ -22,13 +22,22 @@ CHAT = "wsserver.endpoints.chat:Chat"
 SAFE_CHAT = "tests.support.cluster_endpoints:SafeChat"
 
 
-def config(port: int, metrics_port: int, broker: str, node: str, handler: str = CHAT, pool: str = "greenlet",
-           cluster_extra: str = "") -> str:
-    return (f"[server]\nworkers = 2\ngraceful_timeout = 2\n\n"
-            f'[metrics]\nport = {metrics_port}\n\n'
-            f'[cluster]\nbroker = "{broker}"\nnode = "{node}"\nconnect_timeout_ms = 1000\n{cluster_extra}\n'
-            f'[[endpoints]]\npath = "/chat"\nhandler = "{handler}"\n\n'
-            f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{HOST}"\n\n[ports.pool]\nmode = "{pool}"\n')
+def config(
+    port: int,
+    metrics_port: int,
+    broker: str,
+    node: str,
+    handler: str = CHAT,
+    pool: str = "greenlet",
+    cluster_extra: str = "",
+) -> str:
+    return (
+        f"[server]\nworkers = 2\ngraceful_timeout = 2\n\n"
+        f"[metrics]\nport = {metrics_port}\n\n"
+        f'[cluster]\nbroker = "{broker}"\nnode = "{node}"\nconnect_timeout_ms = 1000\n{cluster_extra}\n'
+        f'[[endpoints]]\npath = "/chat"\nhandler = "{handler}"\n\n'
+        f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{HOST}"\n\n[ports.pool]\nmode = "{pool}"\n'
+    )
 
 
 class Node:
@@ -58,14 +67,17 @@ def cluster(tmp_path: Path, redis_server) -> Iterator[Callable[..., list[Node]]]
     """Start two masters (2 workers each) on the same Redis; stopped by PID afterwards."""
     started: list[PreforkServer] = []
 
-    def start(handler: str = CHAT, pool: str = "greenlet", cluster_extra: tuple[str, str] = ("", "")) -> list[Node]:
+    def start(
+        handler: str = CHAT, pool: str = "greenlet", cluster_extra: tuple[str, str] = ("", "")
+    ) -> list[Node]:
         nodes = []
         for name, extra in zip(("a", "b"), cluster_extra, strict=True):
             port, metrics_port = free_port(), free_port()
             workdir = tmp_path / f"server-{name}"
             workdir.mkdir()
-            server = PreforkServer(workdir, config(port, metrics_port, redis_server.url, name, handler, pool,
-                                                        extra))
+            server = PreforkServer(
+                workdir, config(port, metrics_port, redis_server.url, name, handler, pool, extra)
+            )
             started.append(server)
             server.start(wait_for=(HOST, port), timeout=20)
             server.wait_workers(2)

@@ -62,10 +62,32 @@ def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Brokers]:
     d = tmp_path_factory.mktemp("brokers")
     pki = Pki(d / "pki")
     port, tls_port, sock = free_port(), free_port(), d / "redis.sock"
-    redis = Backend("redis", [REDIS_SERVER, "--port", str(port), "--bind", HOST, "--unixsocket", str(sock),
-                              "--unixsocketperm", "700", "--requirepass", PASSWORD, "--save", "",
-                              "--appendonly", "no", "--dir", str(d), "--daemonize", "no"],
-                    d, lambda b: _answers_ping(port))
+    redis = Backend(
+        "redis",
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--requirepass",
+            PASSWORD,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(d),
+            "--daemonize",
+            "no",
+        ],
+        d,
+        lambda b: _answers_ping(port),
+    )
     redis.port = port
     cfg = d / "haproxy.cfg"
     cfg.write_text(f"""global
@@ -94,8 +116,12 @@ backend redis
 
 
 def cluster_section(brokers: Brokers, kind: str, password: bool = True, history: int = 100) -> str:
-    lines = [f'broker = "{brokers.url(kind)}"', 'node = "n1"', "connect_timeout_ms = 1000",
-             f"history_size = {history}"]
+    lines = [
+        f'broker = "{brokers.url(kind)}"',
+        'node = "n1"',
+        "connect_timeout_ms = 1000",
+        f"history_size = {history}",
+    ]
     if password:
         lines.append('password_env = "WSSERVER_TEST_REDIS_PASSWORD"')
     if kind == "rediss":
@@ -104,9 +130,12 @@ def cluster_section(brokers: Brokers, kind: str, password: bool = True, history:
 
 
 def config(port: int, cluster: str) -> str:
-    return ("[server]\nworkers = 2\ngraceful_timeout = 2\n\n" + cluster
-            + '[[endpoints]]\npath = "/ps"\nhandler = "wsserver.endpoints.pubsub:PubSub"\n\n'
-            f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{HOST}"\n')
+    return (
+        "[server]\nworkers = 2\ngraceful_timeout = 2\n\n"
+        + cluster
+        + '[[endpoints]]\npath = "/ps"\nhandler = "wsserver.endpoints.pubsub:PubSub"\n\n'
+        f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{HOST}"\n'
+    )
 
 
 def check(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
@@ -114,8 +143,14 @@ def check(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
     path.write_text(text)
     import os
 
-    return subprocess.run([sys.executable, "-m", "wsserver", "check", "-c", str(path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60, env=dict(os.environ, **ENV))
+    return subprocess.run(
+        [sys.executable, "-m", "wsserver", "check", "-c", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, **ENV),
+    )
 
 
 @pytest.mark.parametrize("kind", ["redis", "unix", "rediss"])
@@ -123,14 +158,19 @@ def test_check_says_the_broker_answers(brokers, kind, tmp_path):
     proc = check(tmp_path, config(free_port(), cluster_section(brokers, kind)))
     assert proc.returncode == 0, proc.stderr
     [note] = [line for line in proc.stdout.splitlines() if line.startswith("# cluster.broker:")]
-    assert note.startswith("# cluster.broker: answers (redis 7.") or note.startswith("# cluster.broker: answers (redis ")
+    assert note.startswith("# cluster.broker: answers (redis 7.") or note.startswith(
+        "# cluster.broker: answers (redis "
+    )
     assert PASSWORD not in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize(("kind", "password", "expected"), [
-    ("redis", False, "Authentication required"),
-    ("rediss", False, "Authentication required"),
-])
+@pytest.mark.parametrize(
+    ("kind", "password", "expected"),
+    [
+        ("redis", False, "Authentication required"),
+        ("rediss", False, "Authentication required"),
+    ],
+)
 def test_check_says_the_broker_does_not_answer(brokers, kind, password, expected, tmp_path):
     proc = check(tmp_path, config(free_port(), cluster_section(brokers, kind, password=password)))
     assert proc.returncode == 0, proc.stderr  # not a configuration error: workers keep trying
@@ -141,7 +181,9 @@ def test_check_says_the_broker_does_not_answer(brokers, kind, password, expected
 def test_rediss_refuses_a_server_its_ca_file_does_not_trust(brokers, tmp_path):
     other = Pki(tmp_path / "other")
     text = config(free_port(), cluster_section(brokers, "rediss").replace(str(brokers.ca), str(other.ca_pem)))
-    [note] = [line for line in check(tmp_path, text).stdout.splitlines() if line.startswith("# cluster.broker:")]
+    [note] = [
+        line for line in check(tmp_path, text).stdout.splitlines() if line.startswith("# cluster.broker:")
+    ]
     assert note.startswith("# cluster.broker: does not answer (") and "certificate verify failed" in note
 
 
@@ -158,8 +200,12 @@ def test_a_server_publishes_and_receives_through_the_broker(brokers, kind, tmp_p
         publisher.send_text(json.dumps({"op": "publish", "group": kind, "data": "hello", "ref": 1}))
         published = json.loads(publisher.recv_text())
         assert published["op"] == "published" and published["offset"]  # the history script ran on Redis
-        assert json.loads(subscriber.recv_text()) == {"op": "message", "group": kind,
-                                                      "offset": published["offset"], "data": "hello"}
+        assert json.loads(subscriber.recv_text()) == {
+            "op": "message",
+            "group": kind,
+            "offset": published["offset"],
+            "data": "hello",
+        }
         for c in (subscriber, publisher):
             c.close()
     finally:

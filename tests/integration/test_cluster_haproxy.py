@@ -37,8 +37,10 @@ from tests.support.server import REPO, free_port, wait_listening
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(bool(have_commands("haproxy", "redis-server")),
-                       reason="needs haproxy and redis-server (scripts/system-deps.sh)"),
+    pytest.mark.skipif(
+        bool(have_commands("haproxy", "redis-server")),
+        reason="needs haproxy and redis-server (scripts/system-deps.sh)",
+    ),
 ]
 
 HOST = "127.0.0.1"
@@ -51,15 +53,17 @@ DENIED = "127.0.0.3"  # a client address every node denies; HAProxy itself conne
 def node_config(name: str, port: int, metrics_port: int, broker: str) -> str:
     # /gate mounts GatedPubSub only so that its workers load it at boot: on ws3, whose
     # environment names a gate file, a new worker then stays "not ready" while the file exists.
-    return (f"[server]\nworkers = 2\ngraceful_timeout = 2\n\n"
-            f'[metrics]\nbind = "{HOST}"\nport = {metrics_port}\n\n'
-            f'[cluster]\nbroker = "{broker}"\nnode = "{name}"\nconnect_timeout_ms = 1000\n'
-            f"history_size = 10000\n\n"
-            f'[[endpoints]]\npath = "/ps"\nhandler = "wsserver.endpoints.pubsub:PubSub"\n\n'
-            f'[[endpoints]]\npath = "/gate"\nhandler = "tests.support.pubsub_client:GatedPubSub"\n\n'
-            f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{HOST}"\nproxy_protocol = "v2"\n'
-            f"handshake_timeout_ms = 3000\n\n"
-            f'[ports.access]\ntrusted_proxies = ["{HOST}"]\nip_deny = ["{DENIED}"]\n')
+    return (
+        f"[server]\nworkers = 2\ngraceful_timeout = 2\n\n"
+        f'[metrics]\nbind = "{HOST}"\nport = {metrics_port}\n\n'
+        f'[cluster]\nbroker = "{broker}"\nnode = "{name}"\nconnect_timeout_ms = 1000\n'
+        f"history_size = 10000\n\n"
+        f'[[endpoints]]\npath = "/ps"\nhandler = "wsserver.endpoints.pubsub:PubSub"\n\n'
+        f'[[endpoints]]\npath = "/gate"\nhandler = "tests.support.pubsub_client:GatedPubSub"\n\n'
+        f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{HOST}"\nproxy_protocol = "v2"\n'
+        f"handshake_timeout_ms = 3000\n\n"
+        f'[ports.access]\ntrusted_proxies = ["{HOST}"]\nip_deny = ["{DENIED}"]\n'
+    )
 
 
 class Node:
@@ -120,8 +124,10 @@ class Stack:
         self.front, self.stats_port = free_port(), free_port()
         self.stats_socket = base / "haproxy.sock"
         self.gate = base / "gate"  # while it exists, a new worker of ws3 does not get ready
-        self.nodes = [Node(name, base, self.redis.url, {"WS_TEST_BOOT_GATE": str(self.gate)} if name == "ws3" else {})
-                      for name in NAMES]
+        self.nodes = [
+            Node(name, base, self.redis.url, {"WS_TEST_BOOT_GATE": str(self.gate)} if name == "ws3" else {})
+            for name in NAMES
+        ]
         self.haproxy: subprocess.Popen | None = None
         self._haproxy_log = None
 
@@ -129,15 +135,24 @@ class Stack:
     def start(self) -> None:
         self.redis.start()
         self.start_nodes(self.nodes)
-        env = dict(os.environ, WS_FRONTEND=f"{HOST}:{self.front}", WS_CHECK_INTER="200ms",
-                   WS_STATS_SOCKET=str(self.stats_socket), WS_STATS_BIND=f"{HOST}:{self.stats_port}")
+        env = dict(
+            os.environ,
+            WS_FRONTEND=f"{HOST}:{self.front}",
+            WS_CHECK_INTER="200ms",
+            WS_STATS_SOCKET=str(self.stats_socket),
+            WS_STATS_BIND=f"{HOST}:{self.stats_port}",
+        )
         for n, node in enumerate(self.nodes, 1):
             env[f"WS_NODE{n}"] = f"{HOST}:{node.port}"
             env[f"WS_NODE{n}_METRICS_PORT"] = str(node.metrics_port)
         self._haproxy_log = open(self.base / "haproxy.log", "wb")  # noqa: SIM115 - closed in stop()
         # -n: the file's maxconn needs more file descriptors than a test process may open.
-        self.haproxy = subprocess.Popen(["haproxy", "-f", str(CLUSTER_CFG), "-db", "-n", "2000"], env=env,
-                                        stdout=self._haproxy_log, stderr=subprocess.STDOUT)
+        self.haproxy = subprocess.Popen(
+            ["haproxy", "-f", str(CLUSTER_CFG), "-db", "-n", "2000"],
+            env=env,
+            stdout=self._haproxy_log,
+            stderr=subprocess.STDOUT,
+        )
         wait_listening(HOST, self.front, timeout=10)
 
     def start_nodes(self, nodes: list[Node]) -> None:
@@ -168,8 +183,12 @@ class Stack:
         if not self.redis.running:
             self.redis.start()
         self.start_nodes([node for node in self.nodes if not node.running])
-        wait_until(lambda: all(s["status"] == "UP" and s["scur"] == "0" for s in self.servers().values()),
-                   15, 0.05, "three idle UP nodes in HAProxy")
+        wait_until(
+            lambda: all(s["status"] == "UP" and s["scur"] == "0" for s in self.servers().values()),
+            15,
+            0.05,
+            "three idle UP nodes in HAProxy",
+        )
 
     # ---- HAProxy's runtime API -------------------------------------------------------------------
     def command(self, line: str) -> str:
@@ -185,12 +204,19 @@ class Stack:
     def servers(self) -> dict[str, dict[str, str]]:
         """``show stat`` of the wsserver backend's servers: name -> row (status, scur, ...)."""
         text = self.command("show stat").lstrip("# ")
-        return {row["svname"]: row for row in csv.DictReader(io.StringIO(text))
-                if row["pxname"] == "wsserver" and row["svname"] in NAMES}
+        return {
+            row["svname"]: row
+            for row in csv.DictReader(io.StringIO(text))
+            if row["pxname"] == "wsserver" and row["svname"] in NAMES
+        }
 
     def wait_status(self, name: str, status: str, timeout: float = 10.0) -> None:
-        wait_until(lambda: self.servers()[name]["status"] == status, timeout, 0.05,
-                   f"HAProxy status {status} of {name}")
+        wait_until(
+            lambda: self.servers()[name]["status"] == status,
+            timeout,
+            0.05,
+            f"HAProxy status {status} of {name}",
+        )
 
     def node_of(self, client: PubSubClient, timeout: float = 5.0) -> str:
         """The server HAProxy sent ``client``'s connection to."""
@@ -237,8 +263,14 @@ def keep(opened: list[PubSubClient], *new: PubSubClient) -> PubSubClient:
 class Publisher(threading.Thread):
     """Publishes to ``group`` until stopped, one request at a time, keeping every answer."""
 
-    def __init__(self, client: PubSubClient, group: str, prefix: str, limit: int | None = None,
-                 answer_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        client: PubSubClient,
+        group: str,
+        prefix: str,
+        limit: int | None = None,
+        answer_timeout: float = 5.0,
+    ) -> None:
         super().__init__(daemon=True, name=f"publisher-{prefix}")
         self.client, self.group, self.prefix, self.limit = client, group, prefix, limit
         self.answer_timeout = answer_timeout
@@ -278,23 +310,35 @@ def datas(messages: list[dict]) -> list:
 
 # ---- the deploy files -------------------------------------------------------------------------
 
+
 def test_deploy_files_are_valid(tmp_path: Path):
     env = dict(os.environ, WSSERVER_REDIS_PASSWORD="secret", PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-m", "wsserver", "check", "-c", str(NODE_TOML)], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "wsserver", "check", "-c", str(NODE_TOML)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert 'proxy_protocol = "v2"' in done.stdout and "wsserver.endpoints.pubsub:PubSub" in done.stdout
     # With its own defaults (no WS_* variables), as an operator would check it.
     env = {k: v for k, v in os.environ.items() if not k.startswith("WS_")}
-    done = subprocess.run(["haproxy", "-c", "-f", str(CLUSTER_CFG)], env=env, capture_output=True,
-                          text=True, timeout=30)
+    done = subprocess.run(
+        ["haproxy", "-c", "-f", str(CLUSTER_CFG)], env=env, capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    done = subprocess.run(["haproxy", "-c", "-f", str(REPO / "deploy" / "haproxy" / "haproxy.cfg")],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ["haproxy", "-c", "-f", str(REPO / "deploy" / "haproxy" / "haproxy.cfg")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 # ---- broadcasts -------------------------------------------------------------------------------
+
 
 def test_published_on_one_node_reaches_every_node_in_order_once(stack: Stack, clients):
     stack.healthy()
@@ -310,11 +354,16 @@ def test_published_on_one_node_reaches_every_node_in_order_once(stack: Stack, cl
     start = on_b.publish(group, "start", "start")["offset"]
     assert start is not None
     for s in subscribers:
-        assert s.subscribe(group, since=start) == ([], {"op": "subscribed", "group": group, "recovered": True})
+        assert s.subscribe(group, since=start) == (
+            [],
+            {"op": "subscribed", "group": group, "recovered": True},
+        )
 
     hello = on_b.publish(group, "hello", "hello")
     for s in subscribers:
-        assert s.wait_messages(1) == [{"op": "message", "group": group, "offset": hello["offset"], "data": "hello"}]
+        assert s.wait_messages(1) == [
+            {"op": "message", "group": group, "offset": hello["offset"], "data": "hello"}
+        ]
 
     publishers = [Publisher(on_b, group, "b", limit=1000), Publisher(other, group, "h", limit=1000)]
     for p in publishers:
@@ -378,7 +427,10 @@ def test_a_subscriber_recovers_on_another_node_through_haproxy(stack: Stack, cli
     for t in threads:
         t.join(60)
     for pusher in pushers:
-        assert pusher.wait(lambda p=pusher: p.answers.get("done"), 60, "the last publish")[0]["op"] == "published"
+        assert (
+            pusher.wait(lambda p=pusher: p.answers.get("done"), 60, "the last publish")[0]["op"]
+            == "published"
+        )
     late = keep(clients, stack.client(name="late"))
     recovered, reply = late.subscribe(group, since=last, timeout=30)
     assert reply == {"op": "subscribed", "group": group, "recovered": False}
@@ -395,14 +447,19 @@ def test_ip_deny_applies_to_the_client_behind_haproxy(stack: Stack, clients):
         c = keep(clients, stack.client(source=source, name=source))
         assert c.publish("ip", source, "r")["op"] == "published"
     # HAProxy connects from 127.0.0.1 every time: only the PROXY header could name 127.0.0.3.
-    wait_until(lambda: any(DENIED in (n.server.logs() if n.server else "") for n in stack.nodes), 5, 0.05,
-               "the denied address in a node's log")
+    wait_until(
+        lambda: any(DENIED in (n.server.logs() if n.server else "") for n in stack.nodes),
+        5,
+        0.05,
+        "the denied address in a node's log",
+    )
     # And the ports take nothing but a PROXY header: a plain upgrade is closed.
     with pytest.raises(HandshakeFailed):
         keep(clients, PubSubClient(HOST, stack.nodes[0].port, name="no-header"))
 
 
 # ---- health checks ----------------------------------------------------------------------------
+
 
 def test_a_node_whose_readyz_says_503_is_drained(stack: Stack, clients):
     stack.healthy()
@@ -482,14 +539,15 @@ def test_kill_9_of_a_node_under_load_loses_nothing(stack: Stack, clients):
     every = load.published()
     for name, connections in received.items():
         last = connections[-1]
-        last.wait(lambda c=last: c.messages and c.messages[-1]["offset"] == every[-1], 15,
-                  "the last message")
+        last.wait(lambda c=last: c.messages and c.messages[-1]["offset"] == every[-1], 15, "the last message")
         offsets = [m["offset"] for c in connections for m in c.messages]
-        assert offsets == every, f"{name}: {len(set(every) - set(offsets))} lost, " \
-                                 f"{len(offsets) - len(set(offsets))} duplicated"
+        assert offsets == every, (
+            f"{name}: {len(set(every) - set(offsets))} lost, {len(offsets) - len(set(offsets))} duplicated"
+        )
 
 
 # ---- Redis down -------------------------------------------------------------------------------
+
 
 def test_redis_stopped_under_load_every_publish_is_answered(stack: Stack, clients):
     """Publishers and subscribers connected through HAProxy before Redis stops.
@@ -521,8 +579,12 @@ def test_redis_stopped_under_load_every_publish_is_answered(stack: Stack, client
 
     wait_until(live_again, 10, 0.02, "broadcasts flowing to every subscriber within 10 s of the restart")
     flowing = time.time()
-    wait_until(lambda: all(p.results and p.results[-1][1] > flowing + 0.3 for p in publishers), 5, 0.01,
-               "publishes after the flow resumed")
+    wait_until(
+        lambda: all(p.results and p.results[-1][1] > flowing + 0.3 for p in publishers),
+        5,
+        0.01,
+        "publishes after the flow resumed",
+    )
     for p in publishers:
         p.finish()
 
@@ -550,5 +612,7 @@ def test_redis_stopped_under_load_every_publish_is_answered(stack: Stack, client
         again = keep(clients, stack.client(name=f"{s.name}-again"))
         # The restarted Redis (no persistence) holds none of the old history: not "recovered".
         assert again.subscribe(group, since=old[-1]["offset"])[1]["recovered"] is False
-        offsets = [m["offset"] for m in old] + [m["offset"] for m in again.wait_messages(len(published) - len(old))]
+        offsets = [m["offset"] for m in old] + [
+            m["offset"] for m in again.wait_messages(len(published) - len(old))
+        ]
         assert offsets == published, f"{s.name}: {len(set(published) - set(offsets))} lost"

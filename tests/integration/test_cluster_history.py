@@ -65,14 +65,22 @@ def servers(tmp_path: Path, redis_server) -> Iterator[Callable[..., list[int]]]:
     """Start two masters (2 workers each) on the same Redis; returns their ports."""
     started: list[PreforkServer] = []
 
-    def start(history_size: int = 1000, count: int = 2, cluster: bool = True, pool: str = "greenlet") -> list[int]:
+    def start(
+        history_size: int = 1000, count: int = 2, cluster: bool = True, pool: str = "greenlet"
+    ) -> list[int]:
         ports = []
         for n in range(count):
             port = free_port()
             workdir = tmp_path / f"server-{n}"
             workdir.mkdir()
-            section = (f'[cluster]\nbroker = "{redis_server.url}"\nnode = "n{n}"\nconnect_timeout_ms = 1000\n'
-                       f"history_size = {history_size}\n\n") if cluster else ""
+            section = (
+                (
+                    f'[cluster]\nbroker = "{redis_server.url}"\nnode = "n{n}"\nconnect_timeout_ms = 1000\n'
+                    f"history_size = {history_size}\n\n"
+                )
+                if cluster
+                else ""
+            )
             server = PreforkServer(workdir, pubsub_server_config(port, section, pool))
             started.append(server)
             server.start(wait_for=(HOST, port), timeout=20)
@@ -102,8 +110,9 @@ def test_published_on_b_reaches_subscribers_on_a_once_and_in_order(servers):
     assert offsets == sorted(offsets, key=offset_key) and len(set(offsets)) == 50
     for s in subscribers:
         got = [s.recv_json() for _ in range(50)]
-        assert got == [{"op": "message", "group": "g", "offset": o, "data": {"n": n}}
-                       for n, o in enumerate(offsets)]
+        assert got == [
+            {"op": "message", "group": "g", "offset": o, "data": {"n": n}} for n, o in enumerate(offsets)
+        ]
     for s in subscribers:
         s.expect_silence(0.3)
     # The publisher, subscribed on its own server, gets its own messages through Redis once.
@@ -153,7 +162,9 @@ def test_a_subscriber_rejoins_on_the_other_server_and_misses_nothing(servers, re
         got.append(second.recv_json())
     second.expect_silence(0.3)
     # Exactly the stream after m4, in its order: no gap, no duplicate at the switch-over.
-    stream = redis.Redis.from_url(redis_server.url).xrange("wsserver:history:room", f"({seen[-1]['offset']}", "+")
+    stream = redis.Redis.from_url(redis_server.url).xrange(
+        "wsserver:history:room", f"({seen[-1]['offset']}", "+"
+    )
     assert [m["offset"] for m in got] == [i.decode() for i, _ in stream]
     assert got[-1]["offset"] == final
     assert [m["data"] for m in got[:5]] == [f"m{n}" for n in range(5, 10)]
@@ -189,7 +200,12 @@ def test_errors_and_single_server_without_cluster(servers):
     assert reply["op"] == "error" and reply["ref"] == 8
     assert c.subscribe("g", since="1-0") == ([], {"op": "subscribed", "group": "g", "recovered": False})
     assert other.subscribe("g")[1]["recovered"] is True
-    assert c.publish("g", [1, "two"], ref="x") == {"op": "published", "group": "g", "ref": "x", "offset": None}
+    assert c.publish("g", [1, "two"], ref="x") == {
+        "op": "published",
+        "group": "g",
+        "ref": "x",
+        "offset": None,
+    }
     for s in (c, other):
         assert s.recv_json() == {"op": "message", "group": "g", "offset": None, "data": [1, "two"]}
     c.send_json(op="unsubscribe", group="g")
@@ -241,12 +257,18 @@ def test_thread_mode_pubsub_recovers_too(servers, redis_server):  # noqa: F811
     assert [(m["offset"], m["data"]) for m in recovered] == [(offsets[n], n) for n in (2, 3, 4)]
     publisher.publish("t", "live")
     message = late.recv_json()
-    assert message == {"op": "message", "group": "t", "offset": redis_offsets(redis_server, "t", 7)[-1],
-                       "data": "live"}
+    assert message == {
+        "op": "message",
+        "group": "t",
+        "offset": redis_offsets(redis_server, "t", 7)[-1],
+        "data": "live",
+    }
     late.expect_silence(0.3)
     redis_server.stop()  # the handler's thread sees BrokerUnavailable too
     reply = publisher.publish("t", "down", ref="down")
-    assert reply["op"] == "error" and reply["ref"] == "down" and reply["error"].startswith("broker unavailable")
+    assert (
+        reply["op"] == "error" and reply["ref"] == "down" and reply["error"].startswith("broker unavailable")
+    )
     for c in (publisher, watcher, late):
         c.close()
 

@@ -33,7 +33,11 @@ class PsClient(Client):
                 return reply
 
     def join(self, group: str) -> None:
-        assert self.request(op="subscribe", group=group) == {"op": "subscribed", "group": group, "recovered": True}
+        assert self.request(op="subscribe", group=group) == {
+            "op": "subscribed",
+            "group": group,
+            "recovered": True,
+        }
 
     def presence(self, group: str) -> list[tuple[str, str]]:
         """(node, session) of every member, sorted."""
@@ -55,15 +59,22 @@ class Server:
 def servers(tmp_path: Path, redis_server) -> Iterator[Callable[..., list[Server]]]:  # noqa: F811
     started: list[PreforkServer] = []
 
-    def start(count: int = 2, ttl: int = 2, pool: str = "greenlet", cluster: bool = True,
-              workers: int = 2) -> list[Server]:
+    def start(
+        count: int = 2, ttl: int = 2, pool: str = "greenlet", cluster: bool = True, workers: int = 2
+    ) -> list[Server]:
         result = []
         for n in range(count):
             port = free_port()
             workdir = tmp_path / f"server-{n}"
             workdir.mkdir()
-            section = (f'[cluster]\nbroker = "{redis_server.url}"\nnode = "n{n}"\nconnect_timeout_ms = 1000\n'
-                       f"presence_ttl_s = {ttl}\n\n") if cluster else ""
+            section = (
+                (
+                    f'[cluster]\nbroker = "{redis_server.url}"\nnode = "n{n}"\nconnect_timeout_ms = 1000\n'
+                    f"presence_ttl_s = {ttl}\n\n"
+                )
+                if cluster
+                else ""
+            )
             process = PreforkServer(workdir, pubsub_server_config(port, section, pool, workers))
             started.append(process)
             process.start(wait_for=(HOST, port), timeout=20)
@@ -82,6 +93,7 @@ def eventually(predicate, timeout: float, what: str):
 
 def members_once(client: PsClient, group: str, count: int, timeout: float) -> list[tuple[str, str]]:
     """The group's members once there are ``count`` of them."""
+
     def counted():
         members = client.presence(group)
         return members if len(members) == count else None

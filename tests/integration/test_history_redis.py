@@ -15,8 +15,10 @@ pytestmark = pytest.mark.integration
 
 
 def make_broker(url: str, size: int = 100, ttl: int = 0) -> broker.Broker:
-    return broker.Broker(ClusterConfig(broker=url, node="t", connect_timeout_ms=2000, history_size=size,
-                                       history_ttl_s=ttl), Groups())
+    return broker.Broker(
+        ClusterConfig(broker=url, node="t", connect_timeout_ms=2000, history_size=size, history_ttl_s=ttl),
+        Groups(),
+    )
 
 
 def listen(b: broker.Broker, group: str):
@@ -37,8 +39,12 @@ def test_publish_appends_to_the_stream_and_publishes_the_offset(redis_server):  
     for _ in range(4):
         message = pubsub.get_message(timeout=2)
         got.append(broker.decode_message(message["data"]))
-    assert got == [(b.origin, "m0", offsets[0]), (b.origin, "m1", offsets[1]), (b.origin, "m2", offsets[2]),
-                   (b.origin, b"\x00bin", offsets[3])]
+    assert got == [
+        (b.origin, "m0", offsets[0]),
+        (b.origin, "m1", offsets[1]),
+        (b.origin, "m2", offsets[2]),
+        (b.origin, b"\x00bin", offsets[3]),
+    ]
     client = b._client
     assert client.xlen(broker.history_key("g")) == 4
     assert 0 < client.ttl(broker.history_key("g")) <= 60

@@ -108,7 +108,9 @@ def test_jks_separate_key_password(tmp_path, keys):
     path = write_jks(tmp_path / "kp.jks", list(keys), key_password="keypass1")
     base = dict(alias="j", type="jks", path=str(path), password_env="KS_PASSWORD")
     store = load_keystore(KeystoreConfig(**base), environ=ENV)
-    with pytest.raises(KeystoreError, match=r'keystore "j": key alias "alpha": wrong key password .*key_password_env'):
+    with pytest.raises(
+        KeystoreError, match=r'keystore "j": key alias "alpha": wrong key password .*key_password_env'
+    ):
         store.key("alpha")
     store = load_keystore(KeystoreConfig(**base, key_password_env="KP"), environ=ENV | {"KP": "keypass1"})
     _check_two_keys(store, keys)
@@ -116,8 +118,9 @@ def test_jks_separate_key_password(tmp_path, keys):
 
 def test_single_key_pkcs12_by_cryptography(tmp_path, keys):
     path = write_pkcs12_single(tmp_path / "one.p12", keys[0])
-    store = load_keystore(KeystoreConfig(alias="one", type="pkcs12", path=str(path), password_env="KS_PASSWORD"),
-                          environ=ENV)
+    store = load_keystore(
+        KeystoreConfig(alias="one", type="pkcs12", path=str(path), password_env="KS_PASSWORD"), environ=ENV
+    )
     assert store.aliases() == ("alpha",)
     assert store.key().certificate == keys[0].cert  # "" = the only key
 
@@ -133,13 +136,31 @@ def test_pkcs12_legacy_3des(tmp_path, keys):
     """Old exporters (openssl -legacy, Windows) shroud keys with PKCS#12 PBE-3DES, not PBES2."""
     cert, key = write_pem_files(tmp_path, keys[0])
     out = tmp_path / "legacy.p12"
-    result = subprocess.run(["openssl", "pkcs12", "-export", "-legacy", "-in", str(cert), "-inkey", str(key),
-                             "-name", "Legacy Key", "-passout", f"pass:{PASSWORD}", "-out", str(out)],
-                            capture_output=True, timeout=30)
+    result = subprocess.run(
+        [
+            "openssl",
+            "pkcs12",
+            "-export",
+            "-legacy",
+            "-in",
+            str(cert),
+            "-inkey",
+            str(key),
+            "-name",
+            "Legacy Key",
+            "-passout",
+            f"pass:{PASSWORD}",
+            "-out",
+            str(out),
+        ],
+        capture_output=True,
+        timeout=30,
+    )
     if result.returncode != 0:
         pytest.skip("openssl without -legacy")
-    store = load_keystore(KeystoreConfig(alias="leg", type="pkcs12", path=str(out), password_env="KS_PASSWORD"),
-                          environ=ENV)
+    store = load_keystore(
+        KeystoreConfig(alias="leg", type="pkcs12", path=str(out), password_env="KS_PASSWORD"), environ=ENV
+    )
     assert store.key("Legacy Key").certificate == keys[0].cert
 
 
@@ -156,12 +177,18 @@ def test_wrong_password(stores, kind):
     env = {"KS_PASSWORD": "wrong-password"}
     if kind == "pem":
         cfg = pem_store(stores["dir"])
-        match = r'keystore "main": key alias "alpha": key: wrong password for .*alpha.key \(from \$KS_PASSWORD\)'
+        match = (
+            r'keystore "main": key alias "alpha": key: wrong password for .*alpha.key \(from \$KS_PASSWORD\)'
+        )
     else:
         if kind not in stores:
             pytest.skip("keytool not installed")
-        cfg = KeystoreConfig(alias="ks", type="pkcs12" if kind == "p12" else "jks", path=str(stores[kind]),
-                             password_env="KS_PASSWORD")
+        cfg = KeystoreConfig(
+            alias="ks",
+            type="pkcs12" if kind == "p12" else "jks",
+            path=str(stores[kind]),
+            password_env="KS_PASSWORD",
+        )
         match = r'keystore "ks": wrong password for .* \(from \$KS_PASSWORD\)'
     with pytest.raises(KeystoreError, match=match):
         load_keystore(cfg, stores["dir"], environ=env)
@@ -172,8 +199,10 @@ def test_missing_alias_lists_known(stores):
     store = load_keystore(cfg, environ=ENV)
     with pytest.raises(KeystoreError) as info:
         store.key("gamma")
-    assert str(info.value) == 'keystore "j": key alias "gamma": no such key alias in the jks store ' \
-                              '(aliases: "alpha", "beta")'
+    assert (
+        str(info.value) == 'keystore "j": key alias "gamma": no such key alias in the jks store '
+        '(aliases: "alpha", "beta")'
+    )
     with pytest.raises(KeystoreError, match=r'keystore "j": holds 2 keys .* name one with key_alias'):
         store.key("")
 
@@ -183,7 +212,9 @@ def test_expired_or_future_certificate(tmp_path, ca, when):
     day = datetime.timedelta(days=1)
     if when == "expired":
         issued = issue(ca, "old", not_before=NOW - 10 * day, not_after=NOW - day)
-        match = r'keystore "main": key alias "old": certificate expired on \d{4}-\d\d-\d\d .*UTC \(CN=old.test'
+        match = (
+            r'keystore "main": key alias "old": certificate expired on \d{4}-\d\d-\d\d .*UTC \(CN=old.test'
+        )
     else:
         issued = issue(ca, "old", not_before=NOW + day, not_after=NOW + 10 * day)
         match = r'keystore "main": key alias "old": certificate is not valid before \d{4}-'
@@ -195,11 +226,14 @@ def test_expired_or_future_certificate(tmp_path, ca, when):
 
 
 def test_expired_in_jks(tmp_path, ca):
-    old = issue(ca, "old", not_before=NOW - datetime.timedelta(days=9), not_after=NOW - datetime.timedelta(days=2))
+    old = issue(
+        ca, "old", not_before=NOW - datetime.timedelta(days=9), not_after=NOW - datetime.timedelta(days=2)
+    )
     good = issue(ca, "good")
     path = write_jks(tmp_path / "mixed.jks", [old, good])
-    store = load_keystore(KeystoreConfig(alias="j", type="jks", path=str(path), password_env="KS_PASSWORD"),
-                          environ=ENV)
+    store = load_keystore(
+        KeystoreConfig(alias="j", type="jks", path=str(path), password_env="KS_PASSWORD"), environ=ENV
+    )
     assert store.key("good").certificate == good.cert  # one bad key does not spoil the others
     with pytest.raises(KeystoreError, match=r'keystore "j": key alias "old": certificate expired on'):
         store.key("old")
@@ -209,8 +243,11 @@ def test_key_not_matching_certificate(tmp_path, keys):
     write_pem_files(tmp_path, keys[0])
     write_pem_files(tmp_path, keys[1])
     cfg = KeystoreConfig(alias="main", type="pem", keys=(PemKeyConfig("mixed", "alpha.crt", "beta.key"),))
-    with pytest.raises(KeystoreError, match=r'keystore "main": key alias "mixed": private key does not match its '
-                                            r"certificate \(CN=alpha.test"):
+    with pytest.raises(
+        KeystoreError,
+        match=r'keystore "main": key alias "mixed": private key does not match its '
+        r"certificate \(CN=alpha.test",
+    ):
         load_keystore(cfg, tmp_path).key("mixed")
 
 
@@ -232,8 +269,11 @@ def test_missing_file(tmp_path, keys, kind):
 
 def test_password_sources(tmp_path, stores):
     cfg = KeystoreConfig(alias="j", type="jks", path=str(stores["jks"]), password_env="NOT_SET_ANYWHERE")
-    with pytest.raises(KeystoreError, match=r'keystore "j": password_env: environment variable NOT_SET_ANYWHERE '
-                                            "is not set") as info:
+    with pytest.raises(
+        KeystoreError,
+        match=r'keystore "j": password_env: environment variable NOT_SET_ANYWHERE '
+        "is not set",
+    ) as info:
         load_keystore(cfg, environ={})
     assert info.value.setting == "password_env"
     (tmp_path / "pw").write_text(PASSWORD + "\n")
@@ -247,14 +287,18 @@ def test_password_sources(tmp_path, stores):
 def test_encrypted_pem_key_without_password(stores):
     cfg = pem_store(stores["dir"])
     cfg = KeystoreConfig(alias=cfg.alias, type="pem", keys=cfg.keys)  # no password_env
-    with pytest.raises(KeystoreError, match=r'key alias "alpha": key: .*alpha.key is encrypted; set password_env'):
+    with pytest.raises(
+        KeystoreError, match=r'key alias "alpha": key: .*alpha.key is encrypted; set password_env'
+    ):
         load_keystore(cfg, stores["dir"])
 
 
 @needs_keytool
 def test_wrong_type_hints(stores):
     jks_as_p12 = KeystoreConfig(alias="x", type="pkcs12", path=str(stores["jks"]), password_env="KS_PASSWORD")
-    with pytest.raises(KeystoreError, match=r'is not a PKCS#12 file; this is a JKS/JCEKS file: use type = "jks"'):
+    with pytest.raises(
+        KeystoreError, match=r'is not a PKCS#12 file; this is a JKS/JCEKS file: use type = "jks"'
+    ):
         load_keystore(jks_as_p12, environ=ENV)
     p12_as_jks = KeystoreConfig(alias="x", type="jks", path=str(stores["p12"]), password_env="KS_PASSWORD")
     with pytest.raises(KeystoreError, match=r'looks like a PKCS#12 file: use type = "pkcs12"'):
@@ -283,7 +327,10 @@ def test_truststores_of_every_type(tmp_path, ca, keys):
     cases = [
         (TruststoreConfig("t1", "pem", "ca.pem"), {ca_cert(ca)}),
         (TruststoreConfig("t2", "pem", "dir"), {ca_cert(ca), ca_cert(other)}),
-        (TruststoreConfig("t3", "pkcs12", str(p12), password_env="KS_PASSWORD"), {ca_cert(ca), ca_cert(other)}),
+        (
+            TruststoreConfig("t3", "pkcs12", str(p12), password_env="KS_PASSWORD"),
+            {ca_cert(ca), ca_cert(other)},
+        ),
         (TruststoreConfig("t4", "jks", str(jks_path), password_env="KS_PASSWORD"), {ca_cert(ca)}),
     ]
     for cfg, expected in cases:

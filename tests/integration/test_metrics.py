@@ -42,6 +42,7 @@ N_CLIENTS, N_MESSAGES = 4, 5
 
 # ---- Prometheus ------------------------------------------------------------------------------
 
+
 class Prometheus:
     def __init__(self, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
@@ -86,11 +87,19 @@ def prometheus(tmp_path_factory, metrics_port) -> Prometheus:
     (workdir / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n  - job_name: wsserver\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{metrics_port}']\n")
+        f"      - targets: ['127.0.0.1:{metrics_port}']\n"
+    )
     log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     prom = Prometheus(port)
 
     def ready() -> bool:
@@ -116,6 +125,7 @@ def prometheus(tmp_path_factory, metrics_port) -> Prometheus:
 
 
 # ---- the server ------------------------------------------------------------------------------
+
 
 def server_config(plain: int, secure: int, metrics: str, workers: int = 2, extra: str = "") -> str:
     return f"""
@@ -172,7 +182,9 @@ class Server:
         """Sum of a family's samples (matching ``labels``) in a direct scrape."""
         total = 0.0
         for line in self.scrape().splitlines():
-            if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            if line.startswith((name + "{", name + " ")) and all(
+                f'{k}="{v}"' in line for k, v in labels.items()
+            ):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
@@ -181,8 +193,14 @@ class Server:
         return Path(re.search(r'msg="metrics directory" path=(\S+)', self.proc.logs())[1])
 
 
-def start(tmp_path: Path, metrics_port: int, workers: int = 2, metrics_extra: str = "",
-          env: dict | None = None, extra: str = "") -> Server:
+def start(
+    tmp_path: Path,
+    metrics_port: int,
+    workers: int = 2,
+    metrics_extra: str = "",
+    env: dict | None = None,
+    extra: str = "",
+) -> Server:
     plain, secure = free_port(), free_port()
     metrics = f'bind = "127.0.0.1"\nport = {metrics_port}\n{metrics_extra}'
     proc = PreforkServer(tmp_path, server_config(plain, secure, metrics, workers, extra), env=env)
@@ -206,11 +224,19 @@ def echo(client: Client, text: str) -> None:
 
 # ---- the tests -------------------------------------------------------------------------------
 
+
 def test_prometheus_sees_the_traffic(server, prometheus):
     prom = prometheus
-    base = {name: server.total(name) for name in (
-        "wsserver_messages_received_total", "wsserver_messages_sent_total", "wsserver_connections_accepted_total",
-        "wsserver_health_checks_total", "wsserver_handshake_duration_seconds_count")}
+    base = {
+        name: server.total(name)
+        for name in (
+            "wsserver_messages_received_total",
+            "wsserver_messages_sent_total",
+            "wsserver_connections_accepted_total",
+            "wsserver_health_checks_total",
+            "wsserver_handshake_duration_seconds_count",
+        )
+    }
     base_404 = server.total("wsserver_connections_rejected_total", reason="not_found")
     base_401 = server.total("wsserver_connections_rejected_total", reason="auth_invalid")
     base_auth = server.total("wsserver_auth_attempts_total", method="token", result="invalid")
@@ -224,24 +250,35 @@ def test_prometheus_sees_the_traffic(server, prometheus):
     refused = Client("127.0.0.1", server.plain, path="/nope")
     assert refused.status == 404
     refused.close()
-    wrong = Client("127.0.0.1", server.secure, extra_headers="Authorization: Bearer wrong-token-0123456789\r\n")
+    wrong = Client(
+        "127.0.0.1", server.secure, extra_headers="Authorization: Bearer wrong-token-0123456789\r\n"
+    )
     assert wrong.status == 401  # a failed login
     wrong.close()
     good = Client("127.0.0.1", server.secure, extra_headers=f"Authorization: Bearer {TOKEN}\r\n")
     assert good.status == 101
     echo(good, "logged in")
     good.close_normally()
-    assert status_of(http_exchange("127.0.0.1", server.plain, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")) == 200
+    assert (
+        status_of(http_exchange("127.0.0.1", server.plain, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+        == 200
+    )
 
     sent = N_CLIENTS * N_MESSAGES + 1
     prom.wait_for("sum(wsserver_messages_received_total)", base["wsserver_messages_received_total"] + sent)
     prom.wait_for("sum(wsserver_messages_sent_total)", base["wsserver_messages_sent_total"] + sent)
-    prom.wait_for("sum(wsserver_connections_accepted_total)",
-                  base["wsserver_connections_accepted_total"] + N_CLIENTS + 1)
-    prom.wait_for("sum(wsserver_handshake_duration_seconds_count)",
-                  base["wsserver_handshake_duration_seconds_count"] + N_CLIENTS + 1)
+    prom.wait_for(
+        "sum(wsserver_connections_accepted_total)",
+        base["wsserver_connections_accepted_total"] + N_CLIENTS + 1,
+    )
+    prom.wait_for(
+        "sum(wsserver_handshake_duration_seconds_count)",
+        base["wsserver_handshake_duration_seconds_count"] + N_CLIENTS + 1,
+    )
     prom.wait_for('sum(wsserver_connections_rejected_total{reason="not_found"})', base_404 + 1)
-    prom.wait_for('sum(wsserver_connections_rejected_total{port="secure",reason="auth_invalid"})', base_401 + 1)
+    prom.wait_for(
+        'sum(wsserver_connections_rejected_total{port="secure",reason="auth_invalid"})', base_401 + 1
+    )
     prom.wait_for('sum(wsserver_auth_attempts_total{method="token",result="invalid"})', base_auth + 1)
     prom.wait_for("sum(wsserver_health_checks_total)", base["wsserver_health_checks_total"] + 1)
     prom.wait_for("sum(wsserver_connections_active)", 0)
@@ -263,15 +300,22 @@ def test_killing_a_worker_keeps_counters_and_drops_its_gauges(server, prometheus
     restarts = prom.query("sum(wsserver_worker_restarts_total)")
 
     # The worker holding the most of our connections dies.
-    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{server.plain} )"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{server.plain} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     pids = [int(p) for p in re.findall(r"pid=(\d+)", out) if int(p) in server.proc.workers()]
     victim = max(set(pids), key=pids.count)
     metrics_dir = server.metrics_dir
     assert (metrics_dir / f"gauge_livesum_{victim}.db").exists()
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: victim not in server.proc.workers() and len(server.proc.workers()) == 2, 10,
-               what="a replacement worker")
+    wait_until(
+        lambda: victim not in server.proc.workers() and len(server.proc.workers()) == 2,
+        10,
+        what="a replacement worker",
+    )
 
     survivors = 0
     for i, client in enumerate(clients):
@@ -301,13 +345,23 @@ def test_promtool_and_every_dashboard_and_alert_name_is_live(server):
     if PROMTOOL is None:
         pytest.skip("promtool is not installed (make system-deps installs it)")
     text = server.scrape()
-    check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
     assert check.returncode == 0, check.stdout + check.stderr
-    rules = subprocess.run([PROMTOOL, "check", "rules", str(DEPLOY / "prometheus" / "alerts.yml")],
-                           capture_output=True, text=True, timeout=30)
+    rules = subprocess.run(
+        [PROMTOOL, "check", "rules", str(DEPLOY / "prometheus" / "alerts.yml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    conf = subprocess.run([PROMTOOL, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
-                          capture_output=True, text=True, timeout=30)
+    conf = subprocess.run(
+        [PROMTOOL, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert conf.returncode == 0, conf.stdout + conf.stderr
 
     live = names_in(text)
@@ -340,7 +394,9 @@ def test_port_health_path(server):
 def test_haproxy_checks_the_port_with_the_example_config(server, tmp_path):
     front, stats = free_port(), free_port()
     text = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
-    text = text.replace("bind :80", f"bind 127.0.0.1:{front}").replace("bind 127.0.0.1:8404", f"bind 127.0.0.1:{stats}")
+    text = text.replace("bind :80", f"bind 127.0.0.1:{front}").replace(
+        "bind 127.0.0.1:8404", f"bind 127.0.0.1:{stats}"
+    )
     text = re.sub(r"server ws1 \S+", f"server ws1 127.0.0.1:{server.plain}", text)
     text = re.sub(r"server ws2 \S+", "server ws2 127.0.0.1:1", text)  # nothing listens there
     text = text.replace("inter 2s", "inter 200ms").replace("rise 2", "rise 1")
@@ -351,6 +407,7 @@ def test_haproxy_checks_the_port_with_the_example_config(server, tmp_path):
     log = open(tmp_path / "haproxy.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([HAPROXY, "-f", str(cfg), "-db"], stdout=log, stderr=subprocess.STDOUT)
     try:
+
         def states() -> dict[str, str]:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{stats}/stats;csv", timeout=1) as resp:
@@ -366,8 +423,11 @@ def test_haproxy_checks_the_port_with_the_example_config(server, tmp_path):
             return found
 
         try:
-            wait_until(lambda: states().get("ws1") == "UP L7OK" and states().get("ws2", "").startswith("DOWN"), 10,
-                       what="ws1 UP L7OK")
+            wait_until(
+                lambda: states().get("ws1") == "UP L7OK" and states().get("ws2", "").startswith("DOWN"),
+                10,
+                what="ws1 UP L7OK",
+            )
         except TimeoutError:
             raise AssertionError(f"{states()}: {(tmp_path / 'haproxy.log').read_text()[-2000:]}") from None
         client = Client("127.0.0.1", front)  # and a session through HAProxy
@@ -386,8 +446,13 @@ def test_haproxy_checks_the_port_with_the_example_config(server, tmp_path):
 
 def test_readyz_auth_reload_and_draining(tmp_path):
     env = {"WSSERVER_TEST_METRICS_PASSWORD": "prom-secret-1"}
-    srv = start(tmp_path, free_port(), workers=1, env=env,
-                metrics_extra='user = "prom"\npassword_env = "WSSERVER_TEST_METRICS_PASSWORD"\nallow = ["127.0.0.1"]')
+    srv = start(
+        tmp_path,
+        free_port(),
+        workers=1,
+        env=env,
+        metrics_extra='user = "prom"\npassword_env = "WSSERVER_TEST_METRICS_PASSWORD"\nallow = ["127.0.0.1"]',
+    )
     try:
         assert srv.get("/healthz") == (200, "ok\n")
         assert srv.get("/readyz") == (200, "ready: 1 workers\n")
@@ -405,8 +470,10 @@ def test_readyz_auth_reload_and_draining(tmp_path):
 
         # A client that never answers the close: TERM's graceful window stays open meanwhile.
         stuck = socket.create_connection(("127.0.0.1", srv.plain), timeout=5)
-        stuck.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        stuck.sendall(
+            b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
         assert stuck.recv(100).startswith(b"HTTP/1.1 101")
         srv.proc.signal(signal.SIGTERM)
         wait_until(lambda: srv.get("/readyz") == (503, "stopping\n"), 3, what="/readyz 503 while draining")

@@ -73,7 +73,10 @@ def test_publish_moves_counts_and_sets_gauges(multiproc):  # noqa: F811
     assert got[("wsserver_close_codes_total", (("code", "1000"), ("port", alias)))] == 1
     assert got[("wsserver_close_codes_total", (("code", "4xxx"), ("port", alias)))] == 1
     assert got[("wsserver_session_duration_seconds_count", lab)] == 2
-    assert got[("wsserver_auth_attempts_total", (("method", "token"), ("port", alias), ("result", "invalid")))] == 1
+    assert (
+        got[("wsserver_auth_attempts_total", (("method", "token"), ("port", alias), ("result", "invalid")))]
+        == 1
+    )
     assert got[("wsserver_connections_active", lab)] == 3
     assert got[("wsserver_pool_executors", (("port", alias), ("state", "busy")))] == 2
     assert got[("wsserver_pool_executors", (("port", alias), ("state", "idle")))] == 3
@@ -92,6 +95,7 @@ def test_a_dead_workers_counters_stay_and_its_gauges_go(multiproc):  # noqa: F81
             stats.messages_in += n
             stats.handshake_done(0.01)
             metrics.PortMetrics(alias).publish(stats, active=n)
+
         return body
 
     lab = (("port", alias),)

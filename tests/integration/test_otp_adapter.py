@@ -29,8 +29,10 @@ pytest_plugins = ("tests.support.otp_backends",)
 pytestmark = pytest.mark.integration
 
 ENV = {"TEST_RADIUS_SECRET": RADIUS_SECRET}
-FAST = ("[adapters.load_balancing]\nserver_request_attempts = 1\nrequest_attempts = 2\n"
-        "connection_timeout_ms = 1000\nrequest_timeout_ms = 3000\n\n")
+FAST = (
+    "[adapters.load_balancing]\nserver_request_attempts = 1\nrequest_attempts = 2\n"
+    "connection_timeout_ms = 1000\nrequest_timeout_ms = 3000\n\n"
+)
 
 
 def _servers(urls: list[str], priorities: list[int] | None = None) -> str:
@@ -40,24 +42,29 @@ def _servers(urls: list[str], priorities: list[int] | None = None) -> str:
 
 def _privacyidea_adapter(urls: list[str], priorities: list[int] | None = None, **options: str) -> str:
     extra = "".join(f'{k} = "{v}"\n' for k, v in options.items())
-    return (f'[[adapters]]\nname = "otp"\ntype = "gemalto"\nservers = [{_servers(urls, priorities)}]\n\n{FAST}'
-            f'[adapters.gemalto]\nprotocol = "privacyidea"\nrealm = "corp"\n{extra}\n')
+    return (
+        f'[[adapters]]\nname = "otp"\ntype = "gemalto"\nservers = [{_servers(urls, priorities)}]\n\n{FAST}'
+        f'[adapters.gemalto]\nprotocol = "privacyidea"\nrealm = "corp"\n{extra}\n'
+    )
 
 
 def _radius_adapter(urls: list[str], **options: str) -> str:
     extra = "".join(f'{k} = "{v}"\n' for k, v in options.items())
-    return (f'[[adapters]]\nname = "otp"\ntype = "otp"\nservers = [{_servers(urls)}]\n\n{FAST}'
-            f'[adapters.gemalto]\nprotocol = "radius"\nsecret_env = "TEST_RADIUS_SECRET"\n{extra}\n')
+    return (
+        f'[[adapters]]\nname = "otp"\ntype = "otp"\nservers = [{_servers(urls)}]\n\n{FAST}'
+        f'[adapters.gemalto]\nprotocol = "radius"\nsecret_env = "TEST_RADIUS_SECRET"\n{extra}\n'
+    )
 
 
 USERS_TABLE = "".join(
     f'[[users]]\nname = "{name}"\npassword_hash = "{hash_password(pw, scrypt_n=2**12)}"\n\n'
-    for name, pw in OTP_USERS.items())
+    for name, pw in OTP_USERS.items()
+)
 
 
 def _config(port: int, adapters: str, users: str = "") -> str:
     return (
-        '[server]\nworkers = 1\ngraceful_timeout = 2\n\n'
+        "[server]\nworkers = 1\ngraceful_timeout = 2\n\n"
         '[[endpoints]]\npath = "/echo"\nhandler = "wsserver.endpoints.echo:Echo"\n\n'
         f"{users}{adapters}"
         f'[[ports]]\nalias = "secure"\nport = {port}\nbind = "127.0.0.1"\nclient_auth = "adapter:otp"\n'
@@ -68,9 +75,11 @@ def _config(port: int, adapters: str, users: str = "") -> str:
 def _status(port: int, user: str, password: str, query: str = "", headers: dict | None = None) -> int:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     try:
-        with connect(f"ws://127.0.0.1:{port}/echo{query}",
-                     additional_headers={"Authorization": f"Basic {token}", **(headers or {})},
-                     open_timeout=15) as ws:
+        with connect(
+            f"ws://127.0.0.1:{port}/echo{query}",
+            additional_headers={"Authorization": f"Basic {token}", **(headers or {})},
+            open_timeout=15,
+        ) as ws:
             ws.send("hi")
             assert ws.recv(timeout=5) == "hi"
             return 101
@@ -89,8 +98,11 @@ def _start(start_server, adapters: str, users: str = "") -> int:
 
 def test_privacyidea_password_then_appended_code(start_server, privacyidea, pi_totp: Totp):
     privacyidea.start()
-    port = _start(start_server, _privacyidea_adapter([s.url for s in privacyidea.servers], first_factor="users"),
-                  USERS_TABLE)
+    port = _start(
+        start_server,
+        _privacyidea_adapter([s.url for s in privacyidea.servers], first_factor="users"),
+        USERS_TABLE,
+    )
     code = pi_totp.fresh()
     assert _status(port, "alice", "alicepw" + code) == 101
     assert _status(port, "alice", "alicepw" + code) == 401  # reused (the other server knows it too)
@@ -105,23 +117,35 @@ def test_privacyidea_password_then_appended_code(start_server, privacyidea, pi_t
 def test_privacyidea_code_in_query_or_header(start_server, privacyidea, pi_totp: Totp):
     privacyidea.start()
     url = [privacyidea.servers[0].url]
-    port = _start(start_server, _privacyidea_adapter(url, first_factor="users", code_from="query"), USERS_TABLE)
+    port = _start(
+        start_server, _privacyidea_adapter(url, first_factor="users", code_from="query"), USERS_TABLE
+    )
     assert _status(port, "alice", "alicepw", query=f"?otp={pi_totp.fresh()}") == 101
     assert _status(port, "alice", "alicepw", query=f"?otp={pi_totp.wrong()}") == 401
     assert _status(port, "alice", "alicepw") == 401
-    port = _start(start_server, _privacyidea_adapter(url, first_factor="users", code_from="header"), USERS_TABLE)
+    port = _start(
+        start_server, _privacyidea_adapter(url, first_factor="users", code_from="header"), USERS_TABLE
+    )
     assert _status(port, "alice", "alicepw", headers={"X-OTP": pi_totp.fresh()}) == 101
     assert _status(port, "alice", "nope", headers={"X-OTP": pi_totp.fresh()}) == 401
 
 
-def test_password_by_radius_adapter_then_privacyidea_code(start_server, privacyidea, radius_pair, pi_totp: Totp):
+def test_password_by_radius_adapter_then_privacyidea_code(
+    start_server, privacyidea, radius_pair, pi_totp: Totp
+):
     privacyidea.start()
     ensure_running(radius_pair)
-    first = (f'[[adapters]]\nname = "corp"\ntype = "radius"\nservers = [{_servers([radius_pair[0].url])}]\n\n'
-             '[adapters.radius]\nsecret_env = "TEST_RADIUS_SECRET"\n\n')
-    port = _start(start_server, first + _privacyidea_adapter([privacyidea.servers[0].url], first_factor="corp",
-                                                              code_from="query"))
-    assert _status(port, "carol", USERS["carol"], query=f"?otp={pi_totp.fresh()}") == 401  # carol has no token
+    first = (
+        f'[[adapters]]\nname = "corp"\ntype = "radius"\nservers = [{_servers([radius_pair[0].url])}]\n\n'
+        '[adapters.radius]\nsecret_env = "TEST_RADIUS_SECRET"\n\n'
+    )
+    port = _start(
+        start_server,
+        first + _privacyidea_adapter([privacyidea.servers[0].url], first_factor="corp", code_from="query"),
+    )
+    assert (
+        _status(port, "carol", USERS["carol"], query=f"?otp={pi_totp.fresh()}") == 401
+    )  # carol has no token
     assert _status(port, "alice", "wrong", query=f"?otp={pi_totp.fresh()}") == 401
     assert _status(port, "alice", USERS["alice"], query=f"?otp={pi_totp.fresh()}") == 101
 
@@ -142,10 +166,20 @@ def test_privacyidea_failover_and_metrics_at_the_adapter(privacyidea, pi_totp: T
     seen: list[tuple[str, str, str]] = []
     urls = [s.url for s in privacyidea.servers]
     settings, errors = parse_adapter(
-        {"name": "otp", "type": "otp", "servers": [{"url": urls[0], "priority": 1}, {"url": urls[1], "priority": 2}],
-         "load_balancing": {"request_attempts": 1}, "otp": {"realm": "corp"}}, 0, "test.toml")
+        {
+            "name": "otp",
+            "type": "otp",
+            "servers": [{"url": urls[0], "priority": 1}, {"url": urls[1], "priority": 2}],
+            "load_balancing": {"request_attempts": 1},
+            "otp": {"realm": "corp"},
+        },
+        0,
+        "test.toml",
+    )
     assert errors == []
-    adapter = Adapter(settings, observer=lambda name, server, result, s, p: seen.append((name, server, result)))
+    adapter = Adapter(
+        settings, observer=lambda name, server, result, s, p: seen.append((name, server, result))
+    )
     first = adapter.authenticate("alice", pi_totp.fresh(), timeout=10)
     assert [(t.server, t.result) for t in first.tried] == [(urls[0], "accepted")]
     privacyidea.servers[0].stop()  # the next test that needs it starts it again (~10 s)
@@ -156,8 +190,13 @@ def test_privacyidea_failover_and_metrics_at_the_adapter(privacyidea, pi_totp: T
     assert wrong.decision is Decision.REJECTED
     assert [(t.server, t.result) for t in wrong.tried] == [(urls[0], "failed"), (urls[1], "rejected")]
     # The observer feeds wsserver_adapter_requests_total{adapter,server,result} and the rest.
-    assert seen == [("otp", urls[0], "accepted"), ("otp", urls[0], "failed"), ("otp", urls[1], "accepted"),
-                    ("otp", urls[0], "failed"), ("otp", urls[1], "rejected")]
+    assert seen == [
+        ("otp", urls[0], "accepted"),
+        ("otp", urls[0], "failed"),
+        ("otp", urls[1], "accepted"),
+        ("otp", urls[0], "failed"),
+        ("otp", urls[1], "rejected"),
+    ]
     assert [(s.failed, s.accepted, s.rejected) for s in adapter.snapshot()] == [(2, 1, 0), (0, 1, 1)]
 
 
@@ -186,9 +225,16 @@ def test_radius_first_server_down_and_all_down(start_server, otp_radius_pair, ra
     seen: list[tuple[str, str]] = []
     urls = [s.url for s in otp_radius_pair]
     settings, errors = parse_adapter(
-        {"name": "otp", "type": "gemalto", "servers": [{"url": urls[0], "priority": 1}, {"url": urls[1], "priority": 2}],
-         "load_balancing": {"request_attempts": 1},
-         "gemalto": {"protocol": "radius", "secret_env": "TEST_RADIUS_SECRET"}}, 0, "test.toml")
+        {
+            "name": "otp",
+            "type": "gemalto",
+            "servers": [{"url": urls[0], "priority": 1}, {"url": urls[1], "priority": 2}],
+            "load_balancing": {"request_attempts": 1},
+            "gemalto": {"protocol": "radius", "secret_env": "TEST_RADIUS_SECRET"},
+        },
+        0,
+        "test.toml",
+    )
     assert errors == []
     adapter = Adapter(settings, observer=lambda name, server, result, s, p: seen.append((server, result)))
     otp_radius_pair[0].stop()
@@ -199,20 +245,29 @@ def test_radius_first_server_down_and_all_down(start_server, otp_radius_pair, ra
         assert (urls[0], "failed") in seen
     finally:
         otp_radius_pair[0].start()
-    port = _start(start_server, _radius_adapter([f"radius://127.0.0.1:{free_port(socket.SOCK_DGRAM)}" for _ in range(2)]))
+    port = _start(
+        start_server,
+        _radius_adapter([f"radius://127.0.0.1:{free_port(socket.SOCK_DGRAM)}" for _ in range(2)]),
+    )
     assert _status(port, "alice", "alicepw" + radius_totp.fresh()) == 503
 
 
 def test_bad_settings_one_line_each():
     settings, errors = parse_adapter(
-        {"name": "otp", "type": "otp", "servers": [{"url": "radius://127.0.0.1"}],
-         "otp": {"protocol": "privacyidea", "otp_length": 2, "code_from": "cookie", "secret_env": "X"}},
-        0, "t.toml")
+        {
+            "name": "otp",
+            "type": "otp",
+            "servers": [{"url": "radius://127.0.0.1"}],
+            "otp": {"protocol": "privacyidea", "otp_length": 2, "code_from": "cookie", "secret_env": "X"},
+        },
+        0,
+        "t.toml",
+    )
     assert settings is None
     assert errors == [
         't.toml: adapters[0].gemalto.code_from = "cookie": must be one of "append", "query", "header"',
-        't.toml: adapters[0].gemalto.otp_length = 2: must be an integer 4..12',
+        "t.toml: adapters[0].gemalto.otp_length = 2: must be an integer 4..12",
         't.toml: adapters[0].servers[0].url = "radius://127.0.0.1": protocol = "privacyidea" needs http:// or '
-        'https:// servers',
+        "https:// servers",
         't.toml: adapters[0].gemalto.secret_env = "X": is for protocol = "radius"',
     ]

@@ -47,17 +47,23 @@ def _worker_pid(port: int) -> int:
 
 def test_thread_mode_keeps_min_threads_warm(start_server):
     greenlet_port, thread_port = free_port(), free_port()
-    start_server(_config([("g", greenlet_port, 'min = 7\nmode = "greenlet"')], {}),
-                 wait_for=("127.0.0.1", greenlet_port))
-    start_server(_config([("t", thread_port, 'min = 7\nmax = 20\nmode = "thread"')], {}),
-                 wait_for=("127.0.0.1", thread_port))
+    start_server(
+        _config([("g", greenlet_port, 'min = 7\nmode = "greenlet"')], {}),
+        wait_for=("127.0.0.1", greenlet_port),
+    )
+    start_server(
+        _config([("t", thread_port, 'min = 7\nmax = 20\nmode = "thread"')], {}),
+        wait_for=("127.0.0.1", thread_port),
+    )
     time.sleep(0.3)
     assert int(_ask(thread_port, "/threads")) - int(_ask(greenlet_port, "/threads")) == 7
 
 
 def test_pool_max_bounds_concurrency_and_all_complete(start_server):
     port = free_port()
-    start_server(_config([("p", port, "min = 1\nmax = 3")], {"/sleepy": "Sleepy"}), wait_for=("127.0.0.1", port))
+    start_server(
+        _config([("p", port, "min = 1\nmax = 3")], {"/sleepy": "Sleepy"}), wait_for=("127.0.0.1", port)
+    )
     replies: list[str] = []
 
     def client() -> None:
@@ -96,8 +102,10 @@ def test_exception_does_not_kill_the_executor(start_server, mode):
 
 def test_priority_high_port_waits_less(start_server):
     high, low = free_port(), free_port()
-    cfg = _config([("high", high, "priority = 9\nmin = 4\nmax = 4"), ("low", low, "priority = 1\nmin = 4\nmax = 4")],
-                  {"/busy": "Busy"})
+    cfg = _config(
+        [("high", high, "priority = 9\nmin = 4\nmax = 4"), ("low", low, "priority = 1\nmin = 4\nmax = 4")],
+        {"/busy": "Busy"},
+    )
     start_server(cfg, wait_for=("127.0.0.1", high))
     waits: dict[str, list[float]] = {"high": [], "low": []}
     stop_at = time.monotonic() + 4.0
@@ -108,8 +116,11 @@ def test_priority_high_port_waits_less(start_server):
                 ws.send(f"{time.time():.6f} 3")
                 waits[name].append(float(ws.recv(timeout=30)))
 
-    threads = [threading.Thread(target=client, args=(name, port))
-               for name, port in (("high", high), ("low", low)) for _ in range(6)]
+    threads = [
+        threading.Thread(target=client, args=(name, port))
+        for name, port in (("high", high), ("low", low))
+        for _ in range(6)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -122,8 +133,10 @@ def test_priority_high_port_waits_less(start_server):
 
 def test_thread_mode_blocking_handler_does_not_stall_the_hub(start_server):
     blocking, fast = free_port(), free_port()
-    cfg = _config([("blocking", blocking, 'mode = "thread"\nmin = 2\nmax = 4'), ("fast", fast, "min = 2")],
-                  {"/block": "NativeBlock", "/echo": "Boom"})
+    cfg = _config(
+        [("blocking", blocking, 'mode = "thread"\nmin = 2\nmax = 4'), ("fast", fast, "min = 2")],
+        {"/block": "NativeBlock", "/echo": "Boom"},
+    )
     start_server(cfg, wait_for=("127.0.0.1", fast))
     with connect(f"ws://127.0.0.1:{blocking}/block") as slow, connect(f"ws://127.0.0.1:{fast}/echo") as ws:
         slow.send("block")
@@ -166,9 +179,11 @@ def test_fast_sender_slow_endpoint_loses_nothing_and_memory_stays_bounded(start_
 def test_client_that_never_reads(start_server, action):
     port = free_port()
     cfg = _config([("p", port, "")], {"/flood": "Flood", "/echo": "Boom"})
-    cfg = cfg.replace('bind = "127.0.0.1"\n',
-                      f'bind = "127.0.0.1"\nwrite_limit = 1048576\nwrite_limit_action = "{action}"\n'
-                      "close_timeout_ms = 1000\n")
+    cfg = cfg.replace(
+        'bind = "127.0.0.1"\n',
+        f'bind = "127.0.0.1"\nwrite_limit = 1048576\nwrite_limit_action = "{action}"\n'
+        "close_timeout_ms = 1000\n",
+    )
     server = start_server(cfg, wait_for=("127.0.0.1", port))
     pid = _worker_pid(port)
     rss_before = _rss_kib(pid)
@@ -194,8 +209,10 @@ def test_client_that_never_reads(start_server, action):
 def test_message_larger_than_write_limit_reaches_a_reading_client(start_server):
     port = free_port()
     cfg = _config([("p", port, "")], {"/echo": "Boom"}).replace(
-        'bind = "127.0.0.1"\n', 'bind = "127.0.0.1"\nwrite_limit = 65536\nwrite_limit_action = "close"\n'
-        "max_message_size = 16777216\n")
+        'bind = "127.0.0.1"\n',
+        'bind = "127.0.0.1"\nwrite_limit = 65536\nwrite_limit_action = "close"\n'
+        "max_message_size = 16777216\n",
+    )
     start_server(cfg, wait_for=("127.0.0.1", port))
     big = "x" * 8_000_000  # more than the kernel buffers hold, and 120 times the write limit
     with connect(f"ws://127.0.0.1:{port}/echo", compression=None, max_size=None) as ws:

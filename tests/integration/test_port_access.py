@@ -55,7 +55,9 @@ def test_ip_deny_by_default_with_allow_list(start_server):
 
 def test_endpoint_access_allow_by_default_with_deny_list(start_server):
     port = free_port()
-    config = port_config(port, endpoints=TWO_ENDPOINTS, tables='[ports.access]\ndeny_endpoints = ["/admin-echo"]\n')
+    config = port_config(
+        port, endpoints=TWO_ENDPOINTS, tables='[ports.access]\ndeny_endpoints = ["/admin-echo"]\n'
+    )
     start_server(config, wait_for=("127.0.0.1", port))
     assert _status(f"ws://127.0.0.1:{port}/echo") == 101
     assert _status(f"ws://127.0.0.1:{port}/admin-echo") == 403
@@ -64,8 +66,11 @@ def test_endpoint_access_allow_by_default_with_deny_list(start_server):
 
 def test_endpoint_access_deny_by_default_with_allow_list(start_server):
     port = free_port()
-    config = port_config(port, endpoints=TWO_ENDPOINTS,
-                         tables='[ports.access]\nmode = "deny"\nallow_endpoints = ["/admin-echo"]\n')
+    config = port_config(
+        port,
+        endpoints=TWO_ENDPOINTS,
+        tables='[ports.access]\nmode = "deny"\nallow_endpoints = ["/admin-echo"]\n',
+    )
     start_server(config, wait_for=("127.0.0.1", port))
     assert _status(f"ws://127.0.0.1:{port}/echo") == 403
     assert _status(f"ws://127.0.0.1:{port}/admin-echo") == 101
@@ -73,8 +78,10 @@ def test_endpoint_access_deny_by_default_with_allow_list(start_server):
 
 def test_same_origin(start_server):
     port = free_port()
-    start_server(port_config(port, tables="[ports.origin]\nsame_origin = true\nallow_missing = false\n"),
-                 wait_for=("127.0.0.1", port))
+    start_server(
+        port_config(port, tables="[ports.origin]\nsame_origin = true\nallow_missing = false\n"),
+        wait_for=("127.0.0.1", port),
+    )
     url = f"ws://127.0.0.1:{port}/echo"
     assert _status(url, origin=f"http://127.0.0.1:{port}") == 101
     assert _status(url, origin="http://evil.example") == 403
@@ -83,9 +90,11 @@ def test_same_origin(start_server):
 
 
 def _raw_upgrade_status(port: int, host: str, origin: str) -> int:
-    request = (f"GET /echo HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-               f"Origin: {origin}\r\n\r\n")
+    request = (
+        f"GET /echo HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Origin: {origin}\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(request.encode())
         return int(s.recv(4096).split(b" ", 2)[1])
@@ -95,8 +104,10 @@ def test_same_origin_judged_by_the_servers_own_names(start_server):
     """DNS rebinding: a page on evil.example resolving to this server sends Host and Origin
     evil.example, which same_origin alone accepts; with hosts set, both are refused."""
     port = free_port()
-    start_server(port_config(port, tables='[ports.origin]\nsame_origin = true\nhosts = ["127.0.0.1", "localhost"]\n'),
-                 wait_for=("127.0.0.1", port))
+    start_server(
+        port_config(port, tables='[ports.origin]\nsame_origin = true\nhosts = ["127.0.0.1", "localhost"]\n'),
+        wait_for=("127.0.0.1", port),
+    )
     assert _raw_upgrade_status(port, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}") == 101
     assert _raw_upgrade_status(port, f"localhost:{port}", f"http://localhost:{port}") == 101
     assert _raw_upgrade_status(port, "evil.example", "http://evil.example") == 403

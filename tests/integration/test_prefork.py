@@ -34,11 +34,21 @@ HOST = "127.0.0.1"
 PID_ECHO = "tests.support.prefork_endpoints:PidEcho"
 
 
-def config(port: int, workers: int = 2, graceful: float = 3, server: str = "", handler: str = PID_ECHO,
-           path: str = "/echo", ports: str = "", port_extra: str = "") -> str:
-    return (f"[server]\nworkers = {workers}\ngraceful_timeout = {graceful}\n{server}\n"
-            f'[[endpoints]]\npath = "{path}"\nhandler = "{handler}"\n\n'
-            f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{HOST}"\n{port_extra}\n{ports}')
+def config(
+    port: int,
+    workers: int = 2,
+    graceful: float = 3,
+    server: str = "",
+    handler: str = PID_ECHO,
+    path: str = "/echo",
+    ports: str = "",
+    port_extra: str = "",
+) -> str:
+    return (
+        f"[server]\nworkers = {workers}\ngraceful_timeout = {graceful}\n{server}\n"
+        f'[[endpoints]]\npath = "{path}"\nhandler = "{handler}"\n\n'
+        f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{HOST}"\n{port_extra}\n{ports}'
+    )
 
 
 @pytest.fixture
@@ -46,8 +56,13 @@ def prefork(tmp_path: Path) -> Iterator[Callable[..., PreforkServer]]:
     """Start masters for a test; each is stopped (by PID) afterwards, with any worker it left."""
     started: list[PreforkServer] = []
 
-    def start(config_text: str | None, port: int | None = None, args: tuple[str, ...] = (),
-              wait: bool = True, module: str = "wsserver") -> PreforkServer:
+    def start(
+        config_text: str | None,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+        wait: bool = True,
+        module: str = "wsserver",
+    ) -> PreforkServer:
         workdir = tmp_path / f"server{len(started) + 1}"
         workdir.mkdir()
         server = PreforkServer(workdir, config_text, args=args, module=module)
@@ -74,12 +89,17 @@ def echo_ok(client: Client, text: str) -> None:
 
 # ---- processes and balancing ---------------------------------------------------------------
 
+
 def test_four_workers_and_connections_spread_over_them(prefork):
     port = free_port()
     server = prefork(config(port, workers=4, handler="tests.support.endpoints:WhoAmI"), port)
     workers = server.wait_workers(4)
-    out = subprocess.run(["ps", "-o", "pid=,ppid=,args=", "--ppid", str(server.pid), "-p", str(server.pid)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ps", "-o", "pid=,ppid=,args=", "--ppid", str(server.pid), "-p", str(server.pid)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = [line.split(None, 2) for line in out.splitlines()]
     assert sorted(int(r[0]) for r in rows if int(r[1]) == server.pid) == workers
     assert len(rows) == 5, out
@@ -131,6 +151,7 @@ def test_reuse_port_mode_one_socket_per_worker(prefork):
 
 # ---- supervision ---------------------------------------------------------------------------
 
+
 def test_kill_9_a_worker_with_200_clients(prefork):
     port = free_port()
     server = prefork(config(port, workers=3), port)
@@ -165,8 +186,9 @@ def test_kill_9_a_worker_with_200_clients(prefork):
         time.sleep(0.2)
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        replacement = wait_until(lambda: set(server.workers()) - set(workers), 1.0, interval=0.01,
-                                 what="a replacement worker")
+        replacement = wait_until(
+            lambda: set(server.workers()) - set(workers), 1.0, interval=0.01, what="a replacement worker"
+        )
         replaced_in = time.monotonic() - killed_at
         for round_ in range(3):
             for i, c in enumerate(survivors):
@@ -184,7 +206,7 @@ def test_kill_9_a_worker_with_200_clients(prefork):
     assert new_conns > 10
     assert replaced_in < 1.0 and len(replacement) == 1
     assert f"pid={victim}" in server.wait_log(r'msg="worker died".*').group(0)
-    assert "how=\"signal SIGKILL\"" in server.logs()
+    assert 'how="signal SIGKILL"' in server.logs()
 
 
 def test_stuck_worker_is_killed_and_replaced(prefork):
@@ -194,12 +216,14 @@ def test_stuck_worker_is_killed_and_replaced(prefork):
     client, pid = pid_client(port)
     assert pid == worker
     client.send_text("hog")  # a busy loop on the worker's hub: no heartbeat any more
-    timed_out = server.wait_log(f'msg="worker timed out; killing" pid={worker}.*stack_dump=SIGUSR2', timeout=5)
+    timed_out = server.wait_log(
+        f'msg="worker timed out; killing" pid={worker}.*stack_dump=SIGUSR2', timeout=5
+    )
     died = server.wait_log(f'msg="worker died" pid={worker}.*', timeout=5)
     assert 'how="signal SIGKILL"' in died.group(0)
     [new] = wait_until(lambda: [p for p in server.workers() if p != worker], 3, what="a new worker")
     # Between the two: the stuck worker's stack, down to the endpoint's busy loop.
-    dump = server.logs()[timed_out.end():died.start()]
+    dump = server.logs()[timed_out.end() : died.start()]
     assert "Current thread" in dump and "(most recent call first)" in dump
     assert re.search(r'File ".*prefork_endpoints\.py", line \d+ in on_text', dump), dump
     client.close()
@@ -220,8 +244,9 @@ def test_endpoint_import_error_fails_fast_without_forking(prefork):
 
 def test_crash_loop_backs_off_and_the_master_gives_up(prefork):
     port = free_port()
-    server = prefork(config(port, workers=2, handler="tests.support.prefork_endpoints:FailsInWorker"),
-                     wait=False)
+    server = prefork(
+        config(port, workers=2, handler="tests.support.prefork_endpoints:FailsInWorker"), wait=False
+    )
     started = time.monotonic()
     assert server.wait(20) == 3
     assert time.monotonic() - started < 15
@@ -233,6 +258,7 @@ def test_crash_loop_backs_off_and_the_master_gives_up(prefork):
 
 
 # ---- signals -------------------------------------------------------------------------------
+
 
 def test_term_closes_every_session_with_1001_and_leaves_no_process(prefork):
     port = free_port()
@@ -307,7 +333,7 @@ def test_ttin_stops_at_the_worker_cap(prefork):
     server.wait_log(r'msg="one worker more refused: at the limit" workers=2 limit=2')
     time.sleep(0.5)
     assert server.workers() == workers
-    assert "one worker more\"" not in server.logs()
+    assert 'one worker more"' not in server.logs()
     server.signal(signal.SIGTTOU)  # below the cap, TTIN works again
     server.wait_workers(1)
     server.signal(signal.SIGTTIN)
@@ -318,9 +344,14 @@ def test_workers_flag_over_the_cap_is_refused(tmp_path):
     from wsserver.config import MAX_WORKERS
 
     for value in (MAX_WORKERS + 1, -1):
-        out = subprocess.run([sys.executable, "-m", "wsserver", "serve", "--workers", str(value)], cwd=REPO,
-                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)),
-                             timeout=30)
+        out = subprocess.run(
+            [sys.executable, "-m", "wsserver", "serve", "--workers", str(value)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            timeout=30,
+        )
         assert out.returncode == 2
         assert out.stderr.splitlines() == [f"--workers = {value}: must be an integer 0..{MAX_WORKERS}"]
         assert out.stdout == ""
@@ -335,8 +366,13 @@ def test_pid_file_and_reload_command(prefork, tmp_path):
     assert [p.name for p in pid_file.parent.iterdir()] == ["wsserver.pid"]  # no temp file left
     old = server.wait_workers(2)
     mark = len(server.logs())
-    out = subprocess.run([sys.executable, "-m", "wsserver", "reload", "--pid", str(pid_file)], cwd=REPO,
-                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    out = subprocess.run(
+        [sys.executable, "-m", "wsserver", "reload", "--pid", str(pid_file)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert out.returncode == 0, out.stderr
     server.wait_log(r'msg="reload complete" gen=2', after=mark)
     wait_until(lambda: not set(server.workers()) & set(old), 5, what="the old workers gone")
@@ -349,18 +385,25 @@ def test_usr1_reopens_the_log_file(prefork, tmp_path):
     port = free_port()
     log_file = tmp_path / "wsserver.log"
     server = prefork(config(port, workers=2), port=None, args=("--log-file", str(log_file)))
-    wait_until(lambda: log_file.exists() and "wsserver started" in log_file.read_text(), 20,
-               what="the server logging to its file")
+    wait_until(
+        lambda: log_file.exists() and "wsserver started" in log_file.read_text(),
+        20,
+        what="the server logging to its file",
+    )
     workers = server.wait_workers(2)
     log_file.rename(tmp_path / "wsserver.log.1")
     server.signal(signal.SIGUSR1)
-    wait_until(lambda: log_file.exists() and log_file.read_text().count("log file reopened") == 3, 5,
-               what="master and workers reopening the log file")
+    wait_until(
+        lambda: log_file.exists() and log_file.read_text().count("log file reopened") == 3,
+        5,
+        what="master and workers reopening the log file",
+    )
     text = log_file.read_text()
     assert all(f"pid={pid}" in text for pid in [server.pid, *workers])
 
 
 # ---- reload --------------------------------------------------------------------------------
+
 
 def test_reload_under_load_is_hitless(prefork):
     graceful = 3.0
@@ -467,7 +510,7 @@ def test_reload_with_a_broken_config_changes_nothing(prefork):
         server.write_config(broken)
         server.signal(signal.SIGHUP)
         m = server.wait_log(r'msg="reload aborted: the running configuration is unchanged"', after=mark)
-        assert error in server.logs()[mark:m.end()]
+        assert error in server.logs()[mark : m.end()]
         assert server.workers() == workers
         echo_ok(client, "still here")
     client.close()
@@ -532,10 +575,14 @@ def test_reload_picks_up_new_endpoint_code(prefork, tmp_path):
     module_dir = tmp_path / "mods"
     module_dir.mkdir()
     module = module_dir / "versioned_ep.py"
-    source = ("from wsserver import Endpoint\n\nclass Hello(Endpoint):\n"
-              "    def on_text(self, session, text):\n        session.send({version!r})\n")
+    source = (
+        "from wsserver import Endpoint\n\nclass Hello(Endpoint):\n"
+        "    def on_text(self, session, text):\n        session.send({version!r})\n"
+    )
     module.write_text(source.format(version="v1"))
-    server = PreforkServer(tmp_path, config(port, handler="versioned_ep:Hello"), pythonpath=(str(module_dir),))
+    server = PreforkServer(
+        tmp_path, config(port, handler="versioned_ep:Hello"), pythonpath=(str(module_dir),)
+    )
     try:
         server.start(wait_for=(HOST, port), timeout=20)
         c = Client(HOST, port, "/echo")
@@ -568,10 +615,12 @@ def test_reload_picks_up_new_endpoint_code(prefork, tmp_path):
 
 # ---- broadcast -----------------------------------------------------------------------------
 
+
 def test_broadcast_reaches_every_worker_in_order(prefork):
     port = free_port()
-    server = prefork(config(port, workers=3, handler="tests.support.prefork_endpoints:PidChat",
-                            path="/chat"), port)
+    server = prefork(
+        config(port, workers=3, handler="tests.support.prefork_endpoints:PidChat", path="/chat"), port
+    )
     workers = server.wait_workers(3)
     members: dict[int, Client] = {}
     extra: list[Client] = []
@@ -629,15 +678,20 @@ def test_no_orphans_when_the_master_is_killed(prefork):
 
 # ---- the relay's frames and a worker's group registry (no processes) ------------------------
 
+
 def test_relay_frames_round_trip_in_pieces():
     from wsserver.prefork import relay
 
-    stream = (relay.encode_publish("room", "héllo") + relay.encode_publish("r2", b"\x00\xff")
-              + relay.frame(relay.READY) + relay.encode_drain(2.5))
+    stream = (
+        relay.encode_publish("room", "héllo")
+        + relay.encode_publish("r2", b"\x00\xff")
+        + relay.frame(relay.READY)
+        + relay.encode_drain(2.5)
+    )
     reader = relay.FrameReader()
     frames = []
     for i in range(0, len(stream), 3):  # any split of the byte stream
-        frames += list(reader.feed(stream[i:i + 3]))
+        frames += list(reader.feed(stream[i : i + 3]))
     assert [kind for kind, _, _ in frames] == [relay.PUBLISH, relay.PUBLISH, relay.READY, relay.DRAIN]
     assert relay.decode_publish(frames[0][1]) == ("room", "héllo")
     assert relay.decode_publish(frames[1][1]) == ("r2", b"\x00\xff")
@@ -666,8 +720,9 @@ def test_pid_file_is_replaced_atomically_refused_while_taken_and_removed_only_by
 
     path = str(tmp_path / "wsserver.pid")
     assert read_pid_file(path) is None
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     (tmp_path / "wsserver.pid").write_text(dead.stdout)  # a stale file: its process is gone
     write_pid_file(path, os.getpid())
     assert read_pid_file(path) == os.getpid()

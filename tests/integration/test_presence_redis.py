@@ -14,13 +14,22 @@ from wsserver.runtime.broker import BrokerUnavailable, Names
 pytestmark = pytest.mark.integration
 
 
-def make(url: str, node: str, worker: str | None = None, ttl: float = 30, prefix: str = "wsserver",
-         is_up=None) -> presence.Presence:
+def make(
+    url: str, node: str, worker: str | None = None, ttl: float = 30, prefix: str = "wsserver", is_up=None
+) -> presence.Presence:
     import redis
 
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    return presence.Presence(client, Names(prefix), node, worker or node + "w", ttl, (redis.RedisError, OSError),
-                             is_up=is_up, where=url)
+    return presence.Presence(
+        client,
+        Names(prefix),
+        node,
+        worker or node + "w",
+        ttl,
+        (redis.RedisError, OSError),
+        is_up=is_up,
+        where=url,
+    )
 
 
 def raw(url: str):
@@ -57,8 +66,11 @@ def test_two_nodes_see_each_others_members(redis_server):  # noqa: F811
     a.flush()
     b.flush()
     assert a._pending == {} and b._pending == {}
-    expected = [{"session": "1-1", "user": "alice", "node": "a"}, {"session": "1-1", "user": "bob", "node": "b"},
-                {"session": "1-2", "user": None, "node": "b"}]
+    expected = [
+        {"session": "1-1", "user": "alice", "node": "a"},
+        {"session": "1-1", "user": "bob", "node": "b"},
+        {"session": "1-2", "user": None, "node": "b"},
+    ]
     assert a.members("room") == expected
     assert b.members("room") == expected
     assert ids(a.members("other")) == [("b", "1-2")]

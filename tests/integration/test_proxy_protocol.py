@@ -33,12 +33,21 @@ def v2(src: str, dst: str = "127.0.0.1", sport: int = 40000, dport: int = 8080) 
 
 
 def _proxy_config(port: int, version: str = "any", trusted: str = '["127.0.0.1"]', access: str = "") -> str:
-    return port_config(port, extra=f'proxy_protocol = "{version}"\nhandshake_timeout_ms = 3000\n',
-                       tables=f"[ports.access]\ntrusted_proxies = {trusted}\n{access}")
+    return port_config(
+        port,
+        extra=f'proxy_protocol = "{version}"\nhandshake_timeout_ms = 3000\n',
+        tables=f"[ports.access]\ntrusted_proxies = {trusted}\n{access}",
+    )
 
 
-def _session(port: int, header: bytes, source: str = "127.0.0.1", host: str = "127.0.0.1",
-             ca: Path | None = None, split: bool = False) -> int | str:
+def _session(
+    port: int,
+    header: bytes,
+    source: str = "127.0.0.1",
+    host: str = "127.0.0.1",
+    ca: Path | None = None,
+    split: bool = False,
+) -> int | str:
     """Send ``header``, then a WebSocket upgrade and one echo: 101, the refusal status or "closed".
     ``ca``: a wss port, TLS (verified with that CA) after the header in plain text. ``split``: the
     header in two writes (the server must wait for the rest, not start reading the request or TLS)."""
@@ -96,8 +105,10 @@ def test_header_then_upgrade_echoes(start_server, version, make_header):
     start_server(_proxy_config(port, version), wait_for=("127.0.0.1", port))
     assert _session(port, make_header("192.0.2.7")) == 101
     # One write holding the header and the whole upgrade: the bytes after the header are the request.
-    upgrade = (b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    upgrade = (
+        b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(make_header("192.0.2.8") + upgrade)
         assert sock.recv(1024).startswith(b"HTTP/1.1 101 ")
@@ -105,8 +116,9 @@ def test_header_then_upgrade_echoes(start_server, version, make_header):
 
 def test_ip_deny_applies_to_the_client_named_in_the_header(start_server):
     port = free_port()
-    server = start_server(_proxy_config(port, access='ip_deny = ["203.0.113.0/24"]\n'),
-                          wait_for=("127.0.0.1", port))
+    server = start_server(
+        _proxy_config(port, access='ip_deny = ["203.0.113.0/24"]\n'), wait_for=("127.0.0.1", port)
+    )
     assert _session(port, v1("203.0.113.9")) == "closed"
     assert _session(port, v2("203.0.113.10")) == "closed"
     assert _session(port, v1("198.51.100.9")) == 101  # the proxy itself (127.0.0.1) is not denied
@@ -122,13 +134,16 @@ def test_header_from_an_untrusted_peer_is_closed(start_server):
     assert _session(port, v2("192.0.2.7")) == 101  # the trusted proxy still gets through
 
 
-@pytest.mark.parametrize("data", [
-    b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n",  # no header
-    b"PROXY TCP4 192.0.2.999 127.0.0.1 1 2\r\nGET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"PROXY TCP4 192.0.2.7 127.0.0.1 1 70000\r\nGET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
-    V2_SIGNATURE + b"\x21\x11\x00\x04" + bytes(4),  # AF_INET block too short
-    b"PROXY " + b"x" * 200,
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n",  # no header
+        b"PROXY TCP4 192.0.2.999 127.0.0.1 1 2\r\nGET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"PROXY TCP4 192.0.2.7 127.0.0.1 1 70000\r\nGET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+        V2_SIGNATURE + b"\x21\x11\x00\x04" + bytes(4),  # AF_INET block too short
+        b"PROXY " + b"x" * 200,
+    ],
+)
 def test_malformed_header_is_closed(start_server, data):
     port = free_port()
     server = start_server(_proxy_config(port), wait_for=("127.0.0.1", port))
@@ -160,7 +175,9 @@ backend ws
 """
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (scripts/system-deps.sh)")
+@pytest.mark.skipif(
+    shutil.which("haproxy") is None, reason="haproxy is not installed (scripts/system-deps.sh)"
+)
 @pytest.mark.parametrize("protocol", ["ws", "wss"])
 def test_through_haproxy_send_proxy_v2(start_server, tmp_path: Path, request, protocol):
     back, front = free_port(), free_port()
@@ -197,11 +214,15 @@ def test_through_haproxy_send_proxy_v2(start_server, tmp_path: Path, request, pr
 
 # ---- wss ports: the header comes before the TLS handshake ------------------------------------------
 
+
 def _wss_proxy_config(port: int, pki, version: str = "v2", access: str = "") -> str:
-    return (_proxy_config(port, version, access=access).replace(
-        f"port = {port}\n", f'port = {port}\nprotocol = "wss"\n', 1)
+    return (
+        _proxy_config(port, version, access=access).replace(
+            f"port = {port}\n", f'port = {port}\nprotocol = "wss"\n', 1
+        )
         + f'\n[ports.tls]\nkeystore = "site"\n\n[[keystores]]\nalias = "site"\ntype = "pem"\n'
-        f'[keystores.keys.site]\ncert = "{pki.server_cert}"\nkey = "{pki.server_key}"\n')
+        f'[keystores.keys.site]\ncert = "{pki.server_cert}"\nkey = "{pki.server_key}"\n'
+    )
 
 
 @pytest.fixture(scope="module")
@@ -214,8 +235,10 @@ def wss_pki(tmp_path_factory):
 @pytest.mark.parametrize(("version", "make_header"), [("v1", v1), ("v2", v2), ("any", v2)])
 def test_wss_header_before_tls_then_upgrade_echoes(start_server, wss_pki, version, make_header):
     port = free_port()
-    server = start_server(_wss_proxy_config(port, wss_pki, version, access='ip_deny = ["203.0.113.0/24"]\n'),
-                          wait_for=("127.0.0.1", port))
+    server = start_server(
+        _wss_proxy_config(port, wss_pki, version, access='ip_deny = ["203.0.113.0/24"]\n'),
+        wait_for=("127.0.0.1", port),
+    )
     assert _session(port, make_header("192.0.2.7"), ca=wss_pki.ca_pem) == 101
     assert _session(port, make_header("192.0.2.8"), ca=wss_pki.ca_pem, split=True) == 101
     assert _session(port, make_header("203.0.113.9"), ca=wss_pki.ca_pem) == "closed"  # the claimed client

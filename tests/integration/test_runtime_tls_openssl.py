@@ -25,8 +25,22 @@ def test_transport_survives_tls13_key_updates(server_context, ca, tmp_path):  # 
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
     port = listener.getsockname()[1]
-    proc = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3", "-servername", "server.test", "-CAfile", str(tmp_path / "ca.pem")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-tls1_3",
+            "-servername",
+            "server.test",
+            "-CAfile",
+            str(tmp_path / "ca.pem"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         sock, _ = listener.accept()
         server = TLSSocket(sock, server_context, ("127.0.0.1", 1), "unit")

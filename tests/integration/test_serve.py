@@ -50,7 +50,9 @@ def test_unknown_path_is_404(echo_server):
 def test_backlog_is_applied_to_the_listening_socket(start_server):
     port = free_port()
     start_server(port_config(port, extra="backlog = 123"), wait_for=("127.0.0.1", port))
-    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
     # For a listening socket, ss shows the backlog as Send-Q (the third column).
     send_q = {int(line.split()[2]) for line in out.splitlines() if line.strip()}
     assert send_q == {123}, out
@@ -93,7 +95,9 @@ def test_bind_all_addresses_answers_ipv4_and_ipv6(start_server):
 
 def test_disabled_port_is_not_bound(start_server):
     on, off = free_port(), free_port()
-    config = port_config(on) + f'\n[[ports]]\nalias = "off"\nport = {off}\nbind = "127.0.0.1"\nenabled = false\n'
+    config = (
+        port_config(on) + f'\n[[ports]]\nalias = "off"\nport = {off}\nbind = "127.0.0.1"\nenabled = false\n'
+    )
     start_server(config, wait_for=("127.0.0.1", on))
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", off), timeout=2).close()
@@ -118,8 +122,9 @@ def test_disabled_package_disables_its_port_and_endpoint(start_server):
 
 def test_idle_timeout_closes_quiet_session(start_server):
     port = free_port()
-    start_server(port_config(port, extra="idle_timeout_ms = 400\nping_interval_ms = 0"),
-                 wait_for=("127.0.0.1", port))
+    start_server(
+        port_config(port, extra="idle_timeout_ms = 400\nping_interval_ms = 0"), wait_for=("127.0.0.1", port)
+    )
     with connect(f"ws://127.0.0.1:{port}/echo") as ws:
         # Activity keeps it open past the timeout...
         for _ in range(4):
@@ -171,7 +176,9 @@ def test_compression_bomb_closes_with_1009(start_server):
 @pytest.mark.parametrize("enabled", [True, False])
 def test_compression_negotiated_only_when_enabled(start_server, enabled):
     port = free_port()
-    start_server(port_config(port, extra=f"compression = {str(enabled).lower()}"), wait_for=("127.0.0.1", port))
+    start_server(
+        port_config(port, extra=f"compression = {str(enabled).lower()}"), wait_for=("127.0.0.1", port)
+    )
     with connect(f"ws://127.0.0.1:{port}/echo", compression="deflate") as ws:
         ext = ws.response.headers.get("Sec-WebSocket-Extensions")
         ws.send("z" * 5000)
@@ -196,6 +203,7 @@ def test_max_connections_answers_503(start_server):
 
 
 # ---- bad input on the wire ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
@@ -222,8 +230,9 @@ def test_max_header_size_is_configurable(start_server):
     start_server(port_config(port, extra="max_header_size = 2048"), wait_for=("127.0.0.1", port))
     response = http_exchange("127.0.0.1", port, upgrade_request(extra="X-Big: " + "a" * 3000 + "\r\n"))
     assert status_of(response) == 431
-    response = http_exchange("127.0.0.1", port, upgrade_request(extra="X-Small: " + "a" * 1000 + "\r\n"),
-                             timeout=1)
+    response = http_exchange(
+        "127.0.0.1", port, upgrade_request(extra="X-Small: " + "a" * 1000 + "\r\n"), timeout=1
+    )
     assert status_of(response) == 101
 
 
@@ -252,7 +261,10 @@ def test_endpoint_exception_closes_only_that_session_with_1011(start_server):
     port = free_port()
     endpoints = '[[endpoints]]\npath = "/boom"\nhandler = "tests.support.endpoints:Boom"\n'
     server = start_server(port_config(port, endpoints=endpoints), wait_for=("127.0.0.1", port))
-    with connect(f"ws://127.0.0.1:{port}/boom") as bystander, connect(f"ws://127.0.0.1:{port}/boom") as victim:
+    with (
+        connect(f"ws://127.0.0.1:{port}/boom") as bystander,
+        connect(f"ws://127.0.0.1:{port}/boom") as victim,
+    ):
         victim.send("boom")
         with pytest.raises(ConnectionClosed) as info:
             victim.recv(timeout=5)
@@ -276,8 +288,9 @@ def test_server_closes_with_the_code_the_endpoint_asks(start_server):
 
 def test_ping_timeout_closes_unresponsive_client(start_server):
     port = free_port()
-    start_server(port_config(port, extra="ping_interval_ms = 200\nping_timeout_ms = 300"),
-                 wait_for=("127.0.0.1", port))
+    start_server(
+        port_config(port, extra="ping_interval_ms = 200\nping_timeout_ms = 300"), wait_for=("127.0.0.1", port)
+    )
     client = RawClient("127.0.0.1", port)
     opcode, _ = client.recv_frame()
     assert opcode == 0x9  # the server pinged
@@ -289,8 +302,9 @@ def test_ping_timeout_closes_unresponsive_client(start_server):
 
 def test_pings_answered_keep_session_alive(start_server):
     port = free_port()
-    start_server(port_config(port, extra="ping_interval_ms = 100\nping_timeout_ms = 200"),
-                 wait_for=("127.0.0.1", port))
+    start_server(
+        port_config(port, extra="ping_interval_ms = 100\nping_timeout_ms = 200"), wait_for=("127.0.0.1", port)
+    )
     with connect(f"ws://127.0.0.1:{port}/echo") as ws:  # websockets answers pings by itself
         time.sleep(1.0)
         ws.send("alive")
@@ -321,8 +335,13 @@ def test_json_log_format(start_server):
 def test_invalid_config_does_not_start(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[[ports]]\nalias = "a b"\nport = 70000\n')
-    proc = subprocess.run([sys.executable, "-m", "wsserver", "serve", "-c", str(path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsserver", "serve", "-c", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode != 0
     assert "ports[0].alias" in proc.stderr and "ports[0].port" in proc.stderr
 
@@ -330,30 +349,48 @@ def test_invalid_config_does_not_start(tmp_path):
 def test_check_prints_effective_config_or_errors(tmp_path):
     good = tmp_path / "good.toml"
     good.write_text(port_config(18080))
-    proc = subprocess.run([sys.executable, "-m", "wsserver", "check", "-c", str(good)], cwd=REPO,
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsserver", "check", "-c", str(good)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "backlog = 6000" in proc.stdout and "idle_timeout_ms = 300000" in proc.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text(port_config(18080, extra="backlogg = 5"))
-    proc = subprocess.run([sys.executable, "-m", "wsserver", "check", "-c", str(bad)], cwd=REPO,
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsserver", "check", "-c", str(bad)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode != 0
     assert "bad.toml: ports[0].backlogg" in proc.stderr and "backlog" in proc.stderr
 
 
 def test_check_reports_unimportable_handler(tmp_path):
     path = tmp_path / "handler.toml"
-    path.write_text(port_config(18080, endpoints='[[endpoints]]\npath = "/x"\nhandler = "no.such.module:X"\n'))
-    proc = subprocess.run([sys.executable, "-m", "wsserver", "check", "-c", str(path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=30)
+    path.write_text(
+        port_config(18080, endpoints='[[endpoints]]\npath = "/x"\nhandler = "no.such.module:X"\n')
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsserver", "check", "-c", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode != 0
     assert "endpoints[0].handler" in proc.stderr and "no.such.module" in proc.stderr
 
 
 def test_version(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "wsserver", "--version"], cwd=REPO, capture_output=True,
-                          text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsserver", "--version"], cwd=REPO, capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 0 and proc.stdout.startswith("wsserver ")
 
 

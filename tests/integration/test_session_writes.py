@@ -79,8 +79,10 @@ class Client:
 def _protocol(deflate: bool) -> WebSocketProtocol:
     hs = Handshake()
     offer = b"Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else b""
-    hs.receive_data(b"GET /x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + offer + b"\r\n")
+    hs.receive_data(
+        b"GET /x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + offer + b"\r\n"
+    )
     _, proto = hs.accept(hs.next_request(), compression=deflate)
     assert proto.compression is deflate
     return proto
@@ -93,11 +95,16 @@ def make(groups):
 
     def make(endpoint: Endpoint, *, mode: str = "greenlet", deflate: bool = False, counting: bool = False):
         port = PortConfig(alias="t", port=1, pool=PoolConfig(mode=mode, min=1, max=4))
-        pool = ExecutorPool(f"t{len(made)}", port.pool, scheduler) if not made or mode == "thread" else made[0]._pool
+        pool = (
+            ExecutorPool(f"t{len(made)}", port.pool, scheduler)
+            if not made or mode == "thread"
+            else made[0]._pool
+        )
         a, b = socket.socketpair()
         transport = CountingTransport(a) if counting else PlainTransport(a)
-        session = Session(transport, ("127.0.0.1", 1), port, "/x", endpoint, _protocol(deflate), pool,
-                          groups=groups)  # the sessions of one test share a worker's groups
+        session = Session(
+            transport, ("127.0.0.1", 1), port, "/x", endpoint, _protocol(deflate), pool, groups=groups
+        )  # the sessions of one test share a worker's groups
         session.start()
         made.append(session)
         return session, transport, Client(b, deflate)

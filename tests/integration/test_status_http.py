@@ -81,7 +81,9 @@ def test_keep_alive_and_pipelining():
             assert resp.status == 200 and resp.read().startswith(f"GET {path.split('?')[0]}".encode())
         conn.close()
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            s.sendall(
+                b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
             data = b""
             while chunk := s.recv(65536):
                 data += chunk
@@ -91,9 +93,11 @@ def test_keep_alive_and_pipelining():
 def test_bad_requests_get_an_answer_and_a_close():
     server, port = serve()
     with Loop(server):
-        for raw, status in ((b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10000 + b"\r\n\r\n", b"431"),
-                            (b"NOT HTTP\r\n\r\n", b"400"),
-                            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", b"413")):
+        for raw, status in (
+            (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10000 + b"\r\n\r\n", b"431"),
+            (b"NOT HTTP\r\n\r\n", b"400"),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", b"413"),
+        ):
             with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
                 s.sendall(raw)
                 data = b""
@@ -162,6 +166,7 @@ def test_listen_retries_when_the_address_is_taken(monkeypatch):
 
 # ---- the metrics endpoint ------------------------------------------------------------------
 
+
 def fake_master(config, ready: int = 2, stopping: bool = False):
     """What StatusServer reads of the master (prefork/service.py's MasterView), with one port."""
     sock = socket.socket()
@@ -170,8 +175,9 @@ def fake_master(config, ready: int = 2, stopping: bool = False):
     def listening(port):
         return [(port.bind, port.port)] if sock.fileno() >= 0 else []
 
-    master = SimpleNamespace(stopping=stopping, config=config, target=2, workers=workers, listening=listening,
-                             port_socket=sock)  # the test closes it: the port stops listening
+    master = SimpleNamespace(
+        stopping=stopping, config=config, target=2, workers=workers, listening=listening, port_socket=sock
+    )  # the test closes it: the port stops listening
     return master, sock
 
 
@@ -225,7 +231,9 @@ def test_health_ready_and_metrics(status_server):
         assert code == 200 and b"wsserver_workers_target 2.0" in body
         assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
         code, body, headers = get(port, "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
-        assert headers["Content-Type"].startswith("application/openmetrics-text") and body.endswith(b"# EOF\n")
+        assert headers["Content-Type"].startswith("application/openmetrics-text") and body.endswith(
+            b"# EOF\n"
+        )
         assert get(port, "/nope")[0] == 404
         master.workers[1].ready = False
         assert get(port, "/readyz")[:2] == (503, b"1 of 2 workers ready\n")

@@ -36,8 +36,12 @@ ECHO = '[[endpoints]]\npath = "/echo"\nhandler = "wsserver.endpoints.echo:Echo"\
 def start_wss(tmp_path):
     started: list[ServerProcess] = []
 
-    def start(config_text: str, wait_for: tuple[str, int] | None = None, env: dict[str, str] | None = None,
-              name: str = "server") -> ServerProcess:
+    def start(
+        config_text: str,
+        wait_for: tuple[str, int] | None = None,
+        env: dict[str, str] | None = None,
+        name: str = "server",
+    ) -> ServerProcess:
         workdir = tmp_path / name
         workdir.mkdir(exist_ok=True)
         server = ServerProcess(workdir, config_text, env=(env or {}) | {"KS_PASSWORD": PASSWORD})
@@ -55,8 +59,10 @@ def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki")
     ca = trustme.CA()
     (d / "ca.pem").write_bytes(ca.cert_pem.bytes())
-    issued = {name: issue(ca, name, "localhost", "127.0.0.1") for name in
-              ("default", "pem-a", "pem-b", "jks-a", "jks-b", "p12-a", "p12-b", "alice")}
+    issued = {
+        name: issue(ca, name, "localhost", "127.0.0.1")
+        for name in ("default", "pem-a", "pem-b", "jks-a", "jks-b", "p12-a", "p12-b", "alice")
+    }
     for name in ("default", "pem-a", "pem-b", "alice"):
         write_pem_files(d, issued[name])
     write_jks(d / "two.jks", [issued["jks-a"], issued["jks-b"]])
@@ -100,8 +106,10 @@ password_env = "KS_PASSWORD"
 
 
 def wss_port(alias: str, port: int, tls: str = "", extra: str = "") -> str:
-    table = f'[[ports]]\nalias = "{alias}"\nprotocol = "wss"\nport = {port}\nbind = "127.0.0.1"\n' \
-            f"handshake_timeout_ms = 3000\n{extra}\n"
+    table = (
+        f'[[ports]]\nalias = "{alias}"\nprotocol = "wss"\nport = {port}\nbind = "127.0.0.1"\n'
+        f"handshake_timeout_ms = 3000\n{extra}\n"
+    )
     if tls:
         table += f"[ports.tls]\n{tls}\n"
     return table
@@ -109,11 +117,15 @@ def wss_port(alias: str, port: int, tls: str = "", extra: str = "") -> str:
 
 def config(pki, ports: str, server_tls: str = 'keystore = "pem"\nkey_alias = "default"') -> str:
     with_p12 = (pki["dir"] / "two.p12").exists()
-    return (f"[server]\nworkers = 1\ngraceful_timeout = 2\n\n[server.tls]\n{server_tls}\n\n{ECHO}\n"
-            f"{keystores_toml(pki['dir'], with_p12)}\n{ports}")
+    return (
+        f"[server]\nworkers = 1\ngraceful_timeout = 2\n\n[server.tls]\n{server_tls}\n\n{ECHO}\n"
+        f"{keystores_toml(pki['dir'], with_p12)}\n{ports}"
+    )
 
 
-def client_context(pki, cert: str | None = None, *, max_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+def client_context(
+    pki, cert: str | None = None, *, max_version: ssl.TLSVersion | None = None
+) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(pki["dir"] / "ca.pem"))
     if cert:
         ctx.load_cert_chain(str(pki["dir"] / f"{cert}.crt"), str(pki["dir"] / f"{cert}.key"))
@@ -124,8 +136,10 @@ def client_context(pki, cert: str | None = None, *, max_version: ssl.TLSVersion 
 
 def presented_cn(port: int, ctx: ssl.SSLContext) -> str:
     """The common name of the certificate the server presents, read by the client."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-            ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
         der = tls.getpeercert(binary_form=True)
     cert = x509.load_der_x509_certificate(der)
     return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
@@ -167,8 +181,9 @@ def test_key_aliases_per_port_and_server_default(start_wss, pki):
 def test_large_messages_and_many_records(start_wss, pki):
     port = free_port()
     start_wss(config(pki, wss_port("big", port)), wait_for=("127.0.0.1", port))
-    with connect(f"wss://localhost:{port}/echo", ssl=client_context(pki), open_timeout=15,
-                 max_size=2**21) as ws:
+    with connect(
+        f"wss://localhost:{port}/echo", ssl=client_context(pki), open_timeout=15, max_size=2**21
+    ) as ws:
         for size in (1, 16383, 16385, 200_000, 1_000_000):
             payload = os.urandom(size)
             ws.send(payload)
@@ -193,30 +208,45 @@ def _expect_refusal(start_wss, cfg: str, *fragments: str, env: dict[str, str] | 
 
 def test_wrong_password_does_not_start(start_wss, pki):
     port = free_port()
-    logs = _expect_refusal(start_wss, config(pki, wss_port("p", port, 'keystore = "jks"\nkey_alias = "jks-a"')).replace(
-        'password_env = "KS_PASSWORD"', 'password_env = "WRONG_PASSWORD"'),
-        'keystore "jks": wrong password for', "(from $WRONG_PASSWORD)", env={"WRONG_PASSWORD": "not-it"})
+    logs = _expect_refusal(
+        start_wss,
+        config(pki, wss_port("p", port, 'keystore = "jks"\nkey_alias = "jks-a"')).replace(
+            'password_env = "KS_PASSWORD"', 'password_env = "WRONG_PASSWORD"'
+        ),
+        'keystore "jks": wrong password for',
+        "(from $WRONG_PASSWORD)",
+        env={"WRONG_PASSWORD": "not-it"},
+    )
     assert "keystores[1].password_env" in logs
 
 
 def test_missing_alias_does_not_start(start_wss, pki):
     port = free_port()
-    _expect_refusal(start_wss, config(pki, wss_port("p", port, 'keystore = "jks"\nkey_alias = "nope"')),
-                    'ports[0].tls.key_alias = "nope": keystore "jks": key alias "nope": no such key alias',
-                    '"jks-a", "jks-b"')
+    _expect_refusal(
+        start_wss,
+        config(pki, wss_port("p", port, 'keystore = "jks"\nkey_alias = "nope"')),
+        'ports[0].tls.key_alias = "nope": keystore "jks": key alias "nope": no such key alias',
+        '"jks-a", "jks-b"',
+    )
 
 
 def test_expired_certificate_does_not_start(start_wss, pki, tmp_path):
     import datetime
 
     now = datetime.datetime.now(datetime.UTC)
-    old = issue(pki["ca"], "old", "localhost", not_before=now - datetime.timedelta(days=30),
-                not_after=now - datetime.timedelta(days=1))
+    old = issue(
+        pki["ca"],
+        "old",
+        "localhost",
+        not_before=now - datetime.timedelta(days=30),
+        not_after=now - datetime.timedelta(days=1),
+    )
     write_pem_files(tmp_path, old)
     port = free_port()
     cfg = config(pki, wss_port("p", port, 'keystore = "old"')) + (
         f'\n[[keystores]]\nalias = "old"\ntype = "pem"\n[keystores.keys.old]\n'
-        f'cert = "{tmp_path}/old.crt"\nkey = "{tmp_path}/old.key"\n')
+        f'cert = "{tmp_path}/old.crt"\nkey = "{tmp_path}/old.key"\n'
+    )
     _expect_refusal(start_wss, cfg, 'keystore "old": key alias "old": certificate expired on')
 
 
@@ -225,14 +255,20 @@ def test_key_not_matching_certificate_does_not_start(start_wss, pki):
     d = pki["dir"]
     cfg = config(pki, wss_port("p", port, 'keystore = "mixed"')) + (
         f'\n[[keystores]]\nalias = "mixed"\ntype = "pem"\n[keystores.keys.k]\n'
-        f'cert = "{d}/pem-a.crt"\nkey = "{d}/pem-b.key"\n')
-    _expect_refusal(start_wss, cfg, 'keystore "mixed": key alias "k": private key does not match its certificate')
+        f'cert = "{d}/pem-a.crt"\nkey = "{d}/pem-b.key"\n'
+    )
+    _expect_refusal(
+        start_wss, cfg, 'keystore "mixed": key alias "k": private key does not match its certificate'
+    )
 
 
 def test_wss_port_without_any_key_does_not_start(start_wss, pki):
     port = free_port()
-    _expect_refusal(start_wss, config(pki, wss_port("p", port), server_tls=""),
-                    'ports[0].protocol = "wss": needs a TLS key')
+    _expect_refusal(
+        start_wss,
+        config(pki, wss_port("p", port), server_tls=""),
+        'ports[0].protocol = "wss": needs a TLS key',
+    )
 
 
 # --- client certificates ----------------------------------------------------------------------
@@ -241,8 +277,9 @@ def test_wss_port_without_any_key_does_not_start(start_wss, pki):
 def test_client_certs_require(start_wss, pki):
     port, trusting_keystore = free_port(), free_port()
     d = pki["dir"]
-    ports = (wss_port("req", port, 'client_certs = "require"\ntruststore = "clients"')
-             + wss_port("req_ks", trusting_keystore, 'keystore = "jks"\nkey_alias = "jks-a"\nclient_certs = "require"'))
+    ports = wss_port("req", port, 'client_certs = "require"\ntruststore = "clients"') + wss_port(
+        "req_ks", trusting_keystore, 'keystore = "jks"\nkey_alias = "jks-a"\nclient_certs = "require"'
+    )
     cfg = config(pki, ports) + f'\n[[truststores]]\nalias = "clients"\ntype = "pem"\npath = "{d}/ca.pem"\n'
     server = start_wss(cfg, wait_for=("127.0.0.1", port))
     for number in (port, trusting_keystore):  # a named truststore; the keystore as its own truststore
@@ -261,10 +298,15 @@ def test_client_auth_certificate_maps_the_user(start_wss, pki):
     port = free_port()
     d = pki["dir"]
     who = '[[endpoints]]\npath = "/who"\nhandler = "tests.support.auth_endpoints:WhoAmI"\n'
-    ports = wss_port("cert", port, 'client_certs = "request"\ntruststore = "clients"',
-                     extra='client_auth = "certificate"')
-    cfg = (config(pki, ports) + f'\n[[truststores]]\nalias = "clients"\ntype = "pem"\npath = "{d}/ca.pem"\n'
-           + who + '\n[[users]]\nname = "alice.test"\n')
+    ports = wss_port(
+        "cert", port, 'client_certs = "request"\ntruststore = "clients"', extra='client_auth = "certificate"'
+    )
+    cfg = (
+        config(pki, ports)
+        + f'\n[[truststores]]\nalias = "clients"\ntype = "pem"\npath = "{d}/ca.pem"\n'
+        + who
+        + '\n[[users]]\nname = "alice.test"\n'
+    )
     start_wss(cfg, wait_for=("127.0.0.1", port))
     with connect(f"wss://localhost:{port}/who", ssl=client_context(pki, "alice"), open_timeout=5) as ws:
         ws.send("?")
@@ -278,8 +320,12 @@ def test_client_auth_certificate_maps_the_user(start_wss, pki):
 
 
 def s_client(port: int, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
-                           *flags], input=b"", capture_output=True, timeout=20)
+    return subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost", *flags],
+        input=b"",
+        capture_output=True,
+        timeout=20,
+    )
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
@@ -306,9 +352,15 @@ def test_silent_and_plaintext_clients(start_wss, pki):
     port = free_port()
     # 1500 ms: long enough that the good client at the end completes TLS + upgrade on a loaded
     # machine, short enough to see the silent client dropped.
-    server = start_wss(config(pki, wss_port("p", port, extra="").replace("handshake_timeout_ms = 3000",
-                                                                      "handshake_timeout_ms = 1500")),
-                       wait_for=("127.0.0.1", port))
+    server = start_wss(
+        config(
+            pki,
+            wss_port("p", port, extra="").replace(
+                "handshake_timeout_ms = 3000", "handshake_timeout_ms = 1500"
+            ),
+        ),
+        wait_for=("127.0.0.1", port),
+    )
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=8) as silent:
         assert silent.recv(100) == b""  # closed by the server: the TLS handshake has a deadline
@@ -351,9 +403,13 @@ def run_chromium(page: str, *flags: str) -> str:
                 body, kind = page.encode(), "text/html"
             else:  # /hold: answered once the page has posted its result
                 done.wait(15)
-                body, kind = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-                                           "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"), \
-                    "image/png"
+                body, kind = (
+                    bytes.fromhex(
+                        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                        "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+                    ),
+                    "image/png",
+                )
             self.send_response(200)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
@@ -371,10 +427,20 @@ def run_chromium(page: str, *flags: str) -> str:
     thread.start()
     try:
         with tempfile.TemporaryDirectory() as profile:
-            subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", *flags,
-                            f"--user-data-dir={profile}", "--dump-dom",
-                            f"http://127.0.0.1:{helper.server_address[1]}/page"],
-                           capture_output=True, timeout=60)
+            subprocess.run(
+                [
+                    "chromium",
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    *flags,
+                    f"--user-data-dir={profile}",
+                    "--dump-dom",
+                    f"http://127.0.0.1:{helper.server_address[1]}/page",
+                ],
+                capture_output=True,
+                timeout=60,
+            )
         done.wait(5)
     finally:
         helper.shutdown()
@@ -402,9 +468,11 @@ def test_renewed_certificate_served_after_hup(start_wss, pki, tmp_path):
     write_pem_files(renew_dir, issue(pki["ca"], "before", "localhost"))
     cert, key = renew_dir / "before.crt", renew_dir / "before.key"
     port = free_port()
-    cfg = config(pki, wss_port("p", port, 'keystore = "site"')).replace("graceful_timeout = 2",
-                                                                         "graceful_timeout = 10") + (
-        f'\n[[keystores]]\nalias = "site"\ntype = "pem"\n[keystores.keys.site]\ncert = "{cert}"\nkey = "{key}"\n')
+    cfg = config(pki, wss_port("p", port, 'keystore = "site"')).replace(
+        "graceful_timeout = 2", "graceful_timeout = 10"
+    ) + (
+        f'\n[[keystores]]\nalias = "site"\ntype = "pem"\n[keystores.keys.site]\ncert = "{cert}"\nkey = "{key}"\n'
+    )
     server = start_wss(cfg, wait_for=("127.0.0.1", port))
     ctx = client_context(pki)
     assert presented_cn(port, ctx) == "before.test"

@@ -44,8 +44,9 @@ SNI_SERIAL = 0x2002  # a second server certificate, served by SNI for sni.test
 def _pem(obj) -> bytes:
     if isinstance(obj, x509.Certificate):
         return obj.public_bytes(serialization.Encoding.PEM)
-    return obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return obj.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 class WssOcspPki:
@@ -62,41 +63,73 @@ class WssOcspPki:
         now = dt.datetime.now(dt.UTC)
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test wss OCSP CA")])
-        self.ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                   .public_key(self.ca_key.public_key()).serial_number(1)
-                   .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=2))
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False),
-                                  critical=True)
-                   .sign(self.ca_key, hashes.SHA256()))
+        self.ca = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.ca_key.public_key())
+            .serial_number(1)
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+            )
+            .sign(self.ca_key, hashes.SHA256())
+        )
         self.ca_pem = directory / "ca.pem"
         self.ca_pem.write_bytes(_pem(self.ca))
         self.ca_key_pem = directory / "ca.key"
         self.ca_key_pem.write_bytes(_pem(self.ca_key))
         for cn, serial in CLIENTS.items():
             self._issue(cn, serial, f"{cn}.test", now, ExtendedKeyUsageOID.CLIENT_AUTH)
-        self._issue("server", SERVER_SERIAL, "localhost", now, ExtendedKeyUsageOID.SERVER_AUTH,
-                    sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-        self._issue("sni", SNI_SERIAL, "sni.test", now, ExtendedKeyUsageOID.SERVER_AUTH, sans=[x509.DNSName("sni.test")])
+        self._issue(
+            "server",
+            SERVER_SERIAL,
+            "localhost",
+            now,
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        )
+        self._issue(
+            "sni",
+            SNI_SERIAL,
+            "sni.test",
+            now,
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            sans=[x509.DNSName("sni.test")],
+        )
         expiry = (now + dt.timedelta(days=1)).strftime("%y%m%d%H%M%SZ")
         revoked_at = (now - dt.timedelta(minutes=5)).strftime("%y%m%d%H%M%SZ")
         self.index = directory / "index.txt"
-        self.index.write_text(f"V\t{expiry}\t\t1001\tunknown\t/CN=good.test\n"
-                              f"R\t{expiry}\t{revoked_at},keyCompromise\t1002\tunknown\t/CN=revoked.test\n"
-                              f"V\t{expiry}\t\t1004\tunknown\t/CN=good2.test\n"
-                              f"V\t{expiry}\t\t2001\tunknown\t/CN=localhost\n"
-                              f"V\t{expiry}\t\t2002\tunknown\t/CN=sni.test\n")
+        self.index.write_text(
+            f"V\t{expiry}\t\t1001\tunknown\t/CN=good.test\n"
+            f"R\t{expiry}\t{revoked_at},keyCompromise\t1002\tunknown\t/CN=revoked.test\n"
+            f"V\t{expiry}\t\t1004\tunknown\t/CN=good2.test\n"
+            f"V\t{expiry}\t\t2001\tunknown\t/CN=localhost\n"
+            f"V\t{expiry}\t\t2002\tunknown\t/CN=sni.test\n"
+        )
 
     def _issue(self, name: str, serial: int, cn: str, now: dt.datetime, usage, sans=None) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
-        aia = x509.AuthorityInformationAccess([x509.AccessDescription(
-            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(self.aia_url))])
-        builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-                   .issuer_name(self.ca.subject).public_key(key.public_key()).serial_number(serial)
-                   .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
-                   .add_extension(aia, critical=False)
-                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        aia = x509.AuthorityInformationAccess(
+            [
+                x509.AccessDescription(
+                    AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(self.aia_url)
+                )
+            ]
+        )
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(self.ca.subject)
+            .public_key(key.public_key())
+            .serial_number(serial)
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(aia, critical=False)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self.ca_key, hashes.SHA256())
@@ -274,8 +307,12 @@ def test_cached_answer_outlives_the_responder(pki, responder, start_server):
 
 
 def s_client_status(port: int, servername: str = "localhost") -> str:
-    proc = subprocess.run([OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", servername,
-                           "-status"], input=b"", capture_output=True, timeout=20)
+    proc = subprocess.run(
+        [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", servername, "-status"],
+        input=b"",
+        capture_output=True,
+        timeout=20,
+    )
     return proc.stdout.decode(errors="replace")
 
 
@@ -303,7 +340,8 @@ def test_an_sni_key_staples_its_own_certificate(pki, responder, start_server):
     port = free_port()
     keys = f'[keystores.keys.sni]\ncert = "{pki.dir}/sni.crt"\nkey = "{pki.dir}/sni.key"\nchain = "{pki.dir}/ca.pem"\n'
     text = config(pki, port, 'ocsp_stapling = true\n[ports.tls.sni]\n"sni.test" = "sni"').replace(
-        "\n[[truststores]]", "\n" + keys + "\n[[truststores]]", 1)
+        "\n[[truststores]]", "\n" + keys + "\n[[truststores]]", 1
+    )
     start_server(text, port)
     assert "Serial Number: 2002" in wait_for_staple(port, 15, "sni.test")
     out = wait_for_staple(port, 15, "localhost")
@@ -341,8 +379,13 @@ def wsserver_check(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
 
     path = tmp_path / "wsserver.toml"
     path.write_text(text)
-    return subprocess.run([sys.executable, "-m", "wsserver", "check", "-c", str(path)], capture_output=True,
-                          text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    return subprocess.run(
+        [sys.executable, "-m", "wsserver", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
 
 
 def test_check_reports_bad_ocsp_settings(pki, tmp_path):
@@ -350,8 +393,10 @@ def test_check_reports_bad_ocsp_settings(pki, tmp_path):
     result = wsserver_check(tmp_path, text)
     assert result.returncode != 0
     out = result.stdout + result.stderr
-    assert 'ports[0].tls.ocsp = "revocaton": must name an [[adapters]] entry of type "ocsp"; ' \
-           'did you mean "revocation"?' in out
+    assert (
+        'ports[0].tls.ocsp = "revocaton": must name an [[adapters]] entry of type "ocsp"; '
+        'did you mean "revocation"?' in out
+    )
     assert 'ports[0].tls.ocsp = "revocaton": needs client_certs = "request" or "require"' in out
 
 
@@ -359,7 +404,8 @@ def test_check_reports_stapling_without_a_responder_url(pki, tmp_path):
     # The CA certificate itself has no AIA: used as the port's key it cannot be stapled.
     text = config(pki, free_port(), "ocsp_stapling = true").replace(
         f'cert = "{pki.dir}/server.crt"\nkey = "{pki.dir}/server.key"\nchain = "{pki.dir}/ca.pem"',
-        f'cert = "{pki.dir}/ca.pem"\nkey = "{pki.dir}/ca.key"')
+        f'cert = "{pki.dir}/ca.pem"\nkey = "{pki.dir}/ca.key"',
+    )
     result = wsserver_check(tmp_path, text)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out

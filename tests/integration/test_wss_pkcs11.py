@@ -33,37 +33,74 @@ TOKEN, KEY, PIN = "wstoken", "wskey", "1234"
 KEY_URI = f"pkcs11:token={TOKEN};object={KEY};type=private;pin-value={PIN}"
 
 missing = [c for c in ("nginx", "softhsm2-util", "pkcs11-tool") if shutil.which(c) is None] + [
-    p for p in (MODULE, ENGINE) if not os.path.exists(p)]
+    p for p in (MODULE, ENGINE) if not os.path.exists(p)
+]
 if missing:
-    pytestmark = [pytestmark, pytest.mark.skip(reason=f"missing {', '.join(missing)} (scripts/system-deps.sh)")]
+    pytestmark = [
+        pytestmark,
+        pytest.mark.skip(reason=f"missing {', '.join(missing)} (scripts/system-deps.sh)"),
+    ]
 
 
 class Token:
     def __init__(self, d: Path) -> None:
         self.dir = d
         (d / "tokens").mkdir(parents=True)
-        (d / "softhsm2.conf").write_text(f"directories.tokendir = {d}/tokens\nobjectstore.backend = file\n"
-                                         "log.level = ERROR\n")
+        (d / "softhsm2.conf").write_text(
+            f"directories.tokendir = {d}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n"
+        )
         (d / "openssl.cnf").write_text(
             "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n[engine_section]\n"
             f"pkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\ndynamic_path = {ENGINE}\n"
-            f"MODULE_PATH = {MODULE}\ninit = 0\n")
-        self.env = dict(os.environ, SOFTHSM2_CONF=str(d / "softhsm2.conf"), OPENSSL_CONF=str(d / "openssl.cnf"))
-        self.run("softhsm2-util", "--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", "5678")
+            f"MODULE_PATH = {MODULE}\ninit = 0\n"
+        )
+        self.env = dict(
+            os.environ, SOFTHSM2_CONF=str(d / "softhsm2.conf"), OPENSSL_CONF=str(d / "openssl.cnf")
+        )
+        self.run(
+            "softhsm2-util", "--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", "5678"
+        )
         # Sensitive: the token never hands the private key out (CKA_SENSITIVE).
         self.tool("--keypairgen", "--key-type", "rsa:2048", "--label", KEY, "--id", "01", "--sensitive")
         self.cert = d / "hsm-cert.pem"
         # The certificate is signed by the token's key, through the engine: the key stays inside.
-        self.run("openssl", "req", "-new", "-x509", "-engine", "pkcs11", "-keyform", "engine", "-key", KEY_URI,
-                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "2",
-                 "-out", str(self.cert))
+        self.run(
+            "openssl",
+            "req",
+            "-new",
+            "-x509",
+            "-engine",
+            "pkcs11",
+            "-keyform",
+            "engine",
+            "-key",
+            KEY_URI,
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-days",
+            "2",
+            "-out",
+            str(self.cert),
+        )
 
     def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(cmd, env=self.env, capture_output=True, text=False, timeout=60, check=check)
 
     def tool(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return self.run("pkcs11-tool", "--module", MODULE, "--token-label", TOKEN, "--login", "--pin", PIN, *args,
-                        check=check)
+        return self.run(
+            "pkcs11-tool",
+            "--module",
+            MODULE,
+            "--token-label",
+            TOKEN,
+            "--login",
+            "--pin",
+            PIN,
+            *args,
+            check=check,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +119,11 @@ def nginx_config(token: Token, d: Path, front: int, back: int, pin: str = PIN) -
         ("/run/nginx-wss-pkcs11.pid", str(d / "nginx.pid"), 1),
         ("/var/lib/nginx/", str(d / "tmp") + "/", 5),
         ("/etc/wsserver/hsm-cert.pem", str(token.cert), 1),
-        ("token=wstoken;object=wskey;type=private;pin-value=1234",
-         f"token={TOKEN};object={KEY};type=private;pin-value={pin}", 1),
+        (
+            "token=wstoken;object=wskey;type=private;pin-value=1234",
+            f"token={TOKEN};object={KEY};type=private;pin-value={pin}",
+            1,
+        ),
         # The test's token lives in a root-only temporary directory.
         ("user www-data;", "user root;", 1),
         ("worker_connections 20000;", "worker_connections 256;", 1),
@@ -98,7 +138,9 @@ def nginx_config(token: Token, d: Path, front: int, back: int, pin: str = PIN) -
 def start_nginx(token: Token, d: Path, front: int, back: int, pin: str = PIN) -> subprocess.Popen:
     conf = nginx_config(token, d, front, back, pin)
     log = open(d / "nginx.out", "wb")  # noqa: SIM115 - closed with the process below
-    proc = subprocess.Popen(["nginx", "-p", str(d), "-c", conf], env=token.env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(d), "-c", conf], env=token.env, stdout=log, stderr=subprocess.STDOUT
+    )
     log.close()
     return proc
 
@@ -122,8 +164,13 @@ def wss_echo(front: int, cert: Path, source: str = "127.0.0.1") -> int | str:
     sock.bind((source, 0))
     sock.connect(("127.0.0.1", front))
     try:
-        with connect(f"wss://127.0.0.1:{front}/echo", sock=sock, ssl=context, server_hostname="127.0.0.1",
-                     open_timeout=5) as ws:
+        with connect(
+            f"wss://127.0.0.1:{front}/echo",
+            sock=sock,
+            ssl=context,
+            server_hostname="127.0.0.1",
+            open_timeout=5,
+        ) as ws:
             ws.send("signed inside the token")
             assert ws.recv(timeout=5) == "signed inside the token"
             return 101
@@ -133,8 +180,12 @@ def wss_echo(front: int, cert: Path, source: str = "127.0.0.1") -> int | str:
 
 def test_wss_with_the_key_in_a_token_in_front_of_a_ws_port(token, start_server, tmp_path):
     back, front = free_port(), free_port()
-    start_server(port_config(back, tables='[ports.access]\ntrusted_proxies = ["127.0.0.1"]\n'
-                                          'ip_deny = ["127.0.0.2"]\n'), wait_for=("127.0.0.1", back))
+    start_server(
+        port_config(
+            back, tables='[ports.access]\ntrusted_proxies = ["127.0.0.1"]\nip_deny = ["127.0.0.2"]\n'
+        ),
+        wait_for=("127.0.0.1", back),
+    )
     proc = start_nginx(token, tmp_path, front, back)
     try:
         wait_listening("127.0.0.1", front, timeout=10)
@@ -165,13 +216,20 @@ def test_a_wrong_pin_stops_nginx_at_start_with_a_clear_error(token, tmp_path):
 
 def test_wsserver_refuses_a_pkcs11_keystore_in_one_line(tmp_path):
     cfg = tmp_path / "hsm.toml"
-    cfg.write_text(port_config(free_port(), extra='protocol = "wss"\n', tables='[ports.tls]\nkeystore = "hsm"\n')
-                   + f'\n[[keystores]]\nalias = "hsm"\ntype = "pkcs11"\npath = "{MODULE}"\ntoken = "{TOKEN}"\n'
-                   'password_env = "HSM_PIN"\n')
+    cfg.write_text(
+        port_config(free_port(), extra='protocol = "wss"\n', tables='[ports.tls]\nkeystore = "hsm"\n')
+        + f'\n[[keystores]]\nalias = "hsm"\ntype = "pkcs11"\npath = "{MODULE}"\ntoken = "{TOKEN}"\n'
+        'password_env = "HSM_PIN"\n'
+    )
     deadline = time.monotonic() + 60
-    proc = subprocess.run([sys.executable, "-m", "wsserver", "check", "-c", str(cfg)], cwd=REPO, capture_output=True,
-                          text=True, timeout=max(1.0, deadline - time.monotonic()),
-                          env=dict(os.environ, HSM_PIN=PIN))
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsserver", "check", "-c", str(cfg)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=max(1.0, deadline - time.monotonic()),
+        env=dict(os.environ, HSM_PIN=PIN),
+    )
     assert proc.returncode == 2
     [line] = [x for x in proc.stderr.splitlines() if "pkcs11" in x]
     assert 'keystore "hsm"' in line and "deploy/nginx/wss-pkcs11.conf" in line

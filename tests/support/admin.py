@@ -30,10 +30,12 @@ ADMIN_HASH = hash_password(ADMIN_PASSWORD, scrypt_n=2**12)
 def admin_config(admin_port: int, body: str, workers: int = 2, graceful: float = 30) -> str:
     """A config with an admin listener on ``admin_port``, one admin user, and ``body``
     ([[packages]], [[endpoints]], [[ports]] ...)."""
-    return (f"# wsserver admin test configuration\n[server]\nworkers = {workers}\ngraceful_timeout = {graceful}\n\n"
-            f"[metrics]\nenabled = false\n\n[admin]\nbind = \"{HOST}\"\nport = {admin_port}   # the admin listener\n\n"
-            f"{body}\n"
-            f"[[users]]\nname = \"{ADMIN_USER}\"\npassword_hash = \"{ADMIN_HASH}\"\nconnection_types = [\"admin\"]\n")
+    return (
+        f"# wsserver admin test configuration\n[server]\nworkers = {workers}\ngraceful_timeout = {graceful}\n\n"
+        f'[metrics]\nenabled = false\n\n[admin]\nbind = "{HOST}"\nport = {admin_port}   # the admin listener\n\n'
+        f"{body}\n"
+        f'[[users]]\nname = "{ADMIN_USER}"\npassword_hash = "{ADMIN_HASH}"\nconnection_types = ["admin"]\n'
+    )
 
 
 def port_table(alias: str, port: int, package: str = "", extra: str = "") -> str:
@@ -60,8 +62,15 @@ class AdminHTTP:
         self.url = f"http://{HOST}:{port}"
         self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
-    def __call__(self, method: str, path: str, data: object = None, body: bytes | None = None,
-                 headers: dict[str, str] | None = None, timeout: float = 120) -> Reply:
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        data: object = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> Reply:
         hdrs = {"Authorization": self.auth, **(headers or {})}
         if data is not None:
             body = json.dumps(data).encode()
@@ -69,7 +78,9 @@ class AdminHTTP:
         req = urllib.request.Request(self.url + path, data=body, method=method, headers=hdrs)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as response:
-                return Reply(response.status, {k.lower(): v for k, v in response.headers.items()}, response.read())
+                return Reply(
+                    response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+                )
         except urllib.error.HTTPError as exc:
             return Reply(exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read())
 
@@ -100,8 +111,11 @@ def refused(port: int, path: str = "/echo") -> str:
 def refused_soon(port: int, path: str = "/echo", expect: str = "refused", timeout: float = 3.0) -> bool:
     """Whether connections get ``expect`` within ``timeout``: after a change the old generation
     of workers needs a few milliseconds to hear that it must stop accepting."""
-    return bool(wait_until(lambda: refused(port, path) == expect, timeout, interval=0.05,
-                           what=f"{expect} on port {port}"))
+    return bool(
+        wait_until(
+            lambda: refused(port, path) == expect, timeout, interval=0.05, what=f"{expect} on port {port}"
+        )
+    )
 
 
 def close_code(ws, timeout: float) -> int | None:
@@ -115,10 +129,21 @@ def close_code(ws, timeout: float) -> int | None:
         return exc.rcvd.code if exc.rcvd else 1006
 
 
-def run_cli(*args: str, password: str = ADMIN_PASSWORD, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), WSSERVER_ADMIN_PASSWORD=password, WSSERVER_ADMIN_USER=ADMIN_USER)
-    return subprocess.run([sys.executable, "-m", "wsserver", *args], cwd=REPO, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=120)
+def run_cli(
+    *args: str, password: str = ADMIN_PASSWORD, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO), WSSERVER_ADMIN_PASSWORD=password, WSSERVER_ADMIN_USER=ADMIN_USER
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "wsserver", *args],
+        cwd=REPO,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -126,8 +151,9 @@ def admin_server(tmp_path: Path) -> Iterator[Callable[..., tuple[PreforkServer, 
     """Start masters with an admin listener; each is stopped (by PID) afterwards."""
     started: list[PreforkServer] = []
 
-    def start(body: str, wait_port: int, workers: int = 2, graceful: float = 30,
-              env: dict[str, str] | None = None) -> tuple[PreforkServer, AdminHTTP]:
+    def start(
+        body: str, wait_port: int, workers: int = 2, graceful: float = 30, env: dict[str, str] | None = None
+    ) -> tuple[PreforkServer, AdminHTTP]:
         admin_port = free_port()
         workdir = tmp_path / f"server{len(started) + 1}"
         workdir.mkdir()
@@ -155,5 +181,19 @@ def admin_pids(server: PreforkServer) -> list[int]:
     return found
 
 
-__all__ = ["ECHO", "HOST", "AdminHTTP", "admin_pids", "admin_server", "close_code", "echo_works", "free_port",
-           "port_table", "refused", "refused_soon", "run_cli", "wait_until", "ws_url"]
+__all__ = [
+    "ECHO",
+    "HOST",
+    "AdminHTTP",
+    "admin_pids",
+    "admin_server",
+    "close_code",
+    "echo_works",
+    "free_port",
+    "port_table",
+    "refused",
+    "refused_soon",
+    "run_cli",
+    "wait_until",
+    "ws_url",
+]

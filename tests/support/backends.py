@@ -69,8 +69,15 @@ def have_commands(*paths: str) -> list[str]:
 class Backend:
     """A server subprocess with fixed ports: ``start()``, ``stop()``, ``start()`` again."""
 
-    def __init__(self, name: str, cmd: list[str], workdir: Path, ready: Callable[[Backend], bool],
-                 stop_timeout: float = 5.0, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        workdir: Path,
+        ready: Callable[[Backend], bool],
+        stop_timeout: float = 5.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.cmd = cmd
         self.workdir = workdir
@@ -101,8 +108,14 @@ class Backend:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it; closed right after spawn
         self._log_start = log.tell()
         try:
-            self.proc = subprocess.Popen(self.cmd, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=self.env)
+            self.proc = subprocess.Popen(
+                self.cmd,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+            )
         finally:
             log.close()
         deadline = time.monotonic() + timeout
@@ -150,14 +163,18 @@ class Pki:
         server.private_key_and_cert_chain_pem.write_to_path(str(self.server_combined))
         self.client_combined = directory / "client-combined.pem"
         client.private_key_and_cert_chain_pem.write_to_path(str(self.client_combined))
-        der = x509.load_pem_x509_certificate(server.cert_chain_pems[0].bytes()).public_bytes(serialization.Encoding.DER)
+        der = x509.load_pem_x509_certificate(server.cert_chain_pems[0].bytes()).public_bytes(
+            serialization.Encoding.DER
+        )
         self.server_sha256 = hashlib.sha256(der).hexdigest()
 
     def jks_truststore(self, password: str = "changeit") -> Path:
         """The CA as a JKS trusted-certificate entry (pyjks)."""
         import jks
 
-        der = x509.load_pem_x509_certificate(self.ca_pem.read_bytes()).public_bytes(serialization.Encoding.DER)
+        der = x509.load_pem_x509_certificate(self.ca_pem.read_bytes()).public_bytes(
+            serialization.Encoding.DER
+        )
         entry = jks.TrustedCertEntry.new("testca", der)
         path = self.dir / "trust.jks"
         jks.KeyStore.new("jks", [entry]).save(str(path), password)
@@ -176,7 +193,9 @@ class Pki:
 
 
 def _slappasswd(password: str) -> str:
-    return subprocess.run([SLAPPASSWD, "-s", password], check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [SLAPPASSWD, "-s", password], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def make_slapd(directory: Path, pki: Pki) -> Backend:
@@ -204,23 +223,30 @@ directory {directory}/db
 access to attrs=userPassword by self =xw by anonymous auth by * none
 access to * by * read
 """)
-    entries = [f"dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n",
-               f"dn: ou=people,{BASE_DN}\nobjectClass: organizationalUnit\nou: people\n",
-               f"dn: ou=groups,{BASE_DN}\nobjectClass: organizationalUnit\nou: groups\n",
-               f"dn: {SERVICE_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n"
-               f"cn: svc\nuserPassword: {SERVICE_PASSWORD}\n"]
+    entries = [
+        f"dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n",
+        f"dn: ou=people,{BASE_DN}\nobjectClass: organizationalUnit\nou: people\n",
+        f"dn: ou=groups,{BASE_DN}\nobjectClass: organizationalUnit\nou: groups\n",
+        f"dn: {SERVICE_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n"
+        f"cn: svc\nuserPassword: {SERVICE_PASSWORD}\n",
+    ]
     for user, password in USERS.items():
-        entries.append(f"dn: uid={user},ou=people,{BASE_DN}\nobjectClass: inetOrgPerson\nuid: {user}\n"
-                       f"cn: {user.title()}\nsn: {user[0].upper()}\nuserPassword: {password}\n")
+        entries.append(
+            f"dn: uid={user},ou=people,{BASE_DN}\nobjectClass: inetOrgPerson\nuid: {user}\n"
+            f"cn: {user.title()}\nsn: {user[0].upper()}\nuserPassword: {password}\n"
+        )
     members = "".join(f"member: uid={m},ou=people,{BASE_DN}\n" for m in GROUP_MEMBERS)
     entries.append(f"dn: cn=staff,ou=groups,{BASE_DN}\nobjectClass: groupOfNames\ncn: staff\n{members}")
     ldif = directory / "data.ldif"
     ldif.write_text("\n".join(entries))
     if not any((directory / "db").iterdir()):
         subprocess.run([SLAPADD, "-f", str(conf), "-l", str(ldif)], check=True, capture_output=True)
-    backend = Backend("slapd", [SLAPD, "-f", str(conf), "-h",
-                                f"ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{tls_port}/", "-d", "0"],
-                      directory, lambda b: tcp_open(port) and tcp_open(tls_port))
+    backend = Backend(
+        "slapd",
+        [SLAPD, "-f", str(conf), "-h", f"ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{tls_port}/", "-d", "0"],
+        directory,
+        lambda b: tcp_open(port) and tcp_open(tls_port),
+    )
     backend.port, backend.tls_port = port, tls_port
     backend.url = f"ldap://127.0.0.1:{port}"
     backend.tls_url = f"ldaps://127.0.0.1:{tls_port}"
@@ -271,7 +297,9 @@ modules {{
 def make_freeradius(directory: Path, secret: str = RADIUS_SECRET) -> Backend:
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port(socket.SOCK_DGRAM)
-    (directory / "radiusd.conf").write_text(radiusd_conf_head(directory, secret) + f"""\
+    (directory / "radiusd.conf").write_text(
+        radiusd_conf_head(directory, secret)
+        + f"""\
 }}
 server default {{
   listen {{
@@ -289,12 +317,21 @@ server default {{
     }}
   }}
 }}
-""")
-    (directory / "users").write_text("".join(
-        f'{user}  Cleartext-Password := "{password}"\n       Reply-Message := "Hello {user}"\n\n'
-        for user, password in USERS.items()))
-    backend = Backend("freeradius", [FREERADIUS, "-f", "-d", str(directory), "-l", "stdout"], directory,
-                      _radius_ready(port), stop_timeout=3.0)
+"""
+    )
+    (directory / "users").write_text(
+        "".join(
+            f'{user}  Cleartext-Password := "{password}"\n       Reply-Message := "Hello {user}"\n\n'
+            for user, password in USERS.items()
+        )
+    )
+    backend = Backend(
+        "freeradius",
+        [FREERADIUS, "-f", "-d", str(directory), "-l", "stdout"],
+        directory,
+        _radius_ready(port),
+        stop_timeout=3.0,
+    )
     backend.port = port
     backend.url = f"radius://127.0.0.1:{port}"
     return backend
@@ -313,39 +350,63 @@ class OcspPki:
         now = dt.datetime.now(dt.UTC)
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test OCSP CA")])
-        self.ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-                   .public_key(self.ca_key.public_key()).serial_number(1)
-                   .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=2))
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False),
-                                  critical=True)
-                   .sign(self.ca_key, hashes.SHA256()))
+        self.ca = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(self.ca_key.public_key())
+            .serial_number(1)
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+            )
+            .sign(self.ca_key, hashes.SHA256())
+        )
         self.good = self._issue(0x1001, "good.test", aia_url, now)
         self.revoked = self._issue(0x1002, "revoked.test", aia_url, now)
         self.unknown = self._issue(0x1003, "unknown.test", aia_url, now)
         self.ca_pem = directory / "ca.pem"
         self.ca_pem.write_bytes(self.ca.public_bytes(serialization.Encoding.PEM))
         self.ca_key_pem = directory / "ca.key"
-        self.ca_key_pem.write_bytes(self.ca_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        self.ca_key_pem.write_bytes(
+            self.ca_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         for name in ("good", "revoked", "unknown"):
-            (directory / f"{name}.pem").write_bytes(getattr(self, name).public_bytes(serialization.Encoding.PEM))
+            (directory / f"{name}.pem").write_bytes(
+                getattr(self, name).public_bytes(serialization.Encoding.PEM)
+            )
         expiry = (now + dt.timedelta(days=1)).strftime("%y%m%d%H%M%SZ")
         revoked_at = (now - dt.timedelta(minutes=5)).strftime("%y%m%d%H%M%SZ")
         self.index = directory / "index.txt"
-        self.index.write_text(f"V\t{expiry}\t\t1001\tunknown\t/CN=good.test\n"
-                              f"R\t{expiry}\t{revoked_at},keyCompromise\t1002\tunknown\t/CN=revoked.test\n")
+        self.index.write_text(
+            f"V\t{expiry}\t\t1001\tunknown\t/CN=good.test\n"
+            f"R\t{expiry}\t{revoked_at},keyCompromise\t1002\tunknown\t/CN=revoked.test\n"
+        )
 
     def _issue(self, serial: int, name: str, aia_url: str, now: dt.datetime) -> x509.Certificate:
         key = ec.generate_private_key(ec.SECP256R1())
-        aia = x509.AuthorityInformationAccess([x509.AccessDescription(
-            x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(aia_url))])
-        return (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-                .issuer_name(self.ca.subject).public_key(key.public_key()).serial_number(serial)
-                .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
-                .add_extension(aia, critical=False)
-                .sign(self.ca_key, hashes.SHA256()))
+        aia = x509.AuthorityInformationAccess(
+            [
+                x509.AccessDescription(
+                    x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(aia_url)
+                )
+            ]
+        )
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(self.ca.subject)
+            .public_key(key.public_key())
+            .serial_number(serial)
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(aia, critical=False)
+            .sign(self.ca_key, hashes.SHA256())
+        )
 
 
 def make_ocsp_responder(directory: Path, pki: OcspPki, port: int | None = None) -> Backend:
@@ -357,9 +418,28 @@ def make_ocsp_responder(directory: Path, pki: OcspPki, port: int | None = None) 
     """
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    backend = Backend("ocsp", [OPENSSL, "ocsp", "-index", str(pki.index), "-port", str(port), "-rsigner",
-                               str(pki.ca_pem), "-rkey", str(pki.ca_key_pem), "-CA", str(pki.ca_pem), "-nmin", "5",
-                               "-ignore_err"], directory, lambda b: "waiting for OCSP client connections" in b.logs())
+    backend = Backend(
+        "ocsp",
+        [
+            OPENSSL,
+            "ocsp",
+            "-index",
+            str(pki.index),
+            "-port",
+            str(port),
+            "-rsigner",
+            str(pki.ca_pem),
+            "-rkey",
+            str(pki.ca_key_pem),
+            "-CA",
+            str(pki.ca_pem),
+            "-nmin",
+            "5",
+            "-ignore_err",
+        ],
+        directory,
+        lambda b: "waiting for OCSP client connections" in b.logs(),
+    )
     backend.port = port
     backend.url = f"http://127.0.0.1:{port}/"
     return backend
@@ -444,8 +524,9 @@ class HttpAuthServer:
                 pass
 
         self._server = Server(("127.0.0.1", self.port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -618,8 +699,21 @@ def make_redis(directory: Path, port: int | None = None) -> Backend:
     """redis-server on 127.0.0.1 without persistence; ``url`` is its redis:// URL."""
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    cmd = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-           "--dir", str(directory), "--daemonize", "no"]
+    cmd = [
+        REDIS_SERVER,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+        "--daemonize",
+        "no",
+    ]
     backend = Backend("redis", cmd, directory, _redis_ready)
     backend.port = port
     backend.url = f"redis://127.0.0.1:{port}/0"
@@ -628,11 +722,14 @@ def make_redis(directory: Path, port: int | None = None) -> Backend:
 
 # --- pytest fixtures (import them into a test module or a conftest) ------------------------------
 
+
 def _need(*commands: str) -> None:
     missing = have_commands(*commands)
     if missing:
-        pytest.skip(f"missing {', '.join(missing)}: run scripts/system-deps.sh (apt slapd ldap-utils freeradius "
-                    "openssl)")
+        pytest.skip(
+            f"missing {', '.join(missing)}: run scripts/system-deps.sh (apt slapd ldap-utils freeradius "
+            "openssl)"
+        )
 
 
 def _pair(backends: list) -> object:

@@ -46,7 +46,7 @@ STEP = 30
 def hotp(key: bytes, counter: int, digits: int = 6) -> str:
     digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
     offset = digest[-1] & 0x0F
-    value = struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF
+    value = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
     return str(value % 10**digits).zfill(digits)
 
 
@@ -87,8 +87,10 @@ TEMPLATE_FILES = ("pi.sqlite", "enckey", "private.pem", "public.pem")
 
 def privacyidea_missing() -> str:
     if not PI_MANAGE.exists():
-        return (f"privacyIDEA is not installed in {PI_VENV}: run scripts/privacyidea.sh "
-                "(make test does; it needs PyPI)")
+        return (
+            f"privacyIDEA is not installed in {PI_VENV}: run scripts/privacyidea.sh "
+            "(make test does; it needs PyPI)"
+        )
     return ""
 
 
@@ -101,8 +103,12 @@ def _template() -> Path:
     the install; each run copies it (making it takes ~15 s)."""
     template = PI_VENV / "test-template"
     if not (template / ".done").exists():
-        subprocess.run(["bash", str(REPO / "scripts" / "privacyidea.sh")], check=False, timeout=600,
-                       env=dict(os.environ, PRIVACYIDEA_VENV=str(PI_VENV)))
+        subprocess.run(
+            ["bash", str(REPO / "scripts" / "privacyidea.sh")],
+            check=False,
+            timeout=600,
+            env=dict(os.environ, PRIVACYIDEA_VENV=str(PI_VENV)),
+        )
     if not (template / ".done").exists():
         pytest.skip(f"no privacyIDEA test database in {template}: scripts/privacyidea.sh failed")
     return template
@@ -121,16 +127,24 @@ class PrivacyIdea:
         self.servers: list[Backend] = []
         for i in range(count):
             port = free_port()
-            backend = Backend(f"privacyidea{i + 1}", [str(PI_MANAGE), "run", "-h", "127.0.0.1", "-p", str(port)],
-                              directory, lambda b: tcp_open(b.port), env=_pi_env(directory))
+            backend = Backend(
+                f"privacyidea{i + 1}",
+                [str(PI_MANAGE), "run", "-h", "127.0.0.1", "-p", str(port)],
+                directory,
+                lambda b: tcp_open(b.port),
+                env=_pi_env(directory),
+            )
             backend.port = port
             backend.url = f"http://127.0.0.1:{port}"
             self.servers.append(backend)
 
     def start(self, timeout: float = 60.0) -> PrivacyIdea:
         """Start the servers that are not running (all at once: each takes seconds)."""
-        threads = [threading.Thread(target=s.start, kwargs={"timeout": timeout})
-                   for s in self.servers if not s.running]
+        threads = [
+            threading.Thread(target=s.start, kwargs={"timeout": timeout})
+            for s in self.servers
+            if not s.running
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -155,16 +169,35 @@ class PrivacyIdea:
 
     def enroll(self) -> None:
         """Realm corp of a passwd-file resolver, and a TOTP token for alice."""
-        (self.directory / "users.txt").write_text("".join(
-            f"{name}:x:{1000 + i}:{1000 + i}:{name}:/home/{name}:/bin/sh\n" for i, name in enumerate(OTP_USERS)))
+        (self.directory / "users.txt").write_text(
+            "".join(
+                f"{name}:x:{1000 + i}:{1000 + i}:{name}:/home/{name}:/bin/sh\n"
+                for i, name in enumerate(OTP_USERS)
+            )
+        )
         auth = self.api("POST", "/auth", {"username": PI_ADMIN, "password": PI_ADMIN_PASSWORD})
         token = auth["result"]["value"]["token"]
-        self.api("POST", "/resolver/files", {"type": "passwdresolver",
-                                             "fileName": str(self.directory / "users.txt")}, token)
+        self.api(
+            "POST",
+            "/resolver/files",
+            {"type": "passwdresolver", "fileName": str(self.directory / "users.txt")},
+            token,
+        )
         self.api("POST", "/realm/corp", {"resolvers": "files"}, token)
-        answer = self.api("POST", "/token/init", {"type": "totp", "otpkey": TOTP_KEY.hex(), "user": "alice",
-                                                  "realm": "corp", "genkey": 0, "serial": "TOTP-ALICE",
-                                                  "timeWindow": 1800}, token)  # codes up to 60 steps ahead
+        answer = self.api(
+            "POST",
+            "/token/init",
+            {
+                "type": "totp",
+                "otpkey": TOTP_KEY.hex(),
+                "user": "alice",
+                "realm": "corp",
+                "genkey": 0,
+                "serial": "TOTP-ALICE",
+                "timeWindow": 1800,
+            },
+            token,
+        )  # codes up to 60 steps ahead
         assert answer["result"]["status"] is True, answer
 
 
@@ -220,7 +253,9 @@ def make_challenge_freeradius(directory: Path, state_dir: Path, secret: str) -> 
     (state_dir / "secrets.json").write_text(json.dumps({"alice": TOTP_KEY.hex()}))
     port = free_port(socket.SOCK_DGRAM)
     program = f"{sys.executable} {state_dir / 'otp_check.py'}"
-    (directory / "radiusd.conf").write_text(radiusd_conf_head(directory, secret) + f"""\
+    (directory / "radiusd.conf").write_text(
+        radiusd_conf_head(directory, secret)
+        + f"""\
   always handled {{
     rcode = handled
   }}
@@ -271,11 +306,18 @@ server default {{
     }}
   }}
 }}
-""")
-    (directory / "users").write_text("".join(
-        f'{user}  Cleartext-Password := "{password}"\n\n' for user, password in OTP_USERS.items()))
-    backend = Backend("freeradius-otp", [FREERADIUS, "-f", "-d", str(directory), "-l", "stdout"], directory,
-                      lambda b: "Ready to process requests" in b.logs(), stop_timeout=3.0)
+"""
+    )
+    (directory / "users").write_text(
+        "".join(f'{user}  Cleartext-Password := "{password}"\n\n' for user, password in OTP_USERS.items())
+    )
+    backend = Backend(
+        "freeradius-otp",
+        [FREERADIUS, "-f", "-d", str(directory), "-l", "stdout"],
+        directory,
+        lambda b: "Ready to process requests" in b.logs(),
+        stop_timeout=3.0,
+    )
     backend.port = port
     backend.url = f"radius://127.0.0.1:{port}"
     return backend

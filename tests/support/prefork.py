@@ -27,7 +27,7 @@ def children_of(pid: int) -> list[int]:
         except OSError:
             continue
         # pid (comm) state ppid ...: comm may hold spaces and parentheses
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if int(fields[1]) == pid and fields[0] != "Z":
             found.append(int(entry))
     return sorted(found)
@@ -38,7 +38,7 @@ def alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):
@@ -55,9 +55,15 @@ def wait_until(predicate, timeout: float, interval: float = 0.02, what: str = "c
 class PreforkServer(ServerProcess):
     """A ``wsserver serve`` master; ``stop`` also makes sure none of its workers survive."""
 
-    def __init__(self, tmp_path: Path, config_text: str | None, args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None, pythonpath: tuple[str, ...] = (),
-                 module: str = "wsserver") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        config_text: str | None,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        pythonpath: tuple[str, ...] = (),
+        module: str = "wsserver",
+    ) -> None:
         super().__init__(tmp_path, config_text, args, env)
         self.seen_workers: set[int] = set()
         self.pythonpath = pythonpath
@@ -102,8 +108,9 @@ class PreforkServer(ServerProcess):
     def wait_log(self, pattern: str, timeout: float = 10.0, after: int = 0) -> re.Match:
         """The first match of the regex ``pattern`` in the log (from character ``after`` on)."""
         rx = re.compile(pattern)
-        return wait_until(lambda: rx.search(self.logs(), after), timeout, interval=0.05,
-                          what=f"log line {pattern!r}")
+        return wait_until(
+            lambda: rx.search(self.logs(), after), timeout, interval=0.05, what=f"log line {pattern!r}"
+        )
 
     def write_config(self, text: str) -> None:
         assert self.config_path is not None
@@ -133,7 +140,7 @@ class PreforkServer(ServerProcess):
 def log_time(line_match: re.Match, text: str) -> float:
     """The wall-clock time (epoch seconds) of the log line holding ``line_match``."""
     start = text.rfind("\n", 0, line_match.start()) + 1
-    stamp = text[start:start + 23]
+    stamp = text[start : start + 23]
     return time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + int(stamp[20:23]) / 1000
 
 
@@ -190,5 +197,7 @@ def connect_refused(host: str, port: int) -> bool:
 
 def listening_sockets(port: int) -> int:
     """How many listening sockets ``ss`` shows on ``port``."""
-    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
     return len([line for line in out.splitlines() if line.strip()])

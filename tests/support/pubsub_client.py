@@ -27,13 +27,16 @@ V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 PUBSUB = "wsserver.endpoints.pubsub:PubSub"
 
 
-def pubsub_server_config(port: int, cluster: str, pool: str = "greenlet", workers: int = 2,
-                         host: str = "127.0.0.1") -> str:
+def pubsub_server_config(
+    port: int, cluster: str, pool: str = "greenlet", workers: int = 2, host: str = "127.0.0.1"
+) -> str:
     """A server with ``workers`` workers serving PubSub on /ps at ``host:port``, and ``cluster``
     (a ``[cluster]`` table, or "")."""
-    return (f"[server]\nworkers = {workers}\ngraceful_timeout = 2\n\n{cluster}"
-            f'[[endpoints]]\npath = "/ps"\nhandler = "{PUBSUB}"\n\n'
-            f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{host}"\n\n[ports.pool]\nmode = "{pool}"\n')
+    return (
+        f"[server]\nworkers = {workers}\ngraceful_timeout = 2\n\n{cluster}"
+        f'[[endpoints]]\npath = "/ps"\nhandler = "{PUBSUB}"\n\n'
+        f'[[ports]]\nalias = "main"\nport = {port}\nbind = "{host}"\n\n[ports.pool]\nmode = "{pool}"\n'
+    )
 
 
 def proxy_v2(src: str, dst: str, sport: int, dport: int) -> bytes:
@@ -51,8 +54,16 @@ class HandshakeFailed(ConnectionError):
 
 
 class PubSubClient:
-    def __init__(self, host: str, port: int, path: str = "/ps", source: str | None = None,
-                 proxy_from: str | None = None, timeout: float = 5.0, name: str = "") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str = "/ps",
+        source: str | None = None,
+        proxy_from: str | None = None,
+        timeout: float = 5.0,
+        name: str = "",
+    ) -> None:
         self.name = name
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -106,8 +117,8 @@ class PubSubClient:
             need(10)
             length, offset = struct.unpack("!Q", self._buf[2:10])[0], 10
         need(offset + length)
-        opcode, payload = self._buf[0] & 0x0F, self._buf[offset:offset + length]
-        self._buf = self._buf[offset + length:]
+        opcode, payload = self._buf[0] & 0x0F, self._buf[offset : offset + length]
+        self._buf = self._buf[offset + length :]
         return opcode, payload
 
     def _read(self) -> None:
@@ -178,7 +189,9 @@ class PubSubClient:
     def send_json(self, **request: Any) -> None:
         self._send_raw(frame(0x1, json.dumps(request).encode()))
 
-    def subscribe(self, group: str, since: str | None = None, timeout: float = 10.0) -> tuple[list[dict], dict]:
+    def subscribe(
+        self, group: str, since: str | None = None, timeout: float = 10.0
+    ) -> tuple[list[dict], dict]:
         """(the messages that came before "subscribed", i.e. the recovered ones; the reply)."""
         with self._cond:
             first, count = len(self.messages), len(self.subscribed)

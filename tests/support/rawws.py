@@ -24,8 +24,9 @@ def http_exchange(host: str, port: int, request: bytes, timeout: float = 5.0) ->
     return b"".join(chunks)
 
 
-def upgrade_request(path: str = "/echo", host: str = "127.0.0.1", extra: str = "",
-                    key: str | None = None, version: str = "13") -> bytes:
+def upgrade_request(
+    path: str = "/echo", host: str = "127.0.0.1", extra: str = "", key: str | None = None, version: str = "13"
+) -> bytes:
     key = key if key is not None else base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade"]
     if key:
@@ -58,8 +59,9 @@ def frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = True, rsv:
 
 
 class RawClient:
-    def __init__(self, host: str, port: int, path: str = "/echo", timeout: float = 5.0,
-                 extra_headers: str = "") -> None:
+    def __init__(
+        self, host: str, port: int, path: str = "/echo", timeout: float = 5.0, extra_headers: str = ""
+    ) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.sendall(upgrade_request(path, host, extra_headers))
         self.buf = b""
@@ -94,8 +96,8 @@ class RawClient:
             self._need(10)
             length, offset = struct.unpack("!Q", self.buf[2:10])[0], 10
         self._need(offset + length)
-        payload = self.buf[offset:offset + length]
-        self.buf = self.buf[offset + length:]
+        payload = self.buf[offset : offset + length]
+        self.buf = self.buf[offset + length :]
         return b0 & 0x0F, payload
 
     def recv_close(self) -> int:

@@ -34,8 +34,13 @@ def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
 class ServerProcess:
     """``wsserver serve`` in a subprocess with its logs in a file."""
 
-    def __init__(self, tmp_path: Path, config_text: str | None, args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        config_text: str | None,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.tmp_path = tmp_path
         self.config_path: Path | None = None
         if config_text is not None:
@@ -101,10 +106,18 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def port_config(port: int, alias: str = "test_ws", bind: str = "127.0.0.1", extra: str = "",
-                endpoints: str | None = None, tables: str = "") -> str:
+def port_config(
+    port: int,
+    alias: str = "test_ws",
+    bind: str = "127.0.0.1",
+    extra: str = "",
+    endpoints: str | None = None,
+    tables: str = "",
+) -> str:
     """A config with one port and the echo endpoint; ``extra`` lines go into the [[ports]] table."""
     if endpoints is None:
         endpoints = '[[endpoints]]\npath = "/echo"\nhandler = "wsserver.endpoints.echo:Echo"\n'
-    return (f'[server]\ngraceful_timeout = 5\n\n{endpoints}\n'
-            f'[[ports]]\nalias = "{alias}"\nport = {port}\nbind = "{bind}"\n{extra}\n{tables}')
+    return (
+        f"[server]\ngraceful_timeout = 5\n\n{endpoints}\n"
+        f'[[ports]]\nalias = "{alias}"\nport = {port}\nbind = "{bind}"\n{extra}\n{tables}'
+    )

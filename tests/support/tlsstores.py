@@ -34,15 +34,31 @@ class Issued:
         return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.chain)
 
     def key_pem(self, password: str | None = None) -> bytes:
-        encryption = (serialization.BestAvailableEncryption(password.encode()) if password
-                      else serialization.NoEncryption())
-        return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+        encryption = (
+            serialization.BestAvailableEncryption(password.encode())
+            if password
+            else serialization.NoEncryption()
+        )
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
 
 
-def issue(ca: trustme.CA, name: str, *identities: str, not_before: datetime.datetime | None = None,
-          not_after: datetime.datetime | None = None, key_type: trustme.KeyType = trustme.KeyType.ECDSA) -> Issued:
-    leaf = ca.issue_cert(*(identities or (f"{name}.test", "127.0.0.1")), common_name=f"{name}.test",
-                         not_before=not_before, not_after=not_after, key_type=key_type)
+def issue(
+    ca: trustme.CA,
+    name: str,
+    *identities: str,
+    not_before: datetime.datetime | None = None,
+    not_after: datetime.datetime | None = None,
+    key_type: trustme.KeyType = trustme.KeyType.ECDSA,
+) -> Issued:
+    leaf = ca.issue_cert(
+        *(identities or (f"{name}.test", "127.0.0.1")),
+        common_name=f"{name}.test",
+        not_before=not_before,
+        not_after=not_after,
+        key_type=key_type,
+    )
     key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)
     chain = tuple(x509.load_pem_x509_certificate(p.bytes()) for p in leaf.cert_chain_pems)
     chain += (x509.load_pem_x509_certificate(ca.cert_pem.bytes()),)
@@ -62,15 +78,21 @@ def write_pem_files(directory: Path, issued: Issued, password: str | None = None
     return cert, key
 
 
-def write_jks(path: Path, entries: list[Issued], password: str = PASSWORD, key_password: str | None = None,
-              trusted: tuple[x509.Certificate, ...] = ()) -> Path:
+def write_jks(
+    path: Path,
+    entries: list[Issued],
+    password: str = PASSWORD,
+    key_password: str | None = None,
+    trusted: tuple[x509.Certificate, ...] = (),
+) -> Path:
     """A JKS keystore with one PrivateKeyEntry per ``Issued`` (alias = its name), via pyjks."""
     import jks
 
     items = []
     for e in entries:
-        der_key = e.key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption())
+        der_key = e.key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         certs = [c.public_bytes(serialization.Encoding.DER) for c in e.chain]
         entry = jks.PrivateKeyEntry.new(e.name, certs, der_key, "pkcs8")
         entry.encrypt(key_password or password)
@@ -92,25 +114,52 @@ def write_pkcs12_multi(path: Path, entries: list[Issued], password: str = PASSWO
         raise RuntimeError("keytool not found (apt-get install default-jre-headless)")
     source = path.with_suffix(".src.jks")
     write_jks(source, entries, password)
-    subprocess.run([tool, "-importkeystore", "-noprompt", "-srckeystore", str(source), "-srcstoretype", "JKS",
-                    "-srcstorepass", password, "-destkeystore", str(path), "-deststoretype", "PKCS12",
-                    "-deststorepass", password],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            tool,
+            "-importkeystore",
+            "-noprompt",
+            "-srckeystore",
+            str(source),
+            "-srcstoretype",
+            "JKS",
+            "-srcstorepass",
+            password,
+            "-destkeystore",
+            str(path),
+            "-deststoretype",
+            "PKCS12",
+            "-deststorepass",
+            password,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     source.unlink()
     return path
 
 
 def write_pkcs12_single(path: Path, issued: Issued, password: str | None = PASSWORD) -> Path:
     """A one-key PKCS#12 written by cryptography (no keytool)."""
-    encryption = (serialization.BestAvailableEncryption(password.encode()) if password
-                  else serialization.NoEncryption())
-    path.write_bytes(pkcs12.serialize_key_and_certificates(issued.name.encode(), issued.key,  # type: ignore[arg-type]
-                                                           issued.cert, list(issued.chain[1:]), encryption))
+    encryption = (
+        serialization.BestAvailableEncryption(password.encode()) if password else serialization.NoEncryption()
+    )
+    path.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            issued.name.encode(),
+            issued.key,  # type: ignore[arg-type]
+            issued.cert,
+            list(issued.chain[1:]),
+            encryption,
+        )
+    )
     return path
 
 
 def write_pkcs12_truststore(path: Path, certs: list[x509.Certificate], password: str = PASSWORD) -> Path:
     entries = [pkcs12.PKCS12Certificate(c, f"ca{i}".encode()) for i, c in enumerate(certs)]
-    path.write_bytes(pkcs12.serialize_java_truststore(entries, serialization.BestAvailableEncryption(
-        password.encode())))
+    path.write_bytes(
+        pkcs12.serialize_java_truststore(entries, serialization.BestAvailableEncryption(password.encode()))
+    )
     return path

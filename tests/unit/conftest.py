@@ -36,7 +36,9 @@ def _pure() -> Iterator[list[str]]:
     def guard_socket(cls: type) -> None:
         init = cls.__init__
 
-        def __init__(self: Any, family: Any = -1, type: Any = -1, proto: Any = -1, fileno: Any = None) -> None:
+        def __init__(
+            self: Any, family: Any = -1, type: Any = -1, proto: Any = -1, fileno: Any = None
+        ) -> None:
             if fileno is None:  # socketpair() and fromfd() pass the descriptor they wrap
                 refuse("opens a socket")()
             init(self, family, type, proto, fileno)
@@ -47,14 +49,25 @@ def _pure() -> Iterator[list[str]]:
         guard_socket(socket.socket)
         if gevent.socket.socket is not socket.socket:
             guard_socket(gevent.socket.socket)
-        for module, name in ((os, "fork"), (os, "forkpty"), (os, "system"), (os, "posix_spawn"),
-                             (os, "posix_spawnp"), (gevent.os, "fork")):
+        for module, name in (
+            (os, "fork"),
+            (os, "forkpty"),
+            (os, "system"),
+            (os, "posix_spawn"),
+            (os, "posix_spawnp"),
+            (gevent.os, "fork"),
+        ):
             if hasattr(module, name):
-                monkeypatch.setattr(module, name, refuse(f"forks or starts a process ({module.__name__}.{name})"))
+                monkeypatch.setattr(
+                    module, name, refuse(f"forks or starts a process ({module.__name__}.{name})")
+                )
         monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a process (subprocess)"))
-        monkeypatch.setattr(gevent.subprocess.Popen, "__init__", refuse("starts a process (gevent.subprocess)"))
-        monkeypatch.setattr(multiprocessing.process.BaseProcess, "start",
-                            refuse("starts a process (multiprocessing)"))
+        monkeypatch.setattr(
+            gevent.subprocess.Popen, "__init__", refuse("starts a process (gevent.subprocess)")
+        )
+        monkeypatch.setattr(
+            multiprocessing.process.BaseProcess, "start", refuse("starts a process (multiprocessing)")
+        )
         yield refused
     finally:
         monkeypatch.undo()

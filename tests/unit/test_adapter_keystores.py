@@ -29,13 +29,22 @@ def material(tmp_path: Path, ca: trustme.CA) -> TLSMaterial:
     write_jks(tmp_path / "ks.jks", [issue(ca, "one"), issue(ca, "two")])
     write_jks(tmp_path / "cas.jks", [], trusted=(ca_cert(ca),))
     return TLSMaterial(
-        keystores={"ks": load_keystore(KeystoreConfig("ks", "jks", "ks.jks", password_env="P"), tmp_path,
-                                       environ=ENV)},
-        truststores={"cas": load_truststore(TruststoreConfig("cas", "jks", "cas.jks", password_env="P"), tmp_path,
-                                            environ=ENV)})
+        keystores={
+            "ks": load_keystore(
+                KeystoreConfig("ks", "jks", "ks.jks", password_env="P"), tmp_path, environ=ENV
+            )
+        },
+        truststores={
+            "cas": load_truststore(
+                TruststoreConfig("cas", "jks", "cas.jks", password_env="P"), tmp_path, environ=ENV
+            )
+        },
+    )
 
 
-def _context(setup: RegistrySetup, truststore: str = "", keystore: str = "", key_alias: str = "") -> ssl.SSLContext:
+def _context(
+    setup: RegistrySetup, truststore: str = "", keystore: str = "", key_alias: str = ""
+) -> ssl.SSLContext:
     return client_context(truststore, keystore, key_alias, "1.2", setup)
 
 
@@ -84,7 +93,9 @@ def test_pem_paths_relative_to_the_config(tmp_path: Path, ca: trustme.CA, materi
         _context(setup, truststore="./certs/missing.pem")
 
 
-def test_encrypted_pem_key_path_fails_without_prompting(tmp_path: Path, ca: trustme.CA, material: TLSMaterial):
+def test_encrypted_pem_key_path_fails_without_prompting(
+    tmp_path: Path, ca: trustme.CA, material: TLSMaterial
+):
     issued = issue(ca, "locked")
     cert, key = write_pem_files(tmp_path, issued, password="secret")
     (tmp_path / "locked.pem").write_bytes(key.read_bytes() + cert.read_bytes())
@@ -97,7 +108,12 @@ def test_a_truststore_of_expired_certificates_is_refused(tmp_path: Path):
     now = dt.datetime.now(dt.UTC)
     leaf = issue(old_ca, "old", not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1))
     write_jks(tmp_path / "old.jks", [], trusted=(leaf.cert,))
-    material = TLSMaterial(truststores={"old": load_truststore(
-        TruststoreConfig("old", "jks", "old.jks", password_env="P"), tmp_path, environ=ENV)})
+    material = TLSMaterial(
+        truststores={
+            "old": load_truststore(
+                TruststoreConfig("old", "jks", "old.jks", password_env="P"), tmp_path, environ=ENV
+            )
+        }
+    )
     with pytest.raises(StoreReferenceError, match="every certificate has expired"):
         _context(RegistrySetup(material), truststore="old")

@@ -30,8 +30,16 @@ class Scripted:
 
 
 def settings(**lb: object):
-    table = {"name": "corp", "type": "http", "load_balancing": lb,
-             "servers": [{"url": "http://a/auth"}, {"url": "http://b/auth"}, {"url": "http://dr/auth", "priority": 2}]}
+    table = {
+        "name": "corp",
+        "type": "http",
+        "load_balancing": lb,
+        "servers": [
+            {"url": "http://a/auth"},
+            {"url": "http://b/auth"},
+            {"url": "http://dr/auth", "priority": 2},
+        ],
+    }
     result, errors = parse_adapter(table, 0, "t.toml")
     assert errors == []
     return result
@@ -41,8 +49,11 @@ def adapter(answers: dict[str, Outcome], **lb: object) -> tuple[Adapter, Scripte
     clock = Clock()
     backend = Scripted(clock, answers)
     seen: list = []
-    return (Adapter(settings(**lb), backend=backend, now=clock, observer=lambda *a: seen.append(a)),
-            backend, seen)
+    return (
+        Adapter(settings(**lb), backend=backend, now=clock, observer=lambda *a: seen.append(a)),
+        backend,
+        seen,
+    )
 
 
 def test_accept_reject_and_unavailable_map_to_the_handshake_statuses() -> None:
@@ -51,16 +62,27 @@ def test_accept_reject_and_unavailable_map_to_the_handshake_statuses() -> None:
     a, _, seen = adapter({"http://a/auth": ok, "http://b/auth": fail, "http://dr/auth": ok})
     result = a.authenticate("alice", "pw")
     assert (result.decision, result.http_status, result.user) == (Decision.ACCEPTED, None, "alice")
-    assert [(t.server, t.result, t.ms) for t in result.tried] == [("http://b/auth", "failed", 250.0),
-                                                                  ("http://a/auth", "accepted", 250.0)]
-    assert seen == [("corp", "http://b/auth", "failed", 0.25, 0.0), ("corp", "http://a/auth", "accepted", 0.25, 0.0)]
+    assert [(t.server, t.result, t.ms) for t in result.tried] == [
+        ("http://b/auth", "failed", 250.0),
+        ("http://a/auth", "accepted", 250.0),
+    ]
+    assert seen == [
+        ("corp", "http://b/auth", "failed", 0.25, 0.0),
+        ("corp", "http://a/auth", "accepted", 0.25, 0.0),
+    ]
 
-    a, _, _ = adapter({"http://a/auth": ok, "http://b/auth": Outcome.rejected("HTTP 401"), "http://dr/auth": ok})
+    a, _, _ = adapter(
+        {"http://a/auth": ok, "http://b/auth": Outcome.rejected("HTTP 401"), "http://dr/auth": ok}
+    )
     assert a.authenticate("alice", "bad").http_status == 401
 
     a, _, _ = adapter(dict.fromkeys(("http://a/auth", "http://b/auth", "http://dr/auth"), fail))
     result = a.authenticate("alice", "pw")
-    assert (result.decision, result.http_status, result.detail) == (Decision.UNAVAILABLE, 503, "every server failed")
+    assert (result.decision, result.http_status, result.detail) == (
+        Decision.UNAVAILABLE,
+        503,
+        "every server failed",
+    )
     assert len(result.tried) == 4  # 2 in pool 1, 2 on the one-server pool 2
 
 
@@ -73,9 +95,13 @@ def test_the_time_budget_is_a_deadline() -> None:
 
 def test_local_rejects_never_reach_a_backend() -> None:
     a, backend, seen = adapter({})
-    for user, password, why in [("", "pw", "empty user name"), ("alice", "", "empty password"),
-                                ("al\x00ice", "pw", "control character in user name"), ("a:b", "pw", "no colons"),
-                                ("x" * 2000, "pw", "user name or password too long")]:
+    for user, password, why in [
+        ("", "pw", "empty user name"),
+        ("alice", "", "empty password"),
+        ("al\x00ice", "pw", "control character in user name"),
+        ("a:b", "pw", "no colons"),
+        ("x" * 2000, "pw", "user name or password too long"),
+    ]:
         result = a.authenticate(user, password)
         assert (result.decision, result.detail, result.tried) == (Decision.REJECTED, why, ())
     assert backend.calls == [] and seen == []
@@ -84,8 +110,10 @@ def test_local_rejects_never_reach_a_backend() -> None:
 def test_cli_prints_the_servers_in_order() -> None:
     ok = Outcome.accepted("HTTP 200")
     clock = Clock()
-    backend = Scripted(clock, {"http://a/auth": ok, "http://b/auth": Outcome.failed("refused", "connect"),
-                               "http://dr/auth": ok})
+    backend = Scripted(
+        clock,
+        {"http://a/auth": ok, "http://b/auth": Outcome.failed("refused", "connect"), "http://dr/auth": ok},
+    )
     out = io.StringIO()
     code = adapter_test(settings(), "alice", "pw", out=out, backend=backend, now=clock)
     assert code == 0

@@ -33,29 +33,53 @@ bind_dn_template = "uid={username},ou=people,dc=example,dc=com"
 def test_the_example_adapter_with_defaults() -> None:
     settings, errors = one(LDAP)
     assert errors == []
-    assert settings.server_list() == [("ldap://ldap1.example:389", 1), ("ldap://ldap2.example:389", 1),
-                                      ("ldap://ldap-dr.example:389", 2)]
+    assert settings.server_list() == [
+        ("ldap://ldap1.example:389", 1),
+        ("ldap://ldap2.example:389", 1),
+        ("ldap://ldap-dr.example:389", 2),
+    ]
     lb = settings.load_balancing
-    assert (lb.connection_timeout_ms, lb.request_timeout_ms, lb.request_attempts, lb.server_request_attempts,
-            lb.penalty_limit, lb.connection_failure_threshold, lb.connection_failure_weight,
-            lb.high_load_threshold_ms, lb.high_load_weight, lb.penalty_decay_per_s) == (
-        3000, 5000, 2, 1, 100, 4, 50, 1000, 2, 1.0)
+    assert (
+        lb.connection_timeout_ms,
+        lb.request_timeout_ms,
+        lb.request_attempts,
+        lb.server_request_attempts,
+        lb.penalty_limit,
+        lb.connection_failure_threshold,
+        lb.connection_failure_weight,
+        lb.high_load_threshold_ms,
+        lb.high_load_weight,
+        lb.penalty_decay_per_s,
+    ) == (3000, 5000, 2, 1, 100, 4, 50, 1000, 2, 1.0)
     assert settings.security_protocol == "none"
     assert settings.options is settings.ldap
 
 
-@pytest.mark.parametrize(("extra", "expected"), [
-    ("[adapters.load_balancing]\npenalty_limit = -1",
-     "wsserver.toml: adapters[0].load_balancing.penalty_limit = -1: must be an integer 0..10000"),
-    ("[adapters.load_balancing]\nrequest_atempts = 3",
-     'wsserver.toml: adapters[0].load_balancing.request_atempts = 3: unknown key; did you mean "request_attempts"?'),
-    ("[adapters.load_balancing]\nserver_request_attempts = 0",
-     "wsserver.toml: adapters[0].load_balancing.server_request_attempts = 0: must be an integer 1..100"),
-    ("[adapters.load_balancing]\npenalty_decay_per_s = -0.5",
-     "wsserver.toml: adapters[0].load_balancing.penalty_decay_per_s = -0.5: must be a number 0..10000"),
-    ("[adapters.radius]\nsecret_env = \"X\"",
-     'wsserver.toml: adapters[0].radius: is for type = "radius", but this adapter has type = "ldap"'),
-])
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            "[adapters.load_balancing]\npenalty_limit = -1",
+            "wsserver.toml: adapters[0].load_balancing.penalty_limit = -1: must be an integer 0..10000",
+        ),
+        (
+            "[adapters.load_balancing]\nrequest_atempts = 3",
+            'wsserver.toml: adapters[0].load_balancing.request_atempts = 3: unknown key; did you mean "request_attempts"?',
+        ),
+        (
+            "[adapters.load_balancing]\nserver_request_attempts = 0",
+            "wsserver.toml: adapters[0].load_balancing.server_request_attempts = 0: must be an integer 1..100",
+        ),
+        (
+            "[adapters.load_balancing]\npenalty_decay_per_s = -0.5",
+            "wsserver.toml: adapters[0].load_balancing.penalty_decay_per_s = -0.5: must be a number 0..10000",
+        ),
+        (
+            '[adapters.radius]\nsecret_env = "X"',
+            'wsserver.toml: adapters[0].radius: is for type = "radius", but this adapter has type = "ldap"',
+        ),
+    ],
+)
 def test_one_line_errors(extra: str, expected: str) -> None:
     settings, errors = one(LDAP + extra)
     assert settings is None
@@ -70,17 +94,22 @@ def test_old_protocols_are_refused_with_the_reason(value: str) -> None:
     assert "RFC 8996" in errors[0] and '"tls"' in errors[0]
 
 
-@pytest.mark.parametrize(("servers", "protocol", "message"), [
-    ('[{ url = "ldaps://h" }]', "none", 'ldaps:// needs security_protocol = "tls"'),
-    ('[{ url = "http://h" }]', "none", "must start with ldap:// or ldaps://"),
-    ('[{ url = "ldap://" }]', "none", "must name a host"),
-    ('[{ url = "ldap://h" }, { url = "ldap://h" }]', "none", "duplicate server (also servers[0])"),
-    ("[]", "none", "needs at least one server"),
-    ('[{ url = "ldap://h", priority = 0 }]', "none", "must be an integer 1..1000"),
-])
+@pytest.mark.parametrize(
+    ("servers", "protocol", "message"),
+    [
+        ('[{ url = "ldaps://h" }]', "none", 'ldaps:// needs security_protocol = "tls"'),
+        ('[{ url = "http://h" }]', "none", "must start with ldap:// or ldaps://"),
+        ('[{ url = "ldap://" }]', "none", "must name a host"),
+        ('[{ url = "ldap://h" }, { url = "ldap://h" }]', "none", "duplicate server (also servers[0])"),
+        ("[]", "none", "needs at least one server"),
+        ('[{ url = "ldap://h", priority = 0 }]', "none", "must be an integer 1..1000"),
+    ],
+)
 def test_server_lists(servers: str, protocol: str, message: str) -> None:
-    text = (f'[[adapters]]\nname = "x"\ntype = "ldap"\nsecurity_protocol = "{protocol}"\nservers = {servers}\n'
-            '[adapters.ldap]\nbind_dn_template = "uid={username}"\n')
+    text = (
+        f'[[adapters]]\nname = "x"\ntype = "ldap"\nsecurity_protocol = "{protocol}"\nservers = {servers}\n'
+        '[adapters.ldap]\nbind_dn_template = "uid={username}"\n'
+    )
     _, errors = one(text)
     assert len(errors) == 1 and message in errors[0], errors
 
@@ -93,28 +122,39 @@ def test_ldap_with_starttls_is_fine() -> None:
 def test_radius_needs_a_secret_that_exists(monkeypatch: pytest.MonkeyPatch) -> None:
     text = '[[adapters]]\nname = "r"\ntype = "radius"\nservers = [{ url = "radius://127.0.0.1:1812" }]\n'
     _, errors = one(text)
-    assert errors == ["wsserver.toml: adapters[0].radius.secret_env: is required (the shared secret's environment "
-                      "variable), or secret_file"]
+    assert errors == [
+        "wsserver.toml: adapters[0].radius.secret_env: is required (the shared secret's environment "
+        "variable), or secret_file"
+    ]
     monkeypatch.delenv("NO_SUCH_SECRET", raising=False)
     _, errors = one(text + '[adapters.radius]\nsecret_env = "NO_SUCH_SECRET"\n')
-    assert errors == ['wsserver.toml: adapters[0].radius.secret_env = "NO_SUCH_SECRET": environment variable '
-                      "NO_SUCH_SECRET is not set"]
+    assert errors == [
+        'wsserver.toml: adapters[0].radius.secret_env = "NO_SUCH_SECRET": environment variable '
+        "NO_SUCH_SECRET is not set"
+    ]
     monkeypatch.setenv("RADIUS_SECRET", "s3cret")
-    settings, errors = one(text + '[adapters.radius]\nsecret_env = "RADIUS_SECRET"\n'
-                           'attributes = { Service-Type = "Login-User", NAS-Port = 7 }\n')
+    settings, errors = one(
+        text + '[adapters.radius]\nsecret_env = "RADIUS_SECRET"\n'
+        'attributes = { Service-Type = "Login-User", NAS-Port = 7 }\n'
+    )
     assert errors == []
     assert settings.radius.attributes == {"Service-Type": "Login-User", "NAS-Port": 7}
-    _, errors = one(text + '[adapters.radius]\nsecret_env = "RADIUS_SECRET"\n'
-                    '[[adapters]]\nname = "r2"\ntype = "radius"\n')
+    _, errors = one(
+        text + '[adapters.radius]\nsecret_env = "RADIUS_SECRET"\n[[adapters]]\nname = "r2"\ntype = "radius"\n'
+    )
     assert errors == []
 
 
 def test_radius_over_tls_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("S", "x")
-    _, errors = one('[[adapters]]\nname = "r"\ntype = "radius"\nsecurity_protocol = "tls"\n'
-                    'servers = [{ url = "radius://h" }]\n[adapters.radius]\nsecret_env = "S"\n')
-    assert errors == ['wsserver.toml: adapters[0].servers[0].url = "radius://h": is not TLS but security_protocol = '
-                      '"tls": RADIUS over TLS (RadSec) is not supported']
+    _, errors = one(
+        '[[adapters]]\nname = "r"\ntype = "radius"\nsecurity_protocol = "tls"\n'
+        'servers = [{ url = "radius://h" }]\n[adapters.radius]\nsecret_env = "S"\n'
+    )
+    assert errors == [
+        'wsserver.toml: adapters[0].servers[0].url = "radius://h": is not TLS but security_protocol = '
+        '"tls": RADIUS over TLS (RadSec) is not supported'
+    ]
 
 
 def test_http_statuses() -> None:
@@ -124,21 +164,31 @@ def test_http_statuses() -> None:
     _, errors = one(base + 'reject_statuses = ["2xx"]\n')
     assert errors == ["wsserver.toml: adapters[0].http.reject_statuses: overlaps accept_statuses (e.g. 200)"]
     _, errors = one(base + 'accept_statuses = ["ok"]\n')
-    assert errors == ['wsserver.toml: adapters[0].http.accept_statuses[0] = "ok": must be HTTP status codes as '
-                      'strings: "401", or a class such as "2xx"']
+    assert errors == [
+        'wsserver.toml: adapters[0].http.accept_statuses[0] = "ok": must be HTTP status codes as '
+        'strings: "401", or a class such as "2xx"'
+    ]
 
 
 def test_ldap_modes_and_pins() -> None:
     base = '[[adapters]]\nname = "l"\ntype = "ldap"\nservers = [{ url = "ldap://h" }]\n'
     _, errors = one(base)
-    assert errors == ["wsserver.toml: adapters[0].ldap: needs exactly one of bind_dn_template (simple bind) and "
-                      "search_base (search-then-bind)"]
+    assert errors == [
+        "wsserver.toml: adapters[0].ldap: needs exactly one of bind_dn_template (simple bind) and "
+        "search_base (search-then-bind)"
+    ]
     _, errors = one(base + '[adapters.ldap]\nsearch_base = "dc=x"\nservice_dn = "cn=svc"\n')
-    assert errors == ['wsserver.toml: adapters[0].ldap.service_dn = "cn=svc": needs service_password_env or '
-                      "service_password_file"]
-    _, errors = one(base + 'pinned_sha256 = ["ab:cd"]\n[adapters.ldap]\nbind_dn_template = "uid={username}"\n')
-    assert errors == ['wsserver.toml: adapters[0].pinned_sha256[0] = "ab:cd": must be a SHA-256 digest in hex '
-                      "(64 digits, colons allowed)"]
+    assert errors == [
+        'wsserver.toml: adapters[0].ldap.service_dn = "cn=svc": needs service_password_env or '
+        "service_password_file"
+    ]
+    _, errors = one(
+        base + 'pinned_sha256 = ["ab:cd"]\n[adapters.ldap]\nbind_dn_template = "uid={username}"\n'
+    )
+    assert errors == [
+        'wsserver.toml: adapters[0].pinned_sha256[0] = "ab:cd": must be a SHA-256 digest in hex '
+        "(64 digits, colons allowed)"
+    ]
 
 
 def test_ocsp_may_use_the_aia() -> None:
@@ -147,7 +197,9 @@ def test_ocsp_may_use_the_aia() -> None:
 
 
 def test_names_are_unique_and_errors_keep_their_index() -> None:
-    tables = tomllib.loads(LDAP + LDAP.replace("ldap1", "x") + '[[adapters]]\nname = "bad name!"\ntype = "nope"\n')
+    tables = tomllib.loads(
+        LDAP + LDAP.replace("ldap1", "x") + '[[adapters]]\nname = "bad name!"\ntype = "nope"\n'
+    )
     settings, errors = parse_adapters(tables["adapters"], SRC, host_checks())
     assert [s.name for s in settings] == ["corp-ldap"]
     assert errors == [

@@ -66,13 +66,32 @@ class FakeMaster:
         self.revoked: list[str] = []
 
     def status(self):
-        return {"master": {"pid": 1, "gen": 1 + self.reloads}, "workers": [{"pid": 2, "gen": 1, "connections": 3}],
-                "ports": {"demo_ws": {"listening": ["127.0.0.1:18080"], "connections": 3}}}
+        return {
+            "master": {"pid": 1, "gen": 1 + self.reloads},
+            "workers": [{"pid": 2, "gen": 1, "connections": 3}],
+            "ports": {"demo_ws": {"listening": ["127.0.0.1:18080"], "connections": 3}},
+        }
 
     def sessions(self, port=None, limit=1000):
-        sessions = [{"id": "2-1", "port": "demo_ws", "path": "/echo", "user": None, "remote_address": "127.0.0.1:5",
-                     "age_s": 1.5, "messages_in": 1, "messages_out": 1, "pid": 2, "gen": 1}]
-        return {"sessions": [s for s in sessions if not port or s["port"] == port], "total": 1, "unanswered": []}
+        sessions = [
+            {
+                "id": "2-1",
+                "port": "demo_ws",
+                "path": "/echo",
+                "user": None,
+                "remote_address": "127.0.0.1:5",
+                "age_s": 1.5,
+                "messages_in": 1,
+                "messages_out": 1,
+                "pid": 2,
+                "gen": 1,
+            }
+        ]
+        return {
+            "sessions": [s for s in sessions if not port or s["port"] == port],
+            "total": 1,
+            "unanswered": [],
+        }
 
     def close_session(self, session_id, code, reason):
         self.closed.append((session_id, code, reason))
@@ -98,8 +117,15 @@ def env(tmp_path: Path):
     return app, master, path
 
 
-def call(app, method: str, path: str, body: bytes = b"", headers: dict | None = None, user: str | None = "admin",
-         password: str = "pw") -> Response:
+def call(
+    app,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict | None = None,
+    user: str | None = "admin",
+    password: str = "pw",
+) -> Response:
     target, _, query = path.partition("?")
     hdrs = {"host": "127.0.0.1:9100", **(headers or {})}
     if user is not None:
@@ -110,8 +136,11 @@ def call(app, method: str, path: str, body: bytes = b"", headers: dict | None = 
 
 def jcall(app, method: str, path: str, data=None, **kw) -> tuple[Response, dict]:
     body = json.dumps(data).encode() if data is not None else b""
-    headers = {"content-type": "application/json", **kw.pop("headers", {})} if data is not None else kw.pop(
-        "headers", {})
+    headers = (
+        {"content-type": "application/json", **kw.pop("headers", {})}
+        if data is not None
+        else kw.pop("headers", {})
+    )
     response = call(app, method, path, body, headers, **kw)
     return response, json.loads(response.body or b"{}")
 
@@ -136,8 +165,12 @@ def test_list_ports(env) -> None:
     assert header(response, "ETag") == etag_of(path.read_bytes())
     demo, plain = data["ports"]
     assert demo["endpoints"] == [{"path": "/echo", "url": "ws://127.0.0.1:18080/echo", "package": "Demo"}]
-    assert (demo["connections"], demo["listening"], demo["enabled"], demo["active"]) == (3, ["127.0.0.1:18080"],
-                                                                                         True, True)
+    assert (demo["connections"], demo["listening"], demo["enabled"], demo["active"]) == (
+        3,
+        ["127.0.0.1:18080"],
+        True,
+        True,
+    )
     assert plain["access_mode"] == "deny" and plain["settings"]["access"]["allow_endpoints"] == ["/echo"]
     assert "default-src 'none'" in header(response, "Content-Security-Policy")
 
@@ -157,8 +190,10 @@ def test_invalid_edit_changes_nothing(env) -> None:
     before = path.read_bytes()
     response, data = jcall(app, "PATCH", "/api/ports/plain", {"backlog": 70000, "pool": {"min": 9, "max": 3}})
     assert response.status == 400
-    assert data["errors"] == [f"{path}: ports[1].backlog = 70000: must be an integer 1..65535",
-                              f"{path}: ports[1]: pool.min = 9 is larger than pool.max = 3"]
+    assert data["errors"] == [
+        f"{path}: ports[1].backlog = 70000: must be an integer 1..65535",
+        f"{path}: ports[1]: pool.min = 9 is larger than pool.max = 3",
+    ]
     assert path.read_bytes() == before and master.reloads == 0
 
 
@@ -212,7 +247,9 @@ def test_packages_export_import(env) -> None:
     refused = call(app, "POST", "/api/packages/import", exported.body, {"content-type": "text/plain"})
     assert refused.status == 415  # a type an HTML form could send
     before = path.read_bytes()
-    response = call(app, "POST", "/api/packages/import?dry_run=1", exported.body, {"content-type": "application/toml"})
+    response = call(
+        app, "POST", "/api/packages/import?dry_run=1", exported.body, {"content-type": "application/toml"}
+    )
     data = json.loads(response.body)
     assert response.status == 200 and data["dry_run"] and data["created"] == 0 and data["kept"] == 3
     assert path.read_bytes() == before and master.reloads == 1
@@ -236,14 +273,28 @@ def test_changes_from_another_site_are_refused(env) -> None:
     response = call(app, "POST", "/api/ports/plain/disable", headers={"origin": "http://evil.example"})
     assert response.status == 403 and path.read_bytes() == before
     assert call(app, "POST", "/api/ports/plain/disable", headers={"origin": ORIGIN}).status == 200
-    assert call(app, "PATCH", "/api/ports/plain", b"backlog=5",
-                {"content-type": "application/x-www-form-urlencoded"}).status == 415
+    assert (
+        call(
+            app,
+            "PATCH",
+            "/api/ports/plain",
+            b"backlog=5",
+            {"content-type": "application/x-www-form-urlencoded"},
+        ).status
+        == 415
+    )
 
 
 def login(app) -> tuple[str, str]:
     """Log in through the form; returns (cookie header, csrf token from the Ports page)."""
-    response = call(app, "POST", "/login", urlencode({"user": "admin", "password": "pw"}).encode(),
-                    {"content-type": "application/x-www-form-urlencoded", "origin": ORIGIN}, user=None)
+    response = call(
+        app,
+        "POST",
+        "/login",
+        urlencode({"user": "admin", "password": "pw"}).encode(),
+        {"content-type": "application/x-www-form-urlencoded", "origin": ORIGIN},
+        user=None,
+    )
     assert response.status == 303 and header(response, "Location") == "/ports"
     set_cookie = header(response, "Set-Cookie")
     assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
@@ -263,27 +314,59 @@ def form(app, path: str, fields: dict, cookie: str, origin: str | None = ORIGIN)
 
 def test_console_login_and_csrf(env) -> None:
     app, _, path = env
-    bad = call(app, "POST", "/login", b"user=admin&password=no",
-               {"content-type": "application/x-www-form-urlencoded"}, user=None)
+    bad = call(
+        app,
+        "POST",
+        "/login",
+        b"user=admin&password=no",
+        {"content-type": "application/x-www-form-urlencoded"},
+        user=None,
+    )
     assert bad.status == 401 and b"Wrong user name or password" in bad.body
     assert call(app, "GET", "/login?next=//evil.example/x", user=None).status == 200
     cookie, token = login(app)
     before = path.read_bytes()
     assert form(app, "/ports/plain/toggle", {"enabled": "false"}, cookie).status == 403  # no token
     assert form(app, "/ports/plain/toggle", {"enabled": "false", "csrf": "x" * 43}, cookie).status == 403
-    assert form(app, "/ports/plain/toggle", {"enabled": "false", "csrf": token}, cookie,
-                origin="http://evil.example").status == 403
-    assert form(app, "/ports/plain/toggle", {"enabled": "false", "csrf": token}, cookie, origin=None).status == 403
+    assert (
+        form(
+            app,
+            "/ports/plain/toggle",
+            {"enabled": "false", "csrf": token},
+            cookie,
+            origin="http://evil.example",
+        ).status
+        == 403
+    )
+    assert (
+        form(app, "/ports/plain/toggle", {"enabled": "false", "csrf": token}, cookie, origin=None).status
+        == 403
+    )
     assert path.read_bytes() == before
-    done = form(app, "/ports/plain/toggle", {"enabled": "false", "csrf": token, "etag": etag_of(before)}, cookie)
+    done = form(
+        app, "/ports/plain/toggle", {"enabled": "false", "csrf": token, "etag": etag_of(before)}, cookie
+    )
     assert done.status == 303 and header(done, "Location") == "/ports?done=disabled&name=plain"
     assert parse_config(path.read_text()).ports[1].enabled is False
-    stale = form(app, "/ports/plain/toggle", {"enabled": "true", "csrf": token, "etag": etag_of(before)}, cookie)
+    stale = form(
+        app, "/ports/plain/toggle", {"enabled": "true", "csrf": token, "etag": etag_of(before)}, cookie
+    )
     assert stale.status == 412 and b"changed since you read it" in stale.body
     # the API accepts the cookie too, with the token on changes
-    assert call(app, "POST", "/api/reload", headers={"cookie": cookie, "origin": ORIGIN}, user=None).status == 403
-    assert call(app, "POST", "/api/reload", headers={"cookie": cookie, "origin": ORIGIN, "x-csrf-token": token},
-                user=None).status == 200
+    assert (
+        call(app, "POST", "/api/reload", headers={"cookie": cookie, "origin": ORIGIN}, user=None).status
+        == 403
+    )
+    assert (
+        call(
+            app,
+            "POST",
+            "/api/reload",
+            headers={"cookie": cookie, "origin": ORIGIN, "x-csrf-token": token},
+            user=None,
+        ).status
+        == 200
+    )
     out = form(app, "/logout", {"csrf": token}, cookie)
     assert out.status == 303 and "Max-Age=0" in header(out, "Set-Cookie")
     assert call(app, "GET", "/ports", headers={"cookie": cookie}, user=None).status == 303
@@ -295,8 +378,17 @@ def test_console_port_form_shows_validation_messages(env) -> None:
     page = call(app, "GET", "/ports/plain", headers={"cookie": cookie}, user=None).body.decode()
     etag = unescape(re.search(r'name="etag" value="([^"]+)"', page).group(1))
     before = path.read_bytes()
-    fields = {"csrf": token, "etag": etag, "alias": "plain", "port": "18081", "backlog": "70000",
-              "pool.min": "10", "pool.max": "200", "enabled": "true", "compression": "true"}
+    fields = {
+        "csrf": token,
+        "etag": etag,
+        "alias": "plain",
+        "port": "18081",
+        "backlog": "70000",
+        "pool.min": "10",
+        "pool.max": "200",
+        "enabled": "true",
+        "compression": "true",
+    }
     response = form(app, "/ports/plain", fields, cookie)
     body = response.body.decode()
     assert response.status == 400 and path.read_bytes() == before
@@ -319,7 +411,7 @@ def test_static_files_and_pages(env) -> None:
     for page in ("/ports", "/ports/demo_ws", "/ports/new", "/packages", "/sessions", "/workers"):
         response = call(app, "GET", page, headers={"cookie": cookie}, user=None)
         assert response.status == 200, page
-        assert b"<script src=\"/static/console.js\"" in response.body
+        assert b'<script src="/static/console.js"' in response.body
         assert b"<script>" not in response.body  # no inline script: the CSP forbids it
 
 
@@ -349,15 +441,33 @@ def test_every_api_route_is_in_the_openapi_file(env) -> None:
         assert matches and method in documented[matches[0]], (method, path)
 
 
-@pytest.mark.parametrize("target", [
-    "/%5C%5Cevil.example", "/%5Cevil.example", "/%09/evil.example", "//evil.example/x", "https://evil.example/",
-    "/ports%0D%0ASet-Cookie:%20x=1", "/ports%0Aevil", "/p%C3%A4ge", "/ports/a//b", "evil.example", "",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/%5C%5Cevil.example",
+        "/%5Cevil.example",
+        "/%09/evil.example",
+        "//evil.example/x",
+        "https://evil.example/",
+        "/ports%0D%0ASet-Cookie:%20x=1",
+        "/ports%0Aevil",
+        "/p%C3%A4ge",
+        "/ports/a//b",
+        "evil.example",
+        "",
+    ],
+)
 def test_login_redirects_only_to_console_paths(env, target) -> None:
     app, _, _ = env
     for value in (target, unquote(target)):  # as sent, and as the query parser decodes it
-        response = call(app, "POST", f"/login?next={value}", urlencode({"user": "admin", "password": "pw"}).encode(),
-                        {"content-type": "application/x-www-form-urlencoded", "origin": ORIGIN}, user=None)
+        response = call(
+            app,
+            "POST",
+            f"/login?next={value}",
+            urlencode({"user": "admin", "password": "pw"}).encode(),
+            {"content-type": "application/x-www-form-urlencoded", "origin": ORIGIN},
+            user=None,
+        )
         assert response.status == 303 and header(response, "Location") == "/ports"
         page = call(app, "GET", f"/login?next={value}", user=None)
         assert page.status == 200 and b"evil" not in page.body
@@ -379,8 +489,14 @@ def test_deeply_nested_input_is_a_400_with_one_line(env) -> None:
 @pytest.mark.parametrize("target", ["/ports", "/ports/plain", "/packages", "/ports/my_port.v2-x"])
 def test_login_keeps_a_console_path(env, target) -> None:
     app, _, _ = env
-    response = call(app, "POST", f"/login?next={target}", urlencode({"user": "admin", "password": "pw"}).encode(),
-                    {"content-type": "application/x-www-form-urlencoded", "origin": ORIGIN}, user=None)
+    response = call(
+        app,
+        "POST",
+        f"/login?next={target}",
+        urlencode({"user": "admin", "password": "pw"}).encode(),
+        {"content-type": "application/x-www-form-urlencoded", "origin": ORIGIN},
+        user=None,
+    )
     assert response.status == 303 and header(response, "Location") == target
 
 
@@ -399,9 +515,19 @@ def test_console_port_form_edits_compression_memory_and_own_names(env) -> None:
     page = call(app, "GET", "/ports/plain", headers={"cookie": cookie}, user=None).body.decode()
     assert 'name="compression_window_bits"' in page and 'name="origin.hosts"' in page
     etag = unescape(re.search(r'name="etag" value="([^"]+)"', page).group(1))
-    fields = {"csrf": token, "etag": etag, "alias": "plain", "port": "18081", "pool.min": "10", "pool.max": "200",
-              "enabled": "true", "compression": "true", "compression_window_bits": "12",
-              "compression_mem_level": "5", "origin.hosts": "app.example.com\nws.example.com:8443"}
+    fields = {
+        "csrf": token,
+        "etag": etag,
+        "alias": "plain",
+        "port": "18081",
+        "pool.min": "10",
+        "pool.max": "200",
+        "enabled": "true",
+        "compression": "true",
+        "compression_window_bits": "12",
+        "compression_mem_level": "5",
+        "origin.hosts": "app.example.com\nws.example.com:8443",
+    }
     saved = form(app, "/ports/plain", fields, cookie)
     assert saved.status == 303, saved.body
     port = parse_config(path.read_text()).ports[1]

@@ -42,19 +42,22 @@ def test_who_may_administer() -> None:
     assert admin_users(Config(users=USERS)) == ["root", "any"]
 
 
-@pytest.mark.parametrize("header, status", [
-    (basic("root", "root-pw"), 200),
-    (basic("any", "any-pw"), 200),
-    (basic("chat", "chat-pw"), 403),  # right password, not an administrator
-    (basic("chat", "wrong"), 401),  # wrong password: 401 even for a non-administrator
-    (basic("root", "wrong"), 401),
-    (basic("nobody", "x"), 401),
-    (basic("tokenonly", "tok-0123456789abcdef"), 401),  # tokens are not passwords
-    ("", 401),
-    ("Bearer abc", 401),
-    ("Basic !!!", 401),
-    ("Basic " + base64.b64encode(b"no-colon").decode(), 401),
-])
+@pytest.mark.parametrize(
+    "header, status",
+    [
+        (basic("root", "root-pw"), 200),
+        (basic("any", "any-pw"), 200),
+        (basic("chat", "chat-pw"), 403),  # right password, not an administrator
+        (basic("chat", "wrong"), 401),  # wrong password: 401 even for a non-administrator
+        (basic("root", "wrong"), 401),
+        (basic("nobody", "x"), 401),
+        (basic("tokenonly", "tok-0123456789abcdef"), 401),  # tokens are not passwords
+        ("", 401),
+        ("Bearer abc", 401),
+        ("Basic !!!", 401),
+        ("Basic " + base64.b64encode(b"no-colon").decode(), 401),
+    ],
+)
 def test_basic(auth: AdminAuth, header: str, status: int) -> None:
     assert auth.check_basic(header, "127.0.0.1").status == status
 
@@ -108,7 +111,9 @@ def test_session_ends(auth: AdminAuth) -> None:
     auth.revoke(nonce)
     assert auth.session(cookie) is None
     cookie = auth.issue("root")
-    changed = (UserConfig(name="root", password_hash=hash_password("new-pw", **FAST), connection_types=("admin",)),)
+    changed = (
+        UserConfig(name="root", password_hash=hash_password("new-pw", **FAST), connection_types=("admin",)),
+    )
     assert AdminAuth(changed, b"k" * 32, clock=auth.clock).session(cookie) is None  # password changed
     demoted = (UserConfig(name="root", password_hash=ROOT_HASH, connection_types=("ws",)),)
     assert AdminAuth(demoted, b"k" * 32, clock=auth.clock).session(cookie) is None  # no longer an admin

@@ -56,15 +56,22 @@ allow_endpoints = ["/other"]
 
 
 def test_patch_port_merges_and_keeps_comments() -> None:
-    text = edits.patch_port(CONFIG, "demo_ws", {"backlog": 128, "pool": {"max": 50, "min": None},
-                                                 "origin": {"allowed": ["https://app.example.com"]}})
+    text = edits.patch_port(
+        CONFIG,
+        "demo_ws",
+        {
+            "backlog": 128,
+            "pool": {"max": 50, "min": None},
+            "origin": {"allowed": ["https://app.example.com"]},
+        },
+    )
     cfg = parse_config(text)
     port = cfg.ports[0]
     assert (port.backlog, port.pool.max, port.pool.min) == (128, 50, 10)  # min back to its default
     assert port.origin.allowed == ("https://app.example.com",)
     for comment in ("# keep this comment", "# two is plenty here", "# the demo package", "# the demo port"):
         assert comment in text
-    assert text.index("alias = \"demo_ws\"") < text.index("alias = \"other_ws\"")  # order kept
+    assert text.index('alias = "demo_ws"') < text.index('alias = "other_ws"')  # order kept
     assert cfg.ports[1] == parse_config(CONFIG).ports[1]  # the other port untouched
 
 
@@ -82,8 +89,16 @@ def test_unknown_port_and_package() -> None:
 
 
 def test_add_and_delete_port() -> None:
-    text = edits.add_port(CONFIG, {"alias": "new_ws", "port": 8082, "description": "added",
-                                   "pool": {"max": 5, "min": 1}, "access": {"mode": "allow"}})
+    text = edits.add_port(
+        CONFIG,
+        {
+            "alias": "new_ws",
+            "port": 8082,
+            "description": "added",
+            "pool": {"max": 5, "min": 1},
+            "access": {"mode": "allow"},
+        },
+    )
     cfg = parse_config(text)
     assert [p.alias for p in cfg.ports] == ["demo_ws", "other_ws", "new_ws"]
     assert cfg.ports[2].pool.max == 5
@@ -148,8 +163,12 @@ def test_import_creates_what_is_missing_and_keeps_what_exists() -> None:
     assert [p.name for p in cfg.packages] == ["Demo"]
     assert [e.path for e in cfg.endpoints] == ["/echo"]  # the path existed: kept
     actions = {(i["type"], i["name"]): i["action"] for i in report.items}
-    assert actions == {("package", "Demo"): "created", ("endpoint", "/echo"): "kept",
-                       ("port", "demo_ws"): "kept", ("port", "demo2_ws"): "created"}
+    assert actions == {
+        ("package", "Demo"): "created",
+        ("endpoint", "/echo"): "kept",
+        ("port", "demo_ws"): "kept",
+        ("port", "demo2_ws"): "created",
+    }
     assert report.as_dict()["created"] == 2
     assert "# the same number as demo_ws, other settings" in text
     again, report2 = edits.import_package(text, exported)
@@ -164,12 +183,15 @@ def test_import_refuses_an_alias_taken_by_another_port_number() -> None:
     assert "alias 'demo_ws' is taken here by port 7070" in str(info.value)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[server]\nworkers = 3\n", "server: not part of a package export"),
-    ("[[endpoints]]\npath = \"/x\"\nhandler = \"a:B\"\n", "no [[packages]] and no [[ports]]"),
-    ("ports = 3\n", "ports must be an array of tables"),
-    ("[[ports]\n", "import: invalid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[server]\nworkers = 3\n", "server: not part of a package export"),
+        ('[[endpoints]]\npath = "/x"\nhandler = "a:B"\n', "no [[packages]] and no [[ports]]"),
+        ("ports = 3\n", "ports must be an array of tables"),
+        ("[[ports]\n", "import: invalid TOML"),
+    ],
+)
 def test_import_refuses_what_is_not_a_package_export(text: str, message: str) -> None:
     with pytest.raises(edits.EditError) as info:
         edits.import_package(TARGET, text)

@@ -32,13 +32,13 @@ handler = "wsserver.endpoints.echo:Echo"
 USERS = f"""
 [[users]]
 name = "alice"
-password_hash = "{HASHES['alice']}"
+password_hash = "{HASHES["alice"]}"
 token = "{ALICE_TOKEN}"
 
 [[users]]
 name = "bob"
-password_hash = "{HASHES['bob']}"
-token = "sha256:{__import__('hashlib').sha256(b'tok-bob-0123456789abcdef').hexdigest()}"
+password_hash = "{HASHES["bob"]}"
+token = "sha256:{__import__("hashlib").sha256(b"tok-bob-0123456789abcdef").hexdigest()}"
 endpoints = ["/echo"]
 
 [[users]]
@@ -58,9 +58,18 @@ def authenticator(port_lines: str, tables: str = "", clock=time.time, observer=N
 
 
 def request(path: str = "/echo", headers: tuple = (), query: str = "") -> HandshakeRequest:
-    return HandshakeRequest(method="GET", target=path + ("?" + query if query else ""), path=path, query=query,
-                            headers=(("host", "x"), *headers), host="x", origin=None, subprotocols=(),
-                            extensions=(), key="dGhlIHNhbXBsZSBub25jZQ==")
+    return HandshakeRequest(
+        method="GET",
+        target=path + ("?" + query if query else ""),
+        path=path,
+        query=query,
+        headers=(("host", "x"), *headers),
+        host="x",
+        origin=None,
+        subprotocols=(),
+        extensions=(),
+        key="dGhlIHNhbXBsZSBub25jZQ==",
+    )
 
 
 def basic(user: str, password: str) -> tuple:
@@ -82,9 +91,15 @@ def test_password() -> None:
     auth = authenticator('client_auth = "password"')
     ok = auth.authenticate(request(headers=basic("alice", ALICE_PW)), "127.0.0.1")
     assert (ok.status, ok.user, ok.result) == (200, "alice", "ok")
-    for headers in (basic("alice", "wrong"), basic("mallory", ALICE_PW), basic("carol", ""),
-                    (("authorization", "Basic !!!"),), (("authorization", "Basic " + base64.b64encode(b"x").decode()),),
-                    bearer(ALICE_TOKEN), ()):
+    for headers in (
+        basic("alice", "wrong"),
+        basic("mallory", ALICE_PW),
+        basic("carol", ""),
+        (("authorization", "Basic !!!"),),
+        (("authorization", "Basic " + base64.b64encode(b"x").decode()),),
+        bearer(ALICE_TOKEN),
+        (),
+    ):
         d = auth.authenticate(request(headers=headers), "127.0.0.1")
         assert d.status == 401, headers
         assert dict(d.headers)["WWW-Authenticate"] == 'Basic realm="wsserver", charset="UTF-8"'
@@ -128,8 +143,10 @@ def test_token_query_parameter_when_enabled() -> None:
 
 
 def _jwt_auth(extra: str = "", clock=time.time) -> Authenticator:
-    tables = f'[ports.jwt]\nkey = "{SECRET}"\naudience = "ws"\ncookie = "session"\n{extra}\n' \
-             '[ports.origin]\nsame_origin = true\n'
+    tables = (
+        f'[ports.jwt]\nkey = "{SECRET}"\naudience = "ws"\ncookie = "session"\n{extra}\n'
+        "[ports.origin]\nsame_origin = true\n"
+    )
     return authenticator('client_auth = "jwt"', tables, clock=clock)
 
 
@@ -185,14 +202,18 @@ def test_user_limits_are_403() -> None:
 
 def test_connection_type() -> None:
     cfg_users = USERS.replace('name = "carol"', f'name = "carol"\npassword_hash = "{HASHES["alice"]}"')
-    cfg = parse_config(f'{ENDPOINTS}\n[[ports]]\nalias = "p"\nport = 8080\nclient_auth = "password"\n{cfg_users}')
+    cfg = parse_config(
+        f'{ENDPOINTS}\n[[ports]]\nalias = "p"\nport = 8080\nclient_auth = "password"\n{cfg_users}'
+    )
     auth = Authenticator.from_config(cfg.ports[0], cfg)
     assert auth.authenticate(request(headers=basic("carol", ALICE_PW)), "127.0.0.1").status == 403
 
 
 def test_rate_limit_counts_failures_only() -> None:
     now = [0.0]
-    auth = authenticator('client_auth = "password"', "[ports.auth_rate_limit]\nburst = 2\nrefill_per_minute = 6\n")
+    auth = authenticator(
+        'client_auth = "password"', "[ports.auth_rate_limit]\nburst = 2\nrefill_per_minute = 6\n"
+    )
     auth.limiter.clock = lambda: now[0]
     for _ in range(5):  # missing credentials are no guess
         assert auth.authenticate(request(), "192.0.2.9").status == 401
@@ -215,7 +236,10 @@ def test_counters_and_observer() -> None:
     auth.timed_out(2.5)
     assert auth.counters == {("token", "ok"): 1, ("token", "invalid"): 1, ("token", "timeout"): 1}
     assert [(e.port, e.method, e.result) for e in events] == [
-        ("p", "token", "ok"), ("p", "token", "invalid"), ("p", "token", "timeout")]
+        ("p", "token", "ok"),
+        ("p", "token", "invalid"),
+        ("p", "token", "timeout"),
+    ]
     assert auth.timed_out(0).status == 503
 
 

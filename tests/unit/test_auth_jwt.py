@@ -34,7 +34,9 @@ def _verifier(**kw) -> JWTVerifier:
 
 
 def _pem(public_key) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +129,17 @@ def test_audience_and_issuer() -> None:
 
 @pytest.mark.parametrize(
     "token",
-    ["", "a.b", "a.b.c.d", "!!.e30.", "e30.e30.e30", "W10.e30.", "x" * 20000,
-     _b64(b'{"alg":"HS256","alg":"none"}') + ".e30.", "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.AAAA"],
+    [
+        "",
+        "a.b",
+        "a.b.c.d",
+        "!!.e30.",
+        "e30.e30.e30",
+        "W10.e30.",
+        "x" * 20000,
+        _b64(b'{"alg":"HS256","alg":"none"}') + ".e30.",
+        "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.AAAA",
+    ],
 )
 def test_malformed_tokens(token: str) -> None:
     with pytest.raises(JWTError):
@@ -152,8 +163,9 @@ def test_key_rules(rsa_key, ec_key) -> None:
         parse_key(_pem(rsa_key.public_key()), ["ES256"])
     with pytest.raises(JWTKeyError, match="ES256 only"):
         parse_key(_pem(ec_key.public_key()), ["RS256"])
-    private_pem = ec_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption())
+    private_pem = ec_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     with pytest.raises(JWTKeyError, match="private key does not belong"):
         parse_key(private_pem, ["ES256"])
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
@@ -181,8 +193,16 @@ def test_key_sources(tmp_path) -> None:
 
 
 def test_from_config_and_repr() -> None:
-    cfg = types.SimpleNamespace(key=SECRET.decode(), key_file="", key_env="", algorithms=("HS256",),
-                                audience="", issuer="", leeway_s=5, require_exp=True)
+    cfg = types.SimpleNamespace(
+        key=SECRET.decode(),
+        key_file="",
+        key_env="",
+        algorithms=("HS256",),
+        audience="",
+        issuer="",
+        leeway_s=5,
+        require_exp=True,
+    )
     v = JWTVerifier.from_config(cfg)
     assert v.leeway == 5.0
     assert SECRET.decode() not in repr(v)

@@ -123,13 +123,17 @@ def test_cli_reads_one_line_from_stdin() -> None:
 
 def test_cli_asks_twice_on_a_terminal(capsys) -> None:
     answers = iter(["one", "two"])
-    code = passwords.main(_args(), getpass=lambda prompt: next(answers), stdin=_Stdin("", tty=True),
-                          stdout=io.StringIO())
+    code = passwords.main(
+        _args(), getpass=lambda prompt: next(answers), stdin=_Stdin("", tty=True), stdout=io.StringIO()
+    )
     assert code == 2
     assert "do not match" in capsys.readouterr().err
     answers = iter(["same", "same"])
     out = io.StringIO()
-    assert passwords.main(_args(), getpass=lambda prompt: next(answers), stdin=_Stdin("", tty=True), stdout=out) == 0
+    assert (
+        passwords.main(_args(), getpass=lambda prompt: next(answers), stdin=_Stdin("", tty=True), stdout=out)
+        == 0
+    )
     assert verify(out.getvalue().strip(), "same")
 
 

@@ -39,5 +39,7 @@ def test_no_trusted_proxies_trusts_nobody() -> None:
 
 
 def test_config_key() -> None:
-    cfg = parse_config('[[ports]]\nalias = "a"\nport = 1\n[ports.access]\ntrusted_proxies = ["127.0.0.1", "::1/128"]\n')
+    cfg = parse_config(
+        '[[ports]]\nalias = "a"\nport = 1\n[ports.access]\ntrusted_proxies = ["127.0.0.1", "::1/128"]\n'
+    )
     assert ProxyTrust.from_config(cfg.ports[0].access).trusts("::1")

@@ -30,8 +30,12 @@ class Servers:
     """Scripted backends: ``answers[url]`` is an Outcome or a callable giving one; each call
     advances the clock by ``latency[url]`` (default 10 ms) and is logged."""
 
-    def __init__(self, clock: Clock, answers: dict[str, Outcome | Callable[[], Outcome]],
-                 latency: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        answers: dict[str, Outcome | Callable[[], Outcome]],
+        latency: dict[str, float] | None = None,
+    ) -> None:
         self.clock = clock
         self.answers = answers
         self.latency = latency or {}
@@ -54,8 +58,9 @@ def policy(**overrides: object) -> LoadBalancing:
     return dataclasses.replace(LoadBalancing(penalty_decay_per_s=0.0), **overrides)
 
 
-def make(servers: list[tuple[str, int]], answers: dict, latency: dict | None = None,
-         **overrides: object) -> tuple[Balancer, Servers, Clock]:
+def make(
+    servers: list[tuple[str, int]], answers: dict, latency: dict | None = None, **overrides: object
+) -> tuple[Balancer, Servers, Clock]:
     clock = Clock()
     return Balancer(servers, policy(**overrides), clock), Servers(clock, answers, latency), clock
 
@@ -81,11 +86,14 @@ def test_pools_are_tried_by_ascending_priority_number() -> None:
 # --- round-robin, the server configured last first --------------------------------------------
 
 
-@pytest.mark.parametrize(("names", "expected"), [
-    (["a"], ["a", "a", "a"]),
-    (["a", "b"], ["b", "a", "b", "a"]),
-    (["a", "b", "c"], ["c", "a", "b", "c", "a", "b"]),
-])
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["a"], ["a", "a", "a"]),
+        (["a", "b"], ["b", "a", "b", "a"]),
+        (["a", "b", "c"], ["c", "a", "b", "c", "a", "b"]),
+    ],
+)
 def test_round_robin_starts_with_the_last_configured_server(names: list[str], expected: list[str]) -> None:
     balancer, backend, _ = make([(n, 1) for n in names], dict.fromkeys(names, ACCEPT))
     for _ in expected:
@@ -103,19 +111,27 @@ def test_after_a_failover_the_rotation_continues_after_the_last_server_tried() -
 # --- attempt limits ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("count", "request_attempts", "server_request_attempts", "expected"), [
-    (3, 4, 2, ["c", "a", "b", "c"]),  # 3 servers x 2 = 6, capped by request_attempts = 4
-    (3, 10, 2, ["c", "a", "b", "c", "a", "b"]),  # capped by 3 x server_request_attempts
-    (3, 2, 1, ["c", "a"]),  # the defaults: 2 per pool, 1 per server
-    (2, 5, 1, ["b", "a"]),
-    (1, 3, 1, ["a", "a", "a"]),  # one server: request_attempts only
-    (1, 2, 5, ["a", "a"]),  # ... server_request_attempts does not apply
-])
-def test_attempt_limits(count: int, request_attempts: int, server_request_attempts: int,
-                        expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("count", "request_attempts", "server_request_attempts", "expected"),
+    [
+        (3, 4, 2, ["c", "a", "b", "c"]),  # 3 servers x 2 = 6, capped by request_attempts = 4
+        (3, 10, 2, ["c", "a", "b", "c", "a", "b"]),  # capped by 3 x server_request_attempts
+        (3, 2, 1, ["c", "a"]),  # the defaults: 2 per pool, 1 per server
+        (2, 5, 1, ["b", "a"]),
+        (1, 3, 1, ["a", "a", "a"]),  # one server: request_attempts only
+        (1, 2, 5, ["a", "a"]),  # ... server_request_attempts does not apply
+    ],
+)
+def test_attempt_limits(
+    count: int, request_attempts: int, server_request_attempts: int, expected: list[str]
+) -> None:
     names = ["a", "b", "c"][:count]
-    balancer, backend, _ = make([(n, 1) for n in names], dict.fromkeys(names, FAIL),
-                                request_attempts=request_attempts, server_request_attempts=server_request_attempts)
+    balancer, backend, _ = make(
+        [(n, 1) for n in names],
+        dict.fromkeys(names, FAIL),
+        request_attempts=request_attempts,
+        server_request_attempts=server_request_attempts,
+    )
     result = balancer.run(backend)
     assert result.decision is Decision.UNAVAILABLE
     assert backend.take() == expected
@@ -126,8 +142,12 @@ def test_attempt_limits(count: int, request_attempts: int, server_request_attemp
 
 @pytest.mark.parametrize(("answer", "decision"), [(REJECT, Decision.REJECTED), (ACCEPT, Decision.ACCEPTED)])
 def test_an_answer_ends_the_request_at_once(answer: Outcome, decision: Decision) -> None:
-    balancer, backend, _ = make([("a", 1), ("b", 1), ("z", 2)], {"a": ACCEPT, "b": answer, "z": ACCEPT},
-                                request_attempts=5, server_request_attempts=3)
+    balancer, backend, _ = make(
+        [("a", 1), ("b", 1), ("z", 2)],
+        {"a": ACCEPT, "b": answer, "z": ACCEPT},
+        request_attempts=5,
+        server_request_attempts=3,
+    )
     result = balancer.run(backend)
     assert result.decision is decision
     assert result.outcome is answer
@@ -151,23 +171,35 @@ def test_an_exception_in_the_adapter_is_a_failure_of_that_server() -> None:
     result = balancer.run(backend)
     assert result.decision is Decision.ACCEPTED
     assert [(a.server, a.result, a.kind) for a in result.attempts] == [
-        ("b", Result.FAILED, "error"), ("a", Result.ACCEPTED, "")]
+        ("b", Result.FAILED, "error"),
+        ("a", Result.ACCEPTED, ""),
+    ]
     assert "RuntimeError: bug" in result.attempts[0].detail
 
 
 # --- penalties: growth and cap -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("threshold", "weight", "limit", "expected"), [
-    (4, 50, 100, [0, 0, 0, 50, 100, 100, 100]),  # the defaults
-    (1, 30, 100, [30, 60, 90, 100, 100, 100, 100]),
-    (3, 7, 1000, [0, 0, 7, 14, 21, 28, 35]),
-    (2, 50, 0, [0, 0, 0, 0, 0, 0, 0]),  # penalty_limit = 0 turns penalties off
-])
-def test_consecutive_failures_add_the_weight_up_to_the_limit(threshold: int, weight: int, limit: int,
-                                                              expected: list[int]) -> None:
-    balancer, backend, _ = make([("a", 1)], {"a": FAIL}, request_attempts=1, connection_failure_threshold=threshold,
-                                connection_failure_weight=weight, penalty_limit=limit)
+@pytest.mark.parametrize(
+    ("threshold", "weight", "limit", "expected"),
+    [
+        (4, 50, 100, [0, 0, 0, 50, 100, 100, 100]),  # the defaults
+        (1, 30, 100, [30, 60, 90, 100, 100, 100, 100]),
+        (3, 7, 1000, [0, 0, 7, 14, 21, 28, 35]),
+        (2, 50, 0, [0, 0, 0, 0, 0, 0, 0]),  # penalty_limit = 0 turns penalties off
+    ],
+)
+def test_consecutive_failures_add_the_weight_up_to_the_limit(
+    threshold: int, weight: int, limit: int, expected: list[int]
+) -> None:
+    balancer, backend, _ = make(
+        [("a", 1)],
+        {"a": FAIL},
+        request_attempts=1,
+        connection_failure_threshold=threshold,
+        connection_failure_weight=weight,
+        penalty_limit=limit,
+    )
     seen = []
     for _ in expected:
         result = balancer.run(backend)
@@ -182,12 +214,15 @@ def test_a_success_resets_the_consecutive_failure_count() -> None:
     assert seen == [0, 0, 0, 0, 0, 0, 0, 50]
 
 
-@pytest.mark.parametrize(("latency", "expected"), [
-    (0.999, [0, 0, 0]),
-    (1.0, [0, 0, 0]),  # "slower than" the threshold
-    (1.001, [2, 4, 6]),
-    (30.0, [2, 4, 6]),
-])
+@pytest.mark.parametrize(
+    ("latency", "expected"),
+    [
+        (0.999, [0, 0, 0]),
+        (1.0, [0, 0, 0]),  # "slower than" the threshold
+        (1.001, [2, 4, 6]),
+        (30.0, [2, 4, 6]),
+    ],
+)
 def test_slow_answers_add_the_high_load_weight(latency: float, expected: list[int]) -> None:
     balancer, backend, _ = make([("a", 1)], {"a": ACCEPT}, {"a": latency})
     seen = [balancer.run(backend).attempts[-1].penalty for _ in expected]
@@ -206,8 +241,9 @@ def test_slow_answers_are_capped_by_the_limit() -> None:
 
 def test_a_penalized_server_is_skipped_pays_per_skip_and_returns() -> None:
     # a gets a penalty of 3 from one slow answer; b stays at 0.
-    balancer, backend, _ = make([("a", 1), ("b", 1)], {"a": ACCEPT, "b": ACCEPT}, {"a": 1.5},
-                                high_load_weight=3)
+    balancer, backend, _ = make(
+        [("a", 1), ("b", 1)], {"a": ACCEPT, "b": ACCEPT}, {"a": 1.5}, high_load_weight=3
+    )
     balancer.run(backend)  # b (configured last)
     balancer.run(backend)  # a, slow: penalty 3
     assert backend.take() == ["b", "a"]
@@ -235,8 +271,9 @@ def test_a_skipped_server_is_still_the_last_resort() -> None:
 
 def test_equal_penalties_mean_plain_round_robin() -> None:
     names = ["a", "b", "c"]
-    balancer, backend, _ = make([(n, 1) for n in names], dict.fromkeys(names, ACCEPT),
-                                dict.fromkeys(names, 2.0), penalty_limit=6)
+    balancer, backend, _ = make(
+        [(n, 1) for n in names], dict.fromkeys(names, ACCEPT), dict.fromkeys(names, 2.0), penalty_limit=6
+    )
     for _ in range(9):
         balancer.run(backend)
     assert backend.take() == ["c", "a", "b"] * 3
@@ -246,8 +283,13 @@ def test_equal_penalties_mean_plain_round_robin() -> None:
 
 def test_penalized_servers_are_retried_lowest_penalty_first() -> None:
     names = ["a", "b", "c", "d"]
-    balancer, backend, _ = make([(n, 1) for n in names], dict.fromkeys(names, FAIL),
-                                request_attempts=4, connection_failure_threshold=1, connection_failure_weight=10)
+    balancer, backend, _ = make(
+        [(n, 1) for n in names],
+        dict.fromkeys(names, FAIL),
+        request_attempts=4,
+        connection_failure_threshold=1,
+        connection_failure_weight=10,
+    )
     balancer.run(backend)  # d, a, b, c fail: 10 each
     for server, extra in (("a", 2), ("b", 1)):
         for _ in range(extra):
@@ -261,20 +303,35 @@ def test_penalized_servers_are_retried_lowest_penalty_first() -> None:
 # --- decay ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("rate", "seconds", "expected"), [
-    (1.0, 0, 50), (1.0, 20, 30), (1.0, 50, 0), (1.0, 500, 0), (0.5, 20, 40), (0.0, 1000, 50), (10, 4.5, 5),
-])
+@pytest.mark.parametrize(
+    ("rate", "seconds", "expected"),
+    [
+        (1.0, 0, 50),
+        (1.0, 20, 30),
+        (1.0, 50, 0),
+        (1.0, 500, 0),
+        (0.5, 20, 40),
+        (0.0, 1000, 50),
+        (10, 4.5, 5),
+    ],
+)
 def test_penalties_decay_with_time(rate: float, seconds: float, expected: float) -> None:
-    balancer, backend, clock = make([("a", 1)], {"a": FAIL}, request_attempts=1, connection_failure_threshold=1,
-                                    penalty_decay_per_s=rate)
+    balancer, backend, clock = make(
+        [("a", 1)], {"a": FAIL}, request_attempts=1, connection_failure_threshold=1, penalty_decay_per_s=rate
+    )
     balancer.run(backend)  # one failure: 50, counted when the answer came
     clock.advance(seconds)
     assert balancer.snapshot()[0].penalty == pytest.approx(expected)
 
 
 def test_a_penalized_server_returns_by_decay_when_traffic_is_low() -> None:
-    balancer, backend, clock = make([("a", 1), ("b", 1)], {"a": ACCEPT, "b": FAIL}, request_attempts=2,
-                                    connection_failure_threshold=1, penalty_decay_per_s=1.0)
+    balancer, backend, clock = make(
+        [("a", 1), ("b", 1)],
+        {"a": ACCEPT, "b": FAIL},
+        request_attempts=2,
+        connection_failure_threshold=1,
+        penalty_decay_per_s=1.0,
+    )
     balancer.run(backend)  # b fails (50), a answers
     assert backend.take() == ["b", "a"]
     backend.answers["b"] = ACCEPT
@@ -294,7 +351,10 @@ def test_pool_fallback_after_the_first_pool_is_exhausted() -> None:
     result = balancer.run(backend)
     assert result.decision is Decision.ACCEPTED
     assert [(a.server, a.result.value) for a in result.attempts] == [
-        ("p1b", "failed"), ("p1a", "failed"), ("p2b", "accepted")]
+        ("p1b", "failed"),
+        ("p1a", "failed"),
+        ("p2b", "accepted"),
+    ]
 
 
 def test_a_reject_in_the_first_pool_does_not_fall_back() -> None:
@@ -313,8 +373,9 @@ def test_every_pool_exhausted_is_unavailable_never_a_reject() -> None:
 
 def test_the_deadline_stops_new_attempts_and_cuts_timeouts() -> None:
     names = ["a", "b", "c"]
-    balancer, backend, clock = make([(n, 1) for n in names], dict.fromkeys(names, FAIL),
-                                    dict.fromkeys(names, 0.8), request_attempts=3)
+    balancer, backend, clock = make(
+        [(n, 1) for n in names], dict.fromkeys(names, FAIL), dict.fromkeys(names, 0.8), request_attempts=3
+    )
     result = balancer.run(backend, deadline=clock() + 1.5)
     assert (result.decision, result.reason) == (Decision.UNAVAILABLE, "deadline")
     assert backend.take() == ["c", "a"]
@@ -339,9 +400,16 @@ def test_a_balancer_needs_servers() -> None:
 # --- the worked example of docs/adapters.md ------------------------------------------------------
 
 EXAMPLE_SERVERS = [("ldap1", 1), ("ldap2", 1), ("ldap3", 1), ("ldap-dr", 2)]
-EXAMPLE_POLICY = {"request_attempts": 2, "server_request_attempts": 1, "connection_failure_threshold": 2,
-                  "connection_failure_weight": 4, "penalty_limit": 100, "high_load_threshold_ms": 1000,
-                  "high_load_weight": 2, "penalty_decay_per_s": 0.0}
+EXAMPLE_POLICY = {
+    "request_attempts": 2,
+    "server_request_attempts": 1,
+    "connection_failure_threshold": 2,
+    "connection_failure_weight": 4,
+    "penalty_limit": 100,
+    "high_load_threshold_ms": 1000,
+    "high_load_weight": 2,
+    "penalty_decay_per_s": 0.0,
+}
 # request number -> (servers down, servers answering slowly); "wrong" = a wrong password
 EXAMPLE_EVENTS = {
     **{n: ({"ldap3"}, set()) for n in range(4, 15)},
@@ -371,8 +439,9 @@ def worked_example() -> list[str]:
         skips_before = {s.url: s.skips for s in balancer.snapshot()}
         result = balancer.run(call)
         skipped = [s.url for s in balancer.snapshot() if s.skips > skips_before[s.url]]
-        tried = ", ".join(f"{a.server} {a.result.value}{' (1500 ms)' if a.seconds > 1 else ''}"
-                          for a in result.attempts)
+        tried = ", ".join(
+            f"{a.server} {a.result.value}{' (1500 ms)' if a.seconds > 1 else ''}" for a in result.attempts
+        )
         pens = " / ".join(f"{s.penalty:g}" for s in balancer.snapshot())
         rows.append(f"| {n} | {tried} | {', '.join(skipped) or '-'} | {pens} | {result.decision.value} |")
     return rows

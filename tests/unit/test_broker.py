@@ -19,9 +19,16 @@ def test_envelope_round_trips_text_and_binary():
     assert broker.decode_envelope(broker.encode_envelope(origin, bytearray(b"x"))) == (origin, b"x")
 
 
-@pytest.mark.parametrize("data", [
-    b"", b"\x11short", b"\x21" + bytes(8) + b"x", b"\x13" + bytes(8) + b"x", b"\x11" + bytes(8) + b"\xff",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x11short",
+        b"\x21" + bytes(8) + b"x",
+        b"\x13" + bytes(8) + b"x",
+        b"\x11" + bytes(8) + b"\xff",
+    ],
+)
 def test_bad_envelopes_are_refused(data):
     with pytest.raises(broker.EnvelopeError):
         broker.decode_envelope(data)

@@ -240,8 +240,10 @@ INVALID = [
     (
         "wss without a key",
         PORT + 'protocol = "wss"\n',
-        ['ports[0].protocol = "wss": needs a TLS key: set [ports.tls] keystore (and key_alias) or the '
-         "server's default key in [server.tls]"],
+        [
+            'ports[0].protocol = "wss": needs a TLS key: set [ports.tls] keystore (and key_alias) or the '
+            "server's default key in [server.tls]"
+        ],
     ),
     (
         "server keystore",
@@ -251,25 +253,33 @@ INVALID = [
     (
         "tls on a ws port",
         PORT + '[ports.tls]\nkeystore = "main"\n',
-        ['ports[0].tls: is only used by wss ports (ports[0].protocol = "ws"); set protocol = "wss" or remove '
-         "[ports.tls]"],
+        [
+            'ports[0].tls: is only used by wss ports (ports[0].protocol = "ws"); set protocol = "wss" or remove '
+            "[ports.tls]"
+        ],
     ),
     (
         "client_auth certificate on a ws port",
         PORT + 'client_auth = "certificate"\n',
-        ['ports[0].client_auth = "certificate": needs a wss port with [ports.tls] client_certs = "require" '
-         'or "request"'],
+        [
+            'ports[0].client_auth = "certificate": needs a wss port with [ports.tls] client_certs = "require" '
+            'or "request"'
+        ],
     ),
     (
         "client_auth adapter",
         PORT + 'client_auth = "adapter:corp-ldap"\n',
-        ['ports[0].client_auth = "adapter:corp-ldap": must name an [[adapters]] entry (no [[adapters]] configured)'],
+        [
+            'ports[0].client_auth = "adapter:corp-ldap": must name an [[adapters]] entry (no [[adapters]] configured)'
+        ],
     ),
     (
         "client_auth misspelt",
         PORT + 'client_auth = "nnoe"\n',
-        ['ports[0].client_auth = "nnoe": must be one of "none", "password", "token", "jwt", "certificate", '
-         '"adapter:<name>"'],
+        [
+            'ports[0].client_auth = "nnoe": must be one of "none", "password", "token", "jwt", "certificate", '
+            '"adapter:<name>"'
+        ],
     ),
     (
         "no_auth_user without such a user",
@@ -477,11 +487,16 @@ AUTH_INVALID = [
     (
         "plain password in password_hash",
         ECHO + PORT + '[[users]]\nname = "alice"\npassword_hash = "hunter2"\n',
-        ["users[0].password_hash: must be a hash made by `wsserver hash-password`", "plain passwords are refused"],
+        [
+            "users[0].password_hash: must be a hash made by `wsserver hash-password`",
+            "plain passwords are refused",
+        ],
     ),
     (
         "scrypt hash with a bad N",
-        ECHO + PORT + '[[users]]\nname = "alice"\npassword_hash = "scrypt$1000$8$1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"\n',
+        ECHO
+        + PORT
+        + '[[users]]\nname = "alice"\npassword_hash = "scrypt$1000$8$1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"\n',
         ["users[0].password_hash: scrypt N must be a power of two"],
     ),
     (
@@ -538,7 +553,9 @@ AUTH_INVALID = [
     (
         "client_auth adapter without that adapter",
         ECHO + PORT + 'client_auth = "adapter:corp"\n',
-        ['ports[0].client_auth = "adapter:corp": must name an [[adapters]] entry (no [[adapters]] configured)'],
+        [
+            'ports[0].client_auth = "adapter:corp": must name an [[adapters]] entry (no [[adapters]] configured)'
+        ],
     ),
     (
         "token_query_param on a password port",
@@ -594,18 +611,23 @@ def test_invalid_auth_config_gives_one_error_line(text: str, expected: list[str]
 
 
 def test_secrets_are_not_repeated_in_errors() -> None:
-    text = ECHO + PORT + '[[users]]\nname = "alice"\npassword_hash = "MyPlainPassw0rd"\ntoken = "short-secret"\n'
+    text = (
+        ECHO + PORT + '[[users]]\nname = "alice"\npassword_hash = "MyPlainPassw0rd"\ntoken = "short-secret"\n'
+    )
     errors = errors_of(text)
     assert len(errors) == 2
     assert not any("MyPlainPassw0rd" in e or "short-secret" in e for e in errors)
 
 
 def test_valid_auth_config() -> None:
-    text = (ECHO + PORT + 'client_auth = "jwt"\nno_auth_user = "alice"\ntoken_query_param = "access_token"\n'
-            f'[ports.jwt]\nkey = "{_JWT_KEY}"\ncookie = "session"\naudience = "ws"\n'
-            "[ports.origin]\nsame_origin = true\n"
-            "[ports.auth_rate_limit]\nburst = 3\nrefill_per_minute = 1\n"
-            + _USER + 'connection_types = ["wss"]\nports = ["a"]\nendpoints = ["/echo"]\n')
+    text = (
+        ECHO + PORT + 'client_auth = "jwt"\nno_auth_user = "alice"\ntoken_query_param = "access_token"\n'
+        f'[ports.jwt]\nkey = "{_JWT_KEY}"\ncookie = "session"\naudience = "ws"\n'
+        "[ports.origin]\nsame_origin = true\n"
+        "[ports.auth_rate_limit]\nburst = 3\nrefill_per_minute = 1\n"
+        + _USER
+        + 'connection_types = ["wss"]\nports = ["a"]\nendpoints = ["/echo"]\n'
+    )
     cfg = parse_config(text)
     port, user = cfg.ports[0], cfg.users[0]
     assert (port.client_auth, port.no_auth_user, port.token_query_param) == ("jwt", "alice", "access_token")
@@ -618,16 +640,31 @@ def test_valid_auth_config() -> None:
 @pytest.mark.parametrize(
     ("auth", "extra", "expected"),
     [
-        ("certificate", "", 'ports[0].client_auth = "certificate": needs a wss port with [ports.tls] '
-                            'client_certs = "require" or "request"'),
-        ("adapter:nope", "", 'ports[0].client_auth = "adapter:nope": must name an [[adapters]] entry '
-                             "(no [[adapters]] configured)"),
-        ("adapter:ocsp", '[[adapters]]\nname = "ocsp"\ntype = "ocsp"\n[adapters.load_balancing]\n'
-                         "server_request_attempts = 1\n",
-         'ports[0].client_auth = "adapter:ocsp": an OCSP adapter checks certificates, not passwords: use an '
-         'ldap, radius or http adapter (for client certificates: [ports.tls] ocsp = "ocsp")'),
-        ("kerberos", "", 'ports[0].client_auth = "kerberos": must be one of "none", "password", "token", "jwt", '
-                         '"certificate", "adapter:<name>"'),
+        (
+            "certificate",
+            "",
+            'ports[0].client_auth = "certificate": needs a wss port with [ports.tls] '
+            'client_certs = "require" or "request"',
+        ),
+        (
+            "adapter:nope",
+            "",
+            'ports[0].client_auth = "adapter:nope": must name an [[adapters]] entry '
+            "(no [[adapters]] configured)",
+        ),
+        (
+            "adapter:ocsp",
+            '[[adapters]]\nname = "ocsp"\ntype = "ocsp"\n[adapters.load_balancing]\n'
+            "server_request_attempts = 1\n",
+            'ports[0].client_auth = "adapter:ocsp": an OCSP adapter checks certificates, not passwords: use an '
+            'ldap, radius or http adapter (for client certificates: [ports.tls] ocsp = "ocsp")',
+        ),
+        (
+            "kerberos",
+            "",
+            'ports[0].client_auth = "kerberos": must be one of "none", "password", "token", "jwt", '
+            '"certificate", "adapter:<name>"',
+        ),
     ],
 )
 def test_certificate_and_adapter_client_auth_rules(auth, extra, expected):
@@ -647,10 +684,17 @@ def test_cluster_is_absent_by_default():
     assert default_config().cluster is None
 
 
-@pytest.mark.parametrize("broker", [
-    "redis://127.0.0.1:6379/0", "redis://redis.internal", "rediss://[::1]:6380/2", "redis://user@h:1/",
-    "unix:///run/redis/redis.sock", "unix:///tmp/r.sock?db=3",
-])
+@pytest.mark.parametrize(
+    "broker",
+    [
+        "redis://127.0.0.1:6379/0",
+        "redis://redis.internal",
+        "rediss://[::1]:6380/2",
+        "redis://user@h:1/",
+        "unix:///run/redis/redis.sock",
+        "unix:///tmp/r.sock?db=3",
+    ],
+)
 def test_cluster_accepts_redis_urls(broker):
     cfg = parse_config(ECHO + PORT + f'[cluster]\nbroker = "{broker}"\n')
     assert cfg.cluster is not None
@@ -658,10 +702,22 @@ def test_cluster_accepts_redis_urls(broker):
     assert (cfg.cluster.node, cfg.cluster.connect_timeout_ms, cfg.cluster.password_env) == ("", 2000, "")
 
 
-@pytest.mark.parametrize("broker", [
-    "http://127.0.0.1:6379", "redis://:6379/0", "redis://", "redis://h:99999", "redis://h/x", "redis://h?x=1",
-    "unix://host/sock", "unix://", "127.0.0.1:6379", "redis://:secret@h:6379/0", "redis://u:secret@h/0",
-])
+@pytest.mark.parametrize(
+    "broker",
+    [
+        "http://127.0.0.1:6379",
+        "redis://:6379/0",
+        "redis://",
+        "redis://h:99999",
+        "redis://h/x",
+        "redis://h?x=1",
+        "unix://host/sock",
+        "unix://",
+        "127.0.0.1:6379",
+        "redis://:secret@h:6379/0",
+        "redis://u:secret@h/0",
+    ],
+)
 def test_cluster_rejects_bad_broker_urls_in_one_line(broker):
     [line] = errors_of(ECHO + PORT + f'[cluster]\nbroker = "{broker}"\n')
     assert line.startswith("wsserver.toml: cluster.broker: must be ")
@@ -669,23 +725,45 @@ def test_cluster_rejects_bad_broker_urls_in_one_line(broker):
     assert "secret" not in line  # a URL may hold a password: never shown
 
 
-@pytest.mark.parametrize(("table", "expected"), [
-    ("[cluster]\n", "cluster.broker: is required (redis://"),
-    ('[cluster]\nbrokr = "redis://h"\n', 'cluster.brokr = "redis://h": unknown key; did you mean "broker"?'),
-    ('[cluster]\nbroker = "redis://h"\nconnect_timeout_ms = 0\n', "cluster.connect_timeout_ms = 0: must be an "
-                                                                   "integer 1..60000"),
-    ('[cluster]\nbroker = "redis://h"\nnode = "a b"\n', 'cluster.node = "a b": must be "" or 1-255 characters'),
-    ('[cluster]\nbroker = "redis://h"\npassword_env = "WSSERVER_TEST_UNSET_VAR"\n',
-     'cluster.password_env = "WSSERVER_TEST_UNSET_VAR": this environment variable is not set or empty'),
-    ('cluster = "redis://h"\n', 'cluster = "redis://h": must be a table ([cluster])'),
-    ('[cluster]\nbroker = "redis://h"\ntls_ca_file = "ca.pem"\n',
-     'cluster.tls_ca_file = "ca.pem": is only used with a rediss:// broker'),
-    ('[cluster]\nbroker = "redis://h"\nprefix = "a b"\n', 'cluster.prefix = "a b": must be 1-64 characters'),
-    ('[cluster]\nbroker = "redis://h"\npresence_ttl_s = 86401\n',
-     "cluster.presence_ttl_s = 86401: must be an integer 0..86400"),
-    ('[cluster]\nbroker = "redis://h"\nready_requires_broker = "yes"\n',
-     'cluster.ready_requires_broker = "yes": must be'),
-])
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ("[cluster]\n", "cluster.broker: is required (redis://"),
+        (
+            '[cluster]\nbrokr = "redis://h"\n',
+            'cluster.brokr = "redis://h": unknown key; did you mean "broker"?',
+        ),
+        (
+            '[cluster]\nbroker = "redis://h"\nconnect_timeout_ms = 0\n',
+            "cluster.connect_timeout_ms = 0: must be an integer 1..60000",
+        ),
+        (
+            '[cluster]\nbroker = "redis://h"\nnode = "a b"\n',
+            'cluster.node = "a b": must be "" or 1-255 characters',
+        ),
+        (
+            '[cluster]\nbroker = "redis://h"\npassword_env = "WSSERVER_TEST_UNSET_VAR"\n',
+            'cluster.password_env = "WSSERVER_TEST_UNSET_VAR": this environment variable is not set or empty',
+        ),
+        ('cluster = "redis://h"\n', 'cluster = "redis://h": must be a table ([cluster])'),
+        (
+            '[cluster]\nbroker = "redis://h"\ntls_ca_file = "ca.pem"\n',
+            'cluster.tls_ca_file = "ca.pem": is only used with a rediss:// broker',
+        ),
+        (
+            '[cluster]\nbroker = "redis://h"\nprefix = "a b"\n',
+            'cluster.prefix = "a b": must be 1-64 characters',
+        ),
+        (
+            '[cluster]\nbroker = "redis://h"\npresence_ttl_s = 86401\n',
+            "cluster.presence_ttl_s = 86401: must be an integer 0..86400",
+        ),
+        (
+            '[cluster]\nbroker = "redis://h"\nready_requires_broker = "yes"\n',
+            'cluster.ready_requires_broker = "yes": must be',
+        ),
+    ],
+)
 def test_cluster_errors(table, expected, monkeypatch):
     monkeypatch.delenv("WSSERVER_TEST_UNSET_VAR", raising=False)
     lines = errors_of(table + ECHO + PORT)
@@ -695,18 +773,31 @@ def test_cluster_errors(table, expected, monkeypatch):
 
 def test_cluster_password_env_set(monkeypatch):
     monkeypatch.setenv("WSSERVER_TEST_REDIS_PW", "s3cret")
-    cfg = parse_config(ECHO + PORT + '[cluster]\nbroker = "redis://h"\nnode = "n-1"\npassword_env = '
-                       '"WSSERVER_TEST_REDIS_PW"\nconnect_timeout_ms = 500\n')
+    cfg = parse_config(
+        ECHO + PORT + '[cluster]\nbroker = "redis://h"\nnode = "n-1"\npassword_env = '
+        '"WSSERVER_TEST_REDIS_PW"\nconnect_timeout_ms = 500\n'
+    )
     assert cfg.cluster.node == "n-1" and cfg.cluster.connect_timeout_ms == 500
 
 
-@pytest.mark.parametrize(("extra", "expected"), [
-    ('proxy_protocol = "v3"\n', 'ports[0].proxy_protocol = "v3": must be one of "off", "v1", "v2", "any"'),
-    ('proxy_protocl = "v1"\n', 'ports[0].proxy_protocl = "v1": unknown key; did you mean "proxy_protocol"?'),
-    ('proxy_protocol = "v1"\n', 'ports[0].proxy_protocol = "v1": needs [ports.access] trusted_proxies'),
-    ('proxy_protocol = "any"\n[ports.access]\ntrusted_proxies = []\n',
-     'ports[0].proxy_protocol = "any": needs [ports.access] trusted_proxies'),
-])
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            'proxy_protocol = "v3"\n',
+            'ports[0].proxy_protocol = "v3": must be one of "off", "v1", "v2", "any"',
+        ),
+        (
+            'proxy_protocl = "v1"\n',
+            'ports[0].proxy_protocl = "v1": unknown key; did you mean "proxy_protocol"?',
+        ),
+        ('proxy_protocol = "v1"\n', 'ports[0].proxy_protocol = "v1": needs [ports.access] trusted_proxies'),
+        (
+            'proxy_protocol = "any"\n[ports.access]\ntrusted_proxies = []\n',
+            'ports[0].proxy_protocol = "any": needs [ports.access] trusted_proxies',
+        ),
+    ],
+)
 def test_proxy_protocol_errors(extra: str, expected: str) -> None:
     errors = errors_of(PORT + extra)
     assert len(errors) == 1, errors
@@ -720,6 +811,8 @@ def test_proxy_protocol_accepted_on_wss_ports() -> None:
 
 @pytest.mark.parametrize("version", ["off", "v1", "v2", "any"])
 def test_proxy_protocol_values(version: str) -> None:
-    cfg = parse_config(PORT + f'proxy_protocol = "{version}"\n[ports.access]\ntrusted_proxies = ["10.0.0.5"]\n')
+    cfg = parse_config(
+        PORT + f'proxy_protocol = "{version}"\n[ports.access]\ntrusted_proxies = ["10.0.0.5"]\n'
+    )
     assert cfg.ports[0].proxy_protocol == version
     assert parse_config(PORT).ports[0].proxy_protocol == "off"

@@ -40,7 +40,7 @@ def test_reset_keeps_ip_rules_and_comments() -> None:
     text, changed = reset_access_text(CONFIG, "a")
     assert changed
     assert "# operator's notes stay" in text and "# the echo" in text and "# keep this rule" in text
-    assert 'mode = "deny"' not in text and 'allow_endpoints' not in text
+    assert 'mode = "deny"' not in text and "allow_endpoints" not in text
     assert 'deny_endpoints = ["/admin"]' in text  # port b untouched
 
 

@@ -145,13 +145,30 @@ def test_default_config_round_trips() -> None:
 
 def test_dump_writes_every_key() -> None:
     data = tomllib.loads(dump_config(parse_config(EXAMPLE_LIKE)))
-    assert set(data) == {"server", "packages", "endpoints", "ports", "keystores", "truststores",
-                         "metrics", "admin"}
+    assert set(data) == {
+        "server",
+        "packages",
+        "endpoints",
+        "ports",
+        "keystores",
+        "truststores",
+        "metrics",
+        "admin",
+    }
     # Keystores too are written with every key (their empty ones included); a PEM keystore's
     # keys as [[keystores.keys]] (test_tls_settings).
-    assert data["keystores"] == [{"alias": "main", "type": "pkcs12", "path": "certs/server.p12",
-                                  "password_env": "WSSERVER_KEYSTORE_PASSWORD", "password_file": "",
-                                  "key_password_env": "", "key_password_file": "", "token": ""}]
+    assert data["keystores"] == [
+        {
+            "alias": "main",
+            "type": "pkcs12",
+            "path": "certs/server.p12",
+            "password_env": "WSSERVER_KEYSTORE_PASSWORD",
+            "password_file": "",
+            "key_password_env": "",
+            "key_password_file": "",
+            "token": "",
+        }
+    ]
     assert len(data["ports"]) == 2
     port = data["ports"][1]
     names = {f.name for f in dataclasses.fields(type(default_config().ports[0]))}

@@ -37,14 +37,19 @@ def test_systemd_unit():
     assert svc["KillSignal"] == "SIGTERM"
     assert int(svc["TimeoutStopSec"]) > 30  # longer than the default graceful_timeout
     assert svc["RestartPreventExitStatus"] == "2"  # EXIT_CONFIG
-    for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes",
-                       "ProtectHome": "yes", "PrivateDevices": "yes", "RestrictSUIDSGID": "yes",
-                       "SystemCallArchitectures": "native", "CapabilityBoundingSet": ""}.items():
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "PrivateTmp": "yes",
+        "ProtectHome": "yes",
+        "PrivateDevices": "yes",
+        "RestrictSUIDSGID": "yes",
+        "SystemCallArchitectures": "native",
+        "CapabilityBoundingSet": "",
+    }.items():
         assert svc[key] == value, key
     assert svc["User"] != "root"
     assert unit()["Install"]["WantedBy"] == "multi-user.target"
-
-
 
 
 def containerfile() -> list[tuple[str, str]]:
@@ -98,18 +103,23 @@ def test_grafana_dashboard_uses_only_wsserver_metric_names():
     assert unknown == []
     # Every wsserver metric is on the dashboard somewhere.
     shown = {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}
-    assert {n for n in exposed_names() if n.startswith("wsserver_")} - shown == {"wsserver_health_checks_total"}
+    assert {n for n in exposed_names() if n.startswith("wsserver_")} - shown == {
+        "wsserver_health_checks_total"
+    }
 
 
 def test_alert_rules_and_scrape_config_names():
     alerts = (DEPLOY / "prometheus" / "alerts.yml").read_text()
     used = set(re.findall(r"\b(?:wsserver|process)_[a-z_]+\b", alerts))
     assert sorted(n for n in used if not known(n)) == []
-    for alert in ("WsserverWorkerRestartStorm", "WsserverAllAdapterServersPenalized", "WsserverCertificateExpiresSoon",
-                  "WsserverPoolSaturated", "WsserverWorkersBelowTarget"):
+    for alert in (
+        "WsserverWorkerRestartStorm",
+        "WsserverAllAdapterServersPenalized",
+        "WsserverCertificateExpiresSoon",
+        "WsserverPoolSaturated",
+        "WsserverWorkersBelowTarget",
+    ):
         assert f"alert: {alert}" in alerts
     assert "14 * 86400" in alerts
     scrape = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
     assert "127.0.0.1:9108" in scrape and "alerts.yml" in scrape
-
-

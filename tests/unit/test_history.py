@@ -17,22 +17,17 @@ def test_offset_envelope_round_trips_and_is_checked():
     assert broker.decode_message(with_offset) == (origin, "hi", "1-234")
     assert broker.decode_envelope(with_offset) == (origin, "hi")
     assert broker.decode_message(env) == (origin, "hi", None)
-    for bad in (bytes([env[0] | 2]) + origin, bytes([env[0] | 2]) + origin + b"\x09abc",
-                bytes([env[0] | 2]) + origin + b"\x03a-b"):
+    for bad in (
+        bytes([env[0] | 2]) + origin,
+        bytes([env[0] | 2]) + origin + b"\x09abc",
+        bytes([env[0] | 2]) + origin + b"\x03a-b",
+    ):
         with pytest.raises(broker.EnvelopeError):
             broker.decode_message(bad)
     assert broker.parse_offset("17-3") == (17, 3)
     for bad in ("", "17", "a-1", "1-", "-1", "1-2-3"):
         with pytest.raises(ValueError):
             broker.parse_offset(bad)
-
-
-
-
-
-
-
-
 
 
 class _Session:

@@ -101,10 +101,17 @@ def feed(conn: ServerConnection, data: bytes):
 
 def test_request_with_query_headers_and_body() -> None:
     conn = ServerConnection("192.0.2.1", "https", max_body=100)
-    got = feed(conn, b"POST /api/x?a=1&a=2&b= HTTP/1.1\r\nHost: h:9\r\nX-A: 1\r\nX-A: 2\r\n"
-                     b"Content-Length: 5\r\n\r\nhello")
+    got = feed(
+        conn,
+        b"POST /api/x?a=1&a=2&b= HTTP/1.1\r\nHost: h:9\r\nX-A: 1\r\nX-A: 2\r\nContent-Length: 5\r\n\r\nhello",
+    )
     assert isinstance(got, Request)
-    assert (got.method, got.path, got.target, got.query) == ("POST", "/api/x", "/api/x?a=1&a=2&b=", {"a": "2", "b": ""})
+    assert (got.method, got.path, got.target, got.query) == (
+        "POST",
+        "/api/x",
+        "/api/x?a=1&a=2&b=",
+        {"a": "2", "b": ""},
+    )
     assert got.headers["x-a"] == "1, 2" and got.body == b"hello" and got.peer == "192.0.2.1"
     assert got.origin == "https://h:9"
 
@@ -139,11 +146,20 @@ def test_clean_close_between_requests() -> None:
     [
         (b"NOT HTTP\r\n\r\n", 0, 400, b"Bad Request"),
         (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10000 + b"\r\n\r\n", 0, 431, b""),
-        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", 0, 413, b"request bodies are not accepted"),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            0,
+            413,
+            b"request bodies are not accepted",
+        ),
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 0, 413, b""),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n", 10, 413, b""),
-        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n6\r\nabcdef\r\n0\r\n\r\n",
-         10, 413, b""),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n6\r\nabcdef\r\n0\r\n\r\n",
+            10,
+            413,
+            b"",
+        ),
     ],
 )
 def test_failures_answer_and_close(raw: bytes, max_body: int, status: int, text: bytes) -> None:

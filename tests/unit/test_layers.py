@@ -29,20 +29,28 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "wsserver"
 
 LAYERS: dict[str, int] = {
-    "protocol": 0, "config": 0, "logs": 0,
-    "security": 1, "adapters": 1,
-    "metrics": 2, "preflight": 2,
-    "runtime": 3, "endpoints": 3, "": 3,  # "" is the package itself: wsserver/__init__.py
+    "protocol": 0,
+    "config": 0,
+    "logs": 0,
+    "security": 1,
+    "adapters": 1,
+    "metrics": 2,
+    "preflight": 2,
+    "runtime": 3,
+    "endpoints": 3,
+    "": 3,  # "" is the package itself: wsserver/__init__.py
     "prefork": 4,
     "admin": 5,
-    "cli": 6, "__main__": 6,
+    "cli": 6,
+    "__main__": 6,
 }
 
 # (importer, imported) pairs that break the contract today. Keep the reason and the fix.
 ALLOWED: dict[tuple[str, str], str] = {
     ("wsserver.metrics", "wsserver"): (
         "reads __version__ from the package, whose __init__ imports the runtime; "
-        "a bottom-layer version module (or importlib.metadata) removes it"),
+        "a bottom-layer version module (or importlib.metadata) removes it"
+    ),
 }
 
 # Import cycles among modules, each as the set of modules of one strongly connected component.
@@ -53,13 +61,32 @@ ALLOWED: dict[tuple[str, str], str] = {
 KNOWN_CYCLES: list[frozenset[str]] = []
 KNOWN_DEFERRED_CYCLES: list[frozenset[str]] = [
     # security <-> adapters: the ports' stapling/OCSP and the adapters' TLS client contexts.
-    frozenset({"wsserver.adapters._http", "wsserver.adapters.http", "wsserver.adapters.ldap",
-               "wsserver.adapters.ocsp", "wsserver.adapters.otp", "wsserver.adapters.service",
-               "wsserver.adapters.tls", "wsserver.security.stapling", "wsserver.security.tls"}),
+    frozenset(
+        {
+            "wsserver.adapters._http",
+            "wsserver.adapters.http",
+            "wsserver.adapters.ldap",
+            "wsserver.adapters.ocsp",
+            "wsserver.adapters.otp",
+            "wsserver.adapters.service",
+            "wsserver.adapters.tls",
+            "wsserver.security.stapling",
+            "wsserver.security.tls",
+        }
+    ),
     # the runtime's groups, broker, presence and sessions; metrics -> wsserver.__version__.
-    frozenset({"wsserver", "wsserver.endpoints.base", "wsserver.metrics", "wsserver.runtime.broker",
-               "wsserver.runtime.groups", "wsserver.runtime.pool", "wsserver.runtime.presence",
-               "wsserver.runtime.session"}),
+    frozenset(
+        {
+            "wsserver",
+            "wsserver.endpoints.base",
+            "wsserver.metrics",
+            "wsserver.runtime.broker",
+            "wsserver.runtime.groups",
+            "wsserver.runtime.pool",
+            "wsserver.runtime.presence",
+            "wsserver.runtime.session",
+        }
+    ),
     frozenset({"wsserver.security.auth", "wsserver.security.otp_auth"}),
 ]
 
@@ -81,7 +108,8 @@ def layer_key(module: str) -> str:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _targets(module: str, node: ast.Import | ast.ImportFrom) -> set[str]:
@@ -148,8 +176,9 @@ def violations() -> set[tuple[str, str]]:
 
 def cycles(*, module_level_only: bool = True) -> list[frozenset[str]]:
     """Strongly connected components (more than one module) of the import graph."""
-    graph = {m: sorted(t for t in imports(m, module_level_only=module_level_only) if t in MODULES)
-             for m in MODULES}
+    graph = {
+        m: sorted(t for t in imports(m, module_level_only=module_level_only) if t in MODULES) for m in MODULES
+    }
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -191,12 +220,15 @@ def test_every_module_has_a_layer():
 def test_no_import_reaches_up_a_layer():
     new = sorted(violations() - ALLOWED.keys())
     assert not new, "imports from a higher layer (fix, or list in ALLOWED with the reason):\n" + "\n".join(
-        f"  {a} -> {b}" for a, b in new)
+        f"  {a} -> {b}" for a, b in new
+    )
 
 
 def test_allowed_exceptions_are_still_needed():
     stale = sorted(ALLOWED.keys() - violations())
-    assert not stale, "no longer needed: delete from ALLOWED:\n" + "\n".join(f"  {a} -> {b}" for a, b in stale)
+    assert not stale, "no longer needed: delete from ALLOWED:\n" + "\n".join(
+        f"  {a} -> {b}" for a, b in stale
+    )
 
 
 def _check_cycles(found: list[frozenset[str]], known: list[frozenset[str]], name: str) -> None:

@@ -20,6 +20,8 @@ def test_total_limit_across_rows():
 def test_per_worker_limit():
     table = ConnectionTable(rows=4, columns=2)
     counter = table.counter("a", 1, limit=0, per_worker_limit=2)
-    assert [counter.try_add(), counter.try_add(), counter.try_add()] == [None, None, "max_connections_per_worker"]
-
-
+    assert [counter.try_add(), counter.try_add(), counter.try_add()] == [
+        None,
+        None,
+        "max_connections_per_worker",
+    ]

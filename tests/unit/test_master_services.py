@@ -32,8 +32,11 @@ def test_a_worker_record_is_a_worker_view():
 
 
 def test_services_override_only_methods_of_the_interface_with_its_signatures():
-    interface = {name: inspect.signature(fn) for name, fn in vars(service.MasterService).items()
-                 if callable(fn) and not name.startswith("_")}
+    interface = {
+        name: inspect.signature(fn)
+        for name, fn in vars(service.MasterService).items()
+        if callable(fn) and not name.startswith("_")
+    }
     for cls in (StatusServer, AdminSupervisor):
         assert issubclass(cls, service.MasterService)
         for name, signature in interface.items():
@@ -47,8 +50,11 @@ def test_admin_uses_only_the_public_part_of_prefork():
         for node in ast.walk(ast.parse(path.read_text())):
             names: list[str] = []
             if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] if node.module != "wsserver.prefork" else [
-                    f"wsserver.prefork.{alias.name}" for alias in node.names]
+                names = (
+                    [node.module]
+                    if node.module != "wsserver.prefork"
+                    else [f"wsserver.prefork.{alias.name}" for alias in node.names]
+                )
             elif isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             for name in names:

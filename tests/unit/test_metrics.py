@@ -38,18 +38,19 @@ def multiproc(tmp_path):
         os.environ[metrics.ENV_DIR] = saved_env
 
 
-
-
 def scrape(path: str, state: metrics.MasterState | None = None) -> dict:
     collector = metrics.MasterCollector(path, lambda: state or metrics.MasterState())
     return samples(generate_latest(metrics.make_registry(collector)).decode())
 
 
-
-
 def test_close_code_labels_are_bounded():
-    assert [metrics.close_code_label(c) for c in (1000, 1001, 1006, 1015, None)] == \
-        ["1000", "1001", "1006", "1015", "1006"]
+    assert [metrics.close_code_label(c) for c in (1000, 1001, 1006, 1015, None)] == [
+        "1000",
+        "1001",
+        "1006",
+        "1015",
+        "1006",
+    ]
     assert {metrics.close_code_label(c) for c in range(3000, 5000)} == {"3xxx", "4xxx"}
     assert {metrics.close_code_label(c) for c in (0, 999, 1016, 2999, 5000, 65535)} == {"other"}
 
@@ -81,7 +82,11 @@ def test_add_to_histogram_gives_the_same_exposition_as_observe():
     metrics.add_to_histogram(batched.labels("a"), *local.take())
 
     def buckets(h):
-        return [(s.labels.get("le"), s.value) for s in h.collect()[0].samples if s.name.endswith(("bucket", "sum"))]
+        return [
+            (s.labels.get("le"), s.value)
+            for s in h.collect()[0].samples
+            if s.name.endswith(("bucket", "sum"))
+        ]
 
     assert buckets(observed) == buckets(batched)
     with pytest.raises(ValueError):
@@ -101,13 +106,10 @@ def test_exposed_names_cover_the_issue_list():
     assert set(issue) <= set(metrics.exposed_names())
 
 
-
-
-
-
 def test_families_without_samples_still_show_help_and_type(multiproc):
-    text = generate_latest(metrics.make_registry(
-        metrics.MasterCollector(multiproc, lambda: metrics.MasterState(target=2)))).decode()
+    text = generate_latest(
+        metrics.make_registry(metrics.MasterCollector(multiproc, lambda: metrics.MasterState(target=2)))
+    ).decode()
     found = metrics.names_in(text)
     assert set(metrics.exposed_names()) <= found
     assert "wsserver_workers_target 2.0" in text
@@ -116,17 +118,28 @@ def test_families_without_samples_still_show_help_and_type(multiproc):
 
 def test_master_state_and_process_metrics(multiproc):
     state = metrics.MasterState(
-        workers=[metrics.WorkerInfo(os.getpid(), 0, 3, "ready"), metrics.WorkerInfo(os.getpid(), 1, 3, "starting")],
-        target=2, restarts=4, reloads={"success": 1},
-        certificates=[("main", "server", 1e12)])
+        workers=[
+            metrics.WorkerInfo(os.getpid(), 0, 3, "ready"),
+            metrics.WorkerInfo(os.getpid(), 1, 3, "starting"),
+        ],
+        target=2,
+        restarts=4,
+        reloads={"success": 1},
+        certificates=[("main", "server", 1e12)],
+    )
     got = scrape(multiproc, state)
     assert got[("wsserver_workers", (("state", "ready"),))] == 1
     assert got[("wsserver_workers", (("state", "starting"),))] == 1
     assert got[("wsserver_worker_restarts_total", ())] == 4
     assert got[("wsserver_config_reloads_total", (("result", "success"),))] == 1
-    assert got[("wsserver_tls_certificate_expiry_seconds", (("key_alias", "server"), ("keystore", "main")))] > 0
+    assert (
+        got[("wsserver_tls_certificate_expiry_seconds", (("key_alias", "server"), ("keystore", "main")))] > 0
+    )
     assert ("process_cpu_seconds_total", (("process", "master"),)) in got
-    assert ("process_resident_memory_bytes", (("generation", "3"), ("process", "worker"), ("slot", "1"))) in got
+    assert (
+        "process_resident_memory_bytes",
+        (("generation", "3"), ("process", "worker"), ("slot", "1")),
+    ) in got
 
 
 def test_hot_path_accounting_is_cheap():
@@ -181,5 +194,3 @@ bind = "127.0.0.1"
     assert (store, alias) == ("main", "default")
     assert expires == pytest.approx(not_after.timestamp(), abs=2)
     assert metrics.certificates_of(load_config(None)) == []  # no TLS: nothing to report
-
-

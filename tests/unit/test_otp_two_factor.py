@@ -21,7 +21,9 @@ from wsserver.security.passwords import hash_password
 ALICE_HASH = hash_password("alicepw", scrypt_n=1024)
 
 
-def answer(status: bool, value: object = None, detail: dict | None = None, error: dict | None = None) -> bytes:
+def answer(
+    status: bool, value: object = None, detail: dict | None = None, error: dict | None = None
+) -> bytes:
     result: dict = {"status": status}
     if value is not None:
         result["value"] = value
@@ -31,8 +33,13 @@ def answer(status: bool, value: object = None, detail: dict | None = None, error
 
 
 def test_privacyidea_answers() -> None:
-    assert classify_privacyidea(200, answer(True, True, {"message": "matching 1 tokens"})).result is Result.ACCEPTED
-    reused = classify_privacyidea(200, answer(True, False, {"message": "wrong otp value. previous otp used again"}))
+    assert (
+        classify_privacyidea(200, answer(True, True, {"message": "matching 1 tokens"})).result
+        is Result.ACCEPTED
+    )
+    reused = classify_privacyidea(
+        200, answer(True, False, {"message": "wrong otp value. previous otp used again"})
+    )
     assert reused.result is Result.REJECTED and "used again" in reused.detail
     challenge = classify_privacyidea(200, answer(True, False, {"transaction_id": "0123"}))
     assert challenge.result is Result.REJECTED and challenge.attributes["transaction_id"] == "0123"
@@ -58,15 +65,26 @@ class FakeAdapter:
 
 
 def otp_settings(**options: object):
-    settings, errors = parse_adapter({"name": "otp", "type": "otp", "servers": [{"url": "http://127.0.0.1:1"}],
-                                      "otp": options}, 0, "t.toml")
+    settings, errors = parse_adapter(
+        {"name": "otp", "type": "otp", "servers": [{"url": "http://127.0.0.1:1"}], "otp": options},
+        0,
+        "t.toml",
+    )
     assert errors == [], errors
     return settings
 
 
 def ldap_settings():
-    settings, errors = parse_adapter({"name": "ldap", "type": "ldap", "servers": [{"url": "ldap://127.0.0.1"}],
-                                      "ldap": {"bind_dn_template": "uid={username},dc=x"}}, 0, "t.toml")
+    settings, errors = parse_adapter(
+        {
+            "name": "ldap",
+            "type": "ldap",
+            "servers": [{"url": "ldap://127.0.0.1"}],
+            "ldap": {"bind_dn_template": "uid={username},dc=x"},
+        },
+        0,
+        "t.toml",
+    )
     assert errors == [], errors
     return settings
 
@@ -75,7 +93,8 @@ def port_auth(otp: FakeAdapter, ldap: FakeAdapter | None = None) -> Authenticato
     cfg = parse_config(
         '[[endpoints]]\npath = "/echo"\nhandler = "wsserver.endpoints.echo:Echo"\n\n'
         f'[[users]]\nname = "alice"\npassword_hash = "{ALICE_HASH}"\n\n'
-        '[[ports]]\nalias = "p"\nport = 8080\n')
+        '[[ports]]\nalias = "p"\nport = 8080\n'
+    )
     import dataclasses
 
     port = dataclasses.replace(cfg.ports[0], client_auth="adapter:otp")
@@ -86,8 +105,18 @@ def port_auth(otp: FakeAdapter, ldap: FakeAdapter | None = None) -> Authenticato
 def request(user: str, secret: str, query: str = "", headers: tuple = ()) -> HandshakeRequest:
     token = base64.b64encode(f"{user}:{secret}".encode()).decode()
     target = "/echo" + (f"?{query}" if query else "")
-    return HandshakeRequest("GET", target, "/echo", query, (("authorization", f"Basic {token}"), *headers),
-                            "example.test", None, (), (), "dGhlIHNhbXBsZSBub25jZQ==")
+    return HandshakeRequest(
+        "GET",
+        target,
+        "/echo",
+        query,
+        (("authorization", f"Basic {token}"), *headers),
+        "example.test",
+        None,
+        (),
+        (),
+        "dGhlIHNhbXBsZSBub25jZQ==",
+    )
 
 
 def test_otp_server_checks_everything_by_default() -> None:
@@ -114,7 +143,9 @@ def test_users_password_first_then_only_the_code() -> None:
 
 def test_adapter_first_factor_and_code_in_header() -> None:
     ldap = FakeAdapter(ldap_settings(), {("bob", "bobpw"): Decision.ACCEPTED})
-    otp = FakeAdapter(otp_settings(first_factor="ldap", code_from="header"), {("bob", "654321"): Decision.ACCEPTED})
+    otp = FakeAdapter(
+        otp_settings(first_factor="ldap", code_from="header"), {("bob", "654321"): Decision.ACCEPTED}
+    )
     auth = port_auth(otp, ldap)
     ok = auth.authenticate(request("bob", "bobpw", headers=(("x-otp", "654321"),)), "10.0.0.1")
     assert (ok.status, ok.user) == (200, "bob")
@@ -125,12 +156,16 @@ def test_adapter_first_factor_and_code_in_header() -> None:
     assert down.status == 503
     ldap.answers[("bob", "bobpw")] = Decision.ACCEPTED
     otp.answers[("bob", "654321")] = Decision.UNAVAILABLE
-    assert auth.authenticate(request("bob", "bobpw", headers=(("x-otp", "654321"),)), "10.0.0.1").status == 503
+    assert (
+        auth.authenticate(request("bob", "bobpw", headers=(("x-otp", "654321"),)), "10.0.0.1").status == 503
+    )
 
 
 @pytest.mark.parametrize("query, seen", [("otp=123456", ""), ("a=1&otp=123456&b=2", "a=1&b=2")])
 def test_code_in_query_is_hidden_from_the_endpoint(query: str, seen: str) -> None:
-    otp = FakeAdapter(otp_settings(first_factor="users", code_from="query"), {("alice", "123456"): Decision.ACCEPTED})
+    otp = FakeAdapter(
+        otp_settings(first_factor="users", code_from="query"), {("alice", "123456"): Decision.ACCEPTED}
+    )
     auth = port_auth(otp)
     assert auth.authenticate(request("alice", "alicepw", query=query), "10.0.0.1").status == 200
     assert auth.public_query(query) == seen
@@ -145,7 +180,8 @@ def test_check_reports_cross_references_one_line_each() -> None:
         '[adapters.otp]\nfirst_factor = "ocsp1"\n\n'
         '[[adapters]]\nname = "otp2"\ntype = "gemalto"\nservers = [{ url = "http://127.0.0.1:5000" }]\n'
         '[adapters.gemalto]\nfirst_factor = "users"\n\n'
-        '[[ports]]\nalias = "p"\nport = 18999\nclient_auth = "adapter:otp2"\n')
+        '[[ports]]\nalias = "p"\nport = 18999\nclient_auth = "adapter:otp2"\n'
+    )
     with pytest.raises(ConfigError) as info:
         preflight.parse(text, "w.toml")
     assert info.value.errors == [

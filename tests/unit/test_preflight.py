@@ -15,31 +15,58 @@ UNSET = "WSSERVER_PREFLIGHT_SURELY_UNSET"
 
 # Each is valid text, and cannot run here: a check beyond the text refuses it.
 NEEDS_MORE_THAN_TEXT = [
-    ("plain password", ECHO + PORT + '[[users]]\nname = "a"\npassword_hash = "hunter2"\n',
-     "wsserver.toml: users[0].password_hash: must be a hash made by `wsserver hash-password`"),
-    ("short token", ECHO + PORT + '[[users]]\nname = "a"\ntoken = "abc"\n',
-     "wsserver.toml: users[0].token: must be a bearer token of at least 16 characters"),
-    ("same token twice", ECHO + PORT + '[[users]]\nname = "a"\ntoken = "0123456789abcdefXYZ"\n'
-     '[[users]]\nname = "b"\ntoken = "0123456789abcdefXYZ"\n',
-     "wsserver.toml: users[1].token: the same token as users[0]"),
-    ("jwt key variable", ECHO + PORT + f'client_auth = "jwt"\n[ports.jwt]\nkey_env = "{UNSET}"\n',
-     f"wsserver.toml: ports[0].jwt: environment variable {UNSET} is not set or empty"),
-    ("cluster password variable", ECHO + PORT + f'[cluster]\nbroker = "redis://h"\npassword_env = "{UNSET}"\n',
-     f'wsserver.toml: cluster.password_env = "{UNSET}": this environment variable is not set or empty'),
-    ("metrics password variable", ECHO + PORT + f'[metrics]\nuser = "p"\npassword_env = "{UNSET}"\n',
-     f'wsserver.toml: metrics.password_env = "{UNSET}": this environment variable is not set or empty'),
-    ("adapter secret variable", ECHO + PORT + '[[adapters]]\nname = "r"\ntype = "radius"\n'
-     f'servers = [{{ url = "radius://127.0.0.1:1812" }}]\n[adapters.radius]\nsecret_env = "{UNSET}"\n',
-     f'wsserver.toml: adapters[0].radius.secret_env = "{UNSET}": environment variable {UNSET} is not set'),
-    ("adapter dictionary file", ECHO + PORT + '[[adapters]]\nname = "r"\ntype = "radius"\n'
-     'servers = [{ url = "radius://127.0.0.1:1812" }]\n[adapters.radius]\nsecret_env = "S"\n'
-     'dictionary = "/nonexistent/dictionary"\n',
-     'wsserver.toml: adapters[0].radius.dictionary = "/nonexistent/dictionary": file does not exist'),
+    (
+        "plain password",
+        ECHO + PORT + '[[users]]\nname = "a"\npassword_hash = "hunter2"\n',
+        "wsserver.toml: users[0].password_hash: must be a hash made by `wsserver hash-password`",
+    ),
+    (
+        "short token",
+        ECHO + PORT + '[[users]]\nname = "a"\ntoken = "abc"\n',
+        "wsserver.toml: users[0].token: must be a bearer token of at least 16 characters",
+    ),
+    (
+        "same token twice",
+        ECHO + PORT + '[[users]]\nname = "a"\ntoken = "0123456789abcdefXYZ"\n'
+        '[[users]]\nname = "b"\ntoken = "0123456789abcdefXYZ"\n',
+        "wsserver.toml: users[1].token: the same token as users[0]",
+    ),
+    (
+        "jwt key variable",
+        ECHO + PORT + f'client_auth = "jwt"\n[ports.jwt]\nkey_env = "{UNSET}"\n',
+        f"wsserver.toml: ports[0].jwt: environment variable {UNSET} is not set or empty",
+    ),
+    (
+        "cluster password variable",
+        ECHO + PORT + f'[cluster]\nbroker = "redis://h"\npassword_env = "{UNSET}"\n',
+        f'wsserver.toml: cluster.password_env = "{UNSET}": this environment variable is not set or empty',
+    ),
+    (
+        "metrics password variable",
+        ECHO + PORT + f'[metrics]\nuser = "p"\npassword_env = "{UNSET}"\n',
+        f'wsserver.toml: metrics.password_env = "{UNSET}": this environment variable is not set or empty',
+    ),
+    (
+        "adapter secret variable",
+        ECHO + PORT + '[[adapters]]\nname = "r"\ntype = "radius"\n'
+        f'servers = [{{ url = "radius://127.0.0.1:1812" }}]\n[adapters.radius]\nsecret_env = "{UNSET}"\n',
+        f'wsserver.toml: adapters[0].radius.secret_env = "{UNSET}": environment variable {UNSET} is not set',
+    ),
+    (
+        "adapter dictionary file",
+        ECHO + PORT + '[[adapters]]\nname = "r"\ntype = "radius"\n'
+        'servers = [{ url = "radius://127.0.0.1:1812" }]\n[adapters.radius]\nsecret_env = "S"\n'
+        'dictionary = "/nonexistent/dictionary"\n',
+        'wsserver.toml: adapters[0].radius.dictionary = "/nonexistent/dictionary": file does not exist',
+    ),
 ]
 
 
-@pytest.mark.parametrize(("text", "line"), [(t, line) for _, t, line in NEEDS_MORE_THAN_TEXT],
-                         ids=[i for i, _, _ in NEEDS_MORE_THAN_TEXT])
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [(t, line) for _, t, line in NEEDS_MORE_THAN_TEXT],
+    ids=[i for i, _, _ in NEEDS_MORE_THAN_TEXT],
+)
 def test_parse_config_reads_only_its_text_and_preflight_refuses(text: str, line: str) -> None:
     environ = {"S": "secret"}
     parse_config(text, "wsserver.toml")  # the text is fine
@@ -82,7 +109,10 @@ def test_shape_and_host_errors_in_one_round() -> None:
     text = ECHO + PORT + 'backlog = 0\n[[users]]\nname = "a"\npassword_hash = "hunter2"\n'
     with pytest.raises(ConfigError) as info:
         preflight.parse(text, "wsserver.toml")
-    assert [line.split(": ", 2)[1] for line in info.value.errors] == ["ports[0].backlog = 0", "users[0].password_hash"]
+    assert [line.split(": ", 2)[1] for line in info.value.errors] == [
+        "ports[0].backlog = 0",
+        "users[0].password_hash",
+    ]
 
 
 def test_check_text_and_file(tmp_path) -> None:
@@ -97,7 +127,9 @@ def test_check_text_and_file(tmp_path) -> None:
     path = tmp_path / "wsserver.toml"
     path.write_text(good)
     assert preflight.check_file(path).ok
-    assert preflight.check_file(tmp_path / "missing.toml").errors[0].startswith(f"{tmp_path / 'missing.toml'}: ")
+    assert (
+        preflight.check_file(tmp_path / "missing.toml").errors[0].startswith(f"{tmp_path / 'missing.toml'}: ")
+    )
 
 
 def test_endpoints_are_checked_by_the_callers_importer_first() -> None:
@@ -109,16 +141,19 @@ def test_endpoints_are_checked_by_the_callers_importer_first() -> None:
         return "w.toml: endpoints[0].handler = 'x:Y': cannot import module 'x'"
 
     assert preflight.preflight(cfg, import_endpoints=importer) == [
-        "w.toml: endpoints[0].handler = 'x:Y': cannot import module 'x'"]
+        "w.toml: endpoints[0].handler = 'x:Y': cannot import module 'x'"
+    ]
     assert seen == [cfg]
     assert preflight.preflight(cfg, import_endpoints=lambda config: None) == []
     assert preflight.preflight(cfg) == []
 
 
 def test_keystore_problems_are_preflight_errors(tmp_path) -> None:
-    text = (ECHO + '[[ports]]\nalias = "s"\nport = 8443\nprotocol = "wss"\n[ports.tls]\nkeystore = "main"\n'
-            f'[[keystores]]\nalias = "main"\ntype = "pem"\n[keystores.keys.default]\n'
-            f'cert = "{tmp_path}/missing.crt"\nkey = "{tmp_path}/missing.key"\n')
+    text = (
+        ECHO + '[[ports]]\nalias = "s"\nport = 8443\nprotocol = "wss"\n[ports.tls]\nkeystore = "main"\n'
+        f'[[keystores]]\nalias = "main"\ntype = "pem"\n[keystores.keys.default]\n'
+        f'cert = "{tmp_path}/missing.crt"\nkey = "{tmp_path}/missing.key"\n'
+    )
     result = preflight.check_text(text, "w.toml")
     assert result.config is not None  # the text is valid; the files are not there
     assert result.errors and all(line.startswith("w.toml: ") for line in result.errors)

@@ -23,20 +23,18 @@ class _Session:
         self.sent.append(message)
 
 
-
-
-
-
-
-
 # ---- without Redis ---------------------------------------------------------------------------
+
 
 def test_member_text_round_trips_and_garbage_is_skipped():
     text = presence.member_text("ab" * 8, "1f-2", "alice", "n1")
     assert json.loads(text) == {"w": "ab" * 8, "session": "1f-2", "user": "alice", "node": "n1"}
     assert presence.decode_member(text.encode()) == {"session": "1f-2", "user": "alice", "node": "n1"}
     assert presence.decode_member(presence.member_text("w", "s", None, "n")) == {
-        "session": "s", "user": None, "node": "n"}
+        "session": "s",
+        "user": None,
+        "node": "n",
+    }
     for bad in (b"\xff", b"not json", b"[1]", b'{"user":"x"}', b'{"session":3}'):
         assert presence.decode_member(bad) is None
 
@@ -81,10 +79,21 @@ def test_groups_tell_the_presence_hook_once_per_change(groups):
     groups.leave(b, "g")  # no longer a member: not told again
     groups.leave(b, "zzz")
     groups.leave_all(a)
-    assert events == [("a", "g", True), ("b", "g", True), ("a", "h", True), ("b", "g", False),
-                      ("a", "g", False), ("a", "h", False)] or events == [
-        ("a", "g", True), ("b", "g", True), ("a", "h", True), ("b", "g", False),
-        ("a", "h", False), ("a", "g", False)]
+    assert events == [
+        ("a", "g", True),
+        ("b", "g", True),
+        ("a", "h", True),
+        ("b", "g", False),
+        ("a", "g", False),
+        ("a", "h", False),
+    ] or events == [
+        ("a", "g", True),
+        ("b", "g", True),
+        ("a", "h", True),
+        ("b", "g", False),
+        ("a", "h", False),
+        ("a", "g", False),
+    ]
     assert groups.presence("x") == [{"group": "x"}]
 
 
@@ -96,28 +105,13 @@ def test_without_a_cluster_presence_lists_this_workers_members(groups):
     groups.join(b, "g")
     groups.join(c, "other")
     host = socket.gethostname()
-    assert groups.presence("g") == [{"session": "1-1", "user": "alice", "node": host},
-                                    {"session": "1-2", "user": None, "node": host}]
+    assert groups.presence("g") == [
+        {"session": "1-1", "user": "alice", "node": host},
+        {"session": "1-2", "user": None, "node": host},
+    ]
     groups.leave(a, "g")
     assert groups.presence("g") == [{"session": "1-2", "user": None, "node": host}]
     assert groups.presence("nobody") == []
 
 
-
-
 # ---- against redis-server --------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

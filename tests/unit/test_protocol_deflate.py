@@ -102,25 +102,76 @@ def test_client_max_window_bits_sets_the_inflater_window():
 # (offer, settings, answer, our compressor's window bits, our inflater's window bits)
 PER_SETTING = [
     # The defaults, with the offer python-websockets' client and browsers send by default.
-    ("permessage-deflate; client_max_window_bits", {}, "permessage-deflate; client_max_window_bits=11", 11, 11),
+    (
+        "permessage-deflate; client_max_window_bits",
+        {},
+        "permessage-deflate; client_max_window_bits=11",
+        11,
+        11,
+    ),
     # No client_max_window_bits offered: we must not send it, and must inflate with 15 bits.
     ("permessage-deflate", {}, "permessage-deflate", 11, 15),
     ("permessage-deflate", {"client_window_bits": 9, "window_bits": 9}, "permessage-deflate", 9, 15),
     # Offered without a value: we ask for our setting; 15 means asking nothing.
-    ("permessage-deflate; client_max_window_bits", {"client_window_bits": 9},
-     "permessage-deflate; client_max_window_bits=9", 11, 9),
+    (
+        "permessage-deflate; client_max_window_bits",
+        {"client_window_bits": 9},
+        "permessage-deflate; client_max_window_bits=9",
+        11,
+        9,
+    ),
     ("permessage-deflate; client_max_window_bits", {"client_window_bits": 15}, "permessage-deflate", 11, 15),
     # Offered with a value: the smaller of it and our setting (RFC 7692 §7.1.2.2).
-    ("permessage-deflate; client_max_window_bits=10", {}, "permessage-deflate; client_max_window_bits=10", 11, 10),
-    ("permessage-deflate; client_max_window_bits=14", {}, "permessage-deflate; client_max_window_bits=11", 11, 11),
-    ("permessage-deflate; client_max_window_bits=15", {"client_window_bits": 15}, "permessage-deflate", 11, 15),
+    (
+        "permessage-deflate; client_max_window_bits=10",
+        {},
+        "permessage-deflate; client_max_window_bits=10",
+        11,
+        10,
+    ),
+    (
+        "permessage-deflate; client_max_window_bits=14",
+        {},
+        "permessage-deflate; client_max_window_bits=11",
+        11,
+        11,
+    ),
+    (
+        "permessage-deflate; client_max_window_bits=15",
+        {"client_window_bits": 15},
+        "permessage-deflate",
+        11,
+        15,
+    ),
     # A client's server_max_window_bits caps our window; the answer is what we use (§7.1.2.1).
-    ("permessage-deflate; server_max_window_bits=9", {}, "permessage-deflate; server_max_window_bits=9", 9, 15),
-    ("permessage-deflate; server_max_window_bits=13", {}, "permessage-deflate; server_max_window_bits=11", 11, 15),
-    ("permessage-deflate; server_max_window_bits=13", {"window_bits": 15},
-     "permessage-deflate; server_max_window_bits=13", 13, 15),
-    ("permessage-deflate; server_max_window_bits=12; client_max_window_bits", {"window_bits": 10,
-     "client_window_bits": 12}, "permessage-deflate; server_max_window_bits=10; client_max_window_bits=12", 10, 12),
+    (
+        "permessage-deflate; server_max_window_bits=9",
+        {},
+        "permessage-deflate; server_max_window_bits=9",
+        9,
+        15,
+    ),
+    (
+        "permessage-deflate; server_max_window_bits=13",
+        {},
+        "permessage-deflate; server_max_window_bits=11",
+        11,
+        15,
+    ),
+    (
+        "permessage-deflate; server_max_window_bits=13",
+        {"window_bits": 15},
+        "permessage-deflate; server_max_window_bits=13",
+        13,
+        15,
+    ),
+    (
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits",
+        {"window_bits": 10, "client_window_bits": 12},
+        "permessage-deflate; server_max_window_bits=10; client_max_window_bits=12",
+        10,
+        12,
+    ),
     (
         "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits",
         {"client_window_bits": 10},
@@ -144,7 +195,9 @@ def test_negotiation_per_setting(offer, settings, answer, server_bits, client_bi
         assert "client_max_window_bits" not in header
 
 
-@pytest.mark.parametrize("settings", [{}, ZLIB_DEFAULTS, {"window_bits": 9, "client_window_bits": 9, "mem_level": 1}])
+@pytest.mark.parametrize(
+    "settings", [{}, ZLIB_DEFAULTS, {"window_bits": 9, "client_window_bits": 9, "mem_level": 1}]
+)
 def test_server_max_window_bits_8_is_still_declined(settings):
     assert negotiate_deflate(["permessage-deflate; server_max_window_bits=8"], MIB, **settings) is None
 
@@ -185,10 +238,14 @@ PORT = '[[ports]]\nalias = "a"\nport = 8080\n'
     [
         ("compression_window_bits = 8", "ports[0].compression_window_bits = 8: must be an integer 9..15"),
         ("compression_window_bits = 16", "ports[0].compression_window_bits = 16: must be an integer 9..15"),
-        ("compression_client_window_bits = 8",
-         "ports[0].compression_client_window_bits = 8: must be an integer 9..15"),
-        ('compression_client_window_bits = "12"',
-         'ports[0].compression_client_window_bits = "12": must be an integer 9..15'),
+        (
+            "compression_client_window_bits = 8",
+            "ports[0].compression_client_window_bits = 8: must be an integer 9..15",
+        ),
+        (
+            'compression_client_window_bits = "12"',
+            'ports[0].compression_client_window_bits = "12": must be an integer 9..15',
+        ),
         ("compression_mem_level = 0", "ports[0].compression_mem_level = 0: must be an integer 1..9"),
         ("compression_mem_level = 10", "ports[0].compression_mem_level = 10: must be an integer 1..9"),
         ("compression_mem_level = 4.5", "ports[0].compression_mem_level = 4.5: must be an integer 1..9"),
@@ -202,12 +259,20 @@ def test_config_refuses_out_of_range_compression_settings(line, error):
 
 def test_config_compression_settings():
     port = parse_config(PORT, "wsserver.toml").ports[0]
-    assert (port.compression_window_bits, port.compression_client_window_bits, port.compression_mem_level) == (
-        DEFAULT_WINDOW_BITS, DEFAULT_CLIENT_WINDOW_BITS, DEFAULT_MEM_LEVEL)
-    text = PORT + "compression_window_bits = 15\ncompression_client_window_bits = 9\ncompression_mem_level = 9\n"
+    assert (
+        port.compression_window_bits,
+        port.compression_client_window_bits,
+        port.compression_mem_level,
+    ) == (DEFAULT_WINDOW_BITS, DEFAULT_CLIENT_WINDOW_BITS, DEFAULT_MEM_LEVEL)
+    text = (
+        PORT + "compression_window_bits = 15\ncompression_client_window_bits = 9\ncompression_mem_level = 9\n"
+    )
     port = parse_config(text, "wsserver.toml").ports[0]
-    assert (port.compression_window_bits, port.compression_client_window_bits, port.compression_mem_level) == (
-        15, 9, 9)
+    assert (
+        port.compression_window_bits,
+        port.compression_client_window_bits,
+        port.compression_mem_level,
+    ) == (15, 9, 9)
 
 
 # -- the chosen windows on the wire --------------------------------------------------------------
@@ -243,7 +308,8 @@ def test_contexts_are_created_on_the_first_compressed_message_in_their_direction
 
 
 @pytest.mark.parametrize(
-    ("window_bits", "mem_level"), [(DEFAULT_WINDOW_BITS, DEFAULT_MEM_LEVEL), (9, 1), (12, 5), (15, 8), (15, 9)]
+    ("window_bits", "mem_level"),
+    [(DEFAULT_WINDOW_BITS, DEFAULT_MEM_LEVEL), (9, 1), (12, 5), (15, 8), (15, 9)],
 )
 def test_compressor_uses_the_window_and_mem_level(window_bits, mem_level):
     proto = open_protocol(
@@ -279,7 +345,11 @@ def test_wider_window_would_not_inflate_in_a_narrow_one():
         ("permessage-deflate; client_max_window_bits", {"compression_client_window_bits": 9}, 9),
         ("permessage-deflate; client_max_window_bits=10", {"compression_client_window_bits": 12}, 10),
         ("permessage-deflate", {"compression_client_window_bits": 9}, 15),  # not offered: 15
-        ("permessage-deflate; client_max_window_bits; client_no_context_takeover", {}, DEFAULT_CLIENT_WINDOW_BITS),
+        (
+            "permessage-deflate; client_max_window_bits; client_no_context_takeover",
+            {},
+            DEFAULT_CLIENT_WINDOW_BITS,
+        ),
     ],
 )
 def test_round_trip_with_the_negotiated_windows(offer, settings, client_bits):

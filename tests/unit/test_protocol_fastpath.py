@@ -32,10 +32,7 @@ def _messages(trace: list) -> list:
 
 
 SMALL = (
-    frame(TEXT, "héllo €")
-    + frame(BINARY, bytes(range(200)))
-    + frame(TEXT, "x" * 126)
-    + frame(BINARY, b"")
+    frame(TEXT, "héllo €") + frame(BINARY, bytes(range(200))) + frame(TEXT, "x" * 126) + frame(BINARY, b"")
 )
 
 
@@ -57,7 +54,11 @@ def test_64k_frame_cut_anywhere(size):
     payload = random.Random(size).randbytes(size)
     stream = frame(BINARY, payload) + frame(TEXT, "after")
     rng = random.Random(1)
-    cuts = [*range(1, 20), *range(len(stream) - 20, len(stream)), *rng.sample(range(20, len(stream) - 20), 150)]
+    cuts = [
+        *range(1, 20),
+        *range(len(stream) - 20, len(stream)),
+        *rng.sample(range(20, len(stream) - 20), 150),
+    ]
     for cut in cuts:
         trace = _same_both_ways(stream, [cut])
         assert _messages(trace) == [BinaryMessage(payload), TextMessage("after")], cut
@@ -123,7 +124,9 @@ def test_c_masker_equals_python_masker():
             assert fastpath.unmask_at(data, mask_pos, end) == fastpath._unmask_at_py(data, mask_pos, end)
         key = rng.randbytes(4)
         for offset in range(8):
-            assert fastpath.mask(data, 2, 2 + n, key, offset) == fastpath._mask_py(data, 2, 2 + n, key, offset)
+            assert fastpath.mask(data, 2, 2 + n, key, offset) == fastpath._mask_py(
+                data, 2, 2 + n, key, offset
+            )
     with pytest.raises(ValueError):
         fastpath.unmask_at(b"abc", 0, 10)
     with pytest.raises(ValueError):

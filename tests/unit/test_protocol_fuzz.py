@@ -108,10 +108,17 @@ def requests(draw) -> bytes:
     target = draw(st.sampled_from([b"/echo", b"/", b"/a?b=c", b"http://h/x", b"*", b"/%00", b"/\xff"]))
     version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"http/1.1"]))
     headers = list(_HEADERS)
-    extra = draw(st.lists(st.tuples(st.sampled_from([h for h, _ in _HEADERS] + [b"Origin", b"X-A", b"Content-Length",
-                                                                            b"Transfer-Encoding"]),
-                                    st.sampled_from([b"", b"13", b"websocket", b"Upgrade, keep-alive", b"0", b"x y"])),
-                          max_size=3))
+    extra = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(
+                    [h for h, _ in _HEADERS] + [b"Origin", b"X-A", b"Content-Length", b"Transfer-Encoding"]
+                ),
+                st.sampled_from([b"", b"13", b"websocket", b"Upgrade, keep-alive", b"0", b"x y"]),
+            ),
+            max_size=3,
+        )
+    )
     headers += extra
     drop = draw(st.lists(st.integers(0, len(headers) - 1), max_size=2))
     headers = [h for i, h in enumerate(headers) if i not in drop]
@@ -181,13 +188,22 @@ def _client_frame(opcode: int, payload: bytes, fin: bool, rsv1: bool, key: bytes
 def deflate_sessions(draw):
     """(offer, [(text?, message bytes, compressed?, fragment sizes)], key)."""
     offer = draw(st.sampled_from(_OFFERS))
-    messages = draw(st.lists(st.tuples(
-        st.booleans(),
-        st.one_of(st.text(max_size=300).map(str.encode), st.binary(max_size=300),
-                  st.sampled_from([b"a" * 5000, bytes(20_000), b"abc" * 3000])),
-        st.integers(0, 4).map(lambda n: n != 0),  # mostly compressed
-        st.lists(st.integers(1, 400), max_size=3),
-    ), min_size=1, max_size=6))
+    messages = draw(
+        st.lists(
+            st.tuples(
+                st.booleans(),
+                st.one_of(
+                    st.text(max_size=300).map(str.encode),
+                    st.binary(max_size=300),
+                    st.sampled_from([b"a" * 5000, bytes(20_000), b"abc" * 3000]),
+                ),
+                st.integers(0, 4).map(lambda n: n != 0),  # mostly compressed
+                st.lists(st.integers(1, 400), max_size=3),
+            ),
+            min_size=1,
+            max_size=6,
+        )
+    )
     key = draw(st.binary(min_size=4, max_size=4))
     return offer, messages, key
 
@@ -212,7 +228,7 @@ def _client_stream(params: dict, messages: list, key: bytes) -> bytes:
         pieces, pos = [], 0
         for size in sizes:
             if pos < len(body):
-                pieces.append(body[pos:pos + size])
+                pieces.append(body[pos : pos + size])
                 pos += size
         pieces.append(body[pos:])
         for i, piece in enumerate(pieces):
@@ -222,8 +238,11 @@ def _client_stream(params: dict, messages: list, key: bytes) -> bytes:
 
 
 @FUZZ
-@given(deflate_sessions(), st.lists(st.integers(0, 1 << 20), max_size=30), st.sampled_from([(11, 11, 4), (15, 15, 8),
-                                                                                         (9, 9, 1)]))
+@given(
+    deflate_sessions(),
+    st.lists(st.integers(0, 1 << 20), max_size=30),
+    st.sampled_from([(11, 11, 4), (15, 15, 8), (9, 9, 1)]),
+)
 def test_deflate_round_trip(session, cuts: list[int], ours) -> None:
     import zlib
 
@@ -239,8 +258,11 @@ def test_deflate_round_trip(session, cuts: list[int], ours) -> None:
     expected = []
     for is_text, data, _, _ in messages:
         expected.append(("text", data.decode("utf-8", "replace")) if is_text else ("binary", data))
-    assert [("text", e.data) if isinstance(e, TextMessage) else ("binary", bytes(e.data))
-            for e in got if isinstance(e, TextMessage | BinaryMessage)] == expected
+    assert [
+        ("text", e.data) if isinstance(e, TextMessage) else ("binary", bytes(e.data))
+        for e in got
+        if isinstance(e, TextMessage | BinaryMessage)
+    ] == expected
     assert proto.close_code is None and proto.data_to_send() == b""
     # And back: what we compress, a client inflates to the same messages.
     bits = params.get("server_max_window_bits")
@@ -270,8 +292,12 @@ def inflater_wbits(params: dict) -> int:
 
 
 @FUZZ
-@given(deflate_sessions(), st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=4),
-       st.integers(0, 1 << 16), st.lists(st.integers(0, 1 << 20), max_size=20))
+@given(
+    deflate_sessions(),
+    st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=4),
+    st.integers(0, 1 << 16),
+    st.lists(st.integers(0, 1 << 20), max_size=20),
+)
 def test_deflate_corruption_matches_wsproto(session, flips, truncate_at, cuts) -> None:
     from wsproto.extensions import PerMessageDeflate
 
@@ -286,4 +312,5 @@ def test_deflate_corruption_matches_wsproto(session, flips, truncate_at, cuts) -
     data = bytes(data[: max(1, truncate_at % (len(data) + 1))])
     chunks = _cut(data, cuts)
     assert _trace(WebSocketProtocol(MAX_SIZE, deflate=ours), chunks) == _trace(
-        WebSocketProtocol(MAX_SIZE, deflate=stock), chunks)
+        WebSocketProtocol(MAX_SIZE, deflate=stock), chunks
+    )

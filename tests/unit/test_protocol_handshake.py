@@ -401,7 +401,9 @@ EQUIVALENCE_CASES = [
 ]
 
 
-def _outcome(data: bytes, chunk: int | None, fast_parse: bool, max_header_size: int = 2048, eof: bool = False):
+def _outcome(
+    data: bytes, chunk: int | None, fast_parse: bool, max_header_size: int = 2048, eof: bool = False
+):
     pieces = [data] if chunk is None else [data[i : i + chunk] for i in range(0, len(data), chunk)]
     if eof:
         pieces.append(b"")
@@ -494,8 +496,17 @@ def test_key_check_shortcut_matches_base64_decoding():
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(None, False), ("", False), ("websocket", True), ("WebSocket", True), (" websocket ", True),
-     ("h2c, WEBSOCKET", True), ("websockets", False), ("web socket", False), (",,websocket,", True)],
+    [
+        (None, False),
+        ("", False),
+        ("websocket", True),
+        ("WebSocket", True),
+        (" websocket ", True),
+        ("h2c, WEBSOCKET", True),
+        ("websockets", False),
+        ("web socket", False),
+        (",,websocket,", True),
+    ],
 )
 def test_token_check(value, expected):
     from wsserver.protocol.handshake import _has_token, _tokens

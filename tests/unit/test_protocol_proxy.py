@@ -14,9 +14,11 @@ V1_TCP4 = b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 8080\r\n"
 V1_TCP6 = b"PROXY TCP6 2001:db8::7 2001:db8::1 65535 0\r\n"
 V1_UNKNOWN = b"PROXY UNKNOWN\r\n"
 # HAProxy send-proxy-v2 for 192.0.2.7:56324 -> 198.51.100.1:8080, byte for byte.
-V2_TCP4 = (b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a"  # signature
-           b"\x21\x11\x00\x0c"  # v2 PROXY, AF_INET STREAM, 12 bytes
-           b"\xc0\x00\x02\x07\xc6\x33\x64\x01\xdc\x04\x1f\x90")
+V2_TCP4 = (
+    b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a"  # signature
+    b"\x21\x11\x00\x0c"  # v2 PROXY, AF_INET STREAM, 12 bytes
+    b"\xc0\x00\x02\x07\xc6\x33\x64\x01\xdc\x04\x1f\x90"
+)
 V2_LOCAL = V2_SIGNATURE + b"\x20\x00\x00\x00"
 
 
@@ -36,26 +38,29 @@ def parse_all(data: bytes, version: str = "any") -> ProxyHeader | None:
 def parse_bytewise(data: bytes, version: str = "any") -> ProxyHeader:
     parser = ProxyHeaderParser(version)
     for i in range(len(data)):
-        result = parser.feed(data[i:i + 1])
+        result = parser.feed(data[i : i + 1])
         if result is not None:
             return result
     raise AssertionError("no result")
 
 
-@pytest.mark.parametrize(("data", "version", "source", "destination"), [
-    (V1_TCP4, 1, ("192.0.2.7", 56324), ("198.51.100.1", 8080)),
-    (V1_TCP6, 1, ("2001:db8::7", 65535), ("2001:db8::1", 0)),
-    (V1_UNKNOWN, 1, None, None),
-    (b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n", 1, None, None),
-    (V2_TCP4, 2, ("192.0.2.7", 56324), ("198.51.100.1", 8080)),
-    (v2_tcp6(), 2, ("2001:db8::7", 443), ("2001:db8::1", 8080)),
-    (v2_tcp6(b"\x04\x00\x03abc"), 2, ("2001:db8::7", 443), ("2001:db8::1", 8080)),  # a TLV skipped
-    (V2_LOCAL, 2, None, None),
-    (v2(0x20, 0x11, bytes(12)), 2, None, None),  # LOCAL with addresses: ignored
-    (v2(0x21, 0x31, bytes(216)), 2, None, None),  # AF_UNIX: use the socket peer
-    (v2(0x21, 0x12, bytes(12)), 2, None, None),  # AF_INET over DGRAM
-    (v2(0x21, 0x00, b""), 2, None, None),  # UNSPEC
-])
+@pytest.mark.parametrize(
+    ("data", "version", "source", "destination"),
+    [
+        (V1_TCP4, 1, ("192.0.2.7", 56324), ("198.51.100.1", 8080)),
+        (V1_TCP6, 1, ("2001:db8::7", 65535), ("2001:db8::1", 0)),
+        (V1_UNKNOWN, 1, None, None),
+        (b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n", 1, None, None),
+        (V2_TCP4, 2, ("192.0.2.7", 56324), ("198.51.100.1", 8080)),
+        (v2_tcp6(), 2, ("2001:db8::7", 443), ("2001:db8::1", 8080)),
+        (v2_tcp6(b"\x04\x00\x03abc"), 2, ("2001:db8::7", 443), ("2001:db8::1", 8080)),  # a TLV skipped
+        (V2_LOCAL, 2, None, None),
+        (v2(0x20, 0x11, bytes(12)), 2, None, None),  # LOCAL with addresses: ignored
+        (v2(0x21, 0x31, bytes(216)), 2, None, None),  # AF_UNIX: use the socket peer
+        (v2(0x21, 0x12, bytes(12)), 2, None, None),  # AF_INET over DGRAM
+        (v2(0x21, 0x00, b""), 2, None, None),  # UNSPEC
+    ],
+)
 @pytest.mark.parametrize("feed", [parse_all, parse_bytewise])
 def test_valid_headers_keep_the_bytes_after_them(data, version, source, destination, feed):
     result = feed(data + REQUEST)
@@ -80,40 +85,44 @@ def test_a_fixed_version_accepts_its_own(version, data):
     assert parse_all(data, version).source == ("192.0.2.7", 56324)
 
 
-@pytest.mark.parametrize(("version", "data"), [("v1", V2_TCP4), ("v2", V1_TCP4), ("v1", V2_TCP4[:12]),
-                                               ("v2", b"PROXY ")])
+@pytest.mark.parametrize(
+    ("version", "data"), [("v1", V2_TCP4), ("v2", V1_TCP4), ("v1", V2_TCP4[:12]), ("v2", b"PROXY ")]
+)
 def test_a_fixed_version_refuses_the_other(version, data):
     with pytest.raises(ProxyProtocolError):
         parse_all(data, version)
 
 
-@pytest.mark.parametrize("data", [
-    REQUEST,  # no header at all
-    b"G",
-    b"PROXY\r\n",
-    b"proxy TCP4 192.0.2.7 198.51.100.1 1 2\r\n",
-    b"PROXY TCP4 192.0.2.7 198.51.100.1 56324\r\n",  # a field missing
-    b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 8080 9\r\n",  # one too many
-    b"PROXY TCP4  192.0.2.7 198.51.100.1 56324 8080\r\n",  # two spaces
-    b"PROXY TCP5 192.0.2.7 198.51.100.1 56324 8080\r\n",
-    b"PROXY TCP4 2001:db8::7 198.51.100.1 56324 8080\r\n",  # family mismatch
-    b"PROXY TCP6 192.0.2.7 2001:db8::1 56324 8080\r\n",
-    b"PROXY TCP4 192.0.2.256 198.51.100.1 56324 8080\r\n",
-    b"PROXY TCP4 192.0.2.7 198.51.100.1 65536 8080\r\n",
-    b"PROXY TCP4 192.0.2.7 198.51.100.1 -1 8080\r\n",
-    b"PROXY TCP4 192.0.2.7 198.51.100.1 0080 8080\r\n",
-    b"PROXY TCP4 192.0.2.7 198.51.100.1 +80 8080\r\n",
-    b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 8080\n",  # LF alone
-    b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 8080\rX",
-    b"PROXY TCP4 192.0.2.\xff 198.51.100.1 56324 8080\r\n",
-    b"PROXY UNKNOWN " + b"x" * 100 + b"\r\n",  # longer than 107 bytes
-    b"PROXY " + b"x" * 101,  # 107 bytes and no CRLF
-    V2_SIGNATURE[:11] + b"X",
-    V2_SIGNATURE + b"\x11\x11\x00\x0c" + bytes(12),  # version 1 in a v2 header
-    V2_SIGNATURE + b"\x22\x11\x00\x0c" + bytes(12),  # command 2
-    v2(0x21, 0x11, bytes(11)),  # AF_INET block too short
-    v2(0x21, 0x21, bytes(35)),  # AF_INET6 block too short
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        REQUEST,  # no header at all
+        b"G",
+        b"PROXY\r\n",
+        b"proxy TCP4 192.0.2.7 198.51.100.1 1 2\r\n",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 56324\r\n",  # a field missing
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 8080 9\r\n",  # one too many
+        b"PROXY TCP4  192.0.2.7 198.51.100.1 56324 8080\r\n",  # two spaces
+        b"PROXY TCP5 192.0.2.7 198.51.100.1 56324 8080\r\n",
+        b"PROXY TCP4 2001:db8::7 198.51.100.1 56324 8080\r\n",  # family mismatch
+        b"PROXY TCP6 192.0.2.7 2001:db8::1 56324 8080\r\n",
+        b"PROXY TCP4 192.0.2.256 198.51.100.1 56324 8080\r\n",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 65536 8080\r\n",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 -1 8080\r\n",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 0080 8080\r\n",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 +80 8080\r\n",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 8080\n",  # LF alone
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 8080\rX",
+        b"PROXY TCP4 192.0.2.\xff 198.51.100.1 56324 8080\r\n",
+        b"PROXY UNKNOWN " + b"x" * 100 + b"\r\n",  # longer than 107 bytes
+        b"PROXY " + b"x" * 101,  # 107 bytes and no CRLF
+        V2_SIGNATURE[:11] + b"X",
+        V2_SIGNATURE + b"\x11\x11\x00\x0c" + bytes(12),  # version 1 in a v2 header
+        V2_SIGNATURE + b"\x22\x11\x00\x0c" + bytes(12),  # command 2
+        v2(0x21, 0x11, bytes(11)),  # AF_INET block too short
+        v2(0x21, 0x21, bytes(35)),  # AF_INET6 block too short
+    ],
+)
 @pytest.mark.parametrize("feed", [parse_all, parse_bytewise])
 def test_malformed_headers_are_errors(data, feed):
     with pytest.raises(ProxyProtocolError):  # as soon as the bytes show it, not at the close

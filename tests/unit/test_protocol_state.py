@@ -150,9 +150,14 @@ def test_server_code_has_no_bare_close_numbers():
     found = []
     for path in sorted(root.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in ("close", "send_close") and node.args
-                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, int)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("close", "send_close")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, int)
+            ):
                 found.append(f"{path.relative_to(root)}:{node.lineno}")
     assert found == []
 
@@ -160,8 +165,15 @@ def test_server_code_has_no_bare_close_numbers():
 # -- wsproto's internals --------------------------------------------------------------------------
 
 PRIVATE_ATTRIBUTES = {
-    "_frame_decoder", "_message_decoder", "_process_close", "_compressor", "_decompressor",
-    "_inbound_compressed", "_inbound_is_compressible", "_client_max_window_bits", "_enabled",
+    "_frame_decoder",
+    "_message_decoder",
+    "_process_close",
+    "_compressor",
+    "_decompressor",
+    "_inbound_compressed",
+    "_inbound_is_compressible",
+    "_client_max_window_bits",
+    "_enabled",
 }
 
 

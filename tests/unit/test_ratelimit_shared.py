@@ -36,7 +36,9 @@ def _close_tables() -> Iterator[None]:
         _made.pop().close()
 
 
-def table(clock: Clock, burst: int = 3, per_minute: float = 6, clients: int = 1000, **kw) -> SharedFailureTable:
+def table(
+    clock: Clock, burst: int = 3, per_minute: float = 6, clients: int = 1000, **kw
+) -> SharedFailureTable:
     _made.append(SharedFailureTable(burst, per_minute, clients, clock=clock, **kw))
     return _made[-1]
 
@@ -115,7 +117,12 @@ def test_garbage_in_a_slot_never_refuses_for_longer_than_a_refill(clock) -> None
     lim = table(clock, burst=3)
     lim.failed("192.0.2.1")
     slot = next(i for i in range(lim.slots) if lim._keys[i])
-    for tokens, at in ((-5.0, clock.now), (math.nan, math.nan), (1e300, clock.now + 1e9), (0.0, clock.now + 1e9)):
+    for tokens, at in (
+        (-5.0, clock.now),
+        (math.nan, math.nan),
+        (1e300, clock.now + 1e9),
+        (0.0, clock.now + 1e9),
+    ):
         lim._state[2 * slot], lim._state[2 * slot + 1] = tokens, at
         wait = lim.retry_after("192.0.2.1")
         assert wait is None or wait <= 10

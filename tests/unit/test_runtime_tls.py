@@ -207,5 +207,3 @@ def test_transport_bursts_memoryviews_and_close_notify(server_context, ca):
     assert transport.recv(65536) == b""
     transport.close()
     unwrap.get(timeout=5)
-
-

@@ -39,7 +39,10 @@ def test_kinds_come_from_the_annotations() -> None:
     assert (port["pool"].kind, port["tls"].kind, port["tls"].optional) == (TABLE, TABLE, True)
     assert keys(Config)["ports"].kind == TABLES and keys(Config)["adapters"].table is AdapterSettings
     assert keys(port["access"].table)["ip_deny"].kind == ARRAY  # type: ignore[arg-type]
-    assert keys(RadiusOptions)["attributes"].types == (str, int) and keys(RadiusOptions)["attributes"].kind == MAP
+    assert (
+        keys(RadiusOptions)["attributes"].types == (str, int)
+        and keys(RadiusOptions)["attributes"].kind == MAP
+    )
     assert keys(ServerConfig)["graceful_timeout"].types == (int, float)
 
 
@@ -62,25 +65,43 @@ def test_tagged_union_fills_the_chosen_variant_and_refuses_the_others() -> None:
     adapter, errors = build(AdapterSettings, {"name": "a", "type": "ldap"})
     assert errors == []
     assert adapter.ldap == LdapOptions() and adapter.radius is None  # type: ignore[attr-defined]
-    adapter, errors = build(AdapterSettings, {"name": "a", "type": "ldap", "radius": {"secret_env": "S"},
-                                              "ldap": {"search_scope": "all"}})
-    assert errors == ['t.toml: x.ldap.search_scope = "all": must be one of "subtree", "one"',
-                      't.toml: x.radius: is for type = "radius", but this adapter has type = "ldap"']
+    adapter, errors = build(
+        AdapterSettings,
+        {"name": "a", "type": "ldap", "radius": {"secret_env": "S"}, "ldap": {"search_scope": "all"}},
+    )
+    assert errors == [
+        't.toml: x.ldap.search_scope = "all": must be one of "subtree", "one"',
+        't.toml: x.radius: is for type = "radius", but this adapter has type = "ldap"',
+    ]
     # The tag's choices are the variants' names; a bad tag says so, and nothing else.
     _adapter, errors = build(AdapterSettings, {"name": "a", "type": "kerberos", "ldap": {}})
-    assert errors == ['t.toml: x.type = "kerberos": must be one of "ldap", "radius", "http", "ocsp", "gemalto"']
+    assert errors == [
+        't.toml: x.type = "kerberos": must be one of "ldap", "radius", "http", "ocsp", "gemalto"'
+    ]
 
 
 def test_keyed_tables_read_both_forms_and_refuse_duplicates() -> None:
-    table_form, errors = build(KeystoreConfig, {"alias": "k", "type": "pem",
-                                                "keys": {"a": {"cert": "a.crt", "key": "a.key"}}})
+    table_form, errors = build(
+        KeystoreConfig, {"alias": "k", "type": "pem", "keys": {"a": {"cert": "a.crt", "key": "a.key"}}}
+    )
     assert errors == []
-    array_form, errors = build(KeystoreConfig, {"alias": "k", "type": "pem",
-                                                "keys": [{"alias": "a", "cert": "a.crt", "key": "a.key"}]})
+    array_form, errors = build(
+        KeystoreConfig,
+        {"alias": "k", "type": "pem", "keys": [{"alias": "a", "cert": "a.crt", "key": "a.key"}]},
+    )
     assert errors == [] and table_form == array_form
     assert array_form.keys == (PemKeyConfig("a", "a.crt", "a.key"),)  # type: ignore[attr-defined]
-    _store, errors = build(KeystoreConfig, {"alias": "k", "type": "pem", "keys": [
-        {"alias": "a", "cert": "a.crt", "key": "a.key"}, {"alias": "a", "cert": "b.crt", "key": "b.key"}]})
+    _store, errors = build(
+        KeystoreConfig,
+        {
+            "alias": "k",
+            "type": "pem",
+            "keys": [
+                {"alias": "a", "cert": "a.crt", "key": "a.key"},
+                {"alias": "a", "cert": "b.crt", "key": "b.key"},
+            ],
+        },
+    )
     assert errors == ['t.toml: x.keys[1].alias = "a": duplicate alias (also x.keys[0])']
 
 
@@ -99,9 +120,13 @@ def test_secret_values_never_appear_in_errors() -> None:
 
 def test_flags_come_from_the_registry() -> None:
     flags = {key.meta("cli"): path for path, key in cli_keys(Config)}
-    assert flags == {"--workers": "server.workers", "--log-level": "server.log_level",
-                     "--log-format": "server.log_format", "--pid": "server.pid_file",
-                     "--reuse-port": "server.reuse_port"}
+    assert flags == {
+        "--workers": "server.workers",
+        "--log-level": "server.log_level",
+        "--log-format": "server.log_format",
+        "--pid": "server.pid_file",
+        "--reuse-port": "server.reuse_port",
+    }
     serve = build_parser().parse_args(["serve", "--workers", "3", "--reuse-port"])
     assert serve.setting__server__workers == 3 and serve.setting__server__reuse_port is True
     assert serve.setting__server__log_level is None
@@ -114,8 +139,10 @@ def test_overrides_are_checked_like_the_file_and_applied_once() -> None:
     assert changed.server.graceful_timeout == cfg.server.graceful_timeout and changed.ports == cfg.ports
     with pytest.raises(ConfigError) as exc:
         check_overrides(Config, {"server.workers": 300, "server.log_level": "loud"})
-    assert exc.value.errors == ["--workers = 300: must be an integer 0..256",
-                                '--log-level = "loud": must be one of "debug", "info", "warning", "error", "critical"']
+    assert exc.value.errors == [
+        "--workers = 300: must be an integer 0..256",
+        '--log-level = "loud": must be one of "debug", "info", "warning", "error", "critical"',
+    ]
 
 
 ADAPTERS_AND_STORES = """
@@ -168,6 +195,10 @@ def test_adapters_keystores_and_sni_are_written_back_and_read_again() -> None:
     text = dump_config(cfg)
     assert parse_config(text) == cfg
     data = tomllib.loads(text)
-    assert data["keystores"][0]["keys"][1] == {"alias": "two words", "cert": "two.crt", "key": "two.key",
-                                               "chain": "ca.pem"}
+    assert data["keystores"][0]["keys"][1] == {
+        "alias": "two words",
+        "cert": "two.crt",
+        "key": "two.key",
+        "chain": "ca.pem",
+    }
     assert "ldap" not in data["adapters"][0] and data["adapters"][1]["gemalto"]["first_factor"] == "corp"

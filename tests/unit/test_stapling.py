@@ -32,8 +32,9 @@ def make(answers: list[Any]) -> tuple[Stapler, Clock]:
 
 def test_serves_the_response_until_next_update_while_the_responder_is_down() -> None:
     next_update = 1_000_600.0
-    stapler, clock = make([(b"resp1", next_update), StapleError("connection refused"),
-                           StapleError("connection refused")])
+    stapler, clock = make(
+        [(b"resp1", next_update), StapleError("connection refused"), StapleError("connection refused")]
+    )
     assert stapler.callback(None, None) == b""  # before the first fetch: no staple, no waiting
     assert stapler.refresh() == 300.0  # halfway to nextUpdate
     assert stapler.callback(None, None) == b"resp1"

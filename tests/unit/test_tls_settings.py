@@ -44,61 +44,104 @@ def keystores(text: str):
 def test_type_error_is_one_line():
     items, errors = keystores('[[keystores]]\nalias = "main"\ntype = "pfx"\npath = "x.pfx"\n')
     assert items == ()
-    assert errors == ['wsserver.toml: keystores[0].type = "pfx": must be one of "pem", "pkcs12", "jks", "pkcs11"']
+    assert errors == [
+        'wsserver.toml: keystores[0].type = "pfx": must be one of "pem", "pkcs12", "jks", "pkcs11"'
+    ]
 
 
-@pytest.mark.parametrize(("toml", "expected"), [
-    ('[[keystores]]\ntype = "jks"\npath = "a"', 'keystores[0].alias: is required (1-255 characters'),
-    ('[[keystores]]\nalias = "a b"\ntype = "jks"\npath = "a"', 'keystores[0].alias = "a b": must be 1-255'),
-    ('[[keystores]]\nalias = "a"\npath = "a"', 'keystores[0].type: is required (one of "pem", "pkcs12"'),
-    ('[[keystores]]\nalias = "a"\ntype = "jks"', 'keystores[0].path: is required for type "jks" (the JKS file)'),
-    ('[[keystores]]\nalias = "a"\ntype = "jks"\npath = "a"\npasword_env = "X"',
-     'keystores[0].pasword_env = "X": unknown key; did you mean "password_env"?'),
-    ('[[keystores]]\nalias = "a"\ntype = "jks"\npath = "a"\npassword_env = "X"\npassword_file = "f"',
-     'keystores[0].password_file = "f": give password_env or password_file, not both'),
-    ('[[keystores]]\nalias = "a"\ntype = "jks"\npath = "a"\npassword_env = "MY-PW"',
-     'keystores[0].password_env = "MY-PW": must be an environment variable name'),
-    ('[[keystores]]\nalias = "a"\ntype = "pem"', 'keystores[0].keys: is required for type "pem"'),
-    ('[[keystores]]\nalias = "a"\ntype = "pem"\npath = "p"\n[keystores.keys.k]\ncert = "c"\nkey = "k"',
-     'keystores[0].path = "p": is not used by type "pem"'),
-    ('[[keystores]]\nalias = "a"\ntype = "pem"\n[keystores.keys.k]\ncert = "c"',
-     'keystores[0].keys.k.key: is required (a PEM file path)'),
-    ('[[keystores]]\nalias = "a"\ntype = "pem"\n[keystores.keys.k]\ncert = "c"\nkey = "k"\ncerts = "x"',
-     'keystores[0].keys.k.certs = "x": unknown key; did you mean "cert"?'),
-    ('[[keystores]]\nalias = "a"\ntype = "pkcs12"\npath = "a"\n[keystores.keys.k]\ncert = "c"\nkey = "k"',
-     'keystores[0].keys: is only used by type "pem"'),
-    ('[[keystores]]\nalias = "a"\ntype = "pkcs11"\npath = "/m.so"', 'keystores[0].token: is required for type'),
-    ('[[keystores]]\nalias = "a"\ntype = "pkcs12"\npath = "a"\nkey_password_env = "K"',
-     'keystores[0].key_password_env = "K": is only used by type "jks"'),
-    ('keystores = 3', 'keystores = 3: must be an array of tables ([[keystores]])'),
-])
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[[keystores]]\ntype = "jks"\npath = "a"', "keystores[0].alias: is required (1-255 characters"),
+        (
+            '[[keystores]]\nalias = "a b"\ntype = "jks"\npath = "a"',
+            'keystores[0].alias = "a b": must be 1-255',
+        ),
+        ('[[keystores]]\nalias = "a"\npath = "a"', 'keystores[0].type: is required (one of "pem", "pkcs12"'),
+        (
+            '[[keystores]]\nalias = "a"\ntype = "jks"',
+            'keystores[0].path: is required for type "jks" (the JKS file)',
+        ),
+        (
+            '[[keystores]]\nalias = "a"\ntype = "jks"\npath = "a"\npasword_env = "X"',
+            'keystores[0].pasword_env = "X": unknown key; did you mean "password_env"?',
+        ),
+        (
+            '[[keystores]]\nalias = "a"\ntype = "jks"\npath = "a"\npassword_env = "X"\npassword_file = "f"',
+            'keystores[0].password_file = "f": give password_env or password_file, not both',
+        ),
+        (
+            '[[keystores]]\nalias = "a"\ntype = "jks"\npath = "a"\npassword_env = "MY-PW"',
+            'keystores[0].password_env = "MY-PW": must be an environment variable name',
+        ),
+        ('[[keystores]]\nalias = "a"\ntype = "pem"', 'keystores[0].keys: is required for type "pem"'),
+        (
+            '[[keystores]]\nalias = "a"\ntype = "pem"\npath = "p"\n[keystores.keys.k]\ncert = "c"\nkey = "k"',
+            'keystores[0].path = "p": is not used by type "pem"',
+        ),
+        (
+            '[[keystores]]\nalias = "a"\ntype = "pem"\n[keystores.keys.k]\ncert = "c"',
+            "keystores[0].keys.k.key: is required (a PEM file path)",
+        ),
+        (
+            '[[keystores]]\nalias = "a"\ntype = "pem"\n[keystores.keys.k]\ncert = "c"\nkey = "k"\ncerts = "x"',
+            'keystores[0].keys.k.certs = "x": unknown key; did you mean "cert"?',
+        ),
+        (
+            '[[keystores]]\nalias = "a"\ntype = "pkcs12"\npath = "a"\n[keystores.keys.k]\ncert = "c"\nkey = "k"',
+            'keystores[0].keys: is only used by type "pem"',
+        ),
+        (
+            '[[keystores]]\nalias = "a"\ntype = "pkcs11"\npath = "/m.so"',
+            "keystores[0].token: is required for type",
+        ),
+        (
+            '[[keystores]]\nalias = "a"\ntype = "pkcs12"\npath = "a"\nkey_password_env = "K"',
+            'keystores[0].key_password_env = "K": is only used by type "jks"',
+        ),
+        ("keystores = 3", "keystores = 3: must be an array of tables ([[keystores]])"),
+    ],
+)
 def test_keystore_shape_errors(toml, expected):
     _items, errors = keystores(toml)
     assert any(line.startswith(f"{SRC}: {expected}") for line in errors), errors
 
 
 def test_pem_keys_table_and_array_forms_agree():
-    table_form = keystores('[[keystores]]\nalias = "m"\ntype = "pem"\n'
-                           '[keystores.keys.one]\ncert = "1.crt"\nkey = "1.key"\n'
-                           '[keystores.keys."two words"]\ncert = "2.crt"\nkey = "2.key"\nchain = "ca.pem"\n')
-    array_form = keystores('[[keystores]]\nalias = "m"\ntype = "pem"\n'
-                           '[[keystores.keys]]\nalias = "one"\ncert = "1.crt"\nkey = "1.key"\n'
-                           '[[keystores.keys]]\nalias = "two words"\ncert = "2.crt"\nkey = "2.key"\nchain = "ca.pem"\n')
+    table_form = keystores(
+        '[[keystores]]\nalias = "m"\ntype = "pem"\n'
+        '[keystores.keys.one]\ncert = "1.crt"\nkey = "1.key"\n'
+        '[keystores.keys."two words"]\ncert = "2.crt"\nkey = "2.key"\nchain = "ca.pem"\n'
+    )
+    array_form = keystores(
+        '[[keystores]]\nalias = "m"\ntype = "pem"\n'
+        '[[keystores.keys]]\nalias = "one"\ncert = "1.crt"\nkey = "1.key"\n'
+        '[[keystores.keys]]\nalias = "two words"\ncert = "2.crt"\nkey = "2.key"\nchain = "ca.pem"\n'
+    )
     assert table_form == array_form
     (store,), errors = table_form
     assert errors == []
-    assert store.keys == (PemKeyConfig("one", "1.crt", "1.key"), PemKeyConfig("two words", "2.crt", "2.key", "ca.pem"))
+    assert store.keys == (
+        PemKeyConfig("one", "1.crt", "1.key"),
+        PemKeyConfig("two words", "2.crt", "2.key", "ca.pem"),
+    )
     # keystore_to_toml writes the array form, which parses back to the same entry.
     assert parse_keystores([keystore_to_toml(store)], SRC) == ((store,), [])
 
 
 def test_truststore_shape():
-    items, errors = parse_truststores(tomllib.loads(
-        '[[truststores]]\nalias = "clients"\ntype = "pem"\npath = "ca.pem"\n'
-        '[[truststores]]\nalias = "hsm"\ntype = "pkcs11"\npath = "x"\n')["truststores"], SRC)
+    items, errors = parse_truststores(
+        tomllib.loads(
+            '[[truststores]]\nalias = "clients"\ntype = "pem"\npath = "ca.pem"\n'
+            '[[truststores]]\nalias = "hsm"\ntype = "pkcs11"\npath = "x"\n'
+        )["truststores"],
+        SRC,
+    )
     assert [t.alias for t in items] == ["clients"]
-    assert errors == [f'{SRC}: truststores[1].type = "pkcs11": must be one of "pem", "pkcs12", "jks" '
-                      "(a PKCS#11 keystore serves as its own truststore)"]
+    assert errors == [
+        f'{SRC}: truststores[1].type = "pkcs11": must be one of "pem", "pkcs12", "jks" '
+        "(a PKCS#11 keystore serves as its own truststore)"
+    ]
 
 
 # --- the reference pass ---------------------------------------------------------------------
@@ -127,42 +170,84 @@ class Port:
     tls: PortTLS | None = None
 
 
-PEM_MAIN = KeystoreConfig("main", "pem", keys=(PemKeyConfig("a", "a.crt", "a.key"), PemKeyConfig("b", "b.crt", "b.key")))
+PEM_MAIN = KeystoreConfig(
+    "main", "pem", keys=(PemKeyConfig("a", "a.crt", "a.key"), PemKeyConfig("b", "b.crt", "b.key"))
+)
 
 
-@pytest.mark.parametrize(("server", "ports", "expected"), [
-    (ServerTLS(), [Port("p")], 'ports[0].protocol = "wss": needs a TLS key: set [ports.tls] keystore'),
-    (ServerTLS("nope", "a"), [], 'server.tls.keystore = "nope": must name a [[keystores]] entry (known: "main")'),
-    (ServerTLS("", "a"), [], 'server.tls.key_alias = "a": needs server.tls.keystore'),
-    (ServerTLS("main", "zz"), [], 'server.tls.key_alias = "zz": keystore "main" has no key alias "zz" (known: "a", "b")'),
-    (ServerTLS("main"), [], 'server.tls.key_alias: is required: keystore "main" (server.tls.keystore) holds 2 keys'),
-    (ServerTLS(), [Port("p", tls=PortTLS("main", "c"))], 'ports[0].tls.key_alias = "c": keystore "main" has no key'),
-    (ServerTLS("main", "a"), [Port("p", tls=PortTLS(key_alias="c"))], 'ports[0].tls.key_alias = "c": keystore "main"'),
-    (ServerTLS("main", "a"), [Port("p", "ws", tls=PortTLS())], 'ports[0].tls: is only used by wss ports'),
-    (ServerTLS("main", "a"), [Port("p", tls=PortTLS(client_certs="require", truststore="x"))],
-     'ports[0].tls.truststore = "x": must name a [[truststores]] or [[keystores]] entry (known: "main")'),
-    (ServerTLS("main", "a"), [Port("p", tls=PortTLS(truststore="main"))],
-     'ports[0].tls.truststore = "main": is only used with client_certs = "request" or "require"'),
-    (ServerTLS("main", "a"), [Port("p", tls=PortTLS(ciphers="NOTHING-REAL"))],
-     'ports[0].tls.ciphers = "NOTHING-REAL": must be an OpenSSL cipher list'),
-])
+@pytest.mark.parametrize(
+    ("server", "ports", "expected"),
+    [
+        (ServerTLS(), [Port("p")], 'ports[0].protocol = "wss": needs a TLS key: set [ports.tls] keystore'),
+        (
+            ServerTLS("nope", "a"),
+            [],
+            'server.tls.keystore = "nope": must name a [[keystores]] entry (known: "main")',
+        ),
+        (ServerTLS("", "a"), [], 'server.tls.key_alias = "a": needs server.tls.keystore'),
+        (
+            ServerTLS("main", "zz"),
+            [],
+            'server.tls.key_alias = "zz": keystore "main" has no key alias "zz" (known: "a", "b")',
+        ),
+        (
+            ServerTLS("main"),
+            [],
+            'server.tls.key_alias: is required: keystore "main" (server.tls.keystore) holds 2 keys',
+        ),
+        (
+            ServerTLS(),
+            [Port("p", tls=PortTLS("main", "c"))],
+            'ports[0].tls.key_alias = "c": keystore "main" has no key',
+        ),
+        (
+            ServerTLS("main", "a"),
+            [Port("p", tls=PortTLS(key_alias="c"))],
+            'ports[0].tls.key_alias = "c": keystore "main"',
+        ),
+        (ServerTLS("main", "a"), [Port("p", "ws", tls=PortTLS())], "ports[0].tls: is only used by wss ports"),
+        (
+            ServerTLS("main", "a"),
+            [Port("p", tls=PortTLS(client_certs="require", truststore="x"))],
+            'ports[0].tls.truststore = "x": must name a [[truststores]] or [[keystores]] entry (known: "main")',
+        ),
+        (
+            ServerTLS("main", "a"),
+            [Port("p", tls=PortTLS(truststore="main"))],
+            'ports[0].tls.truststore = "main": is only used with client_certs = "request" or "require"',
+        ),
+        (
+            ServerTLS("main", "a"),
+            [Port("p", tls=PortTLS(ciphers="NOTHING-REAL"))],
+            'ports[0].tls.ciphers = "NOTHING-REAL": must be an OpenSSL cipher list',
+        ),
+    ],
+)
 def test_reference_errors(server, ports, expected):
     errors = check_tls_references(server, ports, [PEM_MAIN], [], SRC)
     assert any(line.startswith(f"{SRC}: {expected}") for line in errors), errors
 
 
 def test_references_fine():
-    ports = [Port("a", tls=PortTLS("main", "a")), Port("b", tls=PortTLS("main", "b", client_certs="require")),
-             Port("c"), Port("plain", "ws")]
+    ports = [
+        Port("a", tls=PortTLS("main", "a")),
+        Port("b", tls=PortTLS("main", "b", client_certs="require")),
+        Port("c"),
+        Port("plain", "ws"),
+    ]
     assert check_tls_references(ServerTLS("main", "a"), ports, [PEM_MAIN], [], SRC) == []
 
 
 def test_duplicate_alias_across_tables():
     from wsserver.config.tls_settings import TruststoreConfig
 
-    errors = check_tls_references(ServerTLS(), [], [PEM_MAIN], [TruststoreConfig("main", "pem", "ca.pem")], SRC)
-    assert errors == [f'{SRC}: truststores[0].alias = "main": duplicate alias (also keystores[0]); keystores and '
-                      "truststores share one set of aliases"]
+    errors = check_tls_references(
+        ServerTLS(), [], [PEM_MAIN], [TruststoreConfig("main", "pem", "ca.pem")], SRC
+    )
+    assert errors == [
+        f'{SRC}: truststores[0].alias = "main": duplicate alias (also keystores[0]); keystores and '
+        "truststores share one set of aliases"
+    ]
 
 
 # --- load_tls and the contexts --------------------------------------------------------------
@@ -184,7 +269,9 @@ def tls_dir(tmp_path_factory, ca) -> Path:
 
 
 def pem_keystore() -> KeystoreConfig:
-    return KeystoreConfig("main", "pem", keys=tuple(PemKeyConfig(n, f"{n}.crt", f"{n}.key") for n in ("a", "b", "default")))
+    return KeystoreConfig(
+        "main", "pem", keys=tuple(PemKeyConfig(n, f"{n}.crt", f"{n}.key") for n in ("a", "b", "default"))
+    )
 
 
 def handshake(ctx: SSL.Context, *, client_cert=None, max_version=None, alpn=(b"http/1.1",), ca=None):
@@ -230,11 +317,17 @@ def cn_of(conn: SSL.Connection) -> str:
 
 
 def test_ports_present_their_own_keys(tls_dir):
-    ports = [Port("pa", tls=PortTLS("main", "a")), Port("pb", tls=PortTLS("main", "b")), Port("pd"),
-             Port("pj", tls=PortTLS("jks", "j2")), Port("plain", "ws")]
+    ports = [
+        Port("pa", tls=PortTLS("main", "a")),
+        Port("pb", tls=PortTLS("main", "b")),
+        Port("pd"),
+        Port("pj", tls=PortTLS("jks", "j2")),
+        Port("plain", "ws"),
+    ]
     stores = [pem_keystore(), KeystoreConfig("jks", "jks", "ks.jks", password_env="P")]
-    material = load_tls(ServerTLS("main", "default"), ports, stores, [], SRC, base_dir=tls_dir,
-                        environ={"P": PASSWORD})
+    material = load_tls(
+        ServerTLS("main", "default"), ports, stores, [], SRC, base_dir=tls_dir, environ={"P": PASSWORD}
+    )
     assert set(material.ports) == {"pa", "pb", "pd", "pj"}
     presented = {alias: cn_of(handshake(p.context)[1]) for alias, p in material.ports.items()}
     assert presented == {"pa": "CN=a.test", "pb": "CN=b.test", "pd": "CN=default.test", "pj": "CN=j2.test"}
@@ -243,13 +336,20 @@ def test_ports_present_their_own_keys(tls_dir):
     assert server.get_protocol_version_name() == "TLSv1.3"
     gauge = {(ks, alias) for ks, alias, seconds in material.expiry_seconds() if seconds > 0}
     assert ("main", "a") in gauge and ("jks", "j1") in gauge
-    assert any("key \"a\": subject CN=a.test" in line for line in material.report())
+    assert any('key "a": subject CN=a.test' in line for line in material.report())
 
 
 def test_load_tls_collects_every_error(tls_dir):
-    ports = [Port("p1", tls=PortTLS("main", "zz")), Port("p2", tls=PortTLS("jks", "j9")), Port("p3", tls=PortTLS("gone", "x"))]
-    stores = [pem_keystore(), KeystoreConfig("jks", "jks", "ks.jks", password_env="P"),
-              KeystoreConfig("gone", "jks", "missing.jks", password_env="P")]
+    ports = [
+        Port("p1", tls=PortTLS("main", "zz")),
+        Port("p2", tls=PortTLS("jks", "j9")),
+        Port("p3", tls=PortTLS("gone", "x")),
+    ]
+    stores = [
+        pem_keystore(),
+        KeystoreConfig("jks", "jks", "ks.jks", password_env="P"),
+        KeystoreConfig("gone", "jks", "missing.jks", password_env="P"),
+    ]
     with pytest.raises(TLSConfigError) as info:
         load_tls(ServerTLS(), ports, stores, [], SRC, base_dir=tls_dir, environ={"P": PASSWORD})
     assert info.value.errors == [
@@ -264,15 +364,20 @@ def test_load_tls_collects_every_error(tls_dir):
 def test_wrong_password_stops_startup(tls_dir):
     stores = [KeystoreConfig("jks", "jks", "ks.jks", password_env="P")]
     with pytest.raises(TLSConfigError) as info:
-        load_tls(ServerTLS("jks", "j1"), [Port("p")], stores, [], SRC, base_dir=tls_dir, environ={"P": "nopenope"})
-    assert info.value.errors == [f'{SRC}: keystores[0].password_env: keystore "jks": wrong password for '
-                                 f'{tls_dir}/ks.jks (from $P)']
+        load_tls(
+            ServerTLS("jks", "j1"), [Port("p")], stores, [], SRC, base_dir=tls_dir, environ={"P": "nopenope"}
+        )
+    assert info.value.errors == [
+        f'{SRC}: keystores[0].password_env: keystore "jks": wrong password for {tls_dir}/ks.jks (from $P)'
+    ]
 
 
 def test_client_certificates(tls_dir, ca):
     stores = [pem_keystore()]
-    ports = [Port("req", tls=PortTLS("main", "a", client_certs="require")),
-             Port("opt", tls=PortTLS("main", "a", client_certs="request"))]
+    ports = [
+        Port("req", tls=PortTLS("main", "a", client_certs="require")),
+        Port("opt", tls=PortTLS("main", "a", client_certs="request")),
+    ]
     material = load_tls(ServerTLS(), ports, stores, [], SRC, base_dir=tls_dir)
     good = issue(ca, "alice")
     stranger = issue(trustme.CA(), "mallory")

@@ -45,12 +45,21 @@ def connect(host: str, port: int, timeout: float) -> socket.socket:
     except TimeoutError as exc:
         raise HTTPFailure("connect", f"connect to {format_address(host, port)} timed out") from exc
     except OSError as exc:
-        raise HTTPFailure("connect", f"connect to {format_address(host, port)}: {exc.strerror or exc}") from exc
+        raise HTTPFailure(
+            "connect", f"connect to {format_address(host, port)}: {exc.strerror or exc}"
+        ) from exc
 
 
-def request(url: str, method: str, headers: list[tuple[str, str]], body: bytes, timeouts: Timeouts,
-            context: ssl.SSLContext | None = None, pins: tuple[str, ...] = (),
-            max_body: int = 1 << 20) -> Response:
+def request(
+    url: str,
+    method: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    timeouts: Timeouts,
+    context: ssl.SSLContext | None = None,
+    pins: tuple[str, ...] = (),
+    max_body: int = 1 << 20,
+) -> Response:
     parts = urlsplit(url)
     host = parts.hostname or ""
     https = parts.scheme.lower() == "https"
@@ -66,7 +75,9 @@ def request(url: str, method: str, headers: list[tuple[str, str]], body: bytes, 
             except PinMismatch as exc:
                 raise HTTPFailure("tls", str(exc)) from exc
             except TimeoutError as exc:
-                raise HTTPFailure("connect", f"TLS handshake with {format_address(host, port)} timed out") from exc
+                raise HTTPFailure(
+                    "connect", f"TLS handshake with {format_address(host, port)} timed out"
+                ) from exc
             except (ssl.SSLError, OSError) as exc:
                 raise HTTPFailure("tls", f"TLS handshake with {format_address(host, port)}: {exc}") from exc
         return _exchange(sock, host, port, method, target, headers, body, timeouts.request, max_body)
@@ -74,12 +85,26 @@ def request(url: str, method: str, headers: list[tuple[str, str]], body: bytes, 
         sock.close()
 
 
-def _exchange(sock: socket.socket, host: str, port: int, method: str, target: str,
-              headers: list[tuple[str, str]], body: bytes, timeout: float, max_body: int) -> Response:
+def _exchange(
+    sock: socket.socket,
+    host: str,
+    port: int,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    timeout: float,
+    max_body: int,
+) -> Response:
     deadline = time.monotonic() + timeout
     conn = h11.Connection(h11.CLIENT)
-    all_headers = [("Host", format_address(host, port)), ("Connection", "close"), ("User-Agent", "wsserver"),
-                   ("Content-Length", str(len(body))), *headers]
+    all_headers = [
+        ("Host", format_address(host, port)),
+        ("Connection", "close"),
+        ("User-Agent", "wsserver"),
+        ("Content-Length", str(len(body))),
+        *headers,
+    ]
     if method == "GET" and not body:
         all_headers = [h for h in all_headers if h[0] != "Content-Length"]
     try:

@@ -194,15 +194,16 @@ class Balancer:
     callback runs, so concurrent requests interleave freely.
     """
 
-    def __init__(self, servers: Sequence[tuple[str, int]], policy: Policy,
-                 now: Callable[[], float]) -> None:
+    def __init__(self, servers: Sequence[tuple[str, int]], policy: Policy, now: Callable[[], float]) -> None:
         if not servers:
             raise ValueError("a balancer needs at least one server")
         self.policy = policy
         self.now = now
         self._lock = threading.Lock()
         start = now()
-        states = [ServerState(url, priority, i, last_update=start) for i, (url, priority) in enumerate(servers)]
+        states = [
+            ServerState(url, priority, i, last_update=start) for i, (url, priority) in enumerate(servers)
+        ]
         self._states = states
         self._pools = [
             _Pool(p, [s for s in states if s.priority == p]) for p in sorted({s.priority for s in states})
@@ -217,8 +218,18 @@ class Balancer:
             for state in self._states:
                 self._decay(state, now)
             return [
-                ServerSnapshot(s.url, s.priority, s.penalty, s.consecutive_failures, s.requests,
-                               s.accepted, s.rejected, s.failed, s.slow, s.skips)
+                ServerSnapshot(
+                    s.url,
+                    s.priority,
+                    s.penalty,
+                    s.consecutive_failures,
+                    s.requests,
+                    s.accepted,
+                    s.rejected,
+                    s.failed,
+                    s.slow,
+                    s.skips,
+                )
                 for s in self._states
             ]
 
@@ -290,8 +301,9 @@ class Balancer:
             connect, request = min(connect, left), min(request, left)
         return Timeouts(connect, request)
 
-    def run(self, call: Call, *, deadline: float | None = None,
-            on_attempt: AttemptHook | None = None) -> BalanceResult:
+    def run(
+        self, call: Call, *, deadline: float | None = None, on_attempt: AttemptHook | None = None
+    ) -> BalanceResult:
         """Balance one request. ``call(url, timeouts)`` performs it on one server.
 
         An exception from ``call`` counts as a FAILED outcome of that server. No new attempt
@@ -312,12 +324,16 @@ class Balancer:
                     with self._lock:
                         self._record(state, outcome, seconds)
                         penalty = state.penalty
-                    attempt = Attempt(state.url, outcome.result, seconds, outcome.detail, outcome.kind, penalty)
+                    attempt = Attempt(
+                        state.url, outcome.result, seconds, outcome.detail, outcome.kind, penalty
+                    )
                     attempts.append(attempt)
                     if on_attempt is not None:
                         on_attempt(state, attempt)
                     if outcome.result is not Result.FAILED:
-                        decision = Decision.ACCEPTED if outcome.result is Result.ACCEPTED else Decision.REJECTED
+                        decision = (
+                            Decision.ACCEPTED if outcome.result is Result.ACCEPTED else Decision.REJECTED
+                        )
                         return BalanceResult(decision, tuple(attempts), outcome)
             finally:
                 if last is not None:

@@ -15,8 +15,17 @@ from wsserver.config.adapter_settings import AdapterSettings
 EXIT = {Decision.ACCEPTED: 0, Decision.REJECTED: 1, Decision.UNAVAILABLE: 3}
 
 
-def adapter_test(settings: AdapterSettings, user: str, password: str, *, certificate: str = "",
-                 issuer: str = "", timeout: float | None = None, out: TextIO | None = None, **adapter_kwargs: Any) -> int:
+def adapter_test(
+    settings: AdapterSettings,
+    user: str,
+    password: str,
+    *,
+    certificate: str = "",
+    issuer: str = "",
+    timeout: float | None = None,
+    out: TextIO | None = None,
+    **adapter_kwargs: Any,
+) -> int:
     """Authenticate once and print every server tried, in order, with timings.
 
     For an OCSP adapter ``certificate`` (and optionally ``issuer``) are PEM file paths and
@@ -28,7 +37,9 @@ def adapter_test(settings: AdapterSettings, user: str, password: str, *, certifi
     try:
         adapter = Adapter(settings, **adapter_kwargs)
         pools = adapter.balancer.pools() if adapter.balancer is not None else []
-        shown = "; ".join(f"priority {p}: {', '.join(urls)}" for p, urls in pools) or "responders from the AIA"
+        shown = (
+            "; ".join(f"priority {p}: {', '.join(urls)}" for p, urls in pools) or "responders from the AIA"
+        )
         print(f"adapter {settings.name} ({settings.type}): {shown}", file=out)
         if settings.type == "ocsp":
             if not certificate:

@@ -42,8 +42,16 @@ class HttpBackend:
     def authenticate(self, server_url: str, username: str, password: str, timeout: Timeouts) -> Outcome:
         headers, body = self._request_parts(username, password)
         try:
-            response = _http.request(server_url, self.options.method, headers, body, timeout,
-                                     self.context, self.pins, max_body=65536)
+            response = _http.request(
+                server_url,
+                self.options.method,
+                headers,
+                body,
+                timeout,
+                self.context,
+                self.pins,
+                max_body=65536,
+            )
         except _http.HTTPFailure as exc:
             return Outcome.failed(exc.detail, exc.kind)
         status = response.status

@@ -47,8 +47,12 @@ class _ContextTls(ldap3.Tls):
         self.pins = pins
 
     def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
-        sock = self.context.wrap_socket(connection.socket, server_side=False, do_handshake_on_connect=do_handshake,
-                                        server_hostname=connection.server.host)
+        sock = self.context.wrap_socket(
+            connection.socket,
+            server_side=False,
+            do_handshake_on_connect=do_handshake,
+            server_hostname=connection.server.host,
+        )
         if do_handshake:
             check_pins(sock, self.pins)
         connection.socket = sock
@@ -98,8 +102,14 @@ class LdapBackend:
         # The context is not None when use_tls (refused above); the test narrows it for the checker.
         tls = _ContextTls(self.context, self.pins) if use_tls and self.context is not None else None
         assert parts.hostname is not None  # url_problem() refuses server URLs without a host
-        server = ldap3.Server(parts.hostname, port=parts.port or (636 if ldaps else 389), use_ssl=ldaps, tls=tls,
-                              get_info=ldap3.NONE, connect_timeout=timeout.connect)
+        server = ldap3.Server(
+            parts.hostname,
+            port=parts.port or (636 if ldaps else 389),
+            use_ssl=ldaps,
+            tls=tls,
+            get_info=ldap3.NONE,
+            connect_timeout=timeout.connect,
+        )
         return server, use_tls and not ldaps
 
     def authenticate(self, server_url: str, username: str, password: str, timeout: Timeouts) -> Outcome:
@@ -109,9 +119,15 @@ class LdapBackend:
             o = self.options
             service = bool(o.service_dn)
             conn = ldap3.Connection(
-                server, user=o.service_dn or None, password=self.service_password or None,
-                authentication=ldap3.SIMPLE if service else ldap3.ANONYMOUS, receive_timeout=None,
-                raise_exceptions=False, auto_referrals=False, read_only=True, client_strategy=ldap3.SYNC,
+                server,
+                user=o.service_dn or None,
+                password=self.service_password or None,
+                authentication=ldap3.SIMPLE if service else ldap3.ANONYMOUS,
+                receive_timeout=None,
+                raise_exceptions=False,
+                auto_referrals=False,
+                read_only=True,
+                client_strategy=ldap3.SYNC,
             )
             conn.open(read_server_info=False)  # connect (and the ldaps handshake) under the connect time-out
             # ldap3's receive_timeout takes whole seconds only (it packs SO_RCVTIMEO); a socket
@@ -143,10 +159,17 @@ class LdapBackend:
             return Outcome.failed(f"cannot connect: {exc}", "connect")
         except lx.LDAPStartTLSError as exc:
             return Outcome.failed(f"StartTLS: {exc}", "tls")
-        except (lx.LDAPSocketReceiveError, lx.LDAPResponseTimeoutError, lx.LDAPSessionTerminatedByServerError,
-                lx.LDAPSocketSendError) as exc:
-            kind = "timeout" if "timed out" in str(exc).lower() or isinstance(exc, lx.LDAPResponseTimeoutError) \
+        except (
+            lx.LDAPSocketReceiveError,
+            lx.LDAPResponseTimeoutError,
+            lx.LDAPSessionTerminatedByServerError,
+            lx.LDAPSocketSendError,
+        ) as exc:
+            kind = (
+                "timeout"
+                if "timed out" in str(exc).lower() or isinstance(exc, lx.LDAPResponseTimeoutError)
                 else "protocol"
+            )
             return Outcome.failed(f"{type(exc).__name__}: {exc}", kind)
         except (lx.LDAPException, ssl.SSLError, OSError) as exc:
             return Outcome.failed(f"{type(exc).__name__}: {exc}", "error")

@@ -49,7 +49,8 @@ def aia_responders(certificate: x509.Certificate) -> tuple[str, ...]:
     except x509.ExtensionNotFound:
         return ()
     return tuple(
-        d.access_location.value for d in aia
+        d.access_location.value
+        for d in aia
         if d.access_method == AuthorityInformationAccessOID.OCSP
         and isinstance(d.access_location, x509.UniformResourceIdentifier)
         and d.access_location.value.lower().startswith(("http://", "https://"))
@@ -87,8 +88,9 @@ def _verify(public_key: Any, signature: bytes, data: bytes, hash_algorithm: Any)
 
 
 class OcspBackend:
-    def __init__(self, settings: AdapterSettings, context: ssl.SSLContext | None = None,
-                 wall: Any = time.time) -> None:
+    def __init__(
+        self, settings: AdapterSettings, context: ssl.SSLContext | None = None, wall: Any = time.time
+    ) -> None:
         self.settings = settings
         assert settings.ocsp is not None  # parse_adapter() fills in the table of the adapter's type
         self.options = settings.ocsp
@@ -129,8 +131,9 @@ class OcspBackend:
 
     # --- one responder ----------------------------------------------------------------------
 
-    def check(self, server_url: str, certificate: x509.Certificate, issuer: x509.Certificate,
-              timeout: Timeouts) -> Outcome:
+    def check(
+        self, server_url: str, certificate: x509.Certificate, issuer: x509.Certificate, timeout: Timeouts
+    ) -> Outcome:
         builder = ocsp.OCSPRequestBuilder().add_certificate(certificate, issuer, self.hash)
         nonce = os.urandom(16) if self.options.nonce else None
         if nonce is not None:
@@ -138,8 +141,16 @@ class OcspBackend:
         request = builder.build()
         headers = [("Content-Type", "application/ocsp-request"), ("Accept", "application/ocsp-response")]
         try:
-            answer = _http.request(server_url, "POST", headers, request.public_bytes(serialization.Encoding.DER),
-                                   timeout, self.context, self.pins, max_body=MAX_RESPONSE_BYTES)
+            answer = _http.request(
+                server_url,
+                "POST",
+                headers,
+                request.public_bytes(serialization.Encoding.DER),
+                timeout,
+                self.context,
+                self.pins,
+                max_body=MAX_RESPONSE_BYTES,
+            )
         except _http.HTTPFailure as exc:
             return Outcome.failed(exc.detail, exc.kind)
         if answer.status != 200:
@@ -163,9 +174,11 @@ class OcspBackend:
         return self._classify(single)
 
     def _matches(self, single: Any, request: ocsp.OCSPRequest) -> bool:
-        return (single.serial_number == request.serial_number
-                and single.issuer_key_hash == request.issuer_key_hash
-                and single.issuer_name_hash == request.issuer_name_hash)
+        return (
+            single.serial_number == request.serial_number
+            and single.issuer_key_hash == request.issuer_key_hash
+            and single.issuer_name_hash == request.issuer_name_hash
+        )
 
     def _check_nonce(self, response: ocsp.OCSPResponse, nonce: bytes) -> str:
         try:
@@ -179,8 +192,12 @@ class OcspBackend:
         if signer is None:
             return "response signed by an unauthorized responder"
         try:
-            _verify(signer.public_key(), response.signature, response.tbs_response_bytes,
-                    response.signature_hash_algorithm)
+            _verify(
+                signer.public_key(),
+                response.signature,
+                response.tbs_response_bytes,
+                response.signature_hash_algorithm,
+            )
         except (InvalidSignature, ValueError, TypeError):
             return "bad response signature"
         return ""

@@ -63,9 +63,13 @@ class OtpBackend:
             from wsserver.adapters.radius import RadiusBackend
 
             o = self.options
-            radius = RadiusOptions(secret_env=o.secret_env, secret_file=o.secret_file,
-                                   nas_identifier=o.nas_identifier, nas_ip_address=o.nas_ip_address,
-                                   require_message_authenticator=o.require_message_authenticator)
+            radius = RadiusOptions(
+                secret_env=o.secret_env,
+                secret_file=o.secret_file,
+                nas_identifier=o.nas_identifier,
+                nas_ip_address=o.nas_ip_address,
+                require_message_authenticator=o.require_message_authenticator,
+            )
             self.radius = RadiusBackend(dataclasses.replace(settings, type="radius", radius=radius))
 
     def precheck(self, username: str, secret: str) -> str:
@@ -104,8 +108,11 @@ class OtpBackend:
         answer = self._validate(url, {"user": username, "pass": pin + code}, timeout)
         if answer.result is Result.REJECTED and answer.attributes.get("transaction_id"):
             # The server triggered a challenge-response token: answer it with the code.
-            answer = self._validate(url, {"user": username, "pass": code,
-                                          "transaction_id": answer.attributes["transaction_id"]}, timeout)
+            answer = self._validate(
+                url,
+                {"user": username, "pass": code, "transaction_id": answer.attributes["transaction_id"]},
+                timeout,
+            )
             if answer.attributes.get("transaction_id"):
                 return Outcome.rejected("privacyIDEA: a second challenge")
         return answer
@@ -118,8 +125,9 @@ class OtpBackend:
         body = urlencode(fields).encode()
         headers = [("Content-Type", "application/x-www-form-urlencoded"), ("Accept", "application/json")]
         try:
-            response = _http.request(target, "POST", headers, body, timeout, self.context, self.pins,
-                                     max_body=MAX_BODY)
+            response = _http.request(
+                target, "POST", headers, body, timeout, self.context, self.pins, max_body=MAX_BODY
+            )
         except _http.HTTPFailure as exc:
             return Outcome.failed(exc.detail, exc.kind)
         return classify_privacyidea(response.status, response.body)
@@ -147,7 +155,9 @@ def classify_privacyidea(status: int, body: bytes) -> Outcome:
     if status != 200:
         return Outcome.failed(f"HTTP {status}", "server")
     if result.get("value") is True:
-        return Outcome.accepted(f"privacyIDEA: {message or 'accepted'}", user="", serial=str(detail.get("serial", "")))
+        return Outcome.accepted(
+            f"privacyIDEA: {message or 'accepted'}", user="", serial=str(detail.get("serial", ""))
+        )
     transaction = detail.get("transaction_id")
     if transaction:
         return Outcome.rejected("privacyIDEA: challenge triggered", transaction_id=str(transaction))

@@ -74,8 +74,9 @@ def read_secret(settings: AdapterSettings) -> bytes:
 
 
 class RadiusBackend:
-    def __init__(self, settings: AdapterSettings, secret: bytes | None = None,
-                 dictionary: Dictionary | None = None) -> None:
+    def __init__(
+        self, settings: AdapterSettings, secret: bytes | None = None, dictionary: Dictionary | None = None
+    ) -> None:
         self.settings = settings
         assert settings.radius is not None  # parse_adapter() fills in the table of the adapter's type
         self.options = settings.radius
@@ -83,7 +84,9 @@ class RadiusBackend:
         self.dictionary = dictionary or load_dictionary(self.options.dictionary)
         for name in self.options.attributes:
             if name not in self.dictionary.attributes:
-                raise ValueError(f"adapter {settings.name}: radius.attributes: {name!r} is not in the dictionary")
+                raise ValueError(
+                    f"adapter {settings.name}: radius.attributes: {name!r} is not in the dictionary"
+                )
 
     def precheck(self, username: str, password: str) -> str:
         if len(username.encode()) > 253:
@@ -107,8 +110,9 @@ class RadiusBackend:
             request["State"] = state
         return request
 
-    def authenticate(self, server_url: str, username: str, password: str, timeout: Timeouts,
-                     state: bytes = b"") -> Outcome:
+    def authenticate(
+        self, server_url: str, username: str, password: str, timeout: Timeouts, state: bytes = b""
+    ) -> Outcome:
         parts = urlsplit(server_url)
         host, port = parts.hostname or "", parts.port or 1812
         request = self.build(username, password, state)
@@ -133,7 +137,9 @@ class RadiusBackend:
                     reply = packet.Packet(packet=data, secret=self.secret, dict=self.dictionary)
                 except packet.PacketError:
                     continue
-                if not request.VerifyReply(reply, data, enforce_ma=self.options.require_message_authenticator):
+                if not request.VerifyReply(
+                    reply, data, enforce_ma=self.options.require_message_authenticator
+                ):
                     continue  # not ours, or forged: keep waiting for the real answer
                 return self._classify(reply)
         except TimeoutError:
@@ -162,6 +168,9 @@ class RadiusBackend:
                 state = bytes(reply["State"][0])
             except (KeyError, IndexError):
                 state = b""
-            return Outcome.rejected("Access-Challenge (challenges are not supported)", challenge_state=state,
-                                    reply_message=message)
+            return Outcome.rejected(
+                "Access-Challenge (challenges are not supported)",
+                challenge_state=state,
+                reply_message=message,
+            )
         return Outcome.failed(f"unexpected RADIUS code {reply.code}", "protocol")

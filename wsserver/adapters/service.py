@@ -97,27 +97,43 @@ def make_backend(settings: AdapterSettings, context: ssl.SSLContext | None) -> A
 
 
 def needs_tls(settings: AdapterSettings) -> bool:
-    return settings.security_protocol == "tls" or any(
-        s.url.lower().startswith(("ldaps:", "https:")) for s in settings.servers
-    ) or settings.type == "ocsp"  # AIA responders may be https://
+    return (
+        settings.security_protocol == "tls"
+        or any(s.url.lower().startswith(("ldaps:", "https:")) for s in settings.servers)
+        or settings.type == "ocsp"
+    )  # AIA responders may be https://
 
 
 class Adapter:
     """Thread- and greenlet-safe; build it after gevent's monkey-patching (TLS contexts)."""
 
-    def __init__(self, settings: AdapterSettings, *, backend: Any = None, now: Callable[[], float] = time.monotonic,
-                 observer: Observer | None = None, tls_context: ssl.SSLContext | None = None,
-                 tls_setup: TLSSetup | None = None) -> None:
+    def __init__(
+        self,
+        settings: AdapterSettings,
+        *,
+        backend: Any = None,
+        now: Callable[[], float] = time.monotonic,
+        observer: Observer | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        tls_setup: TLSSetup | None = None,
+    ) -> None:
         self.settings = settings
         self.name = settings.name
         self.now = now
         self.observer = observer
         if tls_context is None and needs_tls(settings):
-            tls_context = client_context(settings.truststore, settings.keystore, settings.key_alias,
-                                         settings.tls_min_version, tls_setup)
+            tls_context = client_context(
+                settings.truststore,
+                settings.keystore,
+                settings.key_alias,
+                settings.tls_min_version,
+                tls_setup,
+            )
         self.tls_context = tls_context
         self.backend = backend if backend is not None else make_backend(settings, tls_context)
-        self.balancer = Balancer(settings.server_list(), settings.load_balancing, now) if settings.servers else None
+        self.balancer = (
+            Balancer(settings.server_list(), settings.load_balancing, now) if settings.servers else None
+        )
         self._aia: OrderedDict[tuple[str, ...], Balancer] = OrderedDict()
         self._aia_lock = threading.Lock()
 
@@ -152,8 +168,9 @@ class Adapter:
 
     # --- OCSP -----------------------------------------------------------------------------
 
-    def check_certificate(self, certificate: Any, issuer: Any = None, chain: Sequence[Any] = (), *,
-                          timeout: float | None = None) -> AuthResult:
+    def check_certificate(
+        self, certificate: Any, issuer: Any = None, chain: Sequence[Any] = (), *, timeout: float | None = None
+    ) -> AuthResult:
         """OCSP: is ``certificate`` (cryptography x509) good? ``chain`` helps find its issuer."""
         from wsserver.adapters.ocsp import aia_responders, find_issuer
 
@@ -161,14 +178,18 @@ class Adapter:
         if issuer is None:
             issuer = find_issuer(certificate, [*chain, *self.backend.issuers])
         if issuer is None:
-            return self._finish(AuthResult(Decision.REJECTED, subject, (), "issuer certificate not found"), local=True)
+            return self._finish(
+                AuthResult(Decision.REJECTED, subject, (), "issuer certificate not found"), local=True
+            )
         cached = self.backend.cached(certificate, issuer)
         if cached is not None:
             decision = Decision.ACCEPTED if cached.result.value == "accepted" else Decision.REJECTED
             return self._finish(AuthResult(decision, subject, (), f"{cached.detail} (cached)"), local=True)
         balancer = self.balancer or self._aia_balancer(aia_responders(certificate))
         if balancer is None:
-            result = AuthResult(Decision.UNAVAILABLE, subject, (), "no OCSP responder configured or in the AIA")
+            result = AuthResult(
+                Decision.UNAVAILABLE, subject, (), "no OCSP responder configured or in the AIA"
+            )
             return self._finish(self._fail_open(result))
         deadline = None if timeout is None else self.now() + timeout
 
@@ -194,26 +215,39 @@ class Adapter:
 
     def _fail_open(self, result: AuthResult) -> AuthResult:
         # parse_adapter() fills in the ocsp table when type = "ocsp"; the test narrows it.
-        if self.settings.type == "ocsp" and self.settings.ocsp is not None and self.settings.ocsp.fail_mode == "open" \
-                and result.decision is Decision.UNAVAILABLE:
-            return AuthResult(Decision.ACCEPTED, result.user, result.tried,
-                              f"{result.detail}; accepted because fail_mode = open", {"fail_open": True})
+        if (
+            self.settings.type == "ocsp"
+            and self.settings.ocsp is not None
+            and self.settings.ocsp.fail_mode == "open"
+            and result.decision is Decision.UNAVAILABLE
+        ):
+            return AuthResult(
+                Decision.ACCEPTED,
+                result.user,
+                result.tried,
+                f"{result.detail}; accepted because fail_mode = open",
+                {"fail_open": True},
+            )
         return result
 
     # --- common ---------------------------------------------------------------------------
 
-    def _balance(self, balancer: Balancer, call: Callable[[str, Timeouts], Outcome], deadline: float | None,
-                 user: str) -> AuthResult:
+    def _balance(
+        self, balancer: Balancer, call: Callable[[str, Timeouts], Outcome], deadline: float | None, user: str
+    ) -> AuthResult:
         def on_attempt(state: ServerState, attempt: Attempt) -> None:
             if self.observer is not None:
                 try:
-                    self.observer(self.name, attempt.server, attempt.result.value, attempt.seconds, attempt.penalty)
+                    self.observer(
+                        self.name, attempt.server, attempt.result.value, attempt.seconds, attempt.penalty
+                    )
                 except Exception:
                     logger.exception("adapter observer failed")
 
         outcome = balancer.run(call, deadline=deadline, on_attempt=on_attempt)
-        tried = tuple(Tried(a.server, a.result.value, round(a.seconds * 1000.0, 3), a.detail)
-                      for a in outcome.attempts)
+        tried = tuple(
+            Tried(a.server, a.result.value, round(a.seconds * 1000.0, 3), a.detail) for a in outcome.attempts
+        )
         if outcome.outcome is None:
             detail = "deadline reached" if outcome.reason == "deadline" else "every server failed"
             return self._finish(self._fail_open(AuthResult(Decision.UNAVAILABLE, user, tried, detail)))
@@ -224,8 +258,13 @@ class Adapter:
         return self._finish(AuthResult(outcome.decision, user, tried, answer.detail, attributes))
 
     def _finish(self, result: AuthResult, local: bool = False) -> AuthResult:
-        fields: dict[str, Any] = {"adapter": self.name, "user": result.user, "result": result.decision.value,
-                                  "tried": len(result.tried), "detail": result.detail}
+        fields: dict[str, Any] = {
+            "adapter": self.name,
+            "user": result.user,
+            "result": result.decision.value,
+            "tried": len(result.tried),
+            "detail": result.detail,
+        }
         if result.decision is Decision.UNAVAILABLE or result.attributes.get("fail_open"):
             servers = ",".join(f"{t.server}:{t.result}" for t in result.tried)
             log(logger, "warning", "adapter backends unavailable", servers=servers, **fields)

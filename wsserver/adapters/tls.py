@@ -22,6 +22,13 @@ import os
 import socket
 import ssl
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from wsserver.security.keystores import KeyEntry
+    from wsserver.security.tls import TLSMaterial
 
 TLSSetup = Callable[[ssl.SSLContext, str, str, str], None]
 
@@ -40,7 +47,9 @@ def load_from_paths(context: ssl.SSLContext, truststore: str, keystore: str, key
         try:
             context.load_cert_chain(keystore)
         except (OSError, ssl.SSLError) as exc:
-            raise TLSConfigError(f"keystore {keystore!r}: cannot load a PEM key and certificate: {exc}") from exc
+            raise TLSConfigError(
+                f"keystore {keystore!r}: cannot load a PEM key and certificate: {exc}"
+            ) from exc
     trust = truststore or keystore
     if not trust:
         context.load_default_certs(ssl.Purpose.SERVER_AUTH)
@@ -59,8 +68,13 @@ def load_verify_path(context: ssl.SSLContext, path: str) -> None:
         context.load_verify_locations(cafile=path)
 
 
-def client_context(truststore: str = "", keystore: str = "", key_alias: str = "", min_version: str = "1.2",
-                   setup: TLSSetup | None = None) -> ssl.SSLContext:
+def client_context(
+    truststore: str = "",
+    keystore: str = "",
+    key_alias: str = "",
+    min_version: str = "1.2",
+    setup: TLSSetup | None = None,
+) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies chain and host name
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     (setup or load_from_paths)(context, truststore, keystore, key_alias)
@@ -83,8 +97,9 @@ def check_pins(sock: ssl.SSLSocket, pins: tuple[str, ...]) -> None:
         raise PinMismatch(f"server certificate sha256 {digest} is not pinned")
 
 
-def wrap(sock: socket.socket, context: ssl.SSLContext, host: str, pins: tuple[str, ...],
-         timeout: float) -> ssl.SSLSocket:
+def wrap(
+    sock: socket.socket, context: ssl.SSLContext, host: str, pins: tuple[str, ...], timeout: float
+) -> ssl.SSLSocket:
     """Handshake on a connected socket within ``timeout`` seconds, then check the pins."""
     sock.settimeout(timeout)
     tls = context.wrap_socket(sock, server_hostname=host)
@@ -126,13 +141,13 @@ def _no_password() -> bytes:
     return b""
 
 
-def _pem(cert: object) -> str:
+def _pem(cert: x509.Certificate) -> str:
     from cryptography.hazmat.primitives import serialization
 
-    return cert.public_bytes(serialization.Encoding.PEM).decode()  # type: ignore[attr-defined]
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def load_key_entry(context: ssl.SSLContext, entry: object) -> None:
+def load_key_entry(context: ssl.SSLContext, entry: KeyEntry) -> None:
     """Give ``context`` a registry key (cryptography objects) as its client key and chain.
 
     ``load_cert_chain`` only reads files: the PEM goes through an anonymous in-memory file
@@ -140,14 +155,17 @@ def load_key_entry(context: ssl.SSLContext, entry: object) -> None:
     """
     from cryptography.hazmat.primitives import serialization
 
-    key = entry.private_key.private_bytes(serialization.Encoding.PEM,  # type: ignore[attr-defined]
-                                          serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    pem = key + "".join(_pem(c) for c in (entry.certificate, *entry.chain)).encode()  # type: ignore[attr-defined]
+    key = entry.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    pem = key + "".join(_pem(c) for c in (entry.certificate, *entry.chain)).encode()
     fd = os.memfd_create("wsserver-adapter-key", os.MFD_CLOEXEC)
     try:
         view = memoryview(pem)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         context.load_cert_chain(f"/proc/self/fd/{fd}")
     finally:
         os.close(fd)
@@ -168,7 +186,9 @@ class RegistrySetup:
     ``failed`` are store aliases that could not be opened (reported on their own config line).
     """
 
-    def __init__(self, material: object, base_dir: str | None = None, failed: Iterable[str] = ()) -> None:
+    def __init__(
+        self, material: TLSMaterial, base_dir: str | None = None, failed: Iterable[str] = ()
+    ) -> None:
         self.material = material
         self.base_dir = base_dir
         self.failed = frozenset(failed)
@@ -185,11 +205,12 @@ class RegistrySetup:
             self._trust_path(context, setting, name)
             return
         material = self.material
-        holder = material.truststores.get(name) or material.keystores.get(name)  # type: ignore[attr-defined]
+        holder = material.truststores.get(name) or material.keystores.get(name)
         if holder is None:
-            raise StoreReferenceError(setting, name, self._missing(name, truststore=True),
-                                      reported=name in self.failed)
-        kind = "truststore" if name in material.truststores else "keystore"  # type: ignore[attr-defined]
+            raise StoreReferenceError(
+                setting, name, self._missing(name, truststore=True), reported=name in self.failed
+            )
+        kind = "truststore" if name in material.truststores else "keystore"
         certs = holder.trust_certificates()
         if not certs:
             hint = "" if truststore else "; name a truststore"
@@ -197,8 +218,12 @@ class RegistrySetup:
         now = datetime.datetime.now(datetime.UTC)
         if not any(c.not_valid_before_utc <= now <= c.not_valid_after_utc for c in certs):
             last = max(c.not_valid_after_utc for c in certs)
-            raise StoreReferenceError(setting, name, f'{kind} "{name}": every certificate has expired or is not '
-                                      f"valid yet (the last expired on {last:%Y-%m-%d %H:%M:%S} UTC)")
+            raise StoreReferenceError(
+                setting,
+                name,
+                f'{kind} "{name}": every certificate has expired or is not '
+                f"valid yet (the last expired on {last:%Y-%m-%d %H:%M:%S} UTC)",
+            )
         context.load_verify_locations(cadata="".join(_pem(c) for c in certs))
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
 
@@ -207,38 +232,51 @@ class RegistrySetup:
 
         if is_path(keystore):
             if key_alias:
-                raise StoreReferenceError("key_alias", key_alias, "a PEM file keystore holds one key; name a "
-                                          "[[keystores]] alias to choose a key by alias")
+                raise StoreReferenceError(
+                    "key_alias",
+                    key_alias,
+                    "a PEM file keystore holds one key; name a [[keystores]] alias to choose a key by alias",
+                )
             path = self._path(keystore)
             try:
                 # An encrypted PEM key has no password setting here: fail rather than prompt on a tty.
                 context.load_cert_chain(path, password=_no_password)
             except (OSError, ssl.SSLError) as exc:
-                raise StoreReferenceError("keystore", keystore,
-                                          f"cannot load a PEM key and certificate from {path}: {exc}") from None
+                raise StoreReferenceError(
+                    "keystore", keystore, f"cannot load a PEM key and certificate from {path}: {exc}"
+                ) from None
             return
-        store = self.material.keystores.get(keystore)  # type: ignore[attr-defined]
+        store = self.material.keystores.get(keystore)
         if store is None:
-            raise StoreReferenceError("keystore", keystore, self._missing(keystore, truststore=False),
-                                      reported=keystore in self.failed)
+            raise StoreReferenceError(
+                "keystore",
+                keystore,
+                self._missing(keystore, truststore=False),
+                reported=keystore in self.failed,
+            )
         try:
             entry = store.key(key_alias)
         except KeystoreError as exc:
-            raise StoreReferenceError("key_alias" if key_alias else "keystore", key_alias or keystore,
-                                      str(exc)) from None
+            raise StoreReferenceError(
+                "key_alias" if key_alias else "keystore", key_alias or keystore, str(exc)
+            ) from None
         try:
             load_key_entry(context, entry)
         except (OSError, ssl.SSLError) as exc:
-            raise StoreReferenceError("key_alias" if key_alias else "keystore", key_alias or keystore,
-                                      f'keystore "{keystore}": key alias "{entry.alias}": the TLS library '
-                                      f"refuses the key: {exc}") from None
+            raise StoreReferenceError(
+                "key_alias" if key_alias else "keystore",
+                key_alias or keystore,
+                f'keystore "{keystore}": key alias "{entry.alias}": the TLS library refuses the key: {exc}',
+            ) from None
 
     def _trust_path(self, context: ssl.SSLContext, setting: str, value: str) -> None:
         path = self._path(value)
         try:
             load_verify_path(context, path)
         except (OSError, ssl.SSLError) as exc:
-            raise StoreReferenceError(setting, value, f"cannot load PEM certificates from {path}: {exc}") from None
+            raise StoreReferenceError(
+                setting, value, f"cannot load PEM certificates from {path}: {exc}"
+            ) from None
 
     def _path(self, value: str) -> str:
         if os.path.isabs(value) or self.base_dir is None:
@@ -250,10 +288,10 @@ class RegistrySetup:
         if name in self.failed:
             return "the store could not be opened"
         if truststore:
-            known = [*material.truststores, *material.keystores]  # type: ignore[attr-defined]
+            known = [*material.truststores, *material.keystores]
             what = "no [[truststores]] or [[keystores]] entry with this alias"
         else:
-            known = list(material.keystores)  # type: ignore[attr-defined]
+            known = list(material.keystores)
             what = "no [[keystores]] entry with this alias"
         listed = ", ".join(f'"{k}"' for k in known) if known else "none configured"
         return f'{what} (aliases: {listed}); a PEM file path must contain a "/", e.g. "./{name}"'
@@ -273,7 +311,7 @@ def registry_setup(config: object) -> RegistrySetup:
     return RegistrySetup(material, _config_dir(config))
 
 
-def _partial_material(config: object) -> tuple[object, set[str]]:
+def _partial_material(config: object) -> tuple[TLSMaterial, set[str]]:
     """The stores that open, and the aliases of those that do not (for checking references
     while the stores' own errors are reported by the TLS check)."""
     from wsserver.security.keystores import KeystoreError, load_keystore, load_truststore
@@ -287,7 +325,7 @@ def _partial_material(config: object) -> tuple[object, set[str]]:
     except StoresError:
         pass
     base_dir = _config_dir(config)
-    material, failed = TLSMaterial(), set()
+    material, failed = TLSMaterial(), set[str]()
     for kcfg in getattr(config, "keystores", ()):
         try:
             material.keystores[kcfg.alias] = load_keystore(kcfg, base_dir)
@@ -328,12 +366,16 @@ def check_adapter_tls(config: object) -> list[str]:
                 break
             except StoreReferenceError as exc:
                 if not exc.reported:
-                    lines.append(f'{source}: adapters[{index}].{exc.setting} = "{exc.value}": adapter '
-                                 f'"{settings.name}": {exc.message}')
+                    lines.append(
+                        f'{source}: adapters[{index}].{exc.setting} = "{exc.value}": adapter '
+                        f'"{settings.name}": {exc.message}'
+                    )
                 if exc.setting == "truststore":
                     break
             except (TLSConfigError, OSError, ssl.SSLError) as exc:
-                lines.append(f'{source}: adapters[{index}]: adapter "{settings.name}": cannot build its TLS '
-                             f"context: {exc}")
+                lines.append(
+                    f'{source}: adapters[{index}]: adapter "{settings.name}": cannot build its TLS '
+                    f"context: {exc}"
+                )
                 break
     return lines

@@ -55,8 +55,11 @@ SECURITY_HEADERS = [
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "same-origin"),
-    ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
 ]
 
 
@@ -79,8 +82,13 @@ class Caller:
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str, errors: list[str] | None = None,
-                 headers: list[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        errors: list[str] | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -245,15 +253,20 @@ class AdminApp:
             raise HTTPError(401, "authentication required", headers=[("WWW-Authenticate", REALM)])
         verdict = self.auth.check_basic(header, req.peer)
         if verdict.status == 429:
-            raise HTTPError(429, "too many failed logins: try again later",
-                            headers=[("Retry-After", str(verdict.retry_after))])
+            raise HTTPError(
+                429,
+                "too many failed logins: try again later",
+                headers=[("Retry-After", str(verdict.retry_after))],
+            )
         if verdict.status == 401:
             log(logger, "info", "admin: login refused", peer=req.peer, path=req.path)
             raise HTTPError(401, "wrong user name or password", headers=[("WWW-Authenticate", REALM)])
         if verdict.status == 403:
             log(logger, "info", "admin: not an administrator", peer=req.peer, user=verdict.user)
-            raise HTTPError(403, f"user {verdict.user} may not administer this server "
-                                 "(connection_types does not allow admin)")
+            raise HTTPError(
+                403,
+                f"user {verdict.user} may not administer this server (connection_types does not allow admin)",
+            )
         return Caller(verdict.user)
 
     def check_unsafe(self, req: Request, caller: Caller) -> None:
@@ -298,13 +311,22 @@ class AdminApp:
             log(logger, "warning", "admin: no status from the master", error=str(exc))
             return {}
 
-    def change(self, req: Request, edit: Callable[[str], Any], if_match: str | None = None,
-               dry_run: bool = False) -> Committed:
-        committed = self.store.change(edit, if_match if if_match is not None else req.headers.get("if-match"),
-                                      dry_run=dry_run)
+    def change(
+        self, req: Request, edit: Callable[[str], Any], if_match: str | None = None, dry_run: bool = False
+    ) -> Committed:
+        committed = self.store.change(
+            edit, if_match if if_match is not None else req.headers.get("if-match"), dry_run=dry_run
+        )
         if committed.changed:
-            log(logger, "info", "admin: configuration changed", user=req.user, method=req.method, path=req.path,
-                peer=req.peer)
+            log(
+                logger,
+                "info",
+                "admin: configuration changed",
+                user=req.user,
+                method=req.method,
+                path=req.path,
+                peer=req.peer,
+            )
         return committed
 
     def _port_or_404(self, config: Config, alias: str) -> Any:
@@ -317,8 +339,11 @@ class AdminApp:
         config = committed.config or self.view_config()[0]
         port = self._port_or_404(config, alias)
         data = views.port_view(config, port, self.status(), req.host)
-        return json_response(status, {"port": data, "changed": committed.changed, "reload": committed.reload},
-                             [("ETag", committed.etag)])
+        return json_response(
+            status,
+            {"port": data, "changed": committed.changed, "reload": committed.reload},
+            [("ETag", committed.etag)],
+        )
 
     # ---- API: ports ----------------------------------------------------------------------------
     def api_ports(self, req: Request, caller: Caller) -> Response:
@@ -331,7 +356,9 @@ class AdminApp:
     def api_port(self, req: Request, caller: Caller, alias: str) -> Response:
         config, etag, _ = self.view_config()
         port = self._port_or_404(config, alias)
-        return json_response(200, {"port": views.port_view(config, port, self.status(), req.host)}, [("ETag", etag)])
+        return json_response(
+            200, {"port": views.port_view(config, port, self.status(), req.host)}, [("ETag", etag)]
+        )
 
     def api_add_port(self, req: Request, caller: Caller) -> Response:
         body = _json_body(req)
@@ -371,8 +398,11 @@ class AdminApp:
         committed = self.change(req, lambda text: edits.set_package_enabled(text, name, action == "enable"))
         config = committed.config or self.view_config()[0]
         package = next(p for p in views.packages_view(config, self.status()) if p["name"] == name)
-        return json_response(200, {"package": package, "changed": committed.changed, "reload": committed.reload},
-                             [("ETag", committed.etag)])
+        return json_response(
+            200,
+            {"package": package, "changed": committed.changed, "reload": committed.reload},
+            [("ETag", committed.etag)],
+        )
 
     def api_export(self, req: Request, caller: Caller, name: str) -> Response:
         text, etag = self.store.read()
@@ -381,8 +411,12 @@ class AdminApp:
         except edits.EditError as exc:
             raise HTTPError(exc.status, str(exc)) from None
         filename = re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".toml"
-        return Response(200, exported.encode(), "application/toml; charset=utf-8",
-                        [("ETag", etag), ("Content-Disposition", f'attachment; filename="{filename}"')])
+        return Response(
+            200,
+            exported.encode(),
+            "application/toml; charset=utf-8",
+            [("ETag", etag), ("Content-Disposition", f'attachment; filename="{filename}"')],
+        )
 
     def api_import(self, req: Request, caller: Caller) -> Response:
         if _media_type(req) not in TOML_TYPES:
@@ -425,7 +459,9 @@ class AdminApp:
         outcome = self.store.reload()
         from wsserver.admin.store import RELOAD_STATUS
 
-        status = 200 if outcome.get("result") == "success" else RELOAD_STATUS.get(outcome.get("result", ""), 409)
+        status = (
+            200 if outcome.get("result") == "success" else RELOAD_STATUS.get(outcome.get("result", ""), 409)
+        )
         return json_response(status, outcome)
 
     def api_config(self, req: Request, caller: Caller) -> Response:
@@ -446,13 +482,18 @@ class AdminApp:
         name = form.get("user", [""])[-1]
         verdict = self.auth.check_password(name, form.get("password", [""])[-1], req.peer)
         if verdict.status != 200:
-            message = {401: "Wrong user name or password.", 403: f"User {name} may not administer this server.",
-                       429: "Too many failed logins: try again later."}[verdict.status]
+            message = {
+                401: "Wrong user name or password.",
+                403: f"User {name} may not administer this server.",
+                429: "Too many failed logins: try again later.",
+            }[verdict.status]
             log(logger, "info", "admin: console login refused", peer=req.peer, status=verdict.status)
             return console.html(console.login_page(target, message), verdict.status)
         secure = "; Secure" if req.scheme == "https" else ""
-        cookie = (f"{COOKIE}={self.auth.issue(name)}; Path=/; HttpOnly; SameSite=Strict; "
-                  f"Max-Age={SESSION_SECONDS}{secure}")
+        cookie = (
+            f"{COOKIE}={self.auth.issue(name)}; Path=/; HttpOnly; SameSite=Strict; "
+            f"Max-Age={SESSION_SECONDS}{secure}"
+        )
         log(logger, "info", "admin: console login", user=name, peer=req.peer)
         return redirect(target, [("Set-Cookie", cookie)])
 
@@ -463,7 +504,9 @@ class AdminApp:
                 self.master.revoke(caller.nonce)
             except Exception:
                 pass
-        return redirect("/login", [("Set-Cookie", f"{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")])
+        return redirect(
+            "/login", [("Set-Cookie", f"{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")]
+        )
 
     # ---- the console: pages ------------------------------------------------------------------
     def _page(self, caller: Caller, title: str, body: str, status: int = 200) -> Response:
@@ -473,8 +516,14 @@ class AdminApp:
     def _ctx(self, caller: Caller, etag: str) -> console.FormContext:
         return console.FormContext(csrf=self.auth.csrf_token(caller.nonce) if caller.nonce else "", etag=etag)
 
-    def page_ports(self, req: Request, caller: Caller, notice: str = "", errors: list[str] | None = None,
-                   status: int = 200) -> Response:
+    def page_ports(
+        self,
+        req: Request,
+        caller: Caller,
+        notice: str = "",
+        errors: list[str] | None = None,
+        status: int = 200,
+    ) -> Response:
         config, etag, file_errors = self.view_config()
         ports = views.ports_view(config, self.status(), req.host)
         notice = notice or console.notice_text(req.query)
@@ -485,8 +534,9 @@ class AdminApp:
         config, etag, _ = self.view_config()
         port = self._port_or_404(config, alias)
         values = console.form_values(views.settings_of(port))
-        body = console.port_form(alias, values, config, self._ctx(caller, etag), errors=[],
-                                 notice=console.notice_text(req.query))
+        body = console.port_form(
+            alias, values, config, self._ctx(caller, etag), errors=[], notice=console.notice_text(req.query)
+        )
         return self._page(caller, f"Port {alias}", body)
 
     def page_new_port(self, req: Request, caller: Caller) -> Response:
@@ -498,23 +548,31 @@ class AdminApp:
     def _save_form(self, req: Request, caller: Caller, alias: str | None) -> Response:
         form = _form(req)
         config, etag, _ = self.view_config()
-        current = (views.settings_of(self._port_or_404(config, alias)) if alias is not None
-                   else views.settings_of(console.new_port_defaults()))
+        current = (
+            views.settings_of(self._port_or_404(config, alias))
+            if alias is not None
+            else views.settings_of(console.new_port_defaults())
+        )
         patch, values = console.form_patch(form, current)
         index = next((i for i, p in enumerate(config.ports) if p.alias == alias), len(config.ports))
         try:
             if alias is None:
                 full = console.new_port_table(patch)
-                committed = self.change(req, lambda text: edits.add_port(text, full), form.get("etag", [""])[-1])
+                committed = self.change(
+                    req, lambda text: edits.add_port(text, full), form.get("etag", [""])[-1]
+                )
                 name = full.get("alias", "")
             else:
-                committed = self.change(req, lambda text: edits.patch_port(text, alias, patch),
-                                        form.get("etag", [""])[-1])
+                committed = self.change(
+                    req, lambda text: edits.patch_port(text, alias, patch), form.get("etag", [""])[-1]
+                )
                 name = patch.get("alias", alias)
         except StoreError as exc:
             ctx = self._ctx(caller, exc.etag or etag)
             messages = [exc.message] if not exc.errors else []
-            body = console.port_form(alias, values, config, ctx, errors=exc.errors, index=index, messages=messages)
+            body = console.port_form(
+                alias, values, config, ctx, errors=exc.errors, index=index, messages=messages
+            )
             return self._page(caller, f"Port {alias or '(new)'}", body, exc.status)
         done = "saved" if committed.changed else "unchanged"
         return redirect(f"/ports?done={done}&name={quote(str(name))}")
@@ -525,8 +583,15 @@ class AdminApp:
     def post_new_port(self, req: Request, caller: Caller) -> Response:
         return self._save_form(req, caller, None)
 
-    def _console_change(self, req: Request, caller: Caller, edit: Callable[[str], Any], done: str, name: str,
-                        back: str = "/ports") -> Response:
+    def _console_change(
+        self,
+        req: Request,
+        caller: Caller,
+        edit: Callable[[str], Any],
+        done: str,
+        name: str,
+        back: str = "/ports",
+    ) -> Response:
         form = _form(req)
         try:
             self.change(req, edit, form.get("etag", [""])[-1])
@@ -537,40 +602,72 @@ class AdminApp:
 
     def post_port_toggle(self, req: Request, caller: Caller, alias: str) -> Response:
         enable = _form(req).get("enabled", [""])[-1] == "true"
-        return self._console_change(req, caller, lambda text: edits.set_port_enabled(text, alias, enable),
-                                    "enabled" if enable else "disabled", alias)
+        return self._console_change(
+            req,
+            caller,
+            lambda text: edits.set_port_enabled(text, alias, enable),
+            "enabled" if enable else "disabled",
+            alias,
+        )
 
     def post_reset_access(self, req: Request, caller: Caller, alias: str) -> Response:
-        return self._console_change(req, caller, lambda text: _reset_access(text, alias, self.store.path or ""),
-                                    "access-reset", alias)
+        return self._console_change(
+            req, caller, lambda text: _reset_access(text, alias, self.store.path or ""), "access-reset", alias
+        )
 
     def post_delete_port(self, req: Request, caller: Caller, alias: str) -> Response:
-        return self._console_change(req, caller, lambda text: edits.delete_port(text, alias), "deleted", alias)
+        return self._console_change(
+            req, caller, lambda text: edits.delete_port(text, alias), "deleted", alias
+        )
 
-    def page_packages(self, req: Request, caller: Caller, notice: str = "", errors: list[str] | None = None,
-                      status: int = 200, report: Any = None) -> Response:
+    def page_packages(
+        self,
+        req: Request,
+        caller: Caller,
+        notice: str = "",
+        errors: list[str] | None = None,
+        status: int = 200,
+        report: Any = None,
+    ) -> Response:
         config, etag, file_errors = self.view_config()
         packages = views.packages_view(config, self.status())
         notice = notice or console.notice_text(req.query)
-        body = console.packages_page(packages, self._ctx(caller, etag), notice, (errors or []) + file_errors, report)
+        body = console.packages_page(
+            packages, self._ctx(caller, etag), notice, (errors or []) + file_errors, report
+        )
         return self._page(caller, "Packages", body, status)
 
     def post_package_toggle(self, req: Request, caller: Caller, name: str) -> Response:
         enable = _form(req).get("enabled", [""])[-1] == "true"
-        return self._console_change(req, caller, lambda text: edits.set_package_enabled(text, name, enable),
-                                    "enabled" if enable else "disabled", name, back="/packages")
+        return self._console_change(
+            req,
+            caller,
+            lambda text: edits.set_package_enabled(text, name, enable),
+            "enabled" if enable else "disabled",
+            name,
+            back="/packages",
+        )
 
     def post_import(self, req: Request, caller: Caller) -> Response:
         form = _form(req)
         import_text = form.get("toml", [""])[-1]
         dry_run = bool(form.get("dry_run", [""])[-1])
         try:
-            committed = self.change(req, lambda text: edits.import_package(text, import_text),
-                                    form.get("etag", [""])[-1] or None, dry_run=dry_run)
+            committed = self.change(
+                req,
+                lambda text: edits.import_package(text, import_text),
+                form.get("etag", [""])[-1] or None,
+                dry_run=dry_run,
+            )
         except StoreError as exc:
             return self.page_packages(req, caller, errors=[exc.message, *exc.errors], status=exc.status)
-        notice = ("Dry run: nothing was changed." if dry_run else
-                  "Imported." if committed.changed else "Nothing to import: everything exists here.")
+        notice = (
+            "Dry run: nothing was changed."
+            if dry_run
+            else "Imported."
+            if committed.changed
+            else "Nothing to import: everything exists here."
+        )
         return self.page_packages(req, caller, notice=notice, report=committed.extra)
 
     def page_sessions(self, req: Request, caller: Caller) -> Response:
@@ -585,18 +682,29 @@ class AdminApp:
         log(logger, "info", "admin: session closed", session=session_id, code=code, user=caller.user)
         return redirect(f"/sessions?done=closed&name={quote(session_id)}")
 
-    def page_workers(self, req: Request, caller: Caller, notice: str = "", errors: list[str] | None = None,
-                     status: int = 200) -> Response:
-        body = console.workers_page(views.workers_view(self.status()), self._ctx(caller, ""),
-                                    notice or console.notice_text(req.query), errors or [])
+    def page_workers(
+        self,
+        req: Request,
+        caller: Caller,
+        notice: str = "",
+        errors: list[str] | None = None,
+        status: int = 200,
+    ) -> Response:
+        body = console.workers_page(
+            views.workers_view(self.status()),
+            self._ctx(caller, ""),
+            notice or console.notice_text(req.query),
+            errors or [],
+        )
         return self._page(caller, "Workers", body, status)
 
     def post_reload(self, req: Request, caller: Caller) -> Response:
         outcome = self.store.reload()
         if outcome.get("result") == "success":
             return redirect("/workers?done=reloaded&name=" + str(outcome.get("gen", "")))
-        return self.page_workers(req, caller, errors=[f"reload {outcome.get('result')}", *outcome.get("errors", [])],
-                                 status=409)
+        return self.page_workers(
+            req, caller, errors=[f"reload {outcome.get('result')}", *outcome.get("errors", [])], status=409
+        )
 
 
 # A console page's path: ASCII letters, digits and ``._~/-`` only. What a browser could read as

@@ -69,8 +69,13 @@ def _unb64(text: str) -> bytes:
 
 
 class AdminAuth:
-    def __init__(self, users: Iterable[Any], secret: bytes, run_hash: Callable[..., Any] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        users: Iterable[Any],
+        secret: bytes,
+        run_hash: Callable[..., Any] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.users = UserTable(users)
         self.secret = secret
         self.clock = clock
@@ -94,7 +99,9 @@ class AdminAuth:
         if retry is not None:
             return Verdict(429, retry_after=retry)
         user = self.users.get(name)
-        key = hmac.new(self.secret, f"{name}\0{password}".encode("utf-8", "surrogateescape"), "sha256").digest()
+        key = hmac.new(
+            self.secret, f"{name}\0{password}".encode("utf-8", "surrogateescape"), "sha256"
+        ).digest()
         now = time.monotonic()
         if user is not None and self._good.get(key, 0.0) > now:
             return Verdict(200 if is_admin(user) else 403, name)
@@ -139,8 +146,14 @@ class AdminAuth:
             return None
         name, expires, nonce, fingerprint = parts
         user = self.users.get(name)
-        if (user is None or not is_admin(user) or not expires.isdigit() or int(expires) < self.clock()
-                or nonce in self._revoked or not hmac.compare_digest(fingerprint, self._fingerprint(user))):
+        if (
+            user is None
+            or not is_admin(user)
+            or not expires.isdigit()
+            or int(expires) < self.clock()
+            or nonce in self._revoked
+            or not hmac.compare_digest(fingerprint, self._fingerprint(user))
+        ):
             return None
         return name, nonce
 

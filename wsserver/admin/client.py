@@ -37,8 +37,15 @@ class AdminError(Exception):
 
 
 class AdminClient:
-    def __init__(self, url: str, user: str, password: str, cafile: str | None = None, insecure: bool = False,
-                 timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        user: str,
+        password: str,
+        cafile: str | None = None,
+        insecure: bool = False,
+        timeout: float = 300.0,
+    ) -> None:
         self.url = url.rstrip("/")
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         self.headers = {"Authorization": f"Basic {token}", "Accept": "application/json"}
@@ -50,7 +57,9 @@ class AdminClient:
                 self.context.check_hostname = False
                 self.context.verify_mode = ssl.CERT_NONE
 
-    def request(self, method: str, path: str, body: bytes | None = None, content_type: str = "") -> tuple[int, bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = ""
+    ) -> tuple[int, bytes]:
         headers = dict(self.headers)
         if content_type:
             headers["Content-Type"] = content_type
@@ -64,7 +73,9 @@ class AdminClient:
                 doc = json.loads(data)
             except ValueError:
                 doc = {"error": data.decode(errors="replace").strip() or exc.reason}
-            raise AdminError(exc.code, str(doc.get("error", exc.reason)), list(doc.get("errors", []))) from None
+            raise AdminError(
+                exc.code, str(doc.get("error", exc.reason)), list(doc.get("errors", []))
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise AdminError(0, f"cannot reach the admin API at {self.url}: {reason}") from None
@@ -92,8 +103,10 @@ def main(args: argparse.Namespace) -> int:
         if args.package_command == "list":
             for p in client.json("GET", "/api/packages")["packages"]:
                 state = "enabled " if p["enabled"] else "disabled"
-                print(f"{p['name']}\t{state}\tports: {', '.join(p['ports']) or '-'}\t"
-                      f"connections: {p['connections']}")
+                print(
+                    f"{p['name']}\t{state}\tports: {', '.join(p['ports']) or '-'}\t"
+                    f"connections: {p['connections']}"
+                )
         elif args.package_command in ("enable", "disable"):
             doc = client.json("POST", f"/api/packages/{_quote(args.name)}/{args.package_command}")
             verb = "enabled" if args.package_command == "enable" else "disabled"
@@ -124,8 +137,11 @@ def main(args: argparse.Namespace) -> int:
             summary = f"{doc['created']} created, {doc['kept']} kept as they were"
             print(("dry run: " if args.dry_run else "") + summary, file=sys.stderr)
     except AdminError as exc:
-        print(f"wsserver package {args.package_command}: {exc.message}" +
-              (f" (HTTP {exc.status})" if exc.status else ""), file=sys.stderr)
+        print(
+            f"wsserver package {args.package_command}: {exc.message}"
+            + (f" (HTTP {exc.status})" if exc.status else ""),
+            file=sys.stderr,
+        )
         for line in exc.errors:
             print(line, file=sys.stderr)
         return EXIT_INVALID if exc.status == 400 else EXIT_ERROR
@@ -138,14 +154,26 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
 
-    parser.add_argument("--admin", default=default(os.environ.get("WSSERVER_ADMIN_URL", DEFAULT_URL)),
-                        help=f"admin API URL (default $WSSERVER_ADMIN_URL or {DEFAULT_URL})")
-    parser.add_argument("--user", default=default(os.environ.get("WSSERVER_ADMIN_USER", "admin")),
-                        help="admin user (default $WSSERVER_ADMIN_USER or admin); the password comes from "
-                             f"${PASSWORD_ENV} or is asked for")
-    parser.add_argument("--cacert", default=default(None), help="CA certificate(s) to verify an https admin listener")
-    parser.add_argument("--insecure", action="store_true", default=default(False),
-                        help="https without certificate verification")
+    parser.add_argument(
+        "--admin",
+        default=default(os.environ.get("WSSERVER_ADMIN_URL", DEFAULT_URL)),
+        help=f"admin API URL (default $WSSERVER_ADMIN_URL or {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--user",
+        default=default(os.environ.get("WSSERVER_ADMIN_USER", "admin")),
+        help="admin user (default $WSSERVER_ADMIN_USER or admin); the password comes from "
+        f"${PASSWORD_ENV} or is asked for",
+    )
+    parser.add_argument(
+        "--cacert", default=default(None), help="CA certificate(s) to verify an https admin listener"
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=default(False),
+        help="https without certificate verification",
+    )
 
 
 def add_parser(sub: Any) -> None:
@@ -155,7 +183,9 @@ def add_parser(sub: Any) -> None:
     cmds = package.add_subparsers(dest="package_command", required=True)
     _common(cmds.add_parser("list", help="packages with their state and ports"), suppress=True)
     for verb in ("enable", "disable"):
-        cmd = cmds.add_parser(verb, help=f"{verb} a package (its ports {'start' if verb == 'enable' else 'stop'})")
+        cmd = cmds.add_parser(
+            verb, help=f"{verb} a package (its ports {'start' if verb == 'enable' else 'stop'})"
+        )
         cmd.add_argument("name")
         _common(cmd, suppress=True)
     export = cmds.add_parser("export", help="a self-contained TOML of the package's ports and endpoints")

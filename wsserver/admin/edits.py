@@ -181,7 +181,11 @@ def export_package(text: str, name: str, source: str = "") -> str:
         stores.update(v for v in (tls.get("keystore"), tls.get("truststore")) if v)
     out = tomlkit.document()
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    out.add(tomlkit.comment(f"wsserver package {name!r}, exported {stamp}" + (f" from {source}" if source else "")))
+    out.add(
+        tomlkit.comment(
+            f"wsserver package {name!r}, exported {stamp}" + (f" from {source}" if source else "")
+        )
+    )
     out.add(tomlkit.comment("Import it on another server: wsserver package import FILE --admin URL"))
     out.add(tomlkit.comment("(ports whose number exists there already are left as they are)."))
     out.add(tomlkit.nl())
@@ -213,8 +217,11 @@ class ImportReport:
         return {"created": self.count("created"), "kept": self.count("kept"), "items": self.items}
 
     def lines(self) -> list[str]:
-        return [f"{item['action']}: {item['type']} {item['name']}" + (f" ({item['detail']})" if item["detail"] else "")
-                for item in self.items]
+        return [
+            f"{item['action']}: {item['type']} {item['name']}"
+            + (f" ({item['detail']})" if item["detail"] else "")
+            for item in self.items
+        ]
 
 
 def _read_import(import_text: str) -> dict[str, Any]:
@@ -226,8 +233,10 @@ def _read_import(import_text: str) -> dict[str, Any]:
         raise EditError("import: invalid TOML: nested too deeply") from None
     extra = [k for k in data if k not in PACKAGE_TABLES]
     if extra:
-        raise EditError(f"import: {', '.join(extra)}: not part of a package export "
-                        f"(allowed tables: {', '.join(PACKAGE_TABLES)})")
+        raise EditError(
+            f"import: {', '.join(extra)}: not part of a package export "
+            f"(allowed tables: {', '.join(PACKAGE_TABLES)})"
+        )
     if not data.get("ports") and not data.get("packages"):
         raise EditError("import: the file has no [[packages]] and no [[ports]]")
     for name in PACKAGE_TABLES:
@@ -269,13 +278,21 @@ def import_package(text: str, import_text: str) -> tuple[str, ImportReport]:
         alias, number = port.get("alias"), port.get("port")
         by_number = _key_of(_array(doc, "ports"), "port")
         if number in by_number:
-            report.add("port", str(alias), "kept", f"port {number} exists here as {by_number[number].get('alias')}",
-                       port=number)
+            report.add(
+                "port",
+                str(alias),
+                "kept",
+                f"port {number} exists here as {by_number[number].get('alias')}",
+                port=number,
+            )
             continue
         other = _key_of(_array(doc, "ports"), "alias").get(alias)
         if other is not None:
-            raise EditError(f"import: port {alias} ({number}): the alias {alias!r} is taken here by port "
-                            f"{other.get('port')}; rename it in the file to import it", status=409)
+            raise EditError(
+                f"import: port {alias} ({number}): the alias {alias!r} is taken here by port "
+                f"{other.get('port')}; rename it in the file to import it",
+                status=409,
+            )
         _append(doc, "ports", port)
         report.add("port", str(alias), "created", port=number)
     for kind, what in (("keystores", "keystore"), ("truststores", "truststore")):

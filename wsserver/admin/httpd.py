@@ -39,8 +39,9 @@ RECV_SIZE = 65536
 
 
 class HTTPServer:
-    def __init__(self, sock: socket.socket, handler: Handler, tls_context: Any = None,
-                 max_connections: int = 64) -> None:
+    def __init__(
+        self, sock: socket.socket, handler: Handler, tls_context: Any = None, max_connections: int = 64
+    ) -> None:
         from gevent import socket as gsocket
 
         self.sock = gsocket.socket(sock.family, sock.type, fileno=sock.detach())
@@ -157,7 +158,9 @@ class HTTPServer:
         conn.sendall(core.respond(response, close=self.closing))
         return core.next_cycle()
 
-    def _read_request(self, conn: Any, core: ServerConnection, timer: list, state: list[str]) -> Request | None:
+    def _read_request(
+        self, conn: Any, core: ServerConnection, timer: list, state: list[str]
+    ) -> Request | None:
         """The next request and its body; None when the connection ends (or was answered 4xx)."""
         while True:
             got = core.next_request()

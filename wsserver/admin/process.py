@@ -141,7 +141,9 @@ class MasterLink:
             except OSError as exc:
                 raise MasterUnavailable(f"the master is gone: {exc}") from None
 
-    def _ask(self, op: str, timeout: float, gather: bool = False, **fields: Any) -> tuple[dict[str, Any], list]:
+    def _ask(
+        self, op: str, timeout: float, gather: bool = False, **fields: Any
+    ) -> tuple[dict[str, Any], list]:
         from gevent.queue import Empty, Queue
 
         request_id = next(self.ids)
@@ -193,8 +195,15 @@ class MasterLink:
             pid = int(session_id.split("-", 1)[0], 16)
         except ValueError:
             return False
-        _, answers = self._ask("close_session", STATUS_TIMEOUT, gather=True, pid=pid, session=session_id,
-                               code=code, reason=reason)
+        _, answers = self._ask(
+            "close_session",
+            STATUS_TIMEOUT,
+            gather=True,
+            pid=pid,
+            session=session_id,
+            code=code,
+            reason=reason,
+        )
         return any(a.get("closed") for a in answers)
 
     def revoke(self, nonce: str) -> None:
@@ -256,8 +265,13 @@ def _main(spec: AdminSpec) -> int:
     gevent.spawn(watch_parent)
     server.start()
     host, port = server.sock.getsockname()[:2]
-    log(logger, "info", "admin listening", address=f"{'https' if tls_context else 'http'}://"
-        f"{format_address(host, port)}/", users=",".join(admin_users(spec.config)))
+    log(
+        logger,
+        "info",
+        "admin listening",
+        address=f"{'https' if tls_context else 'http'}://{format_address(host, port)}/",
+        users=",".join(admin_users(spec.config)),
+    )
     stop.wait()
     server.stop_accepting()  # the next admin process accepts what arrives from now on
     now = time.monotonic()

@@ -44,7 +44,9 @@ class Master(Protocol):
 class StoreError(Exception):
     """A change refused; ``status`` is the HTTP status, ``errors`` the validation lines."""
 
-    def __init__(self, status: int, message: str, errors: list[str] | None = None, etag: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, errors: list[str] | None = None, etag: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -127,17 +129,21 @@ class ConfigStore:
         try:
             return parse(text, self._need_file()), etag
         except ConfigError as exc:
-            raise StoreError(400, "the config file is invalid (fix it, or restore it, first)", exc.errors,
-                             etag) from None
+            raise StoreError(
+                400, "the config file is invalid (fix it, or restore it, first)", exc.errors, etag
+            ) from None
 
-    def change(self, edit: Callable[[str], Any], if_match: str | None = None, dry_run: bool = False) -> Committed:
+    def change(
+        self, edit: Callable[[str], Any], if_match: str | None = None, dry_run: bool = False
+    ) -> Committed:
         """Apply ``edit`` (text -> new text, or (new text, extra)); see the module doc."""
         path = self._need_file()
         with self.lock:
             text, etag = self.read()
             if if_match is not None and not etag_matches(if_match, etag):
-                raise StoreError(412, "the config file changed since you read it: reload it and redo the change",
-                                 etag=etag)
+                raise StoreError(
+                    412, "the config file changed since you read it: reload it and redo the change", etag=etag
+                )
             try:
                 result = edit(text)
             except EditError as exc:
@@ -154,9 +160,16 @@ class ConfigStore:
             if outcome.get("result") != "success":
                 restored = self._restore(path, new_text, text)
                 message = "the server could not apply the change" + (
-                    "; the file was restored" if restored else "; the file changed meanwhile and was left as it is")
-                raise StoreError(RELOAD_STATUS.get(outcome.get("result", ""), 409), message,
-                                 list(outcome.get("errors", [])), etag if restored else None)
+                    "; the file was restored"
+                    if restored
+                    else "; the file changed meanwhile and was left as it is"
+                )
+                raise StoreError(
+                    RELOAD_STATUS.get(outcome.get("result", ""), 409),
+                    message,
+                    list(outcome.get("errors", [])),
+                    etag if restored else None,
+                )
             return Committed(new_etag, changed=True, config=config, reload=outcome, extra=extra)
 
     def reload(self) -> dict[str, Any]:

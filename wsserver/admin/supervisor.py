@@ -91,8 +91,12 @@ class AdminSupervisor(MasterService):
         users = admin_users(config)
         if not config.admin.enabled or not users:
             if config.admin.enabled and not self._said_off:
-                log(logger, "info", "admin API off: no [[users]] entry with a password_hash may administer "
-                                    "(connection_types with \"admin\")")
+                log(
+                    logger,
+                    "info",
+                    "admin API off: no [[users]] entry with a password_hash may administer "
+                    '(connection_types with "admin")',
+                )
                 self._said_off = True
             self.config = None
             self._stop_children()
@@ -101,8 +105,13 @@ class AdminSupervisor(MasterService):
         self._said_off = False
         implicit = [u.name for u in config.users if u.name in users and not u.connection_types]
         if implicit:
-            log(logger, "warning", "admin: users with empty connection_types (= all) may administer; list "
-                                   "connection_types to limit them", users=",".join(implicit))
+            log(
+                logger,
+                "warning",
+                "admin: users with empty connection_types (= all) may administer; list "
+                "connection_types to limit them",
+                users=",".join(implicit),
+            )
         self.config = config
         address = (config.admin.bind, config.admin.port)
         if address != self.address:
@@ -120,8 +129,12 @@ class AdminSupervisor(MasterService):
         except OSError as exc:
             self.listener = None
             if self.retry_at is None:
-                log(logger, "error", f"admin endpoint cannot listen; retrying every {RETRY_LISTEN:.0f}s",
-                    error=exc.strerror or str(exc))
+                log(
+                    logger,
+                    "error",
+                    f"admin endpoint cannot listen; retrying every {RETRY_LISTEN:.0f}s",
+                    error=exc.strerror or str(exc),
+                )
             self.retry_at = time.monotonic() + RETRY_LISTEN
             return
         self.retry_at = None
@@ -138,12 +151,15 @@ class AdminSupervisor(MasterService):
         regs = []
         for child in self.children.values():
             if not child.channel.closed:
-                regs.append((child.channel.fileno(),
-                             select.POLLIN | (select.POLLOUT if child.channel.outbuf else 0)))
+                regs.append(
+                    (child.channel.fileno(), select.POLLIN | (select.POLLOUT if child.channel.outbuf else 0))
+                )
         return regs
 
     def on_event(self, fd: int, events: int) -> None:
-        child = next((c for c in self.children.values() if not c.channel.closed and c.channel.fileno() == fd), None)
+        child = next(
+            (c for c in self.children.values() if not c.channel.closed and c.channel.fileno() == fd), None
+        )
         if child is None:
             return
         if events & select.POLLOUT:
@@ -180,7 +196,12 @@ class AdminSupervisor(MasterService):
                 child.kill_at = None
                 log(logger, "warning", "admin process did not exit in time; killing", pid=child.pid)
                 _kill(child.pid, signal.SIGKILL)
-        if self.config is not None and self.listener is None and self.retry_at is not None and now >= self.retry_at:
+        if (
+            self.config is not None
+            and self.listener is None
+            and self.retry_at is not None
+            and now >= self.retry_at
+        ):
             self._try_listen()
         if self.reload_wanted:
             self.reload_wanted = False
@@ -189,8 +210,12 @@ class AdminSupervisor(MasterService):
             self.spawn()
 
     def _needs_child(self) -> bool:
-        return (self.config is not None and self.listener is not None and not self.view.stopping
-                and not any(c.state == "active" for c in self.children.values()))
+        return (
+            self.config is not None
+            and self.listener is not None
+            and not self.view.stopping
+            and not any(c.state == "active" for c in self.children.values())
+        )
 
     # ---- requests from the admin process -------------------------------------------------------
     def handle(self, child: AdminChild, message: dict[str, Any]) -> None:
@@ -215,7 +240,9 @@ class AdminSupervisor(MasterService):
             self.revoked.append(str(message.get("nonce", "")))
             del self.revoked[:-REVOKED_MAX]
         else:
-            child.channel.send(relay.encode_json(relay.REPLY, {"id": request_id, "error": f"unknown op {op!r}"}))
+            child.channel.send(
+                relay.encode_json(relay.REPLY, {"id": request_id, "error": f"unknown op {op!r}"})
+            )
 
     def on_worker_message(self, worker: WorkerView, kind: int, body: bytes, raw: bytes) -> None:
         """A worker's answer to a forwarded request: to the admin processes (the asker knows its id)."""
@@ -236,8 +263,11 @@ class AdminSupervisor(MasterService):
     def _answer_reload(self, waiter: tuple[int, Any], result: str, errors: list[str], gen: int = 0) -> None:
         child = self.children.get(waiter[0])
         if child is not None:
-            child.channel.send(relay.encode_json(relay.REPLY, {"id": waiter[1], "result": result,
-                                                               "errors": errors, "gen": gen}))
+            child.channel.send(
+                relay.encode_json(
+                    relay.REPLY, {"id": waiter[1], "result": result, "errors": errors, "gen": gen}
+                )
+            )
 
     def status(self) -> dict[str, Any]:
         """The live state the admin shows: master, workers, per-port listening and connections."""
@@ -249,10 +279,25 @@ class AdminSupervisor(MasterService):
         workers = []
         for w in sorted(view.workers, key=lambda w: (w.gen, w.slot)):
             per_port = view.worker_connections(w)
-            workers.append({"pid": w.pid, "gen": w.gen, "slot": w.slot, "state": w.state, "ready": w.ready,
-                            "connections": sum(per_port.values()), "ports": per_port})
-        master = {"pid": view.pid, "gen": view.generation, "version": __version__, "workers": view.target,
-                  "reloading": view.reloading, "config": view.config_path or "<built-in>"}
+            workers.append(
+                {
+                    "pid": w.pid,
+                    "gen": w.gen,
+                    "slot": w.slot,
+                    "state": w.state,
+                    "ready": w.ready,
+                    "connections": sum(per_port.values()),
+                    "ports": per_port,
+                }
+            )
+        master = {
+            "pid": view.pid,
+            "gen": view.generation,
+            "version": __version__,
+            "workers": view.target,
+            "reloading": view.reloading,
+            "config": view.config_path or "<built-in>",
+        }
         return {"master": master, "workers": workers, "ports": ports}
 
     # ---- the admin process -----------------------------------------------------------------------
@@ -270,9 +315,20 @@ class AdminSupervisor(MasterService):
             from wsserver.admin.process import AdminSpec, run
 
             logs = view.log_settings(config)
-            run(AdminSpec(config=config, config_path=view.config_path, sock=listener.sock,
-                          link=child_end, master_pid=view.pid, secret=self.secret, revoked=list(self.revoked),
-                          log_file=logs.file, log_level=logs.level, log_format=logs.format))
+            run(
+                AdminSpec(
+                    config=config,
+                    config_path=view.config_path,
+                    sock=listener.sock,
+                    link=child_end,
+                    master_pid=view.pid,
+                    secret=self.secret,
+                    revoked=list(self.revoked),
+                    log_file=logs.file,
+                    log_level=logs.level,
+                    log_format=logs.format,
+                )
+            )
 
         pid = fork_child(in_admin_process)
         child_end.close()
@@ -340,4 +396,3 @@ def _kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
-

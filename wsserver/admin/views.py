@@ -43,11 +43,16 @@ def url_host(bind: str, request_host: str) -> str:
 def port_endpoints(config: Config, port: PortConfig, request_host: str = "") -> list[dict[str, str]]:
     """The endpoints a client can open on this port, with their URLs."""
     host = url_host(port.bind, request_host)
-    return [{"path": e.path, "url": f"{port.protocol}://{host}:{port.port}{e.path}", "package": e.package}
-            for e in config.active_endpoints() if endpoint_allowed(port.access, e.path)]
+    return [
+        {"path": e.path, "url": f"{port.protocol}://{host}:{port.port}{e.path}", "package": e.package}
+        for e in config.active_endpoints()
+        if endpoint_allowed(port.access, e.path)
+    ]
 
 
-def port_view(config: Config, port: PortConfig, status: dict[str, Any], request_host: str = "") -> dict[str, Any]:
+def port_view(
+    config: Config, port: PortConfig, status: dict[str, Any], request_host: str = ""
+) -> dict[str, Any]:
     live = status.get("ports", {}).get(port.alias, {})
     package_enabled = config.package_enabled(port.package)
     return {
@@ -78,14 +83,16 @@ def packages_view(config: Config, status: dict[str, Any]) -> list[dict[str, Any]
     out = []
     for package in config.packages:
         ports = [p for p in config.ports if p.package == package.name]
-        out.append({
-            "name": package.name,
-            "enabled": package.enabled,
-            "description": package.description,
-            "ports": [p.alias for p in ports],
-            "endpoints": [e.path for e in config.endpoints if e.package == package.name],
-            "connections": sum(live.get(p.alias, {}).get("connections", 0) for p in ports),
-        })
+        out.append(
+            {
+                "name": package.name,
+                "enabled": package.enabled,
+                "description": package.description,
+                "ports": [p.alias for p in ports],
+                "endpoints": [e.path for e in config.endpoints if e.package == package.name],
+                "connections": sum(live.get(p.alias, {}).get("connections", 0) for p in ports),
+            }
+        )
     return out
 
 

@@ -78,16 +78,12 @@ class LoadBalancing:
     connection_failure_weight: int = setting(50, min=0, max=10000)
     high_load_threshold_ms: int = setting(1000, min=1, max=600_000)
     high_load_weight: int = setting(2, min=0, max=10000)
-    penalty_decay_per_s: float = setting(
-        1.0, min=0, max=10000, help="penalty units forgiven per second"
-    )
+    penalty_decay_per_s: float = setting(1.0, min=0, max=10000, help="penalty units forgiven per second")
 
 
 @dataclass(frozen=True)
 class LdapOptions:
-    bind_dn_template: str = setting(
-        "", help='simple bind, e.g. "uid={username},ou=people,dc=example,dc=com"'
-    )
+    bind_dn_template: str = setting("", help='simple bind, e.g. "uid={username},ou=people,dc=example,dc=com"')
     search_base: str = setting("", help="search-then-bind: where users are searched")
     search_filter: str = setting("(uid={username})")
     search_scope: str = setting("subtree", choices=("subtree", "one"))
@@ -96,7 +92,8 @@ class LdapOptions:
     service_password_file: str = setting("")
     group_dn: str = setting("", help="required group; empty = none")
     group_member_attribute: str = setting(
-        "member", choices=("member", "uniqueMember", "memberUid"),
+        "member",
+        choices=("member", "uniqueMember", "memberUid"),
         help="memberUid holds user names, the others DNs",
     )
 
@@ -107,9 +104,7 @@ class RadiusOptions:
     secret_file: str = setting("")
     nas_identifier: str = setting("wsserver")
     nas_ip_address: str = setting("")
-    attributes: dict[str, str | int] = setting(
-        factory=dict, help="extra Access-Request attributes by name"
-    )
+    attributes: dict[str, str | int] = setting(factory=dict, help="extra Access-Request attributes by name")
     dictionary: str = setting("", help="extra RADIUS dictionary file (vendor attributes)")
     require_message_authenticator: bool = setting(False, help="BlastRADIUS hardening")
 
@@ -122,9 +117,7 @@ class HttpOptions:
     )
     username_field: str = setting("username")
     password_field: str = setting("password")
-    accept_statuses: tuple[str, ...] = setting(
-        ("2xx",), help=STATUS_HELP
-    )
+    accept_statuses: tuple[str, ...] = setting(("2xx",), help=STATUS_HELP)
     reject_statuses: tuple[str, ...] = setting(("401", "403"), help=STATUS_HELP)
 
 
@@ -146,15 +139,18 @@ class GemaltoOptions:
     """One-time passwords checked by an OTP server (wsserver/adapters/otp.py, docs/adapters.md)."""
 
     protocol: str = setting(
-        "privacyidea", choices=("privacyidea", "radius"),
+        "privacyidea",
+        choices=("privacyidea", "radius"),
         help="privacyidea = its /validate/check JSON API over http(s)://; radius = Access-Request over radius://",
     )
     first_factor: str = setting(
-        "", help='"" = the OTP server checks all it is sent (PIN + code); "users" = a [[users]] password_hash; '
+        "",
+        help='"" = the OTP server checks all it is sent (PIN + code); "users" = a [[users]] password_hash; '
         "else the name of an ldap, radius or http adapter that checks the password first",
     )
     code_from: str = setting(
-        "append", choices=("append", "query", "header"),
+        "append",
+        choices=("append", "query", "header"),
         help="append = the last otp_length characters of the Basic password; query = code_param; "
         "header = code_header",
     )
@@ -165,11 +161,16 @@ class GemaltoOptions:
     code_header: str = setting(
         "X-OTP", pattern=r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}", pattern_help="an HTTP header name"
     )
-    path: str = setting("/validate/check", pattern=r"/[!-~]*", pattern_help="an absolute URL path",
-                        help="privacyidea: the validate endpoint (a path in the server URL wins)")
+    path: str = setting(
+        "/validate/check",
+        pattern=r"/[!-~]*",
+        pattern_help="an absolute URL path",
+        help="privacyidea: the validate endpoint (a path in the server URL wins)",
+    )
     realm: str = setting("", help="privacyidea: the user's realm; empty = the default realm")
     radius_flow: str = setting(
-        "challenge", choices=("challenge", "single"),
+        "challenge",
+        choices=("challenge", "single"),
         help="radius: challenge = the password first, the code after Access-Challenge (State); "
         "single = password + code in one Access-Request",
     )
@@ -184,17 +185,21 @@ class GemaltoOptions:
 class AdapterSettings:
     name: str = setting("", required=True, pattern=ALIAS_PATTERN, pattern_help=ALIAS_HELP)
     # The tag: it chooses which of the options tables below applies (one of their names).
-    type: str = setting("", required=True, tag="adapter",
-                        help='chooses the options table [adapters.TYPE]; "otp" is another name for "gemalto"')
-    servers: tuple[ServerEntry, ...] = setting((), )
+    type: str = setting(
+        "",
+        required=True,
+        tag="adapter",
+        help='chooses the options table [adapters.TYPE]; "otp" is another name for "gemalto"',
+    )
+    servers: tuple[ServerEntry, ...] = setting(
+        (),
+    )
     security_protocol: str = setting("none", choices=("none", "tls"))
     tls_min_version: str = setting("1.2", choices=("1.2", "1.3"))
     truststore: str = setting("", help="default: the keystore, else the system CAs")
     keystore: str = setting("", help="client key for mutual TLS")
     key_alias: str = setting("")
-    pinned_sha256: tuple[str, ...] = setting(
-        (), help="SHA-256 of accepted server certificates (hex)"
-    )
+    pinned_sha256: tuple[str, ...] = setting((), help="SHA-256 of accepted server certificates (hex)")
     load_balancing: LoadBalancing = setting(factory=LoadBalancing)
     ldap: LdapOptions | None = setting(None, variant=True)
     radius: RadiusOptions | None = setting(None, variant=True)
@@ -224,8 +229,11 @@ def prepare_adapter(table: dict[str, Any], path: str, errors: Errors) -> dict[st
             table[table["type"]] = table.pop(alias)  # [adapters.otp] = [adapters.gemalto]
     protocol = table.get("security_protocol")
     if isinstance(protocol, str) and protocol.lower() in REFUSED_PROTOCOLS:
-        errors.bad_value(f"{path}.security_protocol",
-                         REFUSED_WHY.format(name=REFUSED_PROTOCOLS[protocol.lower()]), protocol)
+        errors.bad_value(
+            f"{path}.security_protocol",
+            REFUSED_WHY.format(name=REFUSED_PROTOCOLS[protocol.lower()]),
+            protocol,
+        )
         del table["security_protocol"]
     return table
 
@@ -233,11 +241,15 @@ def prepare_adapter(table: dict[str, Any], path: str, errors: Errors) -> dict[st
 def prepare_adapters(tables: Any, errors: Errors) -> Any:
     if not isinstance(tables, list):
         return tables  # the shape pass says what it must be
-    return [prepare_adapter(t, f"adapters[{i}]", errors) if isinstance(t, dict) else t for i, t in enumerate(tables)]
+    return [
+        prepare_adapter(t, f"adapters[{i}]", errors) if isinstance(t, dict) else t
+        for i, t in enumerate(tables)
+    ]
 
 
-def parse_adapter(table: Any, index: int, source: str,
-                  host: HostChecks = PURE) -> tuple[AdapterSettings | None, list[str]]:
+def parse_adapter(
+    table: Any, index: int, source: str, host: HostChecks = PURE
+) -> tuple[AdapterSettings | None, list[str]]:
     """Validate one ``[[adapters]]`` table; returns the settings (None if invalid) and the errors.
 
     ``host``: the checks of secrets' variables and files (config/host.py).
@@ -254,8 +266,9 @@ def parse_adapter(table: Any, index: int, source: str,
     return built, []
 
 
-def parse_adapters(tables: Any, source: str,
-                   host: HostChecks = PURE) -> tuple[tuple[AdapterSettings, ...], list[str]]:
+def parse_adapters(
+    tables: Any, source: str, host: HostChecks = PURE
+) -> tuple[tuple[AdapterSettings, ...], list[str]]:
     """Every ``[[adapters]]`` table, with the rules across them; only the valid ones are returned."""
     errors = Errors(source, host)
     _ok, built = Builder(errors).tables(AdapterSettings, prepare_adapters(tables, errors), "adapters")
@@ -273,14 +286,21 @@ def check_adapter(errors: Errors, s: AdapterSettings, path: str) -> None:
     _check_servers(s, path, errors)
     for i, pin in enumerate(s.pinned_sha256):
         if not re.fullmatch(r"[0-9a-fA-F]{64}", pin.replace(":", "")):
-            errors.bad_value(f"{path}.pinned_sha256[{i}]",
-                             "must be a SHA-256 digest in hex (64 digits, colons allowed)", pin)
+            errors.bad_value(
+                f"{path}.pinned_sha256[{i}]",
+                "must be a SHA-256 digest in hex (64 digits, colons allowed)",
+                pin,
+            )
     if s.key_alias and not s.keystore and not errors.is_bad(f"{path}.keystore"):
         errors.bad_value(f"{path}.key_alias", "needs a keystore", s.key_alias)
     if not errors.is_bad(f"{path}.{s.type}"):
         checks: dict[str, Callable[[AdapterSettings, Any, str, Errors], None]] = {
-            "ldap": _check_ldap, "radius": _check_radius, "http": _check_http, "ocsp": _check_ocsp,
-            "gemalto": _check_gemalto}
+            "ldap": _check_ldap,
+            "radius": _check_radius,
+            "http": _check_http,
+            "ocsp": _check_ocsp,
+            "gemalto": _check_gemalto,
+        }
         checks[s.type](s, s.options, f"{path}.{s.type}", errors)
     if len(errors.lines) > before:
         errors.taint(path)  # left out of the config's adapters: no reference to it is checked
@@ -305,19 +325,31 @@ def check_adapters(errors: Errors, adapters: Sequence[AdapterSettings]) -> None:
         where = f"adapters[{i}].gemalto.first_factor"
         other = by_name.get(name)
         if other is None:
-            known = ", ".join(sorted(n for n, (_, b) in by_name.items() if b.type in FIRST_FACTOR_TYPES)) or "none"
-            errors.add(where, 'must be "", "users" or the name of an ldap, radius or http adapter '
-                       f"(known: {known})", name)
+            known = (
+                ", ".join(sorted(n for n, (_, b) in by_name.items() if b.type in FIRST_FACTOR_TYPES))
+                or "none"
+            )
+            errors.add(
+                where,
+                f'must be "", "users" or the name of an ldap, radius or http adapter (known: {known})',
+                name,
+            )
         elif other[1].type not in FIRST_FACTOR_TYPES:
-            errors.add(where, f'adapter "{name}" has type = "{other[1].type}"; the password must be checked by '
-                       "an ldap, radius or http adapter", name)
+            errors.add(
+                where,
+                f'adapter "{name}" has type = "{other[1].type}"; the password must be checked by '
+                "an ldap, radius or http adapter",
+                name,
+            )
 
 
 def _check_servers(s: AdapterSettings, path: str, errors: Errors) -> None:
     if errors.is_bad(f"{path}.servers"):
         return
     if not s.servers and s.type != "ocsp":
-        errors.add(f"{path}.servers", 'needs at least one server, e.g. servers = [{ url = "...", priority = 1 }]')
+        errors.add(
+            f"{path}.servers", 'needs at least one server, e.g. servers = [{ url = "...", priority = 1 }]'
+        )
     schemes = SCHEMES[s.type]
     seen: dict[str, int] = {}
     for i, server in enumerate(s.servers):
@@ -372,7 +404,9 @@ def _secret_problem(env: str, file: str, host: HostChecks = PURE) -> str:
 
 def _check_ldap(s: AdapterSettings, o: LdapOptions, path: str, errors: Errors) -> None:
     if bool(o.bind_dn_template) == bool(o.search_base):
-        errors.add(path, "needs exactly one of bind_dn_template (simple bind) and search_base (search-then-bind)")
+        errors.add(
+            path, "needs exactly one of bind_dn_template (simple bind) and search_base (search-then-bind)"
+        )
     if o.bind_dn_template and "{username}" not in o.bind_dn_template:
         errors.add(f"{path}.bind_dn_template", "must contain {username}", o.bind_dn_template)
     if o.search_base and "{username}" not in o.search_filter:
@@ -388,7 +422,9 @@ def _check_ldap(s: AdapterSettings, o: LdapOptions, path: str, errors: Errors) -
 
 def _check_radius(s: AdapterSettings, o: RadiusOptions, path: str, errors: Errors) -> None:
     if not (o.secret_env or o.secret_file):
-        errors.add(f"{path}.secret_env", "is required (the shared secret's environment variable), or secret_file")
+        errors.add(
+            f"{path}.secret_env", "is required (the shared secret's environment variable), or secret_file"
+        )
     problem = _secret_problem(o.secret_env, o.secret_file, errors.host)
     if problem:
         errors.add(f"{path}.secret_env", problem, o.secret_env)
@@ -404,7 +440,9 @@ def _check_http(s: AdapterSettings, o: HttpOptions, path: str, errors: Errors) -
                 errors.add(f"{path}.{key}[{i}]", "must be " + STATUS_HELP, status)
                 ok = False
     if ok:
-        overlap = sorted(c for c in range(100, 600) if status_in(c, o.accept_statuses) and status_in(c, o.reject_statuses))
+        overlap = sorted(
+            c for c in range(100, 600) if status_in(c, o.accept_statuses) and status_in(c, o.reject_statuses)
+        )
         if overlap:
             errors.add(f"{path}.reject_statuses", f"overlaps accept_statuses (e.g. {overlap[0]})")
     if o.body_format == "json" and o.method == "GET":
@@ -422,11 +460,17 @@ def _check_gemalto(s: AdapterSettings, o: GemaltoOptions, path: str, errors: Err
     for i, server in enumerate(s.servers):
         scheme = urlsplit(server.url).scheme.lower()
         if scheme in ("http", "https", "radius") and scheme not in want:
-            errors.add(f"{path[: -len('.gemalto')]}.servers[{i}].url",
-                       f'protocol = "{o.protocol}" needs {" or ".join(w + "://" for w in want)} servers', server.url)
+            errors.add(
+                f"{path[: -len('.gemalto')]}.servers[{i}].url",
+                f'protocol = "{o.protocol}" needs {" or ".join(w + "://" for w in want)} servers',
+                server.url,
+            )
     if o.protocol == "radius":
         if not (o.secret_env or o.secret_file):
-            errors.add(f"{path}.secret_env", 'protocol = "radius" needs secret_env (or secret_file): the shared secret')
+            errors.add(
+                f"{path}.secret_env",
+                'protocol = "radius" needs secret_env (or secret_file): the shared secret',
+            )
         problem = _secret_problem(o.secret_env, o.secret_file, errors.host)
         if problem:
             errors.add(f"{path}.secret_env", problem, o.secret_env)

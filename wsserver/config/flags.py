@@ -61,8 +61,8 @@ def check_overrides(cls: type, overrides: Mapping[str, Any]) -> dict[str, Any]:
     return built
 
 
-def _replace(obj: T, parts: list[str], value: Any) -> T:
+def _replace(obj: Any, parts: list[str], value: Any) -> Any:
+    """``obj`` (a frozen table) with the key at ``parts`` set to ``value``."""
     if len(parts) == 1:
-        return dataclasses.replace(obj, **{parts[0]: value})  # type: ignore[type-var]
-    inner = getattr(obj, parts[0])
-    return dataclasses.replace(obj, **{parts[0]: _replace(inner, parts[1:], value)})  # type: ignore[type-var]
+        return dataclasses.replace(obj, **{parts[0]: value})
+    return dataclasses.replace(obj, **{parts[0]: _replace(getattr(obj, parts[0]), parts[1:], value)})

@@ -24,7 +24,14 @@ from wsserver.config.rules import check_rules
 from wsserver.config.schema import Config
 from wsserver.config.settings import Builder, ConfigError, Errors
 
-__all__ = ["DEFAULT_CONFIG_TOML", "ConfigError", "default_config", "load_config", "parse_config", "require_ports"]
+__all__ = [
+    "DEFAULT_CONFIG_TOML",
+    "ConfigError",
+    "default_config",
+    "load_config",
+    "parse_config",
+    "require_ports",
+]
 
 DEFAULT_CONFIG_TOML = """\
 # wsserver's built-in configuration, used when no file is given:
@@ -109,8 +116,12 @@ def require_ports(config: Config, source: str) -> Config:
     it makes a reload keep what runs, and ``wsserver check`` and the admin API say the same.
     """
     if not config.ports and not config.server.allow_no_ports:
-        raise ConfigError([f"{source}: ports: no [[ports]] declared, the server would serve nothing: "
-                           "declare one, or set [server] allow_no_ports = true if that is intended"])
+        raise ConfigError(
+            [
+                f"{source}: ports: no [[ports]] declared, the server would serve nothing: "
+                "declare one, or set [server] allow_no_ports = true if that is intended"
+            ]
+        )
     return config
 
 

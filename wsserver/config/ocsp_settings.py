@@ -46,11 +46,19 @@ def check_port_ocsp(ports: Sequence[Any], adapters: Sequence[Any], errors: Any) 
                 errors.add(key, f'must name an [[adapters]] entry of type "ocsp"; {hint}', tls.ocsp)
             elif found.type != "ocsp":
                 others = f" (OCSP adapters: {_quoted(ocsp_names)})" if ocsp_names else ""
-                errors.add(key, f'adapter "{found.name}" is of type "{found.type}"; client certificates are '
-                           f'checked by an adapter of type "ocsp"{others}', tls.ocsp)
+                errors.add(
+                    key,
+                    f'adapter "{found.name}" is of type "{found.type}"; client certificates are '
+                    f'checked by an adapter of type "ocsp"{others}',
+                    tls.ocsp,
+                )
             if tls.client_certs == "none":
-                errors.add(key, 'needs client_certs = "request" or "require" (without client certificates '
-                           f'there is nothing to check; {path}.client_certs = "none")', tls.ocsp)
+                errors.add(
+                    key,
+                    'needs client_certs = "request" or "require" (without client certificates '
+                    f'there is nothing to check; {path}.client_certs = "none")',
+                    tls.ocsp,
+                )
         if tls.ocsp_stapling_responder:
             key = f"{path}.ocsp_stapling_responder"
             url = urlsplit(tls.ocsp_stapling_responder)

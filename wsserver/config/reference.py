@@ -32,19 +32,22 @@ _REFERS_TO = {
     (PortConfig, "package"): '"" or the name of a [[packages]] entry',
     (EndpointConfig, "package"): '"" or the name of a [[packages]] entry',
     (PortConfig, "client_auth"): '"none", "password" (HTTP Basic), "token" (bearer), "jwt", "certificate" '
-                                 '(a verified client certificate; wss with client_certs) or "adapter:<name>" '
-                                 "(HTTP Basic checked by an [[adapters]] entry); see docs/security.md",
+    '(a verified client certificate; wss with client_certs) or "adapter:<name>" '
+    "(HTTP Basic checked by an [[adapters]] entry); see docs/security.md",
     (PortConfig, "no_auth_user"): '"" or the name of a [[users]] entry',
     (UserConfig, "password_hash"): '"" or a hash from `wsserver hash-password`: scrypt$N$r$p$salt$hash, '
-                                   "or $argon2id$... (needs argon2-cffi); plain passwords are refused",
+    "or $argon2id$... (needs argon2-cffi); plain passwords are refused",
     (UserConfig, "token"): '"", a token of at least 16 characters of A-Z a-z 0-9 - . _ ~ + /, '
-                           'or "sha256:" + 64 hex digits',
+    'or "sha256:" + 64 hex digits',
     (UserConfig, "ports"): "each a configured port alias",
     (UserConfig, "endpoints"): "each a configured endpoint path",
     (JWTConfig, "key"): "HS256: a secret of at least 32 bytes; RS256/ES256: a PEM public key or certificate "
-                        "(RSA >= 2048 bits, EC P-256); exactly one of key, key_file, key_env",
-    (MetricsConfig, "password_hash"): '"" or a hash from `wsserver hash-password` (checked in the master: prefer '
-                                      "password_env, see docs/metrics.md)",
+    "(RSA >= 2048 bits, EC P-256); exactly one of key, key_file, key_env",
+    (
+        MetricsConfig,
+        "password_hash",
+    ): '"" or a hash from `wsserver hash-password` (checked in the master: prefer '
+    "password_env, see docs/metrics.md)",
 }
 
 _RULES = (
@@ -169,10 +172,16 @@ def config_reference_markdown() -> str:
         lines += _table_section(header, cls, help_text)
     lines += ["", "## Rules across keys", ""]
     lines += [f"- {rule}" for rule in _RULES]
-    lines += ["", "## Command-line flags", "",
-              "`wsserver serve` takes these flags; each overrides its key of the file, is checked as the "
-              "file's value would be, and stays in force across reloads:", "",
-              "| Flag | Key | Allowed |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Command-line flags",
+        "",
+        "`wsserver serve` takes these flags; each overrides its key of the file, is checked as the "
+        "file's value would be, and stays in force across reloads:",
+        "",
+        "| Flag | Key | Allowed |",
+        "|---|---|---|",
+    ]
     for path, key in cli_keys(Config):
         table, _, name = path.rpartition(".")
         metavar = flag_metavar(key)

@@ -57,9 +57,16 @@ def check_rules(cfg: Config, errors: Errors) -> Config:
     _check_cluster(cfg, errors)
     _check_proxy_protocol(cfg, errors)
     _check_origin_hosts(cfg, errors)
-    errors.lines += check_tls_references(cfg.server.tls, cfg.ports, keystores, truststores, errors.source,
-                                         keystores_complete=keystores_complete,
-                                         truststores_complete=truststores_complete, port_sni=errors.host.port_sni)
+    errors.lines += check_tls_references(
+        cfg.server.tls,
+        cfg.ports,
+        keystores,
+        truststores,
+        errors.source,
+        keystores_complete=keystores_complete,
+        truststores_complete=truststores_complete,
+        port_sni=errors.host.port_sni,
+    )
     _check_admin(cfg, errors, keystores, keystores_complete=keystores_complete)
     return cfg
 
@@ -181,21 +188,37 @@ def _check_certificate_and_adapter_auth(cfg: Config, errors: Errors) -> None:
         adapter = re.fullmatch(r"adapter:(.+)", auth)
         if auth == "certificate":
             if port.protocol != "wss" or port.tls is None or port.tls.client_certs == "none":
-                errors.add(f"{path}.client_auth", 'needs a wss port with [ports.tls] client_certs = "require" '
-                           'or "request"', auth)
+                errors.add(
+                    f"{path}.client_auth",
+                    'needs a wss port with [ports.tls] client_certs = "require" or "request"',
+                    auth,
+                )
         elif adapter is not None:
             found = adapters.get(adapter[1])
             if found is None:
-                errors.add(f"{path}.client_auth", f"must name an [[adapters]] entry "
-                           f"({_known(list(adapters), '[[adapters]]')})", auth)
+                errors.add(
+                    f"{path}.client_auth",
+                    f"must name an [[adapters]] entry ({_known(list(adapters), '[[adapters]]')})",
+                    auth,
+                )
             elif found.type == "ocsp":
-                errors.add(f"{path}.client_auth", "an OCSP adapter checks certificates, not passwords: use an "
-                           f'ldap, radius or http adapter (for client certificates: [ports.tls] ocsp = "{found.name}")',
-                           auth)
-            elif (found.gemalto is not None and found.gemalto.first_factor == "users"
-                  and not any(u.password_hash for u in cfg.users)):
-                errors.add(f"{path}.client_auth", f'adapter "{found.name}" has first_factor = "users" but no '
-                           "[[users]] entry has a password_hash", auth)
+                errors.add(
+                    f"{path}.client_auth",
+                    "an OCSP adapter checks certificates, not passwords: use an "
+                    f'ldap, radius or http adapter (for client certificates: [ports.tls] ocsp = "{found.name}")',
+                    auth,
+                )
+            elif (
+                found.gemalto is not None
+                and found.gemalto.first_factor == "users"
+                and not any(u.password_hash for u in cfg.users)
+            ):
+                errors.add(
+                    f"{path}.client_auth",
+                    f'adapter "{found.name}" has first_factor = "users" but no '
+                    "[[users]] entry has a password_hash",
+                    auth,
+                )
         else:
             errors.add(f"{path}.client_auth", f"must be one of {_CLIENT_AUTH_TEXT}", auth)
 
@@ -224,17 +247,25 @@ def _check_users(cfg: Config, errors: Errors) -> None:
             if problem:
                 errors.add(f"{path}.token", f"must be {problem}")
             elif host.token_digest:
-                digest = (bytes.fromhex(user.token[7:]) if user.token.startswith("sha256:")
-                          else host.token_digest(user.token))
+                digest = (
+                    bytes.fromhex(user.token[7:])
+                    if user.token.startswith("sha256:")
+                    else host.token_digest(user.token)
+                )
                 if digest in tokens:
                     errors.add(f"{path}.token", f"the same token as {tokens[digest]}")
                 tokens.setdefault(digest, path)
-        for key, known, what in (("ports", aliases, "[[ports]] alias"), ("endpoints", paths, "endpoint path")):
+        for key, known, what in (
+            ("ports", aliases, "[[ports]] alias"),
+            ("endpoints", paths, "endpoint path"),
+        ):
             if errors.is_bad(f"{path}.{key}"):
                 continue
             for i, item in enumerate(getattr(user, key)):
                 if item not in known:
-                    errors.add(f"{path}.{key}[{i}]", f"must be a configured {what} ({_known(known, what)})", item)
+                    errors.add(
+                        f"{path}.{key}[{i}]", f"must be a configured {what} ({_known(known, what)})", item
+                    )
 
 
 def _check_client_auth(cfg: Config, errors: Errors) -> None:
@@ -242,15 +273,28 @@ def _check_client_auth(cfg: Config, errors: Errors) -> None:
     names = [u.name for u in cfg.users]
     for path, port in _indexed("ports", cfg.ports):
         auth = port.client_auth
-        if (port.no_auth_user and not errors.is_bad(f"{path}.no_auth_user", "users")
-                and port.no_auth_user not in names):
-            errors.add(f"{path}.no_auth_user", f'must be "" or a [[users]] name ({_known(names, "[[users]]")})',
-                       port.no_auth_user)
+        if (
+            port.no_auth_user
+            and not errors.is_bad(f"{path}.no_auth_user", "users")
+            and port.no_auth_user not in names
+        ):
+            errors.add(
+                f"{path}.no_auth_user",
+                f'must be "" or a [[users]] name ({_known(names, "[[users]]")})',
+                port.no_auth_user,
+            )
         if errors.is_bad(f"{path}.client_auth"):
             continue
-        if port.token_query_param and auth not in ("token", "jwt") and not errors.is_bad(f"{path}.token_query_param"):
-            errors.add(f"{path}.token_query_param", 'is only used with client_auth = "token" or "jwt"',
-                       port.token_query_param)
+        if (
+            port.token_query_param
+            and auth not in ("token", "jwt")
+            and not errors.is_bad(f"{path}.token_query_param")
+        ):
+            errors.add(
+                f"{path}.token_query_param",
+                'is only used with client_auth = "token" or "jwt"',
+                port.token_query_param,
+            )
         if errors.is_bad("users"):
             continue
         if auth == "password" and not any(u.password_hash for u in cfg.users):
@@ -263,13 +307,19 @@ def _check_client_auth(cfg: Config, errors: Errors) -> None:
             if problem:
                 errors.add(f"{path}.jwt", problem)
             if not (jwt.bearer or jwt.cookie or port.token_query_param):
-                errors.add(f"{path}.jwt", "no way to send a token: set bearer = true, cookie or token_query_param")
+                errors.add(
+                    f"{path}.jwt", "no way to send a token: set bearer = true, cookie or token_query_param"
+                )
             origin = port.origin
             if jwt.cookie and not (origin.same_origin or origin.allowed):
                 # Browsers attach cookies to cross-site WebSocket requests: without an Origin
                 # check any web page could open a session as the user (CSWSH).
-                errors.add(f"{path}.jwt.cookie", "cookie authentication needs an Origin check: set "
-                           "origin.same_origin = true or origin.allowed", jwt.cookie)
+                errors.add(
+                    f"{path}.jwt.cookie",
+                    "cookie authentication needs an Origin check: set "
+                    "origin.same_origin = true or origin.allowed",
+                    jwt.cookie,
+                )
 
 
 _HOST_ENTRY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?")
@@ -281,8 +331,12 @@ def _check_origin_hosts(cfg: Config, errors: Errors) -> None:
         for i, entry in enumerate(port.origin.hosts):
             match = _HOST_ENTRY.fullmatch(entry)
             if match is None or (match[2] and not 0 < int(match[2]) <= 65535):
-                errors.add(f"{path}.origin.hosts[{i}]", 'must be a host name or address, optionally with ":port" '
-                           '(e.g. "app.example.com", "app.example.com:8443", "[::1]:8080")', entry)
+                errors.add(
+                    f"{path}.origin.hosts[{i}]",
+                    'must be a host name or address, optionally with ":port" '
+                    '(e.g. "app.example.com", "app.example.com:8443", "[::1]:8080")',
+                    entry,
+                )
 
 
 def _check_proxy_protocol(cfg: Config, errors: Errors) -> None:
@@ -291,8 +345,11 @@ def _check_proxy_protocol(cfg: Config, errors: Errors) -> None:
         if port.proxy_protocol == "off" or errors.is_bad(f"{path}.proxy_protocol", f"{path}.access"):
             continue
         if not port.access.trusted_proxies:
-            errors.add(f"{path}.proxy_protocol", "needs [ports.access] trusted_proxies: the load balancers "
-                       "allowed to send the header", port.proxy_protocol)
+            errors.add(
+                f"{path}.proxy_protocol",
+                "needs [ports.access] trusted_proxies: the load balancers allowed to send the header",
+                port.proxy_protocol,
+            )
 
 
 def _check_cluster(cfg: Config, errors: Errors) -> None:
@@ -318,7 +375,9 @@ def _check_metrics(cfg: Config, errors: Errors) -> None:
         errors.add("metrics.user", "needs password_hash or password_env", m.user)
     elif (m.password_hash or m.password_env) and not m.user:
         errors.add("metrics.user", "is required with password_hash or password_env", m.user)
-    problem = errors.host.password_hash(m.password_hash) if m.password_hash and errors.host.password_hash else None
+    problem = (
+        errors.host.password_hash(m.password_hash) if m.password_hash and errors.host.password_hash else None
+    )
     if problem:
         errors.add("metrics.password_hash", problem)
     if m.password_env and errors.host.env_empty(m.password_env):
@@ -326,10 +385,17 @@ def _check_metrics(cfg: Config, errors: Errors) -> None:
     if not m.enabled:
         return
     for path, port in _indexed("ports", cfg.ports):
-        if port.port == m.port and not errors.is_bad(f"{path}.port", f"{path}.bind") \
-                and _binds_overlap(port.bind, m.bind):
-            errors.add("metrics.port", f"bind {toml_value(m.bind)} port {m.port} conflicts with {path} "
-                       f"(bind {toml_value(port.bind)})", m.port)
+        if (
+            port.port == m.port
+            and not errors.is_bad(f"{path}.port", f"{path}.bind")
+            and _binds_overlap(port.bind, m.bind)
+        ):
+            errors.add(
+                "metrics.port",
+                f"bind {toml_value(m.bind)} port {m.port} conflicts with {path} "
+                f"(bind {toml_value(port.bind)})",
+                m.port,
+            )
 
 
 def _check_admin(cfg: Config, errors: Errors, keystores: Iterable[Any], keystores_complete: bool) -> None:
@@ -339,21 +405,33 @@ def _check_admin(cfg: Config, errors: Errors, keystores: Iterable[Any], keystore
         return
     aliases = [k.alias for k in keystores]
     if a.tls.keystore and a.tls.keystore not in aliases and keystores_complete:
-        errors.add("admin.tls.keystore", f"must name a [[keystores]] entry ({_known(aliases, '[[keystores]]')})",
-                   a.tls.keystore)
+        errors.add(
+            "admin.tls.keystore",
+            f"must name a [[keystores]] entry ({_known(aliases, '[[keystores]]')})",
+            a.tls.keystore,
+        )
     elif a.tls.key_alias and not a.tls.keystore:
-        errors.add("admin.tls.key_alias", "needs admin.tls.keystore (the keystore holding that key)",
-                   a.tls.key_alias)
+        errors.add(
+            "admin.tls.key_alias", "needs admin.tls.keystore (the keystore holding that key)", a.tls.key_alias
+        )
     # The listener opens only when someone may log in to it (see docs/admin.md): without such a
     # user the default address 9100 must not stand in the way of a port.
-    if not a.enabled or not any(u.password_hash and (not u.connection_types or "admin" in u.connection_types)
-                                for u in cfg.users):
+    if not a.enabled or not any(
+        u.password_hash and (not u.connection_types or "admin" in u.connection_types) for u in cfg.users
+    ):
         return
-    taken = [(f"{path}.port", port.port, port.bind) for path, port in _indexed("ports", cfg.ports)
-             if not errors.is_bad(f"{path}.port", f"{path}.bind")]
+    taken = [
+        (f"{path}.port", port.port, port.bind)
+        for path, port in _indexed("ports", cfg.ports)
+        if not errors.is_bad(f"{path}.port", f"{path}.bind")
+    ]
     if cfg.metrics.enabled and not errors.is_bad("metrics.port", "metrics.bind"):
         taken.append(("metrics.port", cfg.metrics.port, cfg.metrics.bind))
     for path, number, bind in taken:
         if number == a.port and _binds_overlap(bind, a.bind):
-            errors.add("admin.port", f"bind {toml_value(a.bind)} port {a.port} conflicts with "
-                       f"{path.removesuffix('.port')} (bind {toml_value(bind)})", a.port)
+            errors.add(
+                "admin.port",
+                f"bind {toml_value(a.bind)} port {a.port} conflicts with "
+                f"{path.removesuffix('.port')} (bind {toml_value(bind)})",
+                a.port,
+            )

@@ -37,9 +37,7 @@ class ServerTLSConfig:
 @dataclass(frozen=True)
 class ServerConfig:
     workers: int = setting(0, min=0, max=MAX_WORKERS, cli="--workers", help="worker processes; 0 = CPU count")
-    graceful_timeout: float = setting(
-        30, min=0, max=3600, help="seconds to drain sessions on reload/stop"
-    )
+    graceful_timeout: float = setting(30, min=0, max=3600, help="seconds to drain sessions on reload/stop")
     worker_timeout: float = setting(
         30, min=1, max=3600, help="seconds without a heartbeat before a worker is replaced"
     )
@@ -47,7 +45,9 @@ class ServerConfig:
     log_format: str = setting("text", choices=("text", "json"), cli="--log-format")
     pid_file: str = setting("", cli="--pid", help="path of a pid file; empty = none")
     reuse_port: bool = setting(
-        False, cli="--reuse-port", help="one SO_REUSEPORT listening socket per worker instead of shared sockets"
+        False,
+        cli="--reuse-port",
+        help="one SO_REUSEPORT listening socket per worker instead of shared sockets",
     )
     allow_no_ports: bool = setting(
         False, help="accept a file with no [[ports]] (e.g. only the admin API); else it is refused"
@@ -69,17 +69,14 @@ class PoolConfig:
 @dataclass(frozen=True)
 class AccessConfig:
     mode: str = setting("allow", choices=("allow", "deny"), help="endpoint access default")
-    deny_endpoints: tuple[str, ...] = setting(
-        (), help='endpoint paths; used when mode = "allow"'
-    )
-    allow_endpoints: tuple[str, ...] = setting(
-        (), help='endpoint paths; used when mode = "deny"'
-    )
+    deny_endpoints: tuple[str, ...] = setting((), help='endpoint paths; used when mode = "allow"')
+    allow_endpoints: tuple[str, ...] = setting((), help='endpoint paths; used when mode = "deny"')
     ip_mode: str = setting("allow", choices=("allow", "deny"), help="IP access default")
     ip_deny: tuple[str, ...] = setting((), rule=values.NETWORK, help="addresses or CIDRs")
     ip_allow: tuple[str, ...] = setting((), rule=values.NETWORK, help="addresses or CIDRs")
     trusted_proxies: tuple[str, ...] = setting(
-        (), rule=values.NETWORK,
+        (),
+        rule=values.NETWORK,
         help="reverse proxies (addresses or CIDRs) whose X-Forwarded-For names the client for IP rules, "
         "rate limits and logs",
     )
@@ -91,7 +88,8 @@ class OriginConfig:
     allowed: tuple[str, ...] = setting((), rule=values.ORIGIN, help="scheme://host[:port]")
     allow_missing: bool = setting(True, help="accept requests without an Origin header")
     hosts: tuple[str, ...] = setting(
-        (), help="the server's own names (host or host:port); when set, Host must be one and same_origin judges by them",
+        (),
+        help="the server's own names (host or host:port); when set, Host must be one and same_origin judges by them",
     )
 
 
@@ -104,15 +102,17 @@ class PortTLSConfig:
     min_version: str = setting("1.2", choices=("1.2", "1.3"))
     ciphers: str = setting("", help='TLS 1.2 cipher list (OpenSSL syntax); "" = Mozilla intermediate')
     ocsp: str = setting(
-        "", help='an [[adapters]] entry of type "ocsp": client certificates are checked after the TLS handshake'
+        "",
+        help='an [[adapters]] entry of type "ocsp": client certificates are checked after the TLS handshake',
     )
     ocsp_stapling: bool = setting(False, help="staple an OCSP response for the port's own certificate")
     ocsp_stapling_responder: str = setting(
-        "", help="http(s) URL of the OCSP responder for stapling; \"\" = the certificate's AIA"
+        "", help='http(s) URL of the OCSP responder for stapling; "" = the certificate\'s AIA'
     )
     # A table keyed by host names, not a fixed set of keys: checked by wsserver.security.sni.
     sni: dict[str, Any] = setting(
-        factory=dict, pattern_help='a table of "host name" = "key alias" ([ports.tls.sni])',
+        factory=dict,
+        pattern_help='a table of "host name" = "key alias" ([ports.tls.sni])',
         help='SNI: host names ("app.example.com", "*.example.com") -> key alias in the port\'s keystore or '
         '"KEYSTORE:ALIAS"; other names get the port\'s key; see docs/tls.md',
     )
@@ -121,24 +121,28 @@ class PortTLSConfig:
 @dataclass(frozen=True)
 class JWTConfig:
     algorithms: tuple[str, ...] = setting(
-        ("HS256",), choices=JWT_ALGORITHMS,
+        ("HS256",),
+        choices=JWT_ALGORITHMS,
         help="accepted signature algorithms; HS256 with a shared secret, or RS256/ES256 with a public key",
     )
-    key: str = setting("", secret=True, redact=True, help="HS256 secret or PEM public key; prefer key_file or key_env")
+    key: str = setting(
+        "", secret=True, redact=True, help="HS256 secret or PEM public key; prefer key_file or key_env"
+    )
     key_file: str = setting("", help="file holding the secret or the PEM public key")
     key_env: str = setting("", help="environment variable holding the secret or the PEM public key")
     cookie: str = setting(
-        "", pattern=r"[!#$%&'*+\-.^_`|~0-9A-Za-z]*", pattern_help="a cookie name (an HTTP token)",
+        "",
+        pattern=r"[!#$%&'*+\-.^_`|~0-9A-Za-z]*",
+        pattern_help="a cookie name (an HTTP token)",
         help='cookie carrying the JWT; "" = none',
     )
     bearer: bool = setting(True, help="accept the JWT in Authorization: Bearer")
     audience: str = setting("", help='required "aud"; "" = tokens must not have one')
     issuer: str = setting("", help='required "iss"; "" = not checked')
-    user_claim: str = setting("sub", pattern=r".{1,255}", pattern_help="a claim name",
-                              help="claim naming the user")
-    known_users_only: bool = setting(
-        True, help="the user must be a [[users]] entry (whose limits apply)"
+    user_claim: str = setting(
+        "sub", pattern=r".{1,255}", pattern_help="a claim name", help="claim naming the user"
     )
+    known_users_only: bool = setting(True, help="the user must be a [[users]] entry (whose limits apply)")
     require_exp: bool = setting(True, help='refuse tokens without "exp"')
     leeway_s: int = setting(30, min=0, max=600, help="clock skew allowed for exp and nbf")
 
@@ -159,18 +163,19 @@ class AuthRateLimitConfig:
 
 @dataclass(frozen=True)
 class PortConfig:
-    alias: str = setting(
-        "", required=True, pattern=ALIAS_PATTERN, pattern_help=ALIAS_HELP
-    )
+    alias: str = setting("", required=True, pattern=ALIAS_PATTERN, pattern_help=ALIAS_HELP)
     port: int = setting(0, required=True, min=1, max=65535)
     enabled: bool = setting(True)
     protocol: str = setting("ws", choices=("ws", "wss"))
     proxy_protocol: str = setting(
-        "off", choices=("off", "v1", "v2", "any"),
+        "off",
+        choices=("off", "v1", "v2", "any"),
         help="expect a PROXY protocol header (HAProxy send-proxy / send-proxy-v2) from [ports.access] "
         'trusted_proxies before the request (on wss ports before the TLS handshake); "any" = v1 or v2',
     )
-    bind: str = setting("", rule=values.BIND, help='"" = all addresses; an IPv4 or IPv6 literal or a host name')
+    bind: str = setting(
+        "", rule=values.BIND, help='"" = all addresses; an IPv4 or IPv6 literal or a host name'
+    )
     backlog: int = setting(6000, min=1, max=65535)
     description: str = setting("")
     package: str = setting("", help="disabling the package disables the port")
@@ -180,12 +185,16 @@ class PortConfig:
     max_header_size: int = setting(16384, min=1024, max=1048576)
     compression: bool = setting(True, help="permessage-deflate")
     compression_window_bits: int = setting(
-        11, min=9, max=15,
+        11,
+        min=9,
+        max=15,
         help="permessage-deflate: our compressor's window, 2^n bytes (a client's server_max_window_bits may "
         "lower it); see docs/protocol.md",
     )
     compression_client_window_bits: int = setting(
-        11, min=9, max=15,
+        11,
+        min=9,
+        max=15,
         help="permessage-deflate: client_max_window_bits asked of a client that offers it, which bounds our "
         "inflater's window; 15 = ask nothing",
     )
@@ -200,24 +209,27 @@ class PortConfig:
     )
     max_queue: int = setting(32, min=1, max=100_000, help="inbound messages waiting per session")
     write_limit_action: str = setting(
-        "close", choices=("close", "wait"),
+        "close",
+        choices=("close", "wait"),
         help="when write_limit is exceeded: close the session with 1013, or make the sender wait",
     )
-    write_limit: int = setting(
-        1048576, min=1024, max=2**31 - 1, help="outbound bytes buffered per session"
-    )
+    write_limit: int = setting(1048576, min=1024, max=2**31 - 1, help="outbound bytes buffered per session")
     ping_interval_ms: int = setting(20000, min=0, max=86_400_000, help="0 = no server pings")
     ping_timeout_ms: int = setting(20000, min=1, max=86_400_000)
     close_timeout_ms: int = setting(10000, min=1, max=600_000)
     health_path: str = setting(
-        "/healthz", pattern=r"(/[!-~]*)?", pattern_help='"" or an absolute URL path such as /healthz',
+        "/healthz",
+        pattern=r"(/[!-~]*)?",
+        pattern_help='"" or an absolute URL path such as /healthz',
         help='a plain GET of this path (no Upgrade) is answered 200 "ok", for load balancer checks; "" = off',
     )
     client_auth: str = setting("none")
     no_auth_user: str = setting("")
     auth_timeout_ms: int = setting(2000, min=1, max=600_000)
     token_query_param: str = setting(
-        "", pattern=r"[A-Za-z0-9_.~-]{0,64}", pattern_help="a query parameter name (A-Z a-z 0-9 _ . ~ -)",
+        "",
+        pattern=r"[A-Za-z0-9_.~-]{0,64}",
+        pattern_help="a query parameter name (A-Z a-z 0-9 _ . ~ -)",
         help='token and jwt: also accept the credential in this query parameter; "" = off',
     )
     pool: PoolConfig = setting(factory=PoolConfig)
@@ -227,9 +239,7 @@ class PortConfig:
     auth_rate_limit: AuthRateLimitConfig = setting(
         factory=AuthRateLimitConfig, help="failed authentication attempts per client"
     )
-    tls: PortTLSConfig | None = setting(
-        None, help="wss only; omit to use [server.tls]"
-    )
+    tls: PortTLSConfig | None = setting(None, help="wss only; omit to use [server.tls]")
 
 
 @dataclass(frozen=True)
@@ -258,14 +268,19 @@ class EndpointConfig:
 @dataclass(frozen=True)
 class UserConfig:
     name: str = setting(
-        "", required=True, pattern=r"[!-9;-~]{1,255}",
+        "",
+        required=True,
+        pattern=r"[!-9;-~]{1,255}",
         pattern_help="1-255 printable ASCII characters without spaces or :",
     )
     password_hash: str = setting(
         "", secret=True, help='from `wsserver hash-password` (scrypt or argon2); "" = no password login'
     )
     token: str = setting(
-        "", secret=True, redact=True, help='bearer token (>= 16 characters) or "sha256:" + its hex SHA-256; "" = none'
+        "",
+        secret=True,
+        redact=True,
+        help='bearer token (>= 16 characters) or "sha256:" + its hex SHA-256; "" = none',
     )
     connection_types: tuple[str, ...] = setting(
         (), choices=CONNECTION_TYPES, help="ws | wss | admin; empty = all"
@@ -280,8 +295,9 @@ class UserConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     enabled: bool = setting(True, help="serve /metrics, /healthz and /readyz from the master")
-    bind: str = setting("127.0.0.1", rule=values.BIND,
-                        help='"" = all addresses; an IPv4 or IPv6 literal or a host name')
+    bind: str = setting(
+        "127.0.0.1", rule=values.BIND, help='"" = all addresses; an IPv4 or IPv6 literal or a host name'
+    )
     port: int = setting(9108, min=1, max=65535)
     user: str = setting("", help='basic auth user for /metrics; "" = no authentication')
     password_hash: str = setting("", secret=True, help="from `wsserver hash-password`; or use password_env")
@@ -305,8 +321,9 @@ class AdminConfig:
     enabled: bool = setting(
         True, help="serve the admin API and console (needs a [[users]] entry allowed the admin type)"
     )
-    bind: str = setting("127.0.0.1", rule=values.BIND,
-                        help='"" = all addresses; an IPv4 or IPv6 literal or a host name')
+    bind: str = setting(
+        "127.0.0.1", rule=values.BIND, help='"" = all addresses; an IPv4 or IPv6 literal or a host name'
+    )
     port: int = setting(9100, min=1, max=65535)
     tls: AdminTLSConfig = setting(factory=AdminTLSConfig)
 
@@ -314,42 +331,56 @@ class AdminConfig:
 @dataclass(frozen=True)
 class ClusterConfig:
     broker: str = setting(
-        "", required=True, pattern_help=BROKER_HELP, rule=values.BROKER, secret=True,
+        "",
+        required=True,
+        pattern_help=BROKER_HELP,
+        rule=values.BROKER,
+        secret=True,
         help="the Redis server every worker of every node publishes to and subscribes at (see docs/cluster.md)",
     )
     node: str = setting(
-        "", pattern=r"[A-Za-z0-9_.-]{0,255}", pattern_help='"" or ' + ALIAS_HELP,
+        "",
+        pattern=r"[A-Za-z0-9_.-]{0,255}",
+        pattern_help='"" or ' + ALIAS_HELP,
         help='the name of this server in logs and broker metrics; "" = the host name',
     )
     connect_timeout_ms: int = setting(
         2000, min=1, max=60_000, help="connecting to Redis, and waiting for one PUBLISH"
     )
-    password_env: str = setting(
-        "", help='environment variable holding the Redis password; "" = no password'
-    )
+    password_env: str = setting("", help='environment variable holding the Redis password; "" = no password')
     tls_ca_file: str = setting(
-        "", help='rediss:// only: PEM file of the certificates that may sign the Redis server\'s; "" = the system\'s',
+        "",
+        help="rediss:// only: PEM file of the certificates that may sign the Redis server's; \"\" = the system's",
     )
     history_size: int = setting(
-        0, min=0, max=10_000_000,
+        0,
+        min=0,
+        max=10_000_000,
         help="messages kept per group (a Redis stream, trimmed approximately) for recovery by offset; "
-             "0 = no history and no offsets",
+        "0 = no history and no offsets",
     )
     history_ttl_s: int = setting(
-        0, min=0, max=100_000_000,
+        0,
+        min=0,
+        max=100_000_000,
         help="a group's history expires this many seconds after its last message; 0 = never",
     )
     presence_ttl_s: int = setting(
-        60, min=0, max=86_400,
+        60,
+        min=0,
+        max=86_400,
         help="members of groups are listed by presence() on every node; a member whose node stopped "
-             "refreshing it (crashed) disappears after this many seconds; 0 = no presence",
+        "refreshing it (crashed) disappears after this many seconds; 0 = no presence",
     )
     prefix: str = setting(
-        "wsserver", pattern=r"[A-Za-z0-9_.-]{1,64}", pattern_help="1-64 characters of a-z A-Z 0-9 _ . -",
+        "wsserver",
+        pattern=r"[A-Za-z0-9_.-]{1,64}",
+        pattern_help="1-64 characters of a-z A-Z 0-9 _ . -",
         help="the first part of every Redis key and channel name: clusters sharing one Redis need different ones",
     )
     ready_requires_broker: bool = setting(
-        True, help="/readyz answers 503 while a worker has no connection to the broker (a load balancer then drains this node)",
+        True,
+        help="/readyz answers 503 while a worker has no connection to the broker (a load balancer then drains this node)",
     )
 
 
@@ -365,10 +396,12 @@ class Config:
     metrics: MetricsConfig = setting(factory=MetricsConfig)
     admin: AdminConfig = setting(factory=AdminConfig)
     cluster: ClusterConfig | None = setting(
-        None, help="broadcasts between servers through Redis; omit it and they stay within this server",
+        None,
+        help="broadcasts between servers through Redis; omit it and they stay within this server",
     )
     adapters: tuple[AdapterSettings, ...] = setting(
-        (), help="authentication backends (LDAP, RADIUS, HTTP, OCSP, one-time passwords); see docs/adapters.md"
+        (),
+        help="authentication backends (LDAP, RADIUS, HTTP, OCSP, one-time passwords); see docs/adapters.md",
     )
     keystores: tuple[KeystoreConfig, ...] = setting((), help="keys and certificates; see docs/tls.md")
     truststores: tuple[TruststoreConfig, ...] = setting(

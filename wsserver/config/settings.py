@@ -26,6 +26,10 @@ Every problem is one line naming the source, the key, the value and what is allo
     wsserver.toml: ports[1].backlog = 70000: must be an integer 1..65535
 
 Rules that span several keys are not declared here: they are :mod:`wsserver.config.rules`.
+Command-line flags are :mod:`wsserver.config.flags`.
+
+Why one long module: the registry, the descriptions, the error lines and the builder are one
+engine whose parts call each other for every key.
 """
 
 from __future__ import annotations
@@ -122,7 +126,11 @@ TABLE = "table"
 TABLES = "tables"  # an array of tables
 
 _PLURALS: dict[tuple[type, ...], str] = {(str,): "strings", (int,): "integers", (bool,): "booleans"}
-_SINGULARS: dict[tuple[type, ...], str] = {(str,): "a string", (int,): "an integer", (bool,): "a boolean (true/false)"}
+_SINGULARS: dict[tuple[type, ...], str] = {
+    (str,): "a string",
+    (int,): "an integer",
+    (bool,): "a boolean (true/false)",
+}
 _SCALAR_TYPES: dict[Any, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
 
 
@@ -275,9 +283,11 @@ def describe(key: Key) -> str:
 def allowed(key: Key) -> str:
     """What a key allows with its rule: the docs' "Allowed" column."""
     rule: ValueRule | None = key.meta("rule")
-    if key.kind == ARRAY and (rule is not None or key.choices):
-        return f"{describe(key)}, each {_describe_item(key) if key.choices else rule.allowed}"  # type: ignore[union-attr]
-    return rule.allowed if rule is not None else describe(key)
+    if key.kind == ARRAY and key.choices:
+        return f"{describe(key)}, each {_describe_item(key)}"
+    if rule is None:
+        return describe(key)
+    return f"{describe(key)}, each {rule.allowed}" if key.kind == ARRAY else rule.allowed
 
 
 def _describe_item(key: Key) -> str:
@@ -424,8 +434,14 @@ class Builder:
         hint = f'did you mean "{close[0]}"?' if close else "known keys: " + ", ".join(table_keys)
         self.errors.bad_value(join(path, name), f"unknown key; {hint}", value)
 
-    def _variants(self, table_keys: Mapping[str, Key], tag: str, data: Mapping[str, Any],
-                  values: dict[str, Any], path: str) -> None:
+    def _variants(
+        self,
+        table_keys: Mapping[str, Key],
+        tag: str,
+        data: Mapping[str, Any],
+        values: dict[str, Any],
+        path: str,
+    ) -> None:
         """A tagged union: build the variant the tag names (defaults when absent), refuse the others."""
         chosen = values.get(tag)
         if chosen is None:  # the tag is missing or bad: its error says enough
@@ -503,12 +519,16 @@ class Builder:
                 ok = False
         return ok, dict(value)
 
-    def tables(self, cls: type[T], value: Any, path: str, keyed_by: str | None = None) -> tuple[bool, tuple[T, ...]]:
+    def tables(
+        self, cls: type[T], value: Any, path: str, keyed_by: str | None = None
+    ) -> tuple[bool, tuple[T, ...]]:
         """An array of tables; with ``keyed_by`` also a table of tables named by that key."""
         if keyed_by is not None and isinstance(value, dict):
             # [keystores.keys.NAME]: the table's name is the keyed field's value.
-            items = [(f"{path}.{path_key(name)}", {keyed_by: name, **table} if isinstance(table, dict) else table)
-                     for name, table in value.items()]
+            items = [
+                (f"{path}.{path_key(name)}", {keyed_by: name, **table} if isinstance(table, dict) else table)
+                for name, table in value.items()
+            ]
         elif isinstance(value, list):
             items = [(f"{path}[{i}]", table) for i, table in enumerate(value)]
         else:

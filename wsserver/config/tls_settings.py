@@ -1,10 +1,11 @@
 """The TLS tables of wsserver.toml: ``[[keystores]]`` and ``[[truststores]]``, and the rules that
 tie them to ``[server.tls]`` and ``[ports.tls]``.
 
-Two passes, like the config loader:
+The tables are declared for the settings engine (config/settings.py), which checks every key;
+the rules here are the rest, run by config/rules.py:
 
-* shape: :func:`parse_keystores` / :func:`parse_truststores` turn the raw TOML tables into
-  frozen dataclasses and report every bad key or value;
+* one entry: :func:`check_keystore` / :func:`check_truststore` (what a type needs or does not
+  use); :func:`parse_keystores` / :func:`parse_truststores` run the engine and these on one array;
 * references: :func:`check_tls_references` checks what spans tables (a ``wss`` port has a key,
   every alias named exists, a PEM key alias is configured, the cipher string is valid).
 
@@ -27,8 +28,7 @@ A PEM keystore names its keys in a table (``[keystores.keys.ALIAS]``) or an arra
     chain = "certs/intermediates.pem"   # optional
 
 Why one long module: keystores, truststores and every TLS reference to them are validated
-together (an alias is checked against what the same file declares); like loader.py it is to
-move onto the settings registry.
+together (an alias is checked against what the same file declares).
 """
 
 from __future__ import annotations
@@ -73,10 +73,20 @@ class PemKeyConfig:
     """One key of a PEM keystore: the files of its certificate and private key."""
 
     alias: str = setting("", required=True, pattern=KEY_ALIAS_PATTERN, pattern_help=KEY_ALIAS_HELP)
-    cert: str = setting("", required=True, pattern=r".+", pattern_help="a PEM file path",
-                        help="the certificate first; more certificates in the file are its chain")
-    key: str = setting("", required=True, pattern=r".+", pattern_help="a PEM file path",
-                       help="PKCS#8 or traditional; may be encrypted with the keystore's password")
+    cert: str = setting(
+        "",
+        required=True,
+        pattern=r".+",
+        pattern_help="a PEM file path",
+        help="the certificate first; more certificates in the file are its chain",
+    )
+    key: str = setting(
+        "",
+        required=True,
+        pattern=r".+",
+        pattern_help="a PEM file path",
+        help="PKCS#8 or traditional; may be encrypted with the keystore's password",
+    )
     chain: str = setting("", help="a PEM file of intermediate certificates; optional")
 
 
@@ -87,11 +97,16 @@ class KeystoreConfig:
     alias: str = setting("", required=True, pattern=ALIAS_PATTERN, pattern_help=ALIAS_HELP)
     type: str = setting("", required=True, choices=KEYSTORE_TYPES)
     path: str = setting("", help="pkcs12, jks: the file; pkcs11: the PKCS#11 module (.so); pem: unused")
-    password_env: str = setting("", pattern=ENV_PATTERN, pattern_help=ENV_HELP,
-                                help="environment variable holding the password (PIN)")
+    password_env: str = setting(
+        "", pattern=ENV_PATTERN, pattern_help=ENV_HELP, help="environment variable holding the password (PIN)"
+    )
     password_file: str = setting("", help="file holding the password; one trailing newline is ignored")
-    key_password_env: str = setting("", pattern=ENV_PATTERN, pattern_help=ENV_HELP,
-                                    help="jks only: the key entries' password when it differs from the store's")
+    key_password_env: str = setting(
+        "",
+        pattern=ENV_PATTERN,
+        pattern_help=ENV_HELP,
+        help="jks only: the key entries' password when it differs from the store's",
+    )
     key_password_file: str = setting("", help="jks only: as key_password_env, from a file")
     token: str = setting("", help="pkcs11: the token label")
     keys: tuple[PemKeyConfig, ...] = setting(
@@ -116,10 +131,14 @@ class TruststoreConfig:
 # --- rules of one entry (run after the shape pass, on what it built) --------------------------
 
 
-def _check_passwords(errors: Errors, store: KeystoreConfig | TruststoreConfig, path: str, prefix: str = "") -> None:
+def _check_passwords(
+    errors: Errors, store: KeystoreConfig | TruststoreConfig, path: str, prefix: str = ""
+) -> None:
     env_key, file_key = f"{prefix}password_env", f"{prefix}password_file"
     if getattr(store, env_key) and getattr(store, file_key):
-        errors.bad_value(f"{path}.{file_key}", f"give {env_key} or {file_key}, not both", getattr(store, file_key))
+        errors.bad_value(
+            f"{path}.{file_key}", f"give {env_key} or {file_key}, not both", getattr(store, file_key)
+        )
 
 
 def check_keystore(errors: Errors, ks: KeystoreConfig, path: str) -> None:
@@ -132,15 +151,21 @@ def check_keystore(errors: Errors, ks: KeystoreConfig, path: str) -> None:
     keys_given = bool(ks.keys) or errors.is_bad(f"{path}.keys")
     if kind == "pem":
         if not keys_given:
-            errors.bad_value(f"{path}.keys", 'is required for type "pem" (a table of key aliases: '
-                             "[keystores.keys.ALIAS] with cert and key)")
+            errors.bad_value(
+                f"{path}.keys",
+                'is required for type "pem" (a table of key aliases: '
+                "[keystores.keys.ALIAS] with cert and key)",
+            )
         if ks.path:
-            errors.bad_value(f"{path}.path", 'is not used by type "pem"; name the files in [keystores.keys.ALIAS]',
-                             ks.path)
+            errors.bad_value(
+                f"{path}.path", 'is not used by type "pem"; name the files in [keystores.keys.ALIAS]', ks.path
+            )
     else:
         if keys_given:
-            errors.bad_value(f"{path}.keys", f"is only used by type \"pem\" (type is {shown}; its key aliases "
-                             "come from the store)")
+            errors.bad_value(
+                f"{path}.keys",
+                f'is only used by type "pem" (type is {shown}; its key aliases come from the store)',
+            )
         if not ks.path and not errors.is_bad(f"{path}.path"):
             what = "the PKCS#11 module (.so)" if kind == "pkcs11" else f"the {kind.upper()} file"
             errors.bad_value(f"{path}.path", f"is required for type {shown} ({what})")
@@ -152,7 +177,9 @@ def check_keystore(errors: Errors, ks: KeystoreConfig, path: str) -> None:
     if kind != "jks":
         for key in ("key_password_env", "key_password_file"):
             if getattr(ks, key):
-                errors.bad_value(f"{path}.{key}", f'is only used by type "jks" (type is {shown})', getattr(ks, key))
+                errors.bad_value(
+                    f"{path}.{key}", f'is only used by type "jks" (type is {shown})', getattr(ks, key)
+                )
 
 
 def check_truststore(errors: Errors, ts: TruststoreConfig, path: str) -> None:
@@ -168,8 +195,9 @@ def usable(errors: Errors, items: Sequence[Any], name: str) -> tuple[tuple[Any, 
     return good, len(good) == len(items)
 
 
-def _parse_stores(cls: type, name: str, tables: Any, source: str,
-                  check: Callable[[Errors, Any, str], None]) -> tuple[tuple[Any, ...], list[str]]:
+def _parse_stores(
+    cls: type, name: str, tables: Any, source: str, check: Callable[[Errors, Any, str], None]
+) -> tuple[tuple[Any, ...], list[str]]:
     errors = Errors(source)
     if tables is None:
         return (), []
@@ -276,7 +304,9 @@ def port_tls_options(port: _Port, index: int, server_tls: _ServerTLS) -> PortTLS
             key = KeyChoice(own_store, "", f"{path}.tls.keystore", f"{path}.tls.key_alias")
     elif server_tls.keystore:
         alias_key = f"{path}.tls.key_alias" if own_alias else "server.tls.key_alias"
-        key = KeyChoice(server_tls.keystore, own_alias or server_tls.key_alias, "server.tls.keystore", alias_key)
+        key = KeyChoice(
+            server_tls.keystore, own_alias or server_tls.key_alias, "server.tls.keystore", alias_key
+        )
     else:
         return None
     if tls is None:
@@ -332,20 +362,30 @@ def check_tls_references(
         if ks is not None:
             _check_key_alias(errors, ks, server_tls.key_alias, "server.tls.key_alias", "server.tls.keystore")
     elif server_tls.key_alias:
-        errors.add("server.tls.key_alias", "needs server.tls.keystore (the keystore holding that key)",
-                   server_tls.key_alias)
+        errors.add(
+            "server.tls.key_alias",
+            "needs server.tls.keystore (the keystore holding that key)",
+            server_tls.key_alias,
+        )
 
     for i, port in enumerate(ports):
         path = f"ports[{i}]"
         if port.protocol != "wss":
             if port.tls is not None:
-                errors.add(f"{path}.tls", f'is only used by wss ports ({path}.protocol = "{port.protocol}"); '
-                           'set protocol = "wss" or remove [ports.tls]')
+                errors.add(
+                    f"{path}.tls",
+                    f'is only used by wss ports ({path}.protocol = "{port.protocol}"); '
+                    'set protocol = "wss" or remove [ports.tls]',
+                )
             continue
         options = port_tls_options(port, i, server_tls)
         if options is None:
-            errors.add(f"{path}.protocol", "needs a TLS key: set [ports.tls] keystore (and key_alias) "
-                       "or the server's default key in [server.tls]", port.protocol)
+            errors.add(
+                f"{path}.protocol",
+                "needs a TLS key: set [ports.tls] keystore (and key_alias) "
+                "or the server's default key in [server.tls]",
+                port.protocol,
+            )
             continue
         choice = options.key
         if choice.keystore_key != "server.tls.keystore":
@@ -353,15 +393,23 @@ def check_tls_references(
             if ks is not None:
                 _check_key_alias(errors, ks, choice.key_alias, choice.key_alias_key, choice.keystore_key)
         elif choice.key_alias_key != "server.tls.key_alias" and choice.keystore in stores:
-            _check_key_alias(errors, stores[choice.keystore], choice.key_alias, choice.key_alias_key,
-                             choice.keystore_key)
+            _check_key_alias(
+                errors, stores[choice.keystore], choice.key_alias, choice.key_alias_key, choice.keystore_key
+            )
         known = options.truststore in trusts or options.truststore in stores
         if options.truststore and not known and truststores_complete and keystores_complete:
-            errors.add(options.truststore_key, "must name a [[truststores]] or [[keystores]] entry "
-                       f"({_known([*trusts, *stores], '[[truststores]]')})", options.truststore)
+            errors.add(
+                options.truststore_key,
+                "must name a [[truststores]] or [[keystores]] entry "
+                f"({_known([*trusts, *stores], '[[truststores]]')})",
+                options.truststore,
+            )
         if options.truststore and options.client_certs == "none":
-            errors.add(options.truststore_key, f'is only used with client_certs = "request" or "require" '
-                       f'({path}.tls.client_certs = "none")', options.truststore)
+            errors.add(
+                options.truststore_key,
+                f'is only used with client_certs = "request" or "require" ({path}.tls.client_certs = "none")',
+                options.truststore,
+            )
         if options.ciphers:
             problem = cipher_problem(options.ciphers)
             if problem:
@@ -371,17 +419,24 @@ def check_tls_references(
     return errors.lines
 
 
-def _check_unique_aliases(errors: Errors, keystores: Sequence[KeystoreConfig],
-                          truststores: Sequence[TruststoreConfig]) -> None:
+def _check_unique_aliases(
+    errors: Errors, keystores: Sequence[KeystoreConfig], truststores: Sequence[TruststoreConfig]
+) -> None:
     # One namespace: a port's truststore may name either kind.
     seen: dict[str, str] = {}
     kinds: tuple[tuple[str, Sequence[KeystoreConfig | TruststoreConfig]], ...] = (
-        ("keystores", keystores), ("truststores", truststores))
+        ("keystores", keystores),
+        ("truststores", truststores),
+    )
     for name, items in kinds:
         for i, item in enumerate(items):
             if item.alias in seen:
-                errors.add(f"{name}[{i}].alias", f"duplicate alias (also {seen[item.alias]}); keystores and "
-                           "truststores share one set of aliases", item.alias)
+                errors.add(
+                    f"{name}[{i}].alias",
+                    f"duplicate alias (also {seen[item.alias]}); keystores and "
+                    "truststores share one set of aliases",
+                    item.alias,
+                )
             else:
                 seen[item.alias] = f"{name}[{i}]"
 
@@ -392,11 +447,18 @@ def _check_key_alias(errors: Errors, ks: KeystoreConfig, key_alias: str, key: st
         return
     aliases = ks.key_aliases()
     if key_alias and key_alias not in aliases:
-        errors.add(key, f"keystore {toml_value(ks.alias)} has no key alias {toml_value(key_alias)} "
-                   f"({_known(aliases, 'key aliases')})", key_alias)
+        errors.add(
+            key,
+            f"keystore {toml_value(ks.alias)} has no key alias {toml_value(key_alias)} "
+            f"({_known(aliases, 'key aliases')})",
+            key_alias,
+        )
     elif not key_alias and len(aliases) > 1:
-        errors.add(key, f"is required: keystore {toml_value(ks.alias)} ({store_key}) holds {len(aliases)} keys "
-                   f"({_known(aliases, 'key aliases')})")
+        errors.add(
+            key,
+            f"is required: keystore {toml_value(ks.alias)} ({store_key}) holds {len(aliases)} keys "
+            f"({_known(aliases, 'key aliases')})",
+        )
 
 
 def cipher_problem(ciphers: str) -> str | None:
@@ -407,7 +469,7 @@ def cipher_problem(ciphers: str) -> str | None:
     try:
         ctx.set_cipher_list(ciphers.encode("ascii"))
     except (SSL.Error, UnicodeEncodeError):
-        return "must be an OpenSSL cipher list matching at least one TLS 1.2 cipher, e.g. \"ECDHE+AESGCM\""
+        return 'must be an OpenSSL cipher list matching at least one TLS 1.2 cipher, e.g. "ECDHE+AESGCM"'
     return None
 
 

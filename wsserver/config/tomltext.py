@@ -22,8 +22,6 @@ _ESCAPES = {
 }
 
 
-
-
 def toml_string(text: str) -> str:
     """A TOML basic string: escapes quote, backslash and every control character."""
     out = []

@@ -72,17 +72,30 @@ def valid_broker(text: str) -> bool:
         port = parts.port  # raises on a bad port
     except ValueError:
         return False
-    if parts.scheme not in BROKER_SCHEMES or parts.password is not None or parts.fragment \
-            or any(ch.isspace() for ch in text):
+    if (
+        parts.scheme not in BROKER_SCHEMES
+        or parts.password is not None
+        or parts.fragment
+        or any(ch.isspace() for ch in text)
+    ):
         return False
     if parts.scheme == "unix":
         query = parts.query
-        return (not parts.netloc and parts.path.startswith("/") and len(parts.path) > 1
-                and (not query or re.fullmatch(r"db=\d{1,5}", query) is not None))
+        return (
+            not parts.netloc
+            and parts.path.startswith("/")
+            and len(parts.path) > 1
+            and (not query or re.fullmatch(r"db=\d{1,5}", query) is not None)
+        )
     host = parts.hostname
-    return (host is not None and host != "" and valid_bind(host.strip("[]"))
-            and (port is None or port > 0) and not parts.query
-            and (parts.path in ("", "/") or re.fullmatch(r"/\d{1,5}", parts.path) is not None))
+    return (
+        host is not None
+        and host != ""
+        and valid_bind(host.strip("[]"))
+        and (port is None or port > 0)
+        and not parts.query
+        and (parts.path in ("", "/") or re.fullmatch(r"/\d{1,5}", parts.path) is not None)
+    )
 
 
 BIND = ValueRule(valid_bind, '"" (all addresses), an IPv4 or IPv6 address without brackets, or a host name')
@@ -92,6 +105,8 @@ ORIGIN = ValueRule(
     'scheme://host[:port] with scheme http, https, ws or wss and no path, e.g. "https://app.example.com"',
 )
 HANDLER = ValueRule(valid_handler, "module:Class, e.g. wsserver.endpoints.echo:Echo")
-BROKER_HELP = ('redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB] (TLS) or unix:///PATH[?db=DB], '
-               "without a password in it (use password_env)")
+BROKER_HELP = (
+    "redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB] (TLS) or unix:///PATH[?db=DB], "
+    "without a password in it (use password_env)"
+)
 BROKER = ValueRule(valid_broker, BROKER_HELP)

@@ -28,8 +28,12 @@ class SessionAPI(Protocol):
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None: ...
 
-    def join(self, group: str, since: str | None = None,
-             deliver: Callable[[str, str | bytes, str | None], None] | None = None) -> JoinResult:
+    def join(
+        self,
+        group: str,
+        since: str | None = None,
+        deliver: Callable[[str, str | bytes, str | None], None] | None = None,
+    ) -> JoinResult:
         """Receive what is broadcast to ``group`` until :meth:`leave` or the session's end;
         ``since`` (an offset) first delivers what was missed (``[cluster] history_size``);
         ``deliver(group, message, offset)`` replaces :meth:`send` for the group's messages."""

@@ -74,8 +74,16 @@ SIGNAL_QUEUE_MAX = 10
 HEARTBEAT_CHECK = 0.5  # the loop looks at the heartbeats at least this often (seconds)
 STACK_DUMP_WAIT = 0.5  # a stuck worker's time to write its stacks to the log before SIGKILL
 
-HANDLED_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
-                   signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2)
+HANDLED_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
 
 
 class Halt(Exception):
@@ -270,8 +278,16 @@ class Arbiter:
         self.install_signals()
         set_title("wsserver: master" + (f" [{self.options.config_path}]" if self.options.config_path else ""))
         self.current.gen = self.take_gen()
-        log(logger, "info", "master starting", version=__version__, pid=self.pid, workers=self.current.target,
-            mode="reuse_port" if self.reuse_port else "shared", config=self.config.source)
+        log(
+            logger,
+            "info",
+            "master starting",
+            version=__version__,
+            pid=self.pid,
+            workers=self.current.target,
+            mode="reuse_port" if self.reuse_port else "shared",
+            config=self.config.source,
+        )
         code = EXIT_OK
         try:
             for service in self.services:
@@ -389,8 +405,15 @@ class Arbiter:
         ready = [w for w in self.workers.values() if w.gen == self.current.gen and w.ready]
         if len(ready) >= self.current.target:
             self.announced = True
-            log(logger, "info", "wsserver started", version=__version__, config=self.config.source,
-                pid=self.pid, workers=len(ready))
+            log(
+                logger,
+                "info",
+                "wsserver started",
+                version=__version__,
+                config=self.config.source,
+                pid=self.pid,
+                workers=len(ready),
+            )
 
     # ---- 2. reaping ------------------------------------------------------------------------
     def reap_workers(self) -> None:
@@ -431,12 +454,21 @@ class Arbiter:
         if self.pending is not None and worker.gen == self.current.gen:
             self.pending.failures += 1
         if not self.ever_ready and self.boot_failures >= MAX_BOOT_FAILURES:
-            raise Halt(EXIT_BOOT, f"no worker could start ({self.boot_failures} attempts, last: "
-                                  f"{_exit_text(status)}); see the errors above")
+            raise Halt(
+                EXIT_BOOT,
+                f"no worker could start ({self.boot_failures} attempts, last: "
+                f"{_exit_text(status)}); see the errors above",
+            )
         delay = min(BACKOFF_BASE * 2 ** (self.boot_failures - 1), BACKOFF_MAX)
         self.spawn_after = time.monotonic() + delay
-        log(logger, "warning", "worker failed to start; backing off", pid=worker.pid,
-            failures=self.boot_failures, delay_s=round(delay, 2))
+        log(
+            logger,
+            "warning",
+            "worker failed to start; backing off",
+            pid=worker.pid,
+            failures=self.boot_failures,
+            delay_s=round(delay, 2),
+        )
 
     # ---- 3. killing stuck workers ----------------------------------------------------------
     def kill_stuck_workers(self) -> None:
@@ -447,8 +479,14 @@ class Arbiter:
                 continue
             if worker.kill_at is not None and now >= worker.kill_at:
                 if not worker.timed_out:
-                    log(logger, "warning", "worker did not exit in time; killing", pid=worker.pid,
-                        gen=worker.gen, state=worker.state)
+                    log(
+                        logger,
+                        "warning",
+                        "worker did not exit in time; killing",
+                        pid=worker.pid,
+                        gen=worker.gen,
+                        state=worker.state,
+                    )
                 self.kill(worker, signal.SIGKILL)
                 continue
             if worker.timed_out:
@@ -457,12 +495,22 @@ class Arbiter:
             if silent > timeout:
                 # Its stacks first (written by the worker's own signal handler, even with the hub
                 # blocked): what it was stuck in is the one thing an operator needs to know.
-                log(logger, "error", "worker timed out; killing", pid=worker.pid, gen=worker.gen,
-                    silent_s=round(silent, 1), worker_timeout=timeout, stack_dump=STACK_DUMP_SIGNAL.name)
+                log(
+                    logger,
+                    "error",
+                    "worker timed out; killing",
+                    pid=worker.pid,
+                    gen=worker.gen,
+                    silent_s=round(silent, 1),
+                    worker_timeout=timeout,
+                    stack_dump=STACK_DUMP_SIGNAL.name,
+                )
                 worker.timed_out = True
                 self.kill(worker, STACK_DUMP_SIGNAL)
                 dump_deadline = now + STACK_DUMP_WAIT
-                worker.kill_at = dump_deadline if worker.kill_at is None else min(worker.kill_at, dump_deadline)
+                worker.kill_at = (
+                    dump_deadline if worker.kill_at is None else min(worker.kill_at, dump_deadline)
+                )
 
     def kill(self, worker: Worker, sig: int) -> None:
         if sig == signal.SIGKILL:
@@ -488,8 +536,11 @@ class Arbiter:
 
     def extra_workers(self) -> list[Worker]:
         gen = self.current
-        return [w for w in self.workers.values()
-                if w.gen == gen.gen and w.state == "active" and w.slot >= gen.target]
+        return [
+            w
+            for w in self.workers.values()
+            if w.gen == gen.gen and w.state == "active" and w.slot >= gen.target
+        ]
 
     def missing_slots(self) -> list[int]:
         gen = self.current
@@ -506,8 +557,14 @@ class Arbiter:
             return
         cell = self.board.take({w.cell for w in self.workers.values()})
         if cell is None:
-            log(logger, "warning", "no room for another worker until draining workers exit; retrying",
-                slot=slot, workers=len(self.workers), limit=LoadBoard.CELLS - 1)
+            log(
+                logger,
+                "warning",
+                "no room for another worker until draining workers exit; retrying",
+                slot=slot,
+                workers=len(self.workers),
+                limit=LoadBoard.CELLS - 1,
+            )
             self.spawn_after = time.monotonic() + NO_CELL_RETRY
             return
         master_end, worker_end = relay.socketpair()
@@ -516,11 +573,23 @@ class Arbiter:
         self.connections.assign([port.alias for port in gen.config.ports])
         # Tables for this generation and for the one a failed reload would fall back to.
         self.auth_limits.prepare([gen.config] + ([self.pending.previous.config] if self.pending else []))
-        spec = WorkerSpec(gen=gen.gen, slot=slot, config=gen.config, listeners=listeners, link=worker_end,
-                          heartbeat=heartbeat, master_pid=self.pid, log_file=self.options.log_file,
-                          log_level=self.log_level(gen.config), log_format=self.log_format(gen.config),
-                          board=self.board, cell=cell, balance=not self.reuse_port,
-                          connections=self.connections, auth_limits=self.auth_limits)
+        spec = WorkerSpec(
+            gen=gen.gen,
+            slot=slot,
+            config=gen.config,
+            listeners=listeners,
+            link=worker_end,
+            heartbeat=heartbeat,
+            master_pid=self.pid,
+            log_file=self.options.log_file,
+            log_level=self.log_level(gen.config),
+            log_format=self.log_format(gen.config),
+            board=self.board,
+            cell=cell,
+            balance=not self.reuse_port,
+            connections=self.connections,
+            auth_limits=self.auth_limits,
+        )
 
         def in_worker() -> None:
             master_end.close()
@@ -554,13 +623,16 @@ class Arbiter:
         timeout = self.config.server.graceful_timeout if timeout is None else timeout
         worker.state = "draining"
         deadline = time.monotonic() + timeout + CLOSE_GRACE + 1.0
-        worker.kill_at = deadline if worker.kill_at is None else min(worker.kill_at, deadline)  # timed out: sooner
+        worker.kill_at = (
+            deadline if worker.kill_at is None else min(worker.kill_at, deadline)
+        )  # timed out: sooner
         worker.channel.send(relay.encode_drain(timeout, closing or []))
         log(logger, "info", "worker draining", pid=worker.pid, gen=worker.gen, slot=worker.slot)
 
     # ---- listening sockets -----------------------------------------------------------------
-    def bind_all(self, config: Config, have: dict[ListenKey, BoundListener]
-                 ) -> tuple[dict[ListenKey, BoundListener], list[BoundListener]]:
+    def bind_all(
+        self, config: Config, have: dict[ListenKey, BoundListener]
+    ) -> tuple[dict[ListenKey, BoundListener], list[BoundListener]]:
         return sockets.bind_all(config, worker_count(config), self.reuse_port, have)
 
     def close_unused_slot_sockets(self) -> None:
@@ -600,8 +672,12 @@ class Arbiter:
             self.reload_result("invalid", errors)
             return
         if config.server.reuse_port != self.reuse_port:
-            log(logger, "warning", "reload: a change of server.reuse_port needs a restart; keeping it",
-                reuse_port=self.reuse_port)
+            log(
+                logger,
+                "warning",
+                "reload: a change of server.reuse_port needs a restart; keeping it",
+                reuse_port=self.reuse_port,
+            )
         previous = self.current
         try:
             sockets, opened = self.bind_all(config, previous.sockets)
@@ -609,17 +685,24 @@ class Arbiter:
             log(logger, "error", "reload aborted: cannot listen", error=str(exc))
             self.reload_result("failed", [f"cannot listen: {exc}"])
             return
-        self.pending = PendingReload(previous=previous, opened=opened,
-                                     deadline=time.monotonic() + config.server.worker_timeout)
+        self.pending = PendingReload(
+            previous=previous, opened=opened, deadline=time.monotonic() + config.server.worker_timeout
+        )
         self.current = Generation(self.take_gen(), config, sockets, worker_count(config))
         self.setup_logging()
         for service in self.services:
             service.on_config(config)
         old_ports = {p.alias for p in previous.config.active_ports()}
         new_ports = {p.alias for p in config.active_ports()}
-        log(logger, "info", "reload: starting a new generation", gen=self.current.gen,
-            workers=self.current.target, added=",".join(sorted(new_ports - old_ports)) or "-",
-            removed=",".join(sorted(old_ports - new_ports)) or "-")
+        log(
+            logger,
+            "info",
+            "reload: starting a new generation",
+            gen=self.current.gen,
+            workers=self.current.target,
+            added=",".join(sorted(new_ports - old_ports)) or "-",
+            removed=",".join(sorted(old_ports - new_ports)) or "-",
+        )
         # reach_worker_count forks the new generation; finish_reload completes the switch.
 
     def finish_reload(self) -> None:
@@ -631,7 +714,9 @@ class Arbiter:
         if len(new) >= gen.target and all(w.ready for w in new):
             self.pending = None
             served = {(p.bind, p.port) for p in gen.config.active_ports()}
-            closing = [p.alias for p in pending.previous.config.active_ports() if (p.bind, p.port) not in served]
+            closing = [
+                p.alias for p in pending.previous.config.active_ports() if (p.bind, p.port) not in served
+            ]
             for worker in list(self.workers.values()):
                 if worker.gen != gen.gen:
                     self.drain(worker, closing=closing)
@@ -655,10 +740,17 @@ class Arbiter:
             self.setup_logging()
             for service in self.services:
                 service.on_config(self.config)
-            self.reload_result("failed", ["the new workers did not start; the previous generation keeps running"])
+            self.reload_result(
+                "failed", ["the new workers did not start; the previous generation keeps running"]
+            )
             self.spawn_after = 0.0
-            log(logger, "error", "reload failed: the new workers did not start; the previous generation "
-                                 "keeps running", failed_gen=gen.gen, gen=self.current.gen)
+            log(
+                logger,
+                "error",
+                "reload failed: the new workers did not start; the previous generation keeps running",
+                failed_gen=gen.gen,
+                gen=self.current.gen,
+            )
 
     def reload_result(self, result: str, errors: list[str] | None = None) -> None:
         """A reload ended ("success", "invalid" or "failed"): counted for /metrics, answered to the
@@ -710,8 +802,13 @@ class Arbiter:
                 self.reload()
             elif sig == signal.SIGTTIN:
                 if self.current.target >= MAX_WORKERS:
-                    log(logger, "warning", "one worker more refused: at the limit", workers=self.current.target,
-                        limit=MAX_WORKERS)
+                    log(
+                        logger,
+                        "warning",
+                        "one worker more refused: at the limit",
+                        workers=self.current.target,
+                        limit=MAX_WORKERS,
+                    )
                 else:
                     self.current.target += 1
                     log(logger, "info", "one worker more", workers=self.current.target)
@@ -727,8 +824,14 @@ class Arbiter:
     def shutdown(self, graceful: bool) -> None:
         """TERM/INT: workers close every session with 1001 and get graceful_timeout; QUIT: 1 s."""
         self.stopping = True
-        log(logger, "info", "stopping", graceful=graceful, workers=len(self.workers),
-            graceful_timeout=self.config.server.graceful_timeout)
+        log(
+            logger,
+            "info",
+            "stopping",
+            graceful=graceful,
+            workers=len(self.workers),
+            graceful_timeout=self.config.server.graceful_timeout,
+        )
         # Our copies of the listening sockets go now; the workers close theirs as they stop.
         sockets.close_sockets(self.current.sockets.values())
         if self.pending is not None:

@@ -70,8 +70,13 @@ class _Conn:
 class HTTPServer:
     """One listening socket and its connections, driven by the owner's poll loop."""
 
-    def __init__(self, handler: Handler, name: str = "http", max_connections: int = 32,
-                 allow: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        name: str = "http",
+        max_connections: int = 32,
+        allow: Callable[[str], bool] | None = None,
+    ) -> None:
         self.handler = handler
         self.name = name
         self.max_connections = max_connections
@@ -108,8 +113,13 @@ class HTTPServer:
             self.retry_at = time.monotonic() + RETRY_LISTEN
             if not self._warned:
                 self._warned = True
-                log(logger, "error", f"{self.name} endpoint cannot listen; retrying every {RETRY_LISTEN:.0f}s",
-                    address=format_address(bind, port), error=exc.strerror or str(exc))
+                log(
+                    logger,
+                    "error",
+                    f"{self.name} endpoint cannot listen; retrying every {RETRY_LISTEN:.0f}s",
+                    address=format_address(bind, port),
+                    error=exc.strerror or str(exc),
+                )
             return False
         self.listener = sock
         self.retry_at = None

@@ -13,8 +13,10 @@ def write_pid_file(path: str, pid: int) -> None:
     """Write ``pid`` to ``path`` (a temporary file renamed over it: readers never see half)."""
     other = read_pid_file(path)
     if other is not None and other != pid and alive(other):
-        raise PidFileTaken(f"pid file {path} names a running process ({other}): is wsserver already running? "
-                           "Remove the file if not.")
+        raise PidFileTaken(
+            f"pid file {path} names a running process ({other}): is wsserver already running? "
+            "Remove the file if not."
+        )
     tmp = f"{path}.{pid}.tmp"
     with open(tmp, "w") as f:
         f.write(f"{pid}\n")

@@ -75,8 +75,8 @@ def encode_publish(group: str, message: str | bytes) -> bytes:
 def decode_publish(body: bytes) -> tuple[str, str | bytes]:
     name_len, is_text = PUBLISH_HEAD.unpack_from(body)
     start = PUBLISH_HEAD.size
-    group = body[start:start + name_len].decode()
-    payload = body[start + name_len:]
+    group = body[start : start + name_len].decode()
+    payload = body[start + name_len :]
     return group, (payload.decode() if is_text else bytes(payload))
 
 
@@ -90,7 +90,7 @@ def decode_drain(body: bytes) -> float:
 
 def decode_drain_closing(body: bytes) -> tuple[str, ...]:
     """The aliases of the ports whose sessions a draining worker closes at once."""
-    rest = body[DRAIN_BODY.size:]
+    rest = body[DRAIN_BODY.size :]
     return tuple(rest.decode().split("\n")) if rest else ()
 
 
@@ -130,7 +130,7 @@ class FrameReader:
             if len(buf) < end:
                 break
             raw = bytes(buf[pos:end])
-            yield kind, raw[HEADER.size:], raw
+            yield kind, raw[HEADER.size :], raw
             pos = end
         del buf[:pos]
 

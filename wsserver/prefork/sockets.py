@@ -24,7 +24,9 @@ ListenKey = tuple[str, int, int]  # (bind, port, slot); slot is 0 unless reuse_p
 Sockets = dict[ListenKey, BoundListener]
 
 
-def bind_all(config: Config, slots: int, reuse_port: bool, have: Sockets) -> tuple[Sockets, list[BoundListener]]:
+def bind_all(
+    config: Config, slots: int, reuse_port: bool, have: Sockets
+) -> tuple[Sockets, list[BoundListener]]:
     """The sockets for ``config``: those of ``have`` at the same address are kept, the others
     bound now (``slots`` of each with ``reuse_port``, else one). Returns (sockets, newly bound);
     nothing stays bound on error."""
@@ -45,8 +47,14 @@ def bind_all(config: Config, slots: int, reuse_port: bool, have: Sockets) -> tup
         raise
     for port in config.active_ports():
         listener = sockets[(port.bind, port.port, 0)]
-        log(logger, "info", "listening", port=port.alias, address=format_peer(listener.address),
-            backlog=listener.effective_backlog)
+        log(
+            logger,
+            "info",
+            "listening",
+            port=port.alias,
+            address=format_peer(listener.address),
+            backlog=listener.effective_backlog,
+        )
     return sockets, opened
 
 
@@ -99,6 +107,9 @@ def close_all_except(socket_sets: Iterable[Sockets], keep: Iterable[BoundListene
 
 def renamed(listener: BoundListener, port: PortConfig) -> BoundListener:
     """The same socket under the port's (possibly new) alias and backlog."""
-    return dataclasses.replace(listener, alias=port.alias, requested_backlog=port.backlog,
-                               effective_backlog=effective_backlog(port.backlog))
-
+    return dataclasses.replace(
+        listener,
+        alias=port.alias,
+        requested_backlog=port.backlog,
+        effective_backlog=effective_backlog(port.backlog),
+    )

@@ -141,7 +141,13 @@ class StatusServer(MasterService):
             try:
                 metrics.process_dead(worker.pid, self.dir)
             except OSError as exc:
-                log(logger, "warning", "cannot archive a dead worker's metrics", pid=worker.pid, error=str(exc))
+                log(
+                    logger,
+                    "warning",
+                    "cannot archive a dead worker's metrics",
+                    pid=worker.pid,
+                    error=str(exc),
+                )
 
     # ---- requests ----------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
@@ -154,8 +160,11 @@ class StatusServer(MasterService):
             return Response(200 if ready else 503, f"{why}\n".encode())
         if request.path == "/metrics":
             if not self._authorized(request.headers.get("authorization")):
-                return Response(401, b"unauthorized\n",
-                                headers=[("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')])
+                return Response(
+                    401,
+                    b"unauthorized\n",
+                    headers=[("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')],
+                )
             body, content_type = metrics.render(self.registry, request.headers.get("accept", ""))
             return Response(200, body, content_type)
         return Response(404, b"not found: /metrics, /healthz, /readyz\n")
@@ -215,7 +224,9 @@ class StatusServer(MasterService):
                 self._last_failed_verify = now
         else:
             # A password_env that is not UTF-8 matches no (UTF-8) Basic password rather than raising.
-            ok = bool(plain) and hmac.compare_digest(password.encode(), plain.encode("utf-8", "surrogateescape"))
+            ok = bool(plain) and hmac.compare_digest(
+                password.encode(), plain.encode("utf-8", "surrogateescape")
+            )
         if ok:
             self._good_credentials = digest
         return ok
@@ -227,8 +238,13 @@ class StatusServer(MasterService):
         for w in view.workers:
             state = w.state if w.state != "active" else ("ready" if w.ready else "starting")
             workers.append(metrics.WorkerInfo(w.pid, w.slot, w.gen, state))
-        return metrics.MasterState(workers=workers, target=view.target, restarts=self.restarts,
-                                   reloads=dict(self.reloads), certificates=self._certificates_of(view.config))
+        return metrics.MasterState(
+            workers=workers,
+            target=view.target,
+            restarts=self.restarts,
+            reloads=dict(self.reloads),
+            certificates=self._certificates_of(view.config),
+        )
 
     def _certificates_of(self, config: Config) -> list[tuple[str, str, float]]:
         if self._certificates is None or self._certificates[0] is not config:

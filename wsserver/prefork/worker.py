@@ -119,7 +119,7 @@ class LoadBoard:
 
     def lowest(self) -> int | None:
         """The load of the least loaded accepting worker."""
-        loads = [v for v in self.cells[1:self.cells[0] + 1] if v >= 0]
+        loads = [v for v in self.cells[1 : self.cells[0] + 1] if v >= 0]
         return min(loads) if loads else None
 
 
@@ -151,13 +151,16 @@ def run(spec: WorkerSpec) -> NoReturn:
 
 def _main(spec: WorkerSpec) -> int:
     # The gevent world starts here, after the fork, before anything else touches a socket.
-    log_stream = child.start(f"wsserver: worker [gen {spec.gen}]", spec.log_file, spec.log_level, spec.log_format)
+    log_stream = child.start(
+        f"wsserver: worker [gen {spec.gen}]", spec.log_file, spec.log_level, spec.log_format
+    )
 
     from wsserver.runtime.worker import WorkerRuntime
 
     try:
-        runtime = WorkerRuntime(spec.config, spec.listeners, spec.connections, spec.cell,
-                                auth_limits=spec.auth_limits)
+        runtime = WorkerRuntime(
+            spec.config, spec.listeners, spec.connections, spec.cell, auth_limits=spec.auth_limits
+        )
     except Exception as exc:
         log(logger, "error", "worker cannot start", exc_info=True, gen=spec.gen, error=str(exc))
         return EXIT_BOOT
@@ -269,8 +272,14 @@ class _Worker:
             return
         self.phase = "stopping"
         self.spec.board.set(self.spec.cell, -1)
-        log(logger, "info", "worker stopping", gen=self.spec.gen, reason=reason,
-            sessions=len(self.runtime.sessions()))
+        log(
+            logger,
+            "info",
+            "worker stopping",
+            gen=self.spec.gen,
+            reason=reason,
+            sessions=len(self.runtime.sessions()),
+        )
         self._close_listeners()
         self.gevent.spawn(self.runtime.stop, self.spec.config.server.graceful_timeout)
 
@@ -284,8 +293,15 @@ class _Worker:
             return
         self.phase = "draining"
         self.spec.board.set(self.spec.cell, -1)
-        log(logger, "info", "worker draining", gen=self.spec.gen, sessions=len(self.runtime.sessions()),
-            timeout=timeout, closing=",".join(closing) or "-")
+        log(
+            logger,
+            "info",
+            "worker draining",
+            gen=self.spec.gen,
+            sessions=len(self.runtime.sessions()),
+            timeout=timeout,
+            closing=",".join(closing) or "-",
+        )
         self.gevent.spawn(self._drain, timeout, closing)
 
     def _drain(self, timeout: float, closing: tuple[str, ...] = ()) -> None:
@@ -303,8 +319,13 @@ class _Worker:
                 break
         remaining = len(self.runtime.sessions())
         if remaining:
-            log(logger, "info", "drain timeout: closing sessions with 1001", gen=self.spec.gen,
-                sessions=remaining)
+            log(
+                logger,
+                "info",
+                "drain timeout: closing sessions with 1001",
+                gen=self.spec.gen,
+                sessions=remaining,
+            )
         self.runtime.stop(CLOSE_GRACE)
 
     def quit(self) -> None:
@@ -395,7 +416,9 @@ class _Worker:
             found = [s for s in sessions if not port or s.port_alias == port]
             limit = int(message.get("limit") or 1000)
             reply["total"] = len(found)
-            reply["sessions"] = [dict(s.describe(), pid=os.getpid(), gen=self.spec.gen) for s in found[:limit]]
+            reply["sessions"] = [
+                dict(s.describe(), pid=os.getpid(), gen=self.spec.gen) for s in found[:limit]
+            ]
         elif op == "close_session":
             session = next((s for s in sessions if s.id == message.get("session")), None)
             if session is not None:

@@ -165,4 +165,3 @@ class PerMessageDeflateBase(PerMessageDeflate):
     def set_enabled(self) -> None:
         """Mark the extension negotiated (wsproto does so in ``accept``/``finalize``)."""
         self._enabled = True
-

@@ -6,6 +6,9 @@ UTF-8 incrementally. We drive the two directly, not through ``wsproto.Connection
 dataclasses and generators cost ~3 µs a message), and add what wsproto lacks: a message size
 limit enforced as payload arrives, bounded inflation (``deflate.py``), automatic pong and close
 replies, one place mapping failures to close codes, and the optional fast path (``fastpath.py``).
+
+Why one long module: the data phase's state (the phase table, both decoders, the fast path's
+partial frame) is one object that every received byte goes through.
 """
 
 from __future__ import annotations
@@ -425,9 +428,12 @@ class WebSocketProtocol:
                     break  # the next header is incomplete
                 header = decoder.header
                 assert header is not None  # parse_header() found one
-                if (self.deflate is None and not header.opcode.iscontrol()
-                        and self._message_size - decoder.payload_consumed + header.payload_len
-                        > self.max_message_size):
+                if (
+                    self.deflate is None
+                    and not header.opcode.iscontrol()
+                    and self._message_size - decoder.payload_consumed + header.payload_len
+                    > self.max_message_size
+                ):
                     # Refused at the header, before any of its payload is read (the fast path does
                     # the same); with compression only the inflated size counts, checked below.
                     self._fail(

@@ -158,7 +158,9 @@ class BoundedPerMessageDeflate(PerMessageDeflateBase):
         if self.compressor is None and opcode in (Opcode.TEXT, Opcode.BINARY):
             # wsproto would create it with zlib's default memLevel (8): make it ourselves, lazily.
             bits = self.client_max_window_bits if proto.client else self.server_max_window_bits
-            self.compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits, self.mem_level)
+            self.compressor = zlib.compressobj(
+                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits, self.mem_level
+            )
         return super().frame_outbound(proto, opcode, rsv, data, fin)
 
     def _inflate(self, data: bytes) -> bytes | CloseReason:

@@ -370,7 +370,6 @@ def _fast_head(head: bytes) -> _Head | None:
     return _Head(match[1], headers)
 
 
-
 def _split_list(value: str | None) -> list[str]:
     """A comma-separated header list, items stripped, empty items dropped (RFC 9110 §5.6.1)."""
     if not value:

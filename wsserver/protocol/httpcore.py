@@ -164,8 +164,9 @@ class ServerConnection:
         target = event.target.decode("latin-1")
         path, _, query = target.partition("?")
         params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
-        return Request(event.method.decode("latin-1"), path, params, headers, body, self.peer, self.scheme,
-                       target=target)
+        return Request(
+            event.method.decode("latin-1"), path, params, headers, body, self.peer, self.scheme, target=target
+        )
 
     def respond(self, response: Response, close: bool = False) -> bytes:
         """The bytes of the answer to the current request (no body for HEAD).
@@ -173,14 +174,23 @@ class ServerConnection:
         With ``close`` the answer says ``Connection: close`` and the connection is to end once it
         is out. Raises ``h11.LocalProtocolError`` when the connection can take no response.
         """
-        headers = [("Content-Type", response.content_type), ("Content-Length", str(len(response.body))),
-                   ("Cache-Control", "no-store"), *response.headers]
+        headers = [
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(response.body))),
+            ("Cache-Control", "no-store"),
+            *response.headers,
+        ]
         if close:
             headers.append(("Connection", "close"))
             self.closing = True
         h = self.h11
-        data = h.send(h11.Response(status_code=response.status, headers=headers,
-                                   reason=status_phrase(response.status).encode("ascii")))
+        data = h.send(
+            h11.Response(
+                status_code=response.status,
+                headers=headers,
+                reason=status_phrase(response.status).encode("ascii"),
+            )
+        )
         if self._request is not None and self._request.method != b"HEAD":
             data += h.send(h11.Data(data=response.body))
         data += h.send(h11.EndOfMessage())
@@ -195,8 +205,10 @@ class ServerConnection:
             return Failure(status, b"")
         phrase = status_phrase(status) or "Bad Request"
         body = f"{text or phrase}\n".encode()
-        head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+        head = (
+            f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
         return Failure(status, head.encode() + body)
 
     def next_cycle(self) -> bool:

@@ -65,7 +65,7 @@ class ProxyHeaderParser:
 
 
 def _kind(buf: bytes) -> str | None:
-    """"v1", "v2" or None (too short to tell); raises if it can be neither."""
+    """ "v1", "v2" or None (too short to tell); raises if it can be neither."""
     n = min(len(buf), len(V2_SIGNATURE))
     if buf[:n] == V2_SIGNATURE[:n]:
         return "v2" if n == len(V2_SIGNATURE) else None
@@ -103,7 +103,7 @@ def _parse_v1(buf: bytes) -> ProxyHeader | None:
         line = buf[:end].decode("ascii")
     except UnicodeDecodeError:
         raise ProxyProtocolError("PROXY v1 line is not ASCII") from None
-    rest = buf[end + 2:]
+    rest = buf[end + 2 :]
     parts = line.split(" ")
     if parts[1:2] == ["UNKNOWN"]:  # the receiver ignores whatever follows
         return ProxyHeader(1, None, None, rest)
@@ -132,8 +132,8 @@ def _parse_v2(buf: bytes) -> ProxyHeader | None:
         raise ProxyProtocolError(f"PROXY v2 header with unknown command {command}")
     if len(buf) < V2_HEADER + length:
         return None
-    payload = buf[V2_HEADER:V2_HEADER + length]
-    rest = buf[V2_HEADER + length:]
+    payload = buf[V2_HEADER : V2_HEADER + length]
+    rest = buf[V2_HEADER + length :]
     if command == 0:  # LOCAL: the balancer's own connection (health checks)
         return ProxyHeader(2, None, None, rest)
     src: ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -35,8 +35,14 @@ def _direct(fn: Any, *args: Any) -> Any:
     return fn(*args)
 
 
-def run_auth(auth: Authenticator, request: HandshakeRequest, peer: tuple[str, int], peer_text: str,
-             pool: Any = None, certificate: Any = None) -> AuthDecision:
+def run_auth(
+    auth: Authenticator,
+    request: HandshakeRequest,
+    peer: tuple[str, int],
+    peer_text: str,
+    pool: Any = None,
+    certificate: Any = None,
+) -> AuthDecision:
     """Authenticate one upgrade request within the port's ``auth_timeout_ms``."""
     if auth.trivial:
         return AuthDecision(200)
@@ -57,15 +63,28 @@ def run_auth(auth: Authenticator, request: HandshakeRequest, peer: tuple[str, in
             decision = auth.timed_out(time.monotonic() - started)
         except Exception as exc:
             # The type only: an exception message might quote what the client sent.
-            log(logger, "error", "auth failed", port=auth.port.alias, peer=peer_text, path=request.path,
-                method=auth.method, error=type(exc).__name__)
+            log(
+                logger,
+                "error",
+                "auth failed",
+                port=auth.port.alias,
+                peer=peer_text,
+                path=request.path,
+                method=auth.method,
+                error=type(exc).__name__,
+            )
             decision = auth.failed_internally(time.monotonic() - started)
         else:
             decision = auth.finish(outcome, peer[0], time.monotonic() - started)
         finally:
             timeout.close()
-    fields: dict[str, Any] = {"port": auth.port.alias, "peer": peer_text, "path": request.path,
-                              "method": decision.method, "result": decision.result}
+    fields: dict[str, Any] = {
+        "port": auth.port.alias,
+        "peer": peer_text,
+        "path": request.path,
+        "method": decision.method,
+        "result": decision.result,
+    }
     if decision.reason:
         fields["reason"] = decision.reason
     if decision.user:

@@ -103,7 +103,7 @@ def decode_message(data: bytes) -> tuple[bytes, str | bytes, str | None]:
     offset = None
     if flags & FLAG_OFFSET:
         size = data[start] if len(data) > start else 0
-        raw = bytes(data[start + 1:start + 1 + size])
+        raw = bytes(data[start + 1 : start + 1 + size])
         if not size or len(raw) != size:
             raise EnvelopeError("truncated offset")
         try:
@@ -139,7 +139,9 @@ class Names:
         self.channel_prefix = prefix + ":group:"
         self.history_prefix = prefix + ":history:"
         self.presence_prefix = prefix + ":presence:"
-        self.control_prefix = prefix + ":worker:"  # a channel of the worker's own: the subscriber always has one
+        self.control_prefix = (
+            prefix + ":worker:"
+        )  # a channel of the worker's own: the subscriber always has one
 
     def channel(self, group: str) -> str:
         return self.channel_prefix + group
@@ -181,8 +183,9 @@ def ping(cluster: ClusterConfig) -> tuple[bool, str]:
     or ``(False, the error)``. Blocking; it needs no gevent."""
     import redis
 
-    client = redis.Redis.from_url(cluster.broker, socket_timeout=cluster.connect_timeout_ms / 1000,
-                                  **connection_kwargs(cluster))
+    client = redis.Redis.from_url(
+        cluster.broker, socket_timeout=cluster.connect_timeout_ms / 1000, **connection_kwargs(cluster)
+    )
     try:
         started = time.perf_counter()
         client.ping()
@@ -214,8 +217,13 @@ class Metrics:
 class Broker:
     """One worker's link to Redis: a publishing pool and one subscriber connection."""
 
-    def __init__(self, cluster: ClusterConfig, groups: Groups, deliver: Any = None,
-                 on_state: Callable[[bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        cluster: ClusterConfig,
+        groups: Groups,
+        deliver: Any = None,
+        on_state: Callable[[bool], None] | None = None,
+    ) -> None:
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -231,7 +239,8 @@ class Broker:
         kwargs = connection_kwargs(cluster)
         no_retry = Retry(NoBackoff(), 0)  # a failure is reported at once; the subscriber retries itself
         self._pool = redis.ConnectionPool.from_url(
-            cluster.broker, socket_timeout=cluster.connect_timeout_ms / 1000, retry=no_retry, **kwargs)
+            cluster.broker, socket_timeout=cluster.connect_timeout_ms / 1000, retry=no_retry, **kwargs
+        )
         self._client = redis.Redis(connection_pool=self._pool)
         self.history = cluster.history_size > 0
         self._script = self._client.register_script(PUBLISH_SCRIPT) if self.history else None
@@ -239,7 +248,9 @@ class Broker:
         # waits for it), and an event set at every confirmation.
         self._pending: dict[str, int] = {}
         self._confirmed: Any = None
-        self._sub_pool = redis.ConnectionPool.from_url(cluster.broker, socket_timeout=None, retry=no_retry, **kwargs)
+        self._sub_pool = redis.ConnectionPool.from_url(
+            cluster.broker, socket_timeout=None, retry=no_retry, **kwargs
+        )
         self._sub: Any = None  # the subscriber's connection while it is up
         # With history: the last offset this worker received per group with members here, the
         # highest received in any group, and after a reconnection the groups still to catch up
@@ -262,9 +273,17 @@ class Broker:
         if cluster.presence_ttl_s > 0:
             from wsserver.runtime.presence import Presence
 
-            self.presence = Presence(self._client, self.names, self.node, self.origin.hex(), cluster.presence_ttl_s,
-                                     (redis.RedisError, OSError), is_up=lambda: self.up, where=cluster.broker,
-                                     io_timeout=2 * cluster.connect_timeout_ms / 1000)
+            self.presence = Presence(
+                self._client,
+                self.names,
+                self.node,
+                self.origin.hex(),
+                cluster.presence_ttl_s,
+                (redis.RedisError, OSError),
+                is_up=lambda: self.up,
+                where=cluster.broker,
+                io_timeout=2 * cluster.connect_timeout_ms / 1000,
+            )
 
     # ---- life ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -310,9 +329,16 @@ class Broker:
                 offset = None
             else:
                 header = bytes([envelope[0] | FLAG_OFFSET]) + self.origin
-                offset = self._script(keys=[self.names.history(group)], args=[
-                    self.cluster.history_size, self.cluster.history_ttl_s, envelope, header,
-                    self.names.channel(group)])
+                offset = self._script(
+                    keys=[self.names.history(group)],
+                    args=[
+                        self.cluster.history_size,
+                        self.cluster.history_ttl_s,
+                        envelope,
+                        header,
+                        self.names.channel(group),
+                    ],
+                )
         except (self._redis.RedisError, OSError) as exc:
             self.metrics.publish_errors.inc()
             raise BrokerUnavailable(f"cannot publish to {self.cluster.broker}: {exc}") from exc
@@ -364,7 +390,8 @@ class Broker:
         if connected_only and self._sub is None:
             return False
         deadline = gevent.get_hub().loop.now() + (
-            self.cluster.connect_timeout_ms / 1000 if timeout is None else timeout)
+            self.cluster.connect_timeout_ms / 1000 if timeout is None else timeout
+        )
         while self._sub is None or self._pending.get(channel, 0) > 0:
             remaining = deadline - gevent.get_hub().loop.now()
             if remaining <= 0:
@@ -427,16 +454,28 @@ class Broker:
                 self._set_up(True)
                 if lost:
                     self.metrics.reconnects.inc()
-                    log(logger, "info", "broker reconnected", node=self.node, broker=self.cluster.broker,
-                        groups=len(channels))
+                    log(
+                        logger,
+                        "info",
+                        "broker reconnected",
+                        node=self.node,
+                        broker=self.cluster.broker,
+                        groups=len(channels),
+                    )
                 delay = BACKOFF_MIN
                 self._read(conn)
             except (self._redis.RedisError, OSError, BrokerUnavailable) as exc:
                 if self._stopping:
                     break
                 if self.up or not lost:
-                    log(logger, "warning", "broker connection lost" if self.up else "broker unavailable",
-                        node=self.node, broker=self.cluster.broker, error=str(exc))
+                    log(
+                        logger,
+                        "warning",
+                        "broker connection lost" if self.up else "broker unavailable",
+                        node=self.node,
+                        broker=self.cluster.broker,
+                        error=str(exc),
+                    )
             finally:
                 self._sub = None
                 self._pending = {}
@@ -474,9 +513,9 @@ class Broker:
             if offset is None:
                 if origin == self.origin:
                     continue  # this worker's own publish: its members got it already
-                self._deliver(channel[len(prefix):], message)
+                self._deliver(channel[len(prefix) :], message)
             else:
-                group = channel[len(prefix):]
+                group = channel[len(prefix) :]
                 if self._floor:
                     floor = self._floor.get(group)
                     if floor is not None:
@@ -505,12 +544,18 @@ class Broker:
         """Deliver a group's messages after ``since`` from its history (this worker's
         subscriber was down meanwhile); the live ones already arriving are not lost: the
         SUBSCRIBE was confirmed before this read, and those the read returned are skipped."""
-        group = channel[len(self.names.channel_prefix):]
+        group = channel[len(self.names.channel_prefix) :]
         complete, entries = self.recover(group, since)
         if not complete:
             self.metrics.gaps.inc()
-            log(logger, "warning", "history no longer reaches back: members here missed messages",
-                node=self.node, group=group, since=since)
+            log(
+                logger,
+                "warning",
+                "history no longer reaches back: members here missed messages",
+                node=self.node,
+                group=group,
+                since=since,
+            )
         for offset, message in entries:
             self._deliver(group, message, offset)
             self._last[group] = self._latest = offset

@@ -97,7 +97,9 @@ def choose_subprotocol(offered: tuple[str, ...], supported: tuple[str, ...]) -> 
     return next((p for p in supported if p in offered), None)
 
 
-def decide(request: HandshakeRequest, port: PortConfig, mounts: dict[str, Mount], scheme: str) -> Mount | Refusal:
+def decide(
+    request: HandshakeRequest, port: PortConfig, mounts: dict[str, Mount], scheme: str
+) -> Mount | Refusal:
     """Route and check one upgrade request against the port's rules."""
     mount = mounts.get(request.path)
     if mount is None:
@@ -107,8 +109,15 @@ def decide(request: HandshakeRequest, port: PortConfig, mounts: dict[str, Mount]
     origin = port.origin
     if not host_allowed(request.host, scheme, origin.hosts):
         return Refusal(403, "host")  # not one of the server's own names (DNS rebinding)
-    if not origin_allowed(request.origin, request.host, scheme, origin.same_origin, origin.allowed,
-                          origin.allow_missing, origin.hosts):
+    if not origin_allowed(
+        request.origin,
+        request.host,
+        scheme,
+        origin.same_origin,
+        origin.allowed,
+        origin.allow_missing,
+        origin.hosts,
+    ):
         return Refusal(403, "origin")
     return mount
 
@@ -120,9 +129,16 @@ _HANDSHAKE_ERRORS = {0: "incomplete", 400: "bad_request", 426: "version", 431: "
 class Dispatcher:
     """Turns accepted connections of one port into sessions."""
 
-    def __init__(self, port: PortConfig, mounts: dict[str, Mount], pool: ExecutorPool,
-                 counter: PortCounter, auth: Authenticator | None = None, stats: PortStats | None = None,
-                 groups: Groups | None = None) -> None:
+    def __init__(
+        self,
+        port: PortConfig,
+        mounts: dict[str, Mount],
+        pool: ExecutorPool,
+        counter: PortCounter,
+        auth: Authenticator | None = None,
+        stats: PortStats | None = None,
+        groups: Groups | None = None,
+    ) -> None:
         self.port = port
         self.groups = groups if groups is not None else Groups()  # the worker's: its sessions share it
         self.stats = stats if stats is not None else PortStats()  # counts for wsserver.metrics
@@ -140,7 +156,14 @@ class Dispatcher:
         try:
             result = self._handshake(sock, peer)
         except Exception:
-            log(logger, "error", "handshake failed", exc_info=True, port=self.port.alias, peer=format_peer(peer))
+            log(
+                logger,
+                "error",
+                "handshake failed",
+                exc_info=True,
+                port=self.port.alias,
+                peer=format_peer(peer),
+            )
             self.stats.reject("error")
             _close(sock)
             return
@@ -150,8 +173,16 @@ class Dispatcher:
         session = result
         self.stats.handshake_done(time.monotonic() - started)
         if logger.isEnabledFor(logging.DEBUG):  # the fields cost more than the disabled call
-            log(logger, "debug", "session opened", port=self.port.alias, peer=format_peer(peer), session=session.id,
-                path=session.path, handshake_ms=round((time.monotonic() - started) * 1000, 2))
+            log(
+                logger,
+                "debug",
+                "session opened",
+                port=self.port.alias,
+                peer=format_peer(peer),
+                session=session.id,
+                path=session.path,
+                handshake_ms=round((time.monotonic() - started) * 1000, 2),
+            )
         self.sessions[session.id] = session
         # From here on the session lives in hub callbacks: this greenlet ends.
         session.start()
@@ -187,8 +218,15 @@ class Dispatcher:
                 _send_quietly(sock, hs.reject(200, "ok"))
                 return None
             self.stats.reject(_HANDSHAKE_ERRORS.get(exc.status, "bad_request"))
-            log(logger, "info", "handshake refused", port=port.alias, peer=format_peer(peer), status=exc.status,
-                reason=exc.reason)
+            log(
+                logger,
+                "info",
+                "handshake refused",
+                port=port.alias,
+                peer=format_peer(peer),
+                status=exc.status,
+                reason=exc.reason,
+            )
             if exc.response:
                 _send_quietly(sock, exc.response)
             return None
@@ -211,52 +249,98 @@ class Dispatcher:
         if self.proxies.networks:  # behind a trusted proxy: its X-Forwarded-For names the client
             peer = (self.proxies.client_address(peer[0], request.header("x-forwarded-for")), peer[1])
             if not self.ip_rules.allows(peer[0]):
-                log(logger, "info", "handshake refused", port=port.alias, peer=format_peer(peer), status=403, reason="ip")
+                log(
+                    logger,
+                    "info",
+                    "handshake refused",
+                    port=port.alias,
+                    peer=format_peer(peer),
+                    status=403,
+                    reason="ip",
+                )
                 self.stats.reject("ip")
                 _send_quietly(sock, hs.reject(403))
                 return None
         decision = decide(request, port, self.mounts, self.scheme)
         if isinstance(decision, Refusal):
-            log(logger, "info", "handshake refused", port=port.alias, peer=format_peer(peer), path=request.path,
-                status=decision.status, reason=decision.reason)
+            log(
+                logger,
+                "info",
+                "handshake refused",
+                port=port.alias,
+                peer=format_peer(peer),
+                path=request.path,
+                status=decision.status,
+                reason=decision.reason,
+            )
             self.stats.reject(decision.reason)
             _send_quietly(sock, hs.reject(decision.status))
             return None
         mount = decision
         # client_auth "certificate" is valid on wss ports only (config validation): sock is a TLSSocket.
         certificate = cast(TLSSocket, sock).peer_certificate() if self.auth.method == "certificate" else None
-        auth = run_auth(self.auth, request, peer, format_peer(peer), self.pool, certificate)  # within auth_timeout_ms
+        auth = run_auth(
+            self.auth, request, peer, format_peer(peer), self.pool, certificate
+        )  # within auth_timeout_ms
         if not auth.ok:
-            self.stats.reject(f"auth_{auth.result}")  # missing, invalid, forbidden, rate_limited, timeout, error
+            self.stats.reject(
+                f"auth_{auth.result}"
+            )  # missing, invalid, forbidden, rate_limited, timeout, error
             _send_quietly(sock, hs.reject(auth.status, headers=auth.headers))
             return None
         full = self.counter.try_add()
         if full is not None:
-            log(logger, "info", "handshake refused", port=port.alias, peer=format_peer(peer), path=request.path,
-                status=503, reason=full)
+            log(
+                logger,
+                "info",
+                "handshake refused",
+                port=port.alias,
+                peer=format_peer(peer),
+                path=request.path,
+                status=503,
+                reason=full,
+            )
             self.stats.reject(full)
             _send_quietly(sock, hs.reject(503))
             return None
         subprotocol = choose_subprotocol(request.subprotocols, mount.subprotocols)
-        response, proto = hs.accept(request, subprotocol=subprotocol, compression=port.compression,
-                                    max_message_size=port.max_message_size,
-                                    compression_window_bits=port.compression_window_bits,
-                                    compression_client_window_bits=port.compression_client_window_bits,
-                                    compression_mem_level=port.compression_mem_level)
+        response, proto = hs.accept(
+            request,
+            subprotocol=subprotocol,
+            compression=port.compression,
+            max_message_size=port.max_message_size,
+            compression_window_bits=port.compression_window_bits,
+            compression_client_window_bits=port.compression_client_window_bits,
+            compression_mem_level=port.compression_mem_level,
+        )
         if not _send_quietly(sock, response):
             self.counter.remove()
             self.stats.reject("incomplete")
             return None
-        return Session(make_transport(sock), peer, port, request.path, mount.endpoint, proto, self.pool,
-                       subprotocol=subprotocol, on_end=self._ended, stats=self.stats,
-                       query=self.auth.public_query(request.query), user=auth.user, groups=self.groups)
+        return Session(
+            make_transport(sock),
+            peer,
+            port,
+            request.path,
+            mount.endpoint,
+            proto,
+            self.pool,
+            subprotocol=subprotocol,
+            on_end=self._ended,
+            stats=self.stats,
+            query=self.auth.public_query(request.query),
+            user=auth.user,
+            groups=self.groups,
+        )
 
     def _proxy_header(self, sock: Connection, peer: tuple[str, int], hs: Handshake) -> tuple[str, int] | None:
         """Read the PROXY header (under the caller's handshake timeout): the client's address, or
         None when the connection is refused. The bytes after the header go to ``hs``."""
         port = self.port
         if not self.proxies.trusts(peer[0]):  # _admit refuses these already; kept for other callers
-            log(logger, "info", "proxy header from an untrusted peer", port=port.alias, peer=format_peer(peer))
+            log(
+                logger, "info", "proxy header from an untrusted peer", port=port.alias, peer=format_peer(peer)
+            )
             self.stats.reject("proxy_untrusted")
             return None
         parser = ProxyHeaderParser(port.proxy_protocol)
@@ -278,15 +362,28 @@ class Dispatcher:
                         raise ProxyProtocolError("connection closed in the PROXY header")
                     used -= taken
         except ProxyProtocolError as exc:
-            log(logger, "info", "proxy header refused", port=port.alias, peer=format_peer(peer), reason=str(exc))
+            log(
+                logger,
+                "info",
+                "proxy header refused",
+                port=port.alias,
+                peer=format_peer(peer),
+                reason=str(exc),
+            )
             self.stats.reject("proxy_invalid")
             return None
         client = peer if header.source is None else header.source
         if header.rest and plain is None:
             hs.receive_data(header.rest)
         if header.source is not None and not self.ip_rules.allows(client[0]):  # the proxy passed at accept
-            log(logger, "info", "connection refused by IP rule", port=port.alias, peer=format_peer(client),
-                proxy=format_peer(peer))
+            log(
+                logger,
+                "info",
+                "connection refused by IP rule",
+                port=port.alias,
+                peer=format_peer(client),
+                proxy=format_peer(peer),
+            )
             self.stats.reject("ip")
             return None
         return client
@@ -296,9 +393,17 @@ class Dispatcher:
         self.stats.session_ended(session.close_code, time.monotonic() - session.started)
         self.counter.remove()
         if logger.isEnabledFor(logging.DEBUG):
-            log(logger, "debug", "session closed", port=self.port.alias, peer=format_peer(session.remote_address),
-                session=session.id, code=session.close_code, messages_in=session.messages_in,
-                messages_out=session.messages_out)
+            log(
+                logger,
+                "debug",
+                "session closed",
+                port=self.port.alias,
+                peer=format_peer(session.remote_address),
+                session=session.id,
+                code=session.close_code,
+                messages_in=session.messages_in,
+                messages_out=session.messages_out,
+            )
 
 
 _AGAIN = (BlockingIOError, InterruptedError)
@@ -358,8 +463,6 @@ class RawConnection:
     def close(self) -> None:
         self._drop_watchers()
         self._sock.close()
-
-
 
 
 def _send_quietly(sock: Connection, data: bytes) -> bool:

@@ -91,13 +91,19 @@ class Groups:
         self._presence: Any = None  # changed(session, group, joined) and members(group): see set_presence
         self._hostname = ""
 
-    def join(self, session: Session, group: str, since: str | None = None, deliver: Deliver | None = None) -> JoinResult:
+    def join(
+        self, session: Session, group: str, since: str | None = None, deliver: Deliver | None = None
+    ) -> JoinResult:
         """Make ``session`` a member of ``group``; with ``since`` (an offset), first deliver what
         it missed after that offset (see the module's doc). ``deliver(group, message, offset)``,
         when given, receives the group's messages instead of ``session.send``; it runs on the hub
         (in the broker's greenlet or a publisher's) and should only send."""
-        last = parse_offset(since) if since is not None else (0, 0)  # ValueError for a malformed offset, before joining
-        member = _Member(deliver, [] if since is not None else None) if (deliver or since is not None) else None
+        last = (
+            parse_offset(since) if since is not None else (0, 0)
+        )  # ValueError for a malformed offset, before joining
+        member = (
+            _Member(deliver, [] if since is not None else None) if (deliver or since is not None) else None
+        )
         members = self._members.get(group)
         if members is None:
             members = self._members[group] = {}
@@ -137,7 +143,9 @@ class Groups:
         member.buffer = None  # live from here: no yield since the buffer was found empty
         return JoinResult(recovered, offset)
 
-    def _deliver_one(self, session: Session, member: _Member, group: str, message: str | bytes, offset: str | None) -> None:
+    def _deliver_one(
+        self, session: Session, member: _Member, group: str, message: str | bytes, offset: str | None
+    ) -> None:
         try:
             if member.deliver is not None:
                 member.deliver(group, message, offset)
@@ -252,7 +260,10 @@ class Groups:
             import socket
 
             self._hostname = socket.gethostname()
-        return [{"session": str(s.id), "user": s.user, "node": self._hostname} for s in self._members.get(group, ())]
+        return [
+            {"session": str(s.id), "user": s.user, "node": self._hostname}
+            for s in self._members.get(group, ())
+        ]
 
     def local_groups(self) -> list[str]:
         """The groups that have members in this worker."""

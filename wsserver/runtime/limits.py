@@ -53,7 +53,7 @@ class ConnectionTable:
 
     def total(self, alias: str) -> int:
         column = self.columns[alias]
-        return sum(self._cells[column * self.rows:(column + 1) * self.rows])
+        return sum(self._cells[column * self.rows : (column + 1) * self.rows])
 
     def row(self, row: int) -> dict[str, int]:
         """One worker's connections per port alias (for the admin's worker list)."""
@@ -81,7 +81,9 @@ class PortCounter:
 
     __slots__ = ("_base", "_cell", "_table", "limit", "per_worker_limit")
 
-    def __init__(self, table: ConnectionTable, base: int, row: int, limit: int, per_worker_limit: int) -> None:
+    def __init__(
+        self, table: ConnectionTable, base: int, row: int, limit: int, per_worker_limit: int
+    ) -> None:
         self._table = table
         self._base = base
         self._cell = base + row
@@ -94,7 +96,7 @@ class PortCounter:
 
     @property
     def total(self) -> int:
-        return sum(self._table._cells[self._base:self._base + self._table.rows])
+        return sum(self._table._cells[self._base : self._base + self._table.rows])
 
     def try_add(self) -> str | None:
         """Count one more connection, or return why not ("max_connections" or "max_connections_per_worker")."""

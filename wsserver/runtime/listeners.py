@@ -71,7 +71,7 @@ def bind_listener(port: PortConfig, reuse_port: bool = False) -> BoundListener:
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"port {port.alias}: cannot listen on {address[0]}:{address[1]}: "
-                                 f"{exc.strerror}") from exc
-    return BoundListener(port.alias, sock, sock.getsockname(), port.backlog,
-                         effective_backlog(port.backlog))
+        raise OSError(
+            exc.errno, f"port {port.alias}: cannot listen on {address[0]}:{address[1]}: {exc.strerror}"
+        ) from exc
+    return BoundListener(port.alias, sock, sock.getsockname(), port.backlog, effective_backlog(port.backlog))

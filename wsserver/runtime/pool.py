@@ -149,11 +149,16 @@ class ExecutorPool:
             self._impl.spawn()
 
     # ---- submitting work ----------------------------------------------------------------
-    def submit(self, fn: Callable[..., Any], *args: Any,
-               done: Callable[[BaseException | None], None] | None = None) -> None:
+    def submit(
+        self, fn: Callable[..., Any], *args: Any, done: Callable[[BaseException | None], None] | None = None
+    ) -> None:
         """Run ``fn(*args)`` on an executor; ``done(exc_or_None)`` is called on the hub afterwards."""
-        if self.scheduler.single and not self.pending and not self._stopped and (
-                self._impl.has_idle() or self.alive < self.max):
+        if (
+            self.scheduler.single
+            and not self.pending
+            and not self._stopped
+            and (self._impl.has_idle() or self.alive < self.max)
+        ):
             # Started at once: it waited for nothing (and the clock need not be read).
             self.busy += 1
             self.stats.record_immediate()
@@ -214,9 +219,14 @@ class ExecutorPool:
         self._impl.stop()
 
     def describe(self) -> dict[str, Any]:
-        return {"alive": self.alive, "busy": self.busy, "queued": len(self.pending),
-                "mean_wait_s": self.stats.mean_wait, "max_wait_s": self.stats.max_wait,
-                "started": self.stats.started}
+        return {
+            "alive": self.alive,
+            "busy": self.busy,
+            "queued": len(self.pending),
+            "mean_wait_s": self.stats.mean_wait,
+            "max_wait_s": self.stats.max_wait,
+            "started": self.stats.started,
+        }
 
 
 class _GreenletExecutors:
@@ -350,7 +360,9 @@ class _ThreadExecutors:
         loop = self.hub.loop
         while True:
             try:
-                task = self.queue.get(timeout=pool.idle_shrink or None) if not started_busy else self.queue.get()
+                task = (
+                    self.queue.get(timeout=pool.idle_shrink or None) if not started_busy else self.queue.get()
+                )
             except _queue.Empty:
                 # Shrink: only the hub may change the counters, so ask it.
                 loop.run_callback_threadsafe(self._maybe_retire)
@@ -392,5 +404,11 @@ def _apply_nice(pool: ExecutorPool) -> None:
     except (OSError, AttributeError) as exc:
         if not _nice_warning_logged:
             _nice_warning_logged = True
-            log(logger, "warning", "cannot set executor thread priority", pool=pool.name, nice=nice,
-                error=str(exc))
+            log(
+                logger,
+                "warning",
+                "cannot set executor thread priority",
+                pool=pool.name,
+                nice=nice,
+                error=str(exc),
+            )

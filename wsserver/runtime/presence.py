@@ -93,9 +93,18 @@ class Presence:
     broker's subscriber is connected (a return from False to True forces a refresh).
     """
 
-    def __init__(self, client: Any, names: Names, node: str, worker: str, ttl: float,
-                 errors: tuple[type[BaseException], ...], is_up: Callable[[], bool] | None = None,
-                 where: str = "redis", io_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        client: Any,
+        names: Names,
+        node: str,
+        worker: str,
+        ttl: float,
+        errors: tuple[type[BaseException], ...],
+        is_up: Callable[[], bool] | None = None,
+        where: str = "redis",
+        io_timeout: float = 5.0,
+    ) -> None:
         self.client = client
         self.names = names
         self.node = node
@@ -174,7 +183,9 @@ class Presence:
         if joined:
             text = self._texts.get(session)
             if text is None:
-                text = self._texts[session] = member_text(self.worker, str(session.id), session.user, self.node)
+                text = self._texts[session] = member_text(
+                    self.worker, str(session.id), session.user, self.node
+                )
             if local is None:
                 local = self._local[group] = {}
             if text in local:
@@ -208,8 +219,9 @@ class Presence:
 
         def commands(pipe: Any) -> None:
             if pending:
-                self._write_commands(pipe, key, [e for e, v in pending.items() if v],
-                                     [e for e, v in pending.items() if not v])
+                self._write_commands(
+                    pipe, key, [e for e, v in pending.items() if v], [e for e, v in pending.items() if not v]
+                )
             pipe.evalsha(self._read_sha, 1, key)
 
         try:
@@ -259,7 +271,7 @@ class Presence:
             pipe.evalsha(self._write_sha, 1, key, self.ttl, 0)
             return
         for start in range(0, max(len(adds), len(removes)), CHUNK):
-            chunk_adds, chunk_removes = adds[start:start + CHUNK], removes[start:start + CHUNK]
+            chunk_adds, chunk_removes = adds[start : start + CHUNK], removes[start : start + CHUNK]
             pipe.evalsha(self._write_sha, 1, key, self.ttl, len(chunk_adds), *chunk_adds, *chunk_removes)
 
     def _requeue(self, pending: dict[str, dict[str, bool]]) -> None:

@@ -287,8 +287,11 @@ class Session:
     def _wait_for_room(self) -> None:
         hub = gevent.get_hub()
         # Only a greenlet can wait; the hub itself (a callback) must never block.
-        while (self._out_bytes > self._port.write_limit and not self._terminated
-               and gevent.getcurrent() is not hub):
+        while (
+            self._out_bytes > self._port.write_limit
+            and not self._terminated
+            and gevent.getcurrent() is not hub
+        ):
             if self._drained is None:
                 self._drained = Event()
             self._drained.clear()
@@ -304,8 +307,15 @@ class Session:
         if self._proto.state is not ProtocolState.OPEN:
             return False
         if self._out_bytes > self._port.write_limit and self._port.write_limit_action == "close":
-            log(logger, "warning", "write limit reached: closing", port=self.port_alias, peer=self.peer_text,
-                session=self.id, buffered=self._out_bytes)
+            log(
+                logger,
+                "warning",
+                "write limit reached: closing",
+                port=self.port_alias,
+                peer=self.peer_text,
+                session=self.id,
+                buffered=self._out_bytes,
+            )
             self.close(CloseCode.TRY_AGAIN_LATER, "try again later")
             return False
         if frame is not None and not self._proto.compression:
@@ -448,8 +458,15 @@ class Session:
             # that keeps streaming instead is cut off rather than read until close_timeout.
             self._input_after_close += len(data)
             if self._input_after_close > CLOSING_INPUT_LIMIT:
-                log(logger, "info", "closing: peer kept sending, dropping the connection", port=self.port_alias,
-                    peer=self.peer_text, session=self.id, read=self._input_after_close)
+                log(
+                    logger,
+                    "info",
+                    "closing: peer kept sending, dropping the connection",
+                    port=self.port_alias,
+                    peer=self.peer_text,
+                    session=self.id,
+                    read=self._input_after_close,
+                )
                 self._terminate()
                 return
         try:
@@ -508,8 +525,17 @@ class Session:
         self.close_code = event.code
         self.close_reason = event.reason
         if event.code in _FAILURE_CODES:
-            log(logger, "info", "protocol error", port=self.port_alias, peer=self.peer_text, session=self.id,
-                code=event.code, reason=event.reason, detail=self._proto.error)
+            log(
+                logger,
+                "info",
+                "protocol error",
+                port=self.port_alias,
+                peer=self.peer_text,
+                session=self.id,
+                code=event.code,
+                reason=event.reason,
+                detail=self._proto.error,
+            )
 
     def _pause_reading(self) -> None:
         if self._reading:
@@ -572,8 +598,16 @@ class Session:
                 log(logger, "error", "endpoint on_close failed", exc_info=True, session=self.id)
                 return
             self._errored = True
-            log(logger, "error", "endpoint error", exc_info=True, port=self.port_alias,
-                peer=self.peer_text, session=self.id, path=self.path)
+            log(
+                logger,
+                "error",
+                "endpoint error",
+                exc_info=True,
+                port=self.port_alias,
+                peer=self.peer_text,
+                session=self.id,
+                path=self.path,
+            )
             try:
                 self._endpoint.on_error(self, exc)
             except Exception:
@@ -704,7 +738,9 @@ class Session:
                     self._proto.send_ping(b"")
                     self._flush()
             elif now >= self._ping_sent_at + port.ping_timeout_ms / 1000:
-                log(logger, "info", "ping timeout", port=self.port_alias, peer=self.peer_text, session=self.id)
+                log(
+                    logger, "info", "ping timeout", port=self.port_alias, peer=self.peer_text, session=self.id
+                )
                 self.close(CloseCode.INTERNAL_ERROR, "ping timeout")
         self._arm_timer(self._next_deadline())
 
@@ -747,9 +783,16 @@ class Session:
         return format_peer(self.remote_address)
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "port": self.port_alias, "path": self.path, "user": self.user,
-                "remote_address": self.peer_text, "age_s": round(time.monotonic() - self.started, 3),
-                "messages_in": self.messages_in, "messages_out": self.messages_out}
+        return {
+            "id": self.id,
+            "port": self.port_alias,
+            "path": self.path,
+            "user": self.user,
+            "remote_address": self.peer_text,
+            "age_s": round(time.monotonic() - self.started, 3),
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+        }
 
     def abort(self) -> None:
         """Drop the connection now (shutdown past its graceful timeout)."""

@@ -51,8 +51,10 @@ logger = logging.getLogger("wsserver.tls")
 
 _POLL = 0.002  # seconds between retries when the other direction's watcher is busy
 _PLAIN_BODY = b"This port speaks TLS: use wss:// (or https://).\n"
-_PLAIN_HTTP_ANSWER = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-                      b"Content-Length: " + str(len(_PLAIN_BODY)).encode() + b"\r\n\r\n" + _PLAIN_BODY)
+_PLAIN_HTTP_ANSWER = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+    b"Content-Length: " + str(len(_PLAIN_BODY)).encode() + b"\r\n\r\n" + _PLAIN_BODY
+)
 
 
 class TLSError(OSError):
@@ -78,10 +80,21 @@ def ssl_error_reason(exc: BaseException) -> str:
 class TLSSocket:
     """A server-side TLS connection over an accepted gevent socket (see the module doc)."""
 
-    __slots__ = ("_closed", "_conn", "_established", "_port_alias", "_read_event", "_sock", "_write_event",
-                 "handshake_seconds", "peer")
+    __slots__ = (
+        "_closed",
+        "_conn",
+        "_established",
+        "_port_alias",
+        "_read_event",
+        "_sock",
+        "_write_event",
+        "handshake_seconds",
+        "peer",
+    )
 
-    def __init__(self, sock: Any, context: SSL.Context, peer: tuple | None = None, port_alias: str = "") -> None:
+    def __init__(
+        self, sock: Any, context: SSL.Context, peer: tuple | None = None, port_alias: str = ""
+    ) -> None:
         self._sock = sock
         self._conn = SSL.Connection(context, sock)
         self._conn.set_accept_state()
@@ -137,8 +150,13 @@ class TLSSocket:
                 self._wait(self._write_event)
             except SSL.SysCallError as exc:
                 if exc.args and exc.args[0] == -1:  # closed without a word (port probes, scanners)
-                    log(logger, "debug", "tls handshake: connection closed", port=self._port_alias,
-                        peer=format_peer(self.peer))
+                    log(
+                        logger,
+                        "debug",
+                        "tls handshake: connection closed",
+                        port=self._port_alias,
+                        peer=format_peer(self.peer),
+                    )
                     raise TLSError(_syscall_reason(exc), True) from None
                 raise self._failed(_syscall_reason(exc), handshake=True) from None
             except SSL.Error as exc:
@@ -158,8 +176,14 @@ class TLSSocket:
 
     def _failed(self, reason: str, handshake: bool) -> TLSError:
         if handshake:
-            log(logger, "info", "tls handshake failed", port=self._port_alias, peer=format_peer(self.peer),
-                reason=reason)
+            log(
+                logger,
+                "info",
+                "tls handshake failed",
+                port=self._port_alias,
+                peer=format_peer(self.peer),
+                reason=reason,
+            )
         return TLSError(reason, handshake)
 
     def recv_plain(self, bufsize: int, flags: int = 0) -> bytes:
@@ -207,8 +231,9 @@ class TLSSocket:
                 self._wait(self._read_event)
                 continue
             except SSL.SysCallError as exc:
-                raise OSError(exc.args[0] if exc.args and exc.args[0] != -1 else errno.EPIPE,
-                              _syscall_reason(exc)) from None
+                raise OSError(
+                    exc.args[0] if exc.args and exc.args[0] != -1 else errno.EPIPE, _syscall_reason(exc)
+                ) from None
             except SSL.Error as exc:
                 raise self._failed(ssl_error_reason(exc), handshake=False) from None
             view = view[sent:]
@@ -276,7 +301,9 @@ class TLSSocket:
         return f"<TLSSocket {state} peer={format_peer(self.peer)}>"
 
 
-def wrap_server_socket(sock: Any, context: SSL.Context, peer: tuple | None = None, port_alias: str = "") -> TLSSocket:
+def wrap_server_socket(
+    sock: Any, context: SSL.Context, peer: tuple | None = None, port_alias: str = ""
+) -> TLSSocket:
     """The acceptor's hook: wrap an accepted gevent socket (no I/O happens here)."""
     return TLSSocket(sock, context, peer, port_alias)
 
@@ -433,5 +460,3 @@ def _syscall_reason(exc: SSL.SysCallError) -> str:
     if exc.args and exc.args[0] == -1:
         return "connection closed during the TLS exchange"
     return str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-
-

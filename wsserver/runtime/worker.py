@@ -47,8 +47,9 @@ logger = logging.getLogger("wsserver.worker")
 class PortRuntime:
     """The acceptor of one port: accept, IP rule, TCP_NODELAY, spawn the dispatcher."""
 
-    def __init__(self, port: PortConfig, listener: BoundListener, dispatcher: Dispatcher,
-                 tls_context: Any = None) -> None:
+    def __init__(
+        self, port: PortConfig, listener: BoundListener, dispatcher: Dispatcher, tls_context: Any = None
+    ) -> None:
         self.port = port
         self.tls_context = tls_context  # an OpenSSL.SSL.Context for wss ports (security/tls.py)
         self.listener = listener
@@ -221,9 +222,14 @@ class HandshakeRunners:
 class WorkerRuntime:
     """All ports of one worker process."""
 
-    def __init__(self, config: Config, listeners: Sequence[BoundListener],
-                 connections: ConnectionTable | None = None, row: int = 0,
-                 auth_limits: SharedAuthLimits | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        listeners: Sequence[BoundListener],
+        connections: ConnectionTable | None = None,
+        row: int = 0,
+        auth_limits: SharedAuthLimits | None = None,
+    ) -> None:
         self.config = config
         # Without a master (tests, embedding) this worker's own table counts alone.
         connections = connections if connections is not None else ConnectionTable(rows=1)
@@ -235,31 +241,42 @@ class WorkerRuntime:
         users = UserTable(config.users)
         # Built here, in the worker, after gevent's monkey-patching: backend sockets cooperate.
         # Their truststore/keystore/key_alias name the config's [[truststores]]/[[keystores]].
-        self.adapters = build_adapters(config.adapters, observer=adapter_observer,
-                                       tls_setup=registry_setup(config)) if config.adapters else {}
+        self.adapters = (
+            build_adapters(config.adapters, observer=adapter_observer, tls_setup=registry_setup(config))
+            if config.adapters
+            else {}
+        )
         self.ports: list[PortRuntime] = []
         for port in config.active_ports():
             listener = by_alias.get(port.alias)
             if listener is None:
                 continue
             pool = ExecutorPool(port.alias, port.pool, self.scheduler)
-            counter = connections.counter(port.alias, row, port.max_connections, port.max_connections_per_worker)
+            counter = connections.counter(
+                port.alias, row, port.max_connections, port.max_connections_per_worker
+            )
             stats = metrics.PortStats()
-            auth = Authenticator.from_config(port, config, users=users, adapters=self.adapters,
-                                             observer=stats.auth_observer)
+            auth = Authenticator.from_config(
+                port, config, users=users, adapters=self.adapters, observer=stats.auth_observer
+            )
             # Under the master the failure buckets are the server's, not this worker's alone.
             shared = auth_limits.limiter_for(port) if auth_limits is not None else None
             if shared is not None:
                 auth.limiter = shared
             tls_context = tls_for_config(config).ports[port.alias].context if port.protocol == "wss" else None
-            dispatcher = Dispatcher(port, self.mounts, pool, counter, auth=auth, stats=stats, groups=self.groups)
+            dispatcher = Dispatcher(
+                port, self.mounts, pool, counter, auth=auth, stats=stats, groups=self.groups
+            )
             if tls_context is not None:
                 dispatcher.ocsp = client_check_for(port, self.adapters, tls_for_config(config))
             self.ports.append(PortRuntime(port, listener, dispatcher, tls_context))
         self.stopped = Event()
         # [metrics]: each port's counts go to the metric files every FLUSH_INTERVAL and at the end.
-        self.metrics = {p.port.alias: metrics.PortMetrics(p.port.alias) for p in self.ports} \
-            if config.metrics.enabled else {}
+        self.metrics = (
+            {p.port.alias: metrics.PortMetrics(p.port.alias) for p in self.ports}
+            if config.metrics.enabled
+            else {}
+        )
         self._publisher: gevent.Greenlet | None = None
 
     def sessions(self) -> list[Session]:
@@ -269,8 +286,14 @@ class WorkerRuntime:
         self.staplers = start_stapling([p.tls_context for p in self.ports])  # [ports.tls] ocsp_stapling
         for port in self.ports:
             port.start()
-            log(logger, "info", "listening", port=port.port.alias,
-                address=format_peer(port.listener.address), backlog=port.listener.effective_backlog)
+            log(
+                logger,
+                "info",
+                "listening",
+                port=port.port.alias,
+                address=format_peer(port.listener.address),
+                backlog=port.listener.effective_backlog,
+            )
         if self.metrics:
             self._publisher = gevent.spawn(self._publish_loop)
 
@@ -309,5 +332,3 @@ class WorkerRuntime:
             self._publisher.kill(block=False)
             self.publish_metrics()
         self.stopped.set()
-
-

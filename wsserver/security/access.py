@@ -48,7 +48,7 @@ def _forwarded_address(item: str) -> str:
     """One X-Forwarded-For entry without brackets or port: "[2001:db8::1]:443" -> "2001:db8::1"."""
     item = item.strip().strip('"')
     if item.startswith("["):
-        return item[1:item.find("]")] if "]" in item else item
+        return item[1 : item.find("]")] if "]" in item else item
     if item.count(":") == 1:  # IPv4 with a port
         return item.partition(":")[0]
     return item

@@ -91,9 +91,16 @@ class AuthEvent:
 class Authenticator:
     """The authentication rules of one port."""
 
-    def __init__(self, port: PortConfig, users: UserTable, jwt: JWTVerifier | None = None,
-                 limiter: Limiter | None = None, clock: Callable[[], float] = time.time,
-                 observer: Callable[[AuthEvent], None] | None = None, adapter: Any = None) -> None:
+    def __init__(
+        self,
+        port: PortConfig,
+        users: UserTable,
+        jwt: JWTVerifier | None = None,
+        limiter: Limiter | None = None,
+        clock: Callable[[], float] = time.time,
+        observer: Callable[[AuthEvent], None] | None = None,
+        adapter: Any = None,
+    ) -> None:
         self.port = port
         self.users = users
         self.method = client_auth_method(port.client_auth)
@@ -115,13 +122,21 @@ class Authenticator:
         basic = self.method in ("password", "adapter")
         scheme = "Basic" if basic else "Bearer"
         charset = ', charset="UTF-8"' if basic else ""
-        self._challenge = (("WWW-Authenticate", f'{scheme} realm="{REALM}"{charset}'),
-                           ("Cache-Control", "no-store"))
+        self._challenge = (
+            ("WWW-Authenticate", f'{scheme} realm="{REALM}"{charset}'),
+            ("Cache-Control", "no-store"),
+        )
 
     @classmethod
-    def from_config(cls, port: PortConfig, config: Config, environ: Mapping[str, str] | None = None,
-                    users: UserTable | None = None, adapters: Mapping[str, Any] | None = None,
-                    **kwargs: Any) -> Authenticator:
+    def from_config(
+        cls,
+        port: PortConfig,
+        config: Config,
+        environ: Mapping[str, str] | None = None,
+        users: UserTable | None = None,
+        adapters: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Authenticator:
         """Build a port's rules; reads the JWT key (raises JWTKeyError if unusable)."""
         users = users if users is not None else UserTable(config.users)
         method = client_auth_method(port.client_auth)
@@ -138,13 +153,20 @@ class Authenticator:
         return self.method == "none" and not self.no_auth_user
 
     # ---- the whole decision ------------------------------------------------------------------
-    def authenticate(self, request: HandshakeRequest, address: str,
-                     run_blocking: RunBlocking = _direct, certificate: Any = None) -> AuthDecision:
+    def authenticate(
+        self,
+        request: HandshakeRequest,
+        address: str,
+        run_blocking: RunBlocking = _direct,
+        certificate: Any = None,
+    ) -> AuthDecision:
         started = time.monotonic()
         refused = self.gate(address)
         if refused is not None:
             return refused
-        return self.finish(self.verify(request, run_blocking, certificate), address, time.monotonic() - started)
+        return self.finish(
+            self.verify(request, run_blocking, certificate), address, time.monotonic() - started
+        )
 
     # ---- step 1: rate limit ------------------------------------------------------------------
     def gate(self, address: str) -> AuthDecision | None:
@@ -154,11 +176,14 @@ class Authenticator:
         wait = self.limiter.retry_after(address)
         if wait is None:
             return None
-        return self._count(AuthDecision(429, None, (("Retry-After", str(wait)),), self.method, "rate_limited"), 0.0)
+        return self._count(
+            AuthDecision(429, None, (("Retry-After", str(wait)),), self.method, "rate_limited"), 0.0
+        )
 
     # ---- step 2: the credentials ---------------------------------------------------------------
-    def verify(self, request: HandshakeRequest, run_blocking: RunBlocking = _direct,
-               certificate: Any = None) -> Outcome:
+    def verify(
+        self, request: HandshakeRequest, run_blocking: RunBlocking = _direct, certificate: Any = None
+    ) -> Outcome:
         """Check the request's credentials and the user's limits. Touches no shared state.
 
         ``certificate``: the client's verified TLS certificate (cryptography x509), if any.
@@ -177,8 +202,14 @@ class Authenticator:
             outcome = self._adapter(request, run_blocking)
         if outcome.result == "missing" and self.no_auth_user:
             user = self.users.get(self.no_auth_user)
-            outcome = Outcome("anonymous", user, "no_auth_user") if user else Outcome("invalid", None, "no_auth_user")
-        if outcome.user is not None and not outcome.user.may_use(self.port.protocol, self.port.alias, request.path):
+            outcome = (
+                Outcome("anonymous", user, "no_auth_user")
+                if user
+                else Outcome("invalid", None, "no_auth_user")
+            )
+        if outcome.user is not None and not outcome.user.may_use(
+            self.port.protocol, self.port.alias, request.path
+        ):
             return Outcome("forbidden", outcome.user, "limits")
         return outcome
 
@@ -291,7 +322,9 @@ class Authenticator:
         elif outcome.result == "forbidden":
             decision = AuthDecision(403, user, (), self.method, "forbidden", outcome.reason)
         elif outcome.result == "unavailable":  # every backend failed: not the client's fault, never 401
-            decision = AuthDecision(503, None, (("Retry-After", "1"),), self.method, "unavailable", outcome.reason)
+            decision = AuthDecision(
+                503, None, (("Retry-After", "1"),), self.method, "unavailable", outcome.reason
+            )
         else:
             if outcome.result == "invalid" and self.limiter is not None:
                 self.limiter.failed(address)

@@ -62,13 +62,15 @@ class JWTKeyError(ValueError):
 # --- keys -----------------------------------------------------------------------------------
 
 
-def load_key_material(key: str, key_file: str, key_env: str,
-                      environ: Mapping[str, str] | None = None) -> bytes:
+def load_key_material(
+    key: str, key_file: str, key_env: str, environ: Mapping[str, str] | None = None
+) -> bytes:
     """The key bytes from exactly one of ``key``, ``key_file``, ``key_env``."""
     given = [name for name, value in (("key", key), ("key_file", key_file), ("key_env", key_env)) if value]
     if len(given) != 1:
-        raise JWTKeyError("set exactly one of key, key_file, key_env" +
-                          (f" (found {', '.join(given)})" if given else ""))
+        raise JWTKeyError(
+            "set exactly one of key, key_file, key_env" + (f" (found {', '.join(given)})" if given else "")
+        )
     if key:
         return key.encode("utf-8")
     if key_env:
@@ -115,7 +117,9 @@ def parse_key(material: bytes, algorithms: Sequence[str]) -> Any:
         else:
             public = load_pem_public_key(material)
     except ValueError:
-        raise JWTKeyError("not a PEM public key or certificate (a private key does not belong here)") from None
+        raise JWTKeyError(
+            "not a PEM public key or certificate (a private key does not belong here)"
+        ) from None
     if isinstance(public, rsa.RSAPublicKey):
         if set(algorithms) != {"RS256"}:
             raise JWTKeyError("an RSA key verifies RS256 only")
@@ -166,12 +170,16 @@ def _json_object(data: bytes) -> dict[str, Any]:
     return value
 
 
-def sign(claims: Mapping[str, Any], key: Any, algorithm: str = "HS256",
-         header: Mapping[str, Any] | None = None) -> str:
+def sign(
+    claims: Mapping[str, Any], key: Any, algorithm: str = "HS256", header: Mapping[str, Any] | None = None
+) -> str:
     """Make a token (for tests and tools): ``key`` is the secret bytes or a private key."""
     head = {"alg": algorithm, "typ": "JWT", **(header or {})}
-    signing_input = (_b64url_encode(json.dumps(head, separators=(",", ":")).encode()) + "." +
-                     _b64url_encode(json.dumps(dict(claims), separators=(",", ":")).encode()))
+    signing_input = (
+        _b64url_encode(json.dumps(head, separators=(",", ":")).encode())
+        + "."
+        + _b64url_encode(json.dumps(dict(claims), separators=(",", ":")).encode())
+    )
     data = signing_input.encode("ascii")
     if algorithm == "HS256":
         sig = hmac.new(key, data, hashlib.sha256).digest()

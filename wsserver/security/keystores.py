@@ -41,8 +41,15 @@ from wsserver.config.tls_settings import KeystoreConfig, TruststoreConfig, resol
 class KeystoreError(Exception):
     """A keystore or truststore cannot be used. ``str()`` names the store and the key alias."""
 
-    def __init__(self, store: str, message: str, key_alias: str | None = None, *, kind: str = "keystore",
-                 setting: str = "") -> None:
+    def __init__(
+        self,
+        store: str,
+        message: str,
+        key_alias: str | None = None,
+        *,
+        kind: str = "keystore",
+        setting: str = "",
+    ) -> None:
         self.store = store
         self.key_alias = key_alias
         self.kind = kind
@@ -89,13 +96,15 @@ class Keystore:
         aliases = self.aliases()
         if not alias:
             if len(aliases) != 1:
-                raise KeystoreError(self.alias, f"holds {len(aliases)} keys ({_names(aliases)}); "
-                                    "name one with key_alias")
+                raise KeystoreError(
+                    self.alias, f"holds {len(aliases)} keys ({_names(aliases)}); name one with key_alias"
+                )
             alias = aliases[0]
         found = self._lookup(alias)
         if found is None:
-            raise KeystoreError(self.alias, f"no such key alias in the {self.type} store ({_names(aliases)})",
-                                alias)
+            raise KeystoreError(
+                self.alias, f"no such key alias in the {self.type} store ({_names(aliases)})", alias
+            )
         if found in self.problems:
             raise KeystoreError(self.alias, self.problems[found], found)
         return self.entries[found]
@@ -146,9 +155,13 @@ _SHA256 = hashes.SHA256()
 # --- passwords and files --------------------------------------------------------------------
 
 
-def read_secret(store: KeystoreConfig | TruststoreConfig, base_dir: str | os.PathLike[str] | None = None,
-                prefix: str = "", kind: str = "keystore",
-                environ: Mapping[str, str] | None = None) -> str | None:
+def read_secret(
+    store: KeystoreConfig | TruststoreConfig,
+    base_dir: str | os.PathLike[str] | None = None,
+    prefix: str = "",
+    kind: str = "keystore",
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
     """The password from ``{prefix}password_env`` or ``{prefix}password_file``; None if neither."""
     environ = os.environ if environ is None else environ
     env = getattr(store, f"{prefix}password_env", "")
@@ -156,8 +169,12 @@ def read_secret(store: KeystoreConfig | TruststoreConfig, base_dir: str | os.Pat
     if env:
         value = environ.get(env)
         if value is None:
-            raise KeystoreError(store.alias, f"{prefix}password_env: environment variable {env} is not set",
-                                kind=kind, setting=f"{prefix}password_env")
+            raise KeystoreError(
+                store.alias,
+                f"{prefix}password_env: environment variable {env} is not set",
+                kind=kind,
+                setting=f"{prefix}password_env",
+            )
         return value
     if pfile:
         path = resolve_path(pfile, base_dir)
@@ -166,23 +183,32 @@ def read_secret(store: KeystoreConfig | TruststoreConfig, base_dir: str | os.Pat
                 text = f.read()
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise KeystoreError(store.alias, f"{prefix}password_file: cannot read {path}: {reason}",
-                                kind=kind, setting=f"{prefix}password_file") from None
+            raise KeystoreError(
+                store.alias,
+                f"{prefix}password_file: cannot read {path}: {reason}",
+                kind=kind,
+                setting=f"{prefix}password_file",
+            ) from None
         return text.removesuffix("\n").removesuffix("\r")
     return None
 
 
-def _read_file(store: str, path: str, what: str, kind: str = "keystore", key_alias: str | None = None) -> bytes:
+def _read_file(
+    store: str, path: str, what: str, kind: str = "keystore", key_alias: str | None = None
+) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
         raise KeystoreError(store, f"{what}: file not found: {path}", key_alias, kind=kind) from None
     except IsADirectoryError:
-        raise KeystoreError(store, f"{what}: is a directory, not a file: {path}", key_alias, kind=kind) from None
+        raise KeystoreError(
+            store, f"{what}: is a directory, not a file: {path}", key_alias, kind=kind
+        ) from None
     except OSError as exc:
-        raise KeystoreError(store, f"{what}: cannot read {path}: {exc.strerror or exc}", key_alias,
-                            kind=kind) from None
+        raise KeystoreError(
+            store, f"{what}: cannot read {path}: {exc.strerror or exc}", key_alias, kind=kind
+        ) from None
 
 
 def _password_hint(store: KeystoreConfig | TruststoreConfig, prefix: str = "") -> str:
@@ -199,8 +225,10 @@ def _password_hint(store: KeystoreConfig | TruststoreConfig, prefix: str = "") -
 
 
 def _spki(key: object) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER,  # type: ignore[attr-defined]
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER,
+        serialization.PublicFormat.SubjectPublicKeyInfo,
+    )
 
 
 def key_matches(private_key: PrivateKeyTypes, certificate: x509.Certificate) -> bool:
@@ -218,8 +246,9 @@ def subject_text(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or "(empty subject)"
 
 
-def entry_problem(private_key: PrivateKeyTypes, certificate: x509.Certificate,
-                  now: datetime.datetime | None = None) -> str | None:
+def entry_problem(
+    private_key: PrivateKeyTypes, certificate: x509.Certificate, now: datetime.datetime | None = None
+) -> str | None:
     """Why a key and certificate cannot be served, or None."""
     now = now or datetime.datetime.now(datetime.UTC)
     subject = subject_text(certificate)
@@ -232,8 +261,15 @@ def entry_problem(private_key: PrivateKeyTypes, certificate: x509.Certificate,
     return None
 
 
-def _entry(store: str, alias: str, key: PrivateKeyTypes, certs: list[x509.Certificate],
-           entries: dict[str, KeyEntry], problems: dict[str, str], now: datetime.datetime | None) -> None:
+def _entry(
+    store: str,
+    alias: str,
+    key: PrivateKeyTypes,
+    certs: list[x509.Certificate],
+    entries: dict[str, KeyEntry],
+    problems: dict[str, str],
+    now: datetime.datetime | None,
+) -> None:
     if not certs:
         problems[alias] = "no certificate for this key"
         return
@@ -247,52 +283,79 @@ def _entry(store: str, alias: str, key: PrivateKeyTypes, certs: list[x509.Certif
 # --- PEM ------------------------------------------------------------------------------------
 
 
-def _pem_certificates(store: str, data: bytes, path: str, what: str, kind: str = "keystore",
-                      key_alias: str | None = None) -> list[x509.Certificate]:
+def _pem_certificates(
+    store: str, data: bytes, path: str, what: str, kind: str = "keystore", key_alias: str | None = None
+) -> list[x509.Certificate]:
     if b"-----BEGIN CERTIFICATE-----" not in data:
-        raise KeystoreError(store, f"{what}: no PEM certificate (-----BEGIN CERTIFICATE-----) in {path}",
-                            key_alias, kind=kind)
+        raise KeystoreError(
+            store, f"{what}: no PEM certificate (-----BEGIN CERTIFICATE-----) in {path}", key_alias, kind=kind
+        )
     try:
         return x509.load_pem_x509_certificates(data)
     except ValueError as exc:
-        raise KeystoreError(store, f"{what}: unreadable PEM certificate in {path}: {exc}", key_alias,
-                            kind=kind) from None
+        raise KeystoreError(
+            store, f"{what}: unreadable PEM certificate in {path}: {exc}", key_alias, kind=kind
+        ) from None
 
 
 def _pem_key(store: KeystoreConfig, alias: str, path: str, password: str | None) -> PrivateKeyTypes:
     data = _read_file(store.alias, path, "key", key_alias=alias)
     if b"PRIVATE KEY-----" not in data:
-        raise KeystoreError(store.alias, f"key: no PEM private key (-----BEGIN ... PRIVATE KEY-----) in {path}",
-                            alias)
+        raise KeystoreError(
+            store.alias, f"key: no PEM private key (-----BEGIN ... PRIVATE KEY-----) in {path}", alias
+        )
     encrypted = b"ENCRYPTED" in data
     try:
-        return serialization.load_pem_private_key(data, password.encode() if (encrypted and password) else None)
+        return serialization.load_pem_private_key(
+            data, password.encode() if (encrypted and password) else None
+        )
     except TypeError:
         # Encrypted without a password given.
-        raise KeystoreError(store.alias, f"key: {path} is encrypted; set password_env or password_file",
-                            alias, setting="password_env") from None
+        raise KeystoreError(
+            store.alias,
+            f"key: {path} is encrypted; set password_env or password_file",
+            alias,
+            setting="password_env",
+        ) from None
     except ValueError as exc:
         if encrypted:
-            raise KeystoreError(store.alias, f"key: wrong password for {path}{_password_hint(store)}", alias,
-                                setting="password_env") from None
+            raise KeystoreError(
+                store.alias,
+                f"key: wrong password for {path}{_password_hint(store)}",
+                alias,
+                setting="password_env",
+            ) from None
         raise KeystoreError(store.alias, f"key: unreadable private key in {path}: {exc}", alias) from None
     except Exception as exc:  # unsupported key types raise UnsupportedAlgorithm
         raise KeystoreError(store.alias, f"key: unusable private key in {path}: {exc}", alias) from None
 
 
-def _load_pem_keystore(store: KeystoreConfig, base_dir: str | os.PathLike[str] | None,
-                       password: str | None, now: datetime.datetime | None) -> Keystore:
+def _load_pem_keystore(
+    store: KeystoreConfig,
+    base_dir: str | os.PathLike[str] | None,
+    password: str | None,
+    now: datetime.datetime | None,
+) -> Keystore:
     entries: dict[str, KeyEntry] = {}
     problems: dict[str, str] = {}
     for key_cfg in store.keys:
         cert_path = resolve_path(key_cfg.cert, base_dir)
-        certs = _pem_certificates(store.alias, _read_file(store.alias, cert_path, "cert", key_alias=key_cfg.alias),
-                                  cert_path, "cert", key_alias=key_cfg.alias)
+        certs = _pem_certificates(
+            store.alias,
+            _read_file(store.alias, cert_path, "cert", key_alias=key_cfg.alias),
+            cert_path,
+            "cert",
+            key_alias=key_cfg.alias,
+        )
         if key_cfg.chain:
             chain_path = resolve_path(key_cfg.chain, base_dir)
-            certs += _pem_certificates(store.alias, _read_file(store.alias, chain_path, "chain",
-                                                               key_alias=key_cfg.alias),
-                                       chain_path, "chain", key_alias=key_cfg.alias)
+            certs += _pem_certificates(
+                store.alias,
+                _read_file(store.alias, chain_path, "chain", key_alias=key_cfg.alias),
+                chain_path,
+                "chain",
+                key_alias=key_cfg.alias,
+            )
         key = _pem_key(store, key_cfg.alias, resolve_path(key_cfg.key, base_dir), password)
         _entry(store.alias, key_cfg.alias, key, certs, entries, problems, now)
     return Keystore(store.alias, "pem", entries, (), problems)
@@ -348,14 +411,14 @@ def _read_tlv(data: bytes, pos: int) -> tuple[_Tlv, int]:
         if not tag & 0x20:
             raise _DerError("indefinite length on a primitive value")
         children_start = pos
-        while data[pos:pos + 2] != b"\x00\x00":
+        while data[pos : pos + 2] != b"\x00\x00":
             _, pos = _read_tlv(data, pos)
-        return _Tlv(tag, data[children_start:pos], data[start:pos + 2]), pos + 2
+        return _Tlv(tag, data[children_start:pos], data[start : pos + 2]), pos + 2
     if length & 0x80:
         count = length & 0x7F
         if count == 0 or count > 4 or pos + count > len(data):
             raise _DerError("bad length")
-        length = int.from_bytes(data[pos:pos + count], "big")
+        length = int.from_bytes(data[pos : pos + count], "big")
         pos += count
     end = pos + length
     if end > len(data):
@@ -454,8 +517,9 @@ def _magic_hint(data: bytes, expected: str) -> str:
     return ""
 
 
-def _load_pkcs12(store: KeystoreConfig | TruststoreConfig, path: str, data: bytes, password: str | None,
-                 kind: str) -> pkcs12.PKCS12KeyAndCertificates:
+def _load_pkcs12(
+    store: KeystoreConfig | TruststoreConfig, path: str, data: bytes, password: str | None, kind: str
+) -> pkcs12.PKCS12KeyAndCertificates:
     attempts = [password.encode()] if password is not None else [None, b""]
     for secret in attempts:
         try:
@@ -468,13 +532,20 @@ def _load_pkcs12(store: KeystoreConfig | TruststoreConfig, path: str, data: byte
     except _DerError:
         readable = False
     if not readable:
-        raise KeystoreError(store.alias, f"{path} is not a PKCS#12 file{_magic_hint(data, 'pkcs12')}", kind=kind)
-    raise KeystoreError(store.alias, f"wrong password for {path}{_password_hint(store)} "
-                        "(or a damaged PKCS#12 file)", kind=kind, setting="password_env")
+        raise KeystoreError(
+            store.alias, f"{path} is not a PKCS#12 file{_magic_hint(data, 'pkcs12')}", kind=kind
+        )
+    raise KeystoreError(
+        store.alias,
+        f"wrong password for {path}{_password_hint(store)} (or a damaged PKCS#12 file)",
+        kind=kind,
+        setting="password_env",
+    )
 
 
-def _load_pkcs12_keystore(store: KeystoreConfig, path: str, data: bytes, password: str | None,
-                          now: datetime.datetime | None) -> Keystore:
+def _load_pkcs12_keystore(
+    store: KeystoreConfig, path: str, data: bytes, password: str | None, now: datetime.datetime | None
+) -> Keystore:
     p12 = _load_pkcs12(store, path, data, password, "keystore")
     certs: list[tuple[str | None, x509.Certificate]] = []
     if p12.cert is not None:
@@ -490,13 +561,15 @@ def _load_pkcs12_keystore(store: KeystoreConfig, path: str, data: bytes, passwor
     fallback = p12.key  # what load_pkcs12 decrypted: used for one key cryptography refuses below
     for bag in bags:
         try:
-            key = serialization.load_der_private_key(bag.der, password.encode() if (bag.shrouded and password)
-                                                     else (b"" if bag.shrouded else None))
+            key = serialization.load_der_private_key(
+                bag.der, password.encode() if (bag.shrouded and password) else (b"" if bag.shrouded else None)
+            )
         except Exception as exc:
             if fallback is None or password:
                 name: str | None = bag.friendly_name or "(no friendly name)"  # the loop below reuses it
-                raise KeystoreError(store.alias, f"cannot decrypt the private key in {path}: {exc}",
-                                    name) from None
+                raise KeystoreError(
+                    store.alias, f"cannot decrypt the private key in {path}: {exc}", name
+                ) from None
             # An empty password: cryptography will not decrypt a shrouded bag with b"".
             key, fallback = fallback, None
         keys.append((bag.friendly_name, key))
@@ -521,8 +594,11 @@ def _load_pkcs12_keystore(store: KeystoreConfig, path: str, data: bytes, passwor
         used.update(c.fingerprint(_SHA256) for c in chain)
         _entry(store.alias, alias, key, chain, entries, problems, now)
     # Certificate-only entries (trusted certificates): neither a key's certificate nor in its chain.
-    trusted = _unique(c for c in all_certs if c.fingerprint(_SHA256) not in used
-                      and not any(key_matches(k, c) for _, k in keys))
+    trusted = _unique(
+        c
+        for c in all_certs
+        if c.fingerprint(_SHA256) not in used and not any(key_matches(k, c) for _, k in keys)
+    )
     return Keystore(store.alias, "pkcs12", entries, trusted, problems)
 
 
@@ -541,8 +617,17 @@ def _build_chain(leaf: x509.Certificate, pool: list[x509.Certificate]) -> list[x
     chain: list[x509.Certificate] = []
     current = leaf
     while current.issuer != current.subject and len(chain) < 10:
-        issuer = next((c for c in pool if c.subject == current.issuer and c is not current and c not in chain
-                       and _signed_by(current, c)), None)
+        issuer = next(
+            (
+                c
+                for c in pool
+                if c.subject == current.issuer
+                and c is not current
+                and c not in chain
+                and _signed_by(current, c)
+            ),
+            None,
+        )
         if issuer is None:
             break
         chain.append(issuer)
@@ -561,27 +646,43 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 # --- JKS ------------------------------------------------------------------------------------
 
 
-def _load_jks(store: KeystoreConfig | TruststoreConfig, path: str, data: bytes, password: str | None,
-              kind: str) -> object:
+def _load_jks(
+    store: KeystoreConfig | TruststoreConfig, path: str, data: bytes, password: str | None, kind: str
+) -> object:
     import jks  # pyjks
 
     if data[:4] not in (b"\xfe\xed\xfe\xed", b"\xce\xce\xce\xce"):
-        raise KeystoreError(store.alias, f"{path} is not a JKS or JCEKS keystore{_magic_hint(data, 'jks')}",
-                            kind=kind)
+        raise KeystoreError(
+            store.alias, f"{path} is not a JKS or JCEKS keystore{_magic_hint(data, 'jks')}", kind=kind
+        )
     if password is None:
-        raise KeystoreError(store.alias, f"{path}: a JKS store needs its password; set password_env or "
-                            "password_file", kind=kind, setting="password_env")
+        raise KeystoreError(
+            store.alias,
+            f"{path}: a JKS store needs its password; set password_env or password_file",
+            kind=kind,
+            setting="password_env",
+        )
     try:
         return jks.KeyStore.loads(data, password)
     except jks.util.KeystoreSignatureException:
-        raise KeystoreError(store.alias, f"wrong password for {path}{_password_hint(store)}", kind=kind,
-                            setting="password_env") from None
+        raise KeystoreError(
+            store.alias,
+            f"wrong password for {path}{_password_hint(store)}",
+            kind=kind,
+            setting="password_env",
+        ) from None
     except Exception as exc:
         raise KeystoreError(store.alias, f"unreadable JKS keystore {path}: {exc}", kind=kind) from None
 
 
-def _load_jks_keystore(store: KeystoreConfig, path: str, data: bytes, password: str | None,
-                       key_password: str | None, now: datetime.datetime | None) -> Keystore:
+def _load_jks_keystore(
+    store: KeystoreConfig,
+    path: str,
+    data: bytes,
+    password: str | None,
+    key_password: str | None,
+    now: datetime.datetime | None,
+) -> Keystore:
     import jks
 
     ks = _load_jks(store, path, data, password, "keystore")
@@ -592,8 +693,11 @@ def _load_jks_keystore(store: KeystoreConfig, path: str, data: bytes, password: 
             try:
                 pk.decrypt(key_password if key_password is not None else password)
             except jks.util.DecryptionFailureException:
-                hint = (_password_hint(store, "key_") if key_password is not None else
-                        " (it differs from the store password; set key_password_env or key_password_file)")
+                hint = (
+                    _password_hint(store, "key_")
+                    if key_password is not None
+                    else " (it differs from the store password; set key_password_env or key_password_file)"
+                )
                 problems[alias] = f"wrong key password{hint}"
                 continue
         try:
@@ -610,8 +714,13 @@ def _load_jks_keystore(store: KeystoreConfig, path: str, data: bytes, password: 
 # --- public entry points --------------------------------------------------------------------
 
 
-def load_keystore(store: KeystoreConfig, base_dir: str | os.PathLike[str] | None = None, *,
-                  now: datetime.datetime | None = None, environ: Mapping[str, str] | None = None) -> Keystore:
+def load_keystore(
+    store: KeystoreConfig,
+    base_dir: str | os.PathLike[str] | None = None,
+    *,
+    now: datetime.datetime | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Keystore:
     """Open one ``[[keystores]]`` entry. Raises KeystoreError for store-wide problems; per-key
     problems are kept in ``Keystore.problems`` and raised when the key is selected."""
     password = read_secret(store, base_dir, environ=environ)
@@ -637,8 +746,12 @@ PKCS11_UNSUPPORTED = (
 )
 
 
-def load_truststore(store: TruststoreConfig, base_dir: str | os.PathLike[str] | None = None, *,
-                    environ: Mapping[str, str] | None = None) -> Truststore:
+def load_truststore(
+    store: TruststoreConfig,
+    base_dir: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Truststore:
     """Open one ``[[truststores]]`` entry: its certificates (private keys in it are ignored)."""
     kind = "truststore"
     password = read_secret(store, base_dir, kind=kind, environ=environ)
@@ -665,10 +778,14 @@ def _pem_truststore(store: TruststoreConfig, path: str) -> list[x509.Certificate
     if os.path.isdir(path):
         names = sorted(n for n in os.listdir(path) if n.endswith((".pem", ".crt", ".cer")))
         if not names:
-            raise KeystoreError(store.alias, f"directory {path} holds no *.pem, *.crt or *.cer files", kind=kind)
+            raise KeystoreError(
+                store.alias, f"directory {path} holds no *.pem, *.crt or *.cer files", kind=kind
+            )
         certs: list[x509.Certificate] = []
         for name in names:
             file = os.path.join(path, name)
-            certs += _pem_certificates(store.alias, _read_file(store.alias, file, "path", kind), file, "path", kind)
+            certs += _pem_certificates(
+                store.alias, _read_file(store.alias, file, "path", kind), file, "path", kind
+            )
         return certs
     return _pem_certificates(store.alias, _read_file(store.alias, path, "path", kind), path, "path", kind)

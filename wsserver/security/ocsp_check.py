@@ -58,8 +58,9 @@ def _reason(decision: Decision, detail: str) -> tuple[int, str]:
 class ClientCertificateCheck:
     """The OCSP check of one wss port; ``check`` runs in the handshake greenlet."""
 
-    def __init__(self, adapter: Any, port_alias: str, trust: Sequence[x509.Certificate] = (),
-                 timeout: float = 2.0) -> None:
+    def __init__(
+        self, adapter: Any, port_alias: str, trust: Sequence[x509.Certificate] = (), timeout: float = 2.0
+    ) -> None:
         self.adapter = adapter  # wsserver.adapters.service.Adapter of type "ocsp"
         self.port_alias = port_alias
         self.trust = list(trust)  # where an issuer is looked for when the client sent no chain
@@ -87,9 +88,18 @@ class ClientCertificateCheck:
         if result.decision is Decision.ACCEPTED:
             return None
         status, reason = _reason(result.decision, result.detail)
-        log(logger, "info", "client certificate refused", port=self.port_alias, peer=peer_text,
-            adapter=self.adapter.name, subject=result.user, serial=f"{certificate.serial_number:x}",
-            reason=reason, detail=result.detail)
+        log(
+            logger,
+            "info",
+            "client certificate refused",
+            port=self.port_alias,
+            peer=peer_text,
+            adapter=self.adapter.name,
+            subject=result.user,
+            serial=f"{certificate.serial_number:x}",
+            reason=reason,
+            detail=result.detail,
+        )
         return OcspRefusal(status, reason, result.detail)
 
 

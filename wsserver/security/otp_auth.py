@@ -55,8 +55,9 @@ def _code_from_request(request: HandshakeRequest, o: Any) -> str | None:
     return values[0] if values is not None and len(values) == 1 else None
 
 
-def verify_two_factor(auth: Authenticator, request: HandshakeRequest, name: str, secret: str,
-                      run_blocking: RunBlocking) -> Outcome:
+def verify_two_factor(
+    auth: Authenticator, request: HandshakeRequest, name: str, secret: str, run_blocking: RunBlocking
+) -> Outcome:
     from wsserver.security.auth import Outcome
 
     adapter = auth.adapter

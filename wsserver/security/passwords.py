@@ -128,7 +128,9 @@ def check_hash(text: str) -> str:
         try:
             argon2.extract_parameters(text)  # type: ignore[attr-defined]
         except Exception:
-            raise HashFormatError("not a valid argon2 hash ($argon2id$v=19$m=...,t=...,p=...$salt$hash)") from None
+            raise HashFormatError(
+                "not a valid argon2 hash ($argon2id$v=19$m=...,t=...,p=...$salt$hash)"
+            ) from None
         return "argon2"
     raise HashFormatError(
         "must be a hash made by `wsserver hash-password` (scrypt$... or $argon2id$...); "
@@ -140,8 +142,14 @@ def _encode(password: str | bytes) -> bytes:
     return password.encode("utf-8") if isinstance(password, str) else password
 
 
-def hash_password(password: str | bytes, algorithm: str = "scrypt", *, scrypt_n: int | None = None,
-                  scrypt_r: int | None = None, scrypt_p: int | None = None) -> str:
+def hash_password(
+    password: str | bytes,
+    algorithm: str = "scrypt",
+    *,
+    scrypt_n: int | None = None,
+    scrypt_r: int | None = None,
+    scrypt_p: int | None = None,
+) -> str:
     """A new salted hash of ``password`` in the self-describing format."""
     secret = _encode(password)
     if algorithm == "argon2":
@@ -216,8 +224,13 @@ def _read_password(stdin_mode: bool, getpass: Callable[[str], str], stdin: TextI
     return first
 
 
-def main(args: Sequence[str] | object, *, getpass: Callable[[str], str] | None = None,
-         stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+def main(
+    args: Sequence[str] | object,
+    *,
+    getpass: Callable[[str], str] | None = None,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+) -> int:
     """Print a hash for a password read from the terminal (twice) or, with --stdin, one line.
 
     The password is never taken from the command line: other users could read it in ``ps``.
@@ -238,9 +251,13 @@ def main(args: Sequence[str] | object, *, getpass: Callable[[str], str] | None =
         print("hash-password: empty password refused", file=sys.stderr)
         return 2
     try:
-        text = hash_password(password, getattr(args, "algorithm", "scrypt") or "scrypt",
-                             scrypt_n=getattr(args, "scrypt_n", None), scrypt_r=getattr(args, "scrypt_r", None),
-                             scrypt_p=getattr(args, "scrypt_p", None))
+        text = hash_password(
+            password,
+            getattr(args, "algorithm", "scrypt") or "scrypt",
+            scrypt_n=getattr(args, "scrypt_n", None),
+            scrypt_r=getattr(args, "scrypt_r", None),
+            scrypt_p=getattr(args, "scrypt_p", None),
+        )
     except (RuntimeError, ValueError) as exc:
         print(f"hash-password: {exc}", file=sys.stderr)
         return 2

@@ -47,8 +47,14 @@ class Limiter(Protocol):
 
 
 class FailureLimiter:
-    def __init__(self, burst: int, refill_per_minute: float, max_clients: int = 100_000,
-                 ipv6_prefix: int = 64, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        burst: int,
+        refill_per_minute: float,
+        max_clients: int = 100_000,
+        ipv6_prefix: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.burst = burst
         self.rate = refill_per_minute / 60.0  # tokens per second
         self.max_clients = max_clients

@@ -89,9 +89,16 @@ class SharedFailureTable:
     Same interface as :class:`~wsserver.security.ratelimit.FailureLimiter`.
     """
 
-    def __init__(self, burst: int, refill_per_minute: float, max_clients: int = 100_000,
-                 ipv6_prefix: int = 64, clock: Callable[[], float] = time.monotonic,
-                 lock_timeout: float = LOCK_TIMEOUT, _share: SharedFailureTable | None = None) -> None:
+    def __init__(
+        self,
+        burst: int,
+        refill_per_minute: float,
+        max_clients: int = 100_000,
+        ipv6_prefix: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+        lock_timeout: float = LOCK_TIMEOUT,
+        _share: SharedFailureTable | None = None,
+    ) -> None:
         if burst < 1:
             raise ValueError("burst must be at least 1 (0 means no limiter at all)")
         self.burst = burst
@@ -111,8 +118,8 @@ class SharedFailureTable:
             self._mem = mmap.mmap(self._fd, self.slots * SLOT_BYTES)  # MAP_SHARED: the same pages after fork
         else:
             self._fd, self._owner, self._salt, self._mem = _share._fd, False, _share._salt, _share._mem
-        self._keys = memoryview(self._mem)[:8 * self.slots].cast("Q")
-        self._state = memoryview(self._mem)[8 * self.slots:].cast("d")  # tokens, at; per slot
+        self._keys = memoryview(self._mem)[: 8 * self.slots].cast("Q")
+        self._state = memoryview(self._mem)[8 * self.slots :].cast("d")  # tokens, at; per slot
 
     @property
     def memory_bytes(self) -> int:
@@ -120,8 +127,15 @@ class SharedFailureTable:
 
     def attach(self, clock: Callable[[], float] | None = None) -> SharedFailureTable:
         """Another view of the same memory (tests: what a second worker sees)."""
-        return SharedFailureTable(self.burst, self.rate * 60.0, self.max_clients, self.ipv6_prefix,
-                                  clock or self.clock, self.lock_timeout, _share=self)
+        return SharedFailureTable(
+            self.burst,
+            self.rate * 60.0,
+            self.max_clients,
+            self.ipv6_prefix,
+            clock or self.clock,
+            self.lock_timeout,
+            _share=self,
+        )
 
     def close(self) -> None:
         """The master lets go of a table no generation it forks uses; mappings in workers stay."""
@@ -145,7 +159,7 @@ class SharedFailureTable:
         return int.from_bytes(digest, "little") or 1  # 0 marks an empty slot
 
     def _find(self, h: int, base: int) -> int | None:
-        ways = self._keys[base:base + WAYS].tolist()
+        ways = self._keys[base : base + WAYS].tolist()
         return base + ways.index(h) if h in ways else None
 
     # ---- buckets ---------------------------------------------------------------------------
@@ -245,8 +259,12 @@ class _SetLock:
             pause = min(pause * 2, 0.005)
         table.unlocked += 1
         if table.unlocked == 1 or table.unlocked % 1000 == 0:
-            log(logger, "warning", "auth rate limit: a lock was not released in time; updating without it",
-                times=table.unlocked)
+            log(
+                logger,
+                "warning",
+                "auth rate limit: a lock was not released in time; updating without it",
+                times=table.unlocked,
+            )
 
     def __exit__(self, *exc: object) -> None:
         if self.held:
@@ -272,15 +290,20 @@ class SharedAuthLimits:
         ``configs``: those of the generations the master may still fork workers for.
         """
         # A port that authenticates nobody never consults its limiter: no table for it.
-        wanted = {settings_key(port): port for config in configs for port in config.active_ports()
-                  if port.auth_rate_limit.burst > 0 and port.client_auth.split(":", 1)[0] != "none"}
+        wanted = {
+            settings_key(port): port
+            for config in configs
+            for port in config.active_ports()
+            if port.auth_rate_limit.burst > 0 and port.client_auth.split(":", 1)[0] != "none"
+        }
         for key in [k for k in self.tables if k not in wanted]:
             self.tables.pop(key).close()
         for key, port in wanted.items():
             if key not in self.tables:
                 cfg = port.auth_rate_limit
-                self.tables[key] = SharedFailureTable(cfg.burst, cfg.refill_per_minute, cfg.max_clients,
-                                                      cfg.ipv6_prefix, self.clock)
+                self.tables[key] = SharedFailureTable(
+                    cfg.burst, cfg.refill_per_minute, cfg.max_clients, cfg.ipv6_prefix, self.clock
+                )
 
     def limiter_for(self, port: PortConfig) -> SharedFailureTable | None:
         """In a worker: the port's table; None if the port has no limit or the master made none."""

@@ -72,10 +72,13 @@ def parse_pattern(text: str) -> tuple[str, bool]:
         try:
             ascii_form = text.encode("idna").decode("ascii")
         except UnicodeError:
-            raise PatternError("must be an ASCII host name: write an internationalised name in its "
-                               "punycode (xn--) form, the form clients send") from None
-        raise PatternError(f"must be an ASCII host name: write {_quote(ascii_form)} (the punycode "
-                           "form clients send)")
+            raise PatternError(
+                "must be an ASCII host name: write an internationalised name in its "
+                "punycode (xn--) form, the form clients send"
+            ) from None
+        raise PatternError(
+            f"must be an ASCII host name: write {_quote(ascii_form)} (the punycode form clients send)"
+        )
     name = text.lower()
     name = name[:-1] if name.endswith(".") else name
     try:
@@ -83,18 +86,21 @@ def parse_pattern(text: str) -> tuple[str, bool]:
     except ValueError:
         pass
     else:
-        raise PatternError("is an IP address: clients do not send addresses as SNI (RFC 6066); a connection "
-                           "by address gets the port's own key")
+        raise PatternError(
+            "is an IP address: clients do not send addresses as SNI (RFC 6066); a connection "
+            "by address gets the port's own key"
+        )
     wildcard = name.startswith("*.")
     host = name[2:] if wildcard else name
     if "*" in host:
-        raise PatternError(f"must be {PATTERN_HELP}: \"*\" only as the whole first label, once")
+        raise PatternError(f'must be {PATTERN_HELP}: "*" only as the whole first label, once')
     if not host:
-        raise PatternError(f"must be {PATTERN_HELP}: a wildcard needs a domain after \"*.\"")
+        raise PatternError(f'must be {PATTERN_HELP}: a wildcard needs a domain after "*."')
     labels = host.split(".")
     if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        raise PatternError(f"must be {PATTERN_HELP}: labels of 1-63 letters, digits, - and _, "
-                           "separated by dots")
+        raise PatternError(
+            f"must be {PATTERN_HELP}: labels of 1-63 letters, digits, - and _, separated by dots"
+        )
     if re.fullmatch(r"[0-9.]+", host):
         raise PatternError(f"must be {PATTERN_HELP}, not all digits (a mistyped IPv4 address?)")
     return host, wildcard
@@ -170,8 +176,15 @@ def split_key_ref(value: str, port_keystore: str, keystore_aliases: Iterable[str
     return port_keystore, value
 
 
-def sni_entries(errors: Any, path: str, table: Any, port_keystore: str, keystores: Mapping[str, Any],
-                *, keystores_complete: bool = True) -> list[SNIKey]:
+def sni_entries(
+    errors: Any,
+    path: str,
+    table: Any,
+    port_keystore: str,
+    keystores: Mapping[str, Any],
+    *,
+    keystores_complete: bool = True,
+) -> list[SNIKey]:
     """Check a port's ``[ports.tls.sni]`` table without opening a file; add one line per problem
     to ``errors`` (a wsserver.config.settings.Errors) and return the usable entries.
 
@@ -187,8 +200,11 @@ def sni_entries(errors: Any, path: str, table: Any, port_keystore: str, keystore
         sub = f"{path}.{_toml_key(key)}"
         if isinstance(value, dict):
             for dotted in _flatten(value, key) or [key]:
-                errors.add(f"{path}.{_toml_key(dotted)}", f"quote the host name: {_quote(dotted)} = \"KEY_ALIAS\" "
-                           "(an unquoted TOML key with dots is a nested table)")
+                errors.add(
+                    f"{path}.{_toml_key(dotted)}",
+                    f'quote the host name: {_quote(dotted)} = "KEY_ALIAS" '
+                    "(an unquoted TOML key with dots is a nested table)",
+                )
             continue
         try:
             host, wildcard = parse_pattern(key)
@@ -197,12 +213,22 @@ def sni_entries(errors: Any, path: str, table: Any, port_keystore: str, keystore
             continue
         normal = ("*." if wildcard else "") + host
         if normal in seen:
-            _add(errors, sub, f"duplicate host name (also {_quote(seen[normal])}; names are matched without case "
-                 "and trailing dot)", value)
+            _add(
+                errors,
+                sub,
+                f"duplicate host name (also {_quote(seen[normal])}; names are matched without case "
+                "and trailing dot)",
+                value,
+            )
             continue
         seen[normal] = key
         if not isinstance(value, str) or not value:
-            _add(errors, sub, 'must be a key alias ("ALIAS" in the port\'s keystore or "KEYSTORE:ALIAS")', value)
+            _add(
+                errors,
+                sub,
+                'must be a key alias ("ALIAS" in the port\'s keystore or "KEYSTORE:ALIAS")',
+                value,
+            )
             continue
         store, alias = split_key_ref(value, port_keystore, keystores)
         ks = keystores.get(store)
@@ -213,8 +239,12 @@ def sni_entries(errors: Any, path: str, table: Any, port_keystore: str, keystore
         if ks.type == "pem":
             aliases = ks.key_aliases()
             if alias not in aliases:
-                errors.add(sub, f"keystore {_quote(store)} has no key alias {_quote(alias)}"
-                           f"{did_you_mean(alias, aliases, keystores, port_keystore)}", value)
+                errors.add(
+                    sub,
+                    f"keystore {_quote(store)} has no key alias {_quote(alias)}"
+                    f"{did_you_mean(alias, aliases, keystores, port_keystore)}",
+                    value,
+                )
                 continue
         entries.append(SNIKey(key, store, alias, sub))
     return entries
@@ -228,8 +258,10 @@ def _add(errors: Any, path: str, message: str, value: Any) -> None:
         errors.add(path, message)
 
 
-def did_you_mean(alias: str, aliases: Iterable[str], keystores: Iterable[str] = (), port_keystore: str = "") -> str:
-    """"; did you mean "x"? (aliases: ...)" for a key alias that is not there."""
+def did_you_mean(
+    alias: str, aliases: Iterable[str], keystores: Iterable[str] = (), port_keystore: str = ""
+) -> str:
+    """ "; did you mean "x"? (aliases: ...)" for a key alias that is not there."""
     aliases = list(aliases)
     close = difflib.get_close_matches(alias, aliases, n=1)
     if not close:
@@ -238,20 +270,36 @@ def did_you_mean(alias: str, aliases: Iterable[str], keystores: Iterable[str] = 
     hint = f'; did you mean "{close[0]}"?' if close else ""
     known = ", ".join(_quote(a) for a in aliases) if aliases else "none"
     others = [k for k in keystores if k != port_keystore]
-    other = f'; a key of another keystore is "KEYSTORE:ALIAS" (keystores: {", ".join(others)})' \
-        if others and STORE_SEPARATOR not in alias and not close else ""
+    other = (
+        f'; a key of another keystore is "KEYSTORE:ALIAS" (keystores: {", ".join(others)})'
+        if others and STORE_SEPARATOR not in alias and not close
+        else ""
+    )
     return f"{hint} (aliases: {known}){other}"
 
 
-def check_port_sni(errors: Any, port: Any, index: int, options: Any, keystores: Iterable[Any],
-                   *, keystores_complete: bool = True) -> None:
+def check_port_sni(
+    errors: Any,
+    port: Any,
+    index: int,
+    options: Any,
+    keystores: Iterable[Any],
+    *,
+    keystores_complete: bool = True,
+) -> None:
     """The reference-pass hook for one wss port (``options``: its tls_settings.PortTLSOptions)."""
     table = getattr(port.tls, "sni", None) if port.tls is not None else None
     if not table:
         return
     stores = {ks.alias: ks for ks in keystores}
-    sni_entries(errors, f"ports[{index}].tls.sni", table, options.key.keystore, stores,
-                keystores_complete=keystores_complete)
+    sni_entries(
+        errors,
+        f"ports[{index}].tls.sni",
+        table,
+        options.key.keystore,
+        stores,
+        keystores_complete=keystores_complete,
+    )
 
 
 # --- the load (wsserver/security/tls.py: load_tls) -----------------------------------------------
@@ -288,9 +336,17 @@ class PortSNI:
         return on_server_name
 
 
-def attach_sni(port: Any, index: int, options: Any, default_entry: Any, default_context: Any,
-               build: Callable[[Any], Any], material: Any, source: str,
-               failed: Iterable[str] = ()) -> tuple[PortSNI | None, list[str]]:
+def attach_sni(
+    port: Any,
+    index: int,
+    options: Any,
+    default_entry: Any,
+    default_context: Any,
+    build: Callable[[Any], Any],
+    material: Any,
+    source: str,
+    failed: Iterable[str] = (),
+) -> tuple[PortSNI | None, list[str]]:
     """Build a port's SNI contexts and install the servername callback on its context.
 
     ``build(entry)`` makes a context with the port's settings (the call that made
@@ -310,8 +366,9 @@ def attach_sni(port: Any, index: int, options: Any, default_entry: Any, default_
     failed = set(failed)
     routes: list[SNIRoute] = []
     built: dict[tuple[str, str], Any] = {(default_entry.keystore, default_entry.alias): default_context}
-    for ref in sni_entries(errors, path, table, options.key.keystore, _ConfigView(configs, failed),
-                           keystores_complete=False):
+    for ref in sni_entries(
+        errors, path, table, options.key.keystore, _ConfigView(configs, failed), keystores_complete=False
+    ):
         store = material.keystores.get(ref.keystore)
         if store is None:
             continue  # a keystore that failed to load: reported with that keystore
@@ -319,9 +376,12 @@ def attach_sni(port: Any, index: int, options: Any, default_entry: Any, default_
             entry = store.key(ref.key_alias)
         except KeystoreError as exc:
             if "no such key alias" in exc.message:
-                errors.add(ref.path, f"keystore {_quote(ref.keystore)} has no key alias {_quote(ref.key_alias)}"
-                           f"{did_you_mean(ref.key_alias, store.aliases(), configs, options.key.keystore)}",
-                           table[ref.pattern])
+                errors.add(
+                    ref.path,
+                    f"keystore {_quote(ref.keystore)} has no key alias {_quote(ref.key_alias)}"
+                    f"{did_you_mean(ref.key_alias, store.aliases(), configs, options.key.keystore)}",
+                    table[ref.pattern],
+                )
             else:
                 errors.add(ref.path, str(exc), table[ref.pattern])
             continue
@@ -330,8 +390,12 @@ def attach_sni(port: Any, index: int, options: Any, default_entry: Any, default_
             try:
                 built[key] = build(entry)
             except (ValueError, SSL.Error) as exc:
-                errors.add(ref.path, f'cannot build the TLS context with key "{entry.alias}" of keystore '
-                           f'"{entry.keystore}": {exc}', table[ref.pattern])
+                errors.add(
+                    ref.path,
+                    f'cannot build the TLS context with key "{entry.alias}" of keystore '
+                    f'"{entry.keystore}": {exc}',
+                    table[ref.pattern],
+                )
                 continue
         routes.append(SNIRoute(ref.pattern, entry, built[key]))
     if errors.lines:
@@ -389,10 +453,14 @@ def sni_report(port_alias: str, sni: PortSNI | None) -> list[str]:
     for route in sni.routes:
         entry = route.entry
         head = f"port {port_alias}: sni {_quote(route.pattern)}"
-        lines.append(f'{head}: key "{entry.alias}" of keystore "{entry.keystore}", '
-                     f"expires {entry.certificate.not_valid_after_utc:%Y-%m-%d} UTC")
+        lines.append(
+            f'{head}: key "{entry.alias}" of keystore "{entry.keystore}", '
+            f"expires {entry.certificate.not_valid_after_utc:%Y-%m-%d} UTC"
+        )
         if not certificate_covers(entry.certificate, route.pattern):
             names = ", ".join(sorted(dns_names(entry.certificate))) or "no DNS names"
-            lines.append(f'{head}: warning: the certificate of key "{entry.alias}" does not cover '
-                         f"{_quote(route.pattern)} (it names {names}); clients checking the host name will refuse it")
+            lines.append(
+                f'{head}: warning: the certificate of key "{entry.alias}" does not cover '
+                f"{_quote(route.pattern)} (it names {names}); clients checking the host name will refuse it"
+            )
     return lines

@@ -63,8 +63,14 @@ class StapleError(Exception):
 class Stapler:
     """The current OCSP response for one port's certificate, and the loop that refreshes it."""
 
-    def __init__(self, port_alias: str, certificate: x509.Certificate, issuer: x509.Certificate, url: str,
-                 wall: Any = time.time) -> None:
+    def __init__(
+        self,
+        port_alias: str,
+        certificate: x509.Certificate,
+        issuer: x509.Certificate,
+        url: str,
+        wall: Any = time.time,
+    ) -> None:
         self.port_alias = port_alias
         self.certificate = certificate
         self.issuer = issuer
@@ -92,13 +98,22 @@ class Stapler:
         """Ask the responder; the DER response and its nextUpdate (epoch seconds), or StapleError."""
         from wsserver.adapters import _http
 
-        request = ocsp.OCSPRequestBuilder().add_certificate(self.certificate, self.issuer, hashes.SHA1()).build()
+        request = (
+            ocsp.OCSPRequestBuilder().add_certificate(self.certificate, self.issuer, hashes.SHA1()).build()
+        )
         headers = [("Content-Type", "application/ocsp-request"), ("Accept", "application/ocsp-response")]
         if self.url.lower().startswith("https:") and self._context is None:
             self._context = ssl.create_default_context()
         try:
-            answer = _http.request(self.url, "POST", headers, request.public_bytes(serialization.Encoding.DER),
-                                   FETCH_TIMEOUT, self._context, max_body=MAX_RESPONSE_BYTES)
+            answer = _http.request(
+                self.url,
+                "POST",
+                headers,
+                request.public_bytes(serialization.Encoding.DER),
+                FETCH_TIMEOUT,
+                self._context,
+                max_body=MAX_RESPONSE_BYTES,
+            )
         except _http.HTTPFailure as exc:
             raise StapleError(exc.detail) from None
         if answer.status != 200:
@@ -132,18 +147,30 @@ class Stapler:
             revoked = str(exc).startswith("certificate status: revoked")
             if revoked or not keep:
                 self.der, self.next_update = b"", None
-            log(logger, "error" if revoked else "warning", "ocsp stapling: no new response", port=self.port_alias,
-                responder=self.url, error=str(exc),
-                serving="previous response" if self.der else "no staple", failures=self.failures)
+            log(
+                logger,
+                "error" if revoked else "warning",
+                "ocsp stapling: no new response",
+                port=self.port_alias,
+                responder=self.url,
+                error=str(exc),
+                serving="previous response" if self.der else "no staple",
+                failures=self.failures,
+            )
             pause = min(RETRY_MAX, RETRY_MIN * 2 ** min(self.failures - 1, 10))
             if self.der and self.next_update is not None:
                 pause = max(RETRY_MIN, min(pause, self.next_update - now))  # one more try before it lapses
             return pause
         recovered, self.failures = self.failures, 0
         self.der, self.next_update = der, next_update
-        log(logger, "info" if recovered or not self._fetched_before else "debug", "ocsp stapling: response fetched",
-            port=self.port_alias, responder=self.url,
-            next_update=_when(next_update) if next_update is not None else "none")
+        log(
+            logger,
+            "info" if recovered or not self._fetched_before else "debug",
+            "ocsp stapling: response fetched",
+            port=self.port_alias,
+            responder=self.url,
+            next_update=_when(next_update) if next_update is not None else "none",
+        )
         self._fetched_before = True
         if next_update is None:
             return REFRESH_MAX
@@ -192,8 +219,9 @@ def _verifier(wall: Any) -> Any:
 # --- wiring ---------------------------------------------------------------------------------------
 
 
-def attach_stapling(context: SSL.Context, entry: Any, tls: Any, path: str, source: str, port_alias: str,
-                    material: Any = None) -> str | None:
+def attach_stapling(
+    context: SSL.Context, entry: Any, tls: Any, path: str, source: str, port_alias: str, material: Any = None
+) -> str | None:
     """Set the status callback of a port's context (no network here: this runs in the master
     and in ``wsserver check``). An error line when stapling cannot work, else None.
 
@@ -208,12 +236,16 @@ def attach_stapling(context: SSL.Context, entry: Any, tls: Any, path: str, sourc
     head = f'{source}: {path}.ocsp_stapling: key "{entry.alias}" of keystore "{entry.keystore}"'
     issuer = find_issuer(cert, [*entry.chain, *candidates])
     if issuer is None:
-        return (f"{head}: the issuer of its certificate ({cert.issuer.rfc4514_string()}) is in neither its chain "
-                "nor a truststore; stapling needs the issuer to ask for the status")
+        return (
+            f"{head}: the issuer of its certificate ({cert.issuer.rfc4514_string()}) is in neither its chain "
+            "nor a truststore; stapling needs the issuer to ask for the status"
+        )
     url = getattr(tls, "ocsp_stapling_responder", "") or next(iter(aia_responders(cert)), "")
     if not url:
-        return (f"{head}: its certificate names no OCSP responder (Authority Information Access); "
-                f"set {path}.ocsp_stapling_responder")
+        return (
+            f"{head}: its certificate names no OCSP responder (Authority Information Access); "
+            f"set {path}.ocsp_stapling_responder"
+        )
     stapler = Stapler(port_alias, cert, issuer, url)
     context.set_ocsp_server_callback(stapler.callback)
     _STAPLERS[context] = stapler

@@ -105,8 +105,13 @@ def build_server_context(
         raise ValueError(f'client_certs = "{client_certs}" needs a truststore with at least one certificate')
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(_MIN_VERSION[min_version])
-    ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_CIPHER_SERVER_PREFERENCE
-                    | SSL.OP_SINGLE_ECDH_USE | SSL.OP_SINGLE_DH_USE)
+    ctx.set_options(
+        SSL.OP_NO_COMPRESSION
+        | SSL.OP_NO_RENEGOTIATION
+        | SSL.OP_CIPHER_SERVER_PREFERENCE
+        | SSL.OP_SINGLE_ECDH_USE
+        | SSL.OP_SINGLE_DH_USE
+    )
     ctx.set_cipher_list((ciphers or DEFAULT_CIPHERS).encode("ascii"))
     ctx.use_certificate(entry.certificate)
     for cert in entry.chain:
@@ -269,8 +274,10 @@ class TLSMaterial:
                 lines += [f"{head}: {line}" for line in certificate_lines(info)]
         for port in self.ports.values():
             entry = port.entry
-            lines.append(f'port {port.port_alias}: key "{entry.alias}" of keystore "{entry.keystore}", '
-                         f"min TLS {port.options.min_version}, client certificates {port.options.client_certs}")
+            lines.append(
+                f'port {port.port_alias}: key "{entry.alias}" of keystore "{entry.keystore}", '
+                f"min TLS {port.options.min_version}, client certificates {port.options.client_certs}"
+            )
             lines += sni_report(port.port_alias, port.sni)
         return lines
 
@@ -333,8 +340,10 @@ def load_tls(
             continue
         options = port_tls_options(port, i, server_tls)
         if options is None:
-            errors.append(f"{source}: ports[{i}].protocol = \"wss\": needs a TLS key: set [ports.tls] keystore "
-                          "or [server.tls] keystore")
+            errors.append(
+                f'{source}: ports[{i}].protocol = "wss": needs a TLS key: set [ports.tls] keystore '
+                "or [server.tls] keystore"
+            )
             continue
         choice = options.key
         store = material.keystores.get(choice.keystore)
@@ -345,8 +354,14 @@ def load_tls(
         try:
             entry = store.key(choice.key_alias)
         except KeystoreError as exc:
-            errors.append(_keyed_line(source, choice.key_alias_key if choice.key_alias else choice.keystore_key,
-                                      choice.key_alias or choice.keystore, exc))
+            errors.append(
+                _keyed_line(
+                    source,
+                    choice.key_alias_key if choice.key_alias else choice.keystore_key,
+                    choice.key_alias or choice.keystore,
+                    exc,
+                )
+            )
             continue
         trust: Sequence[x509.Certificate] = ()
         if options.client_certs != "none":
@@ -359,18 +374,27 @@ def load_tls(
             trust = holder.trust_certificates()
             if not trust:
                 key = options.truststore_key if options.truststore else f"ports[{i}].tls.client_certs"
-                errors.append(f'{source}: {key}: {_kind(holder)} "{trust_name}" holds no certificates to '
-                              "verify client certificates with; name a truststore")
+                errors.append(
+                    f'{source}: {key}: {_kind(holder)} "{trust_name}" holds no certificates to '
+                    "verify client certificates with; name a truststore"
+                )
                 continue
         # One builder for the port's context and its SNI contexts: the same settings for every key.
-        build = functools.partial(build_server_context, client_certs=options.client_certs, trust=trust,
-                                  min_version=options.min_version, ciphers=options.ciphers,
-                                  session_id=_session_id(port.alias))
+        build = functools.partial(
+            build_server_context,
+            client_certs=options.client_certs,
+            trust=trust,
+            min_version=options.min_version,
+            ciphers=options.ciphers,
+            session_id=_session_id(port.alias),
+        )
         try:
             ctx = build(entry)
         except (ValueError, SSL.Error) as exc:
-            errors.append(f"{source}: ports[{i}].tls: cannot build the TLS context with key "
-                          f'"{entry.alias}" of keystore "{entry.keystore}": {_ssl_text(exc)}')
+            errors.append(
+                f"{source}: ports[{i}].tls: cannot build the TLS context with key "
+                f'"{entry.alias}" of keystore "{entry.keystore}": {_ssl_text(exc)}'
+            )
             continue
         if getattr(port.tls, "ocsp_stapling", False):  # the status callback only: workers fetch the staple
             from wsserver.security.stapling import attach_stapling
@@ -386,8 +410,15 @@ def load_tls(
 
             for route in sni.routes:
                 if route.context is not ctx and link_stapling(ctx, route.context):
-                    problem = attach_stapling(route.context, route.entry, port.tls, f"ports[{i}].tls.sni",
-                                              source, port.alias, material)
+                    problem = attach_stapling(
+                        route.context,
+                        route.entry,
+                        port.tls,
+                        f"ports[{i}].tls.sni",
+                        source,
+                        port.alias,
+                        material,
+                    )
                     if problem:
                         errors.append(problem)
         material.ports[port.alias] = PortTLS(port.alias, ctx, entry, options, sni)
@@ -401,8 +432,16 @@ def load_tls_for_config(config: Any, *, now: datetime.datetime | None = None) ->
     source = getattr(config, "source", "<string>")
     base_dir = os.path.dirname(os.path.abspath(source)) if not source.startswith("<") else None
     active = [p.alias for p in config.active_ports()] if hasattr(config, "active_ports") else None
-    return load_tls(config.server.tls, config.ports, getattr(config, "keystores", ()),
-                    getattr(config, "truststores", ()), source, base_dir=base_dir, now=now, only_active=active)
+    return load_tls(
+        config.server.tls,
+        config.ports,
+        getattr(config, "keystores", ()),
+        getattr(config, "truststores", ()),
+        source,
+        base_dir=base_dir,
+        now=now,
+        only_active=active,
+    )
 
 
 def _kind(holder: Keystore | Truststore) -> str:
@@ -412,7 +451,9 @@ def _kind(holder: Keystore | Truststore) -> str:
 def _line(source: str, path: str, exc: KeystoreError) -> str:
     if not exc.setting:
         return f"{source}: {path}: {exc}"
-    where = f'{exc.kind} "{exc.store}"' + (f': key alias "{exc.key_alias}"' if exc.key_alias is not None else "")
+    where = f'{exc.kind} "{exc.store}"' + (
+        f': key alias "{exc.key_alias}"' if exc.key_alias is not None else ""
+    )
     return f"{source}: {path}.{exc.setting}: {where}: {exc.message.removeprefix(exc.setting + ': ')}"
 
 
@@ -445,6 +486,9 @@ def tls_for_config(config: Any) -> TLSMaterial:
 
 def uses_tls(config: Any) -> bool:
     """Whether the config has anything for :func:`tls_for_config` to load."""
-    return bool(getattr(config, "keystores", ()) or getattr(config, "truststores", ())
-                or config.server.tls.keystore or any(p.protocol == "wss" for p in config.ports))
-
+    return bool(
+        getattr(config, "keystores", ())
+        or getattr(config, "truststores", ())
+        or config.server.tls.keystore
+        or any(p.protocol == "wss" for p in config.ports)
+    )

@@ -45,7 +45,7 @@ def _configured_digest(text: str) -> bytes | None:
     if not text:
         return None
     if _SHA256_FORM.fullmatch(text):
-        return bytes.fromhex(text[len("sha256:"):])
+        return bytes.fromhex(text[len("sha256:") :])
     return token_digest(text)
 
 

@@ -78,8 +78,13 @@ def _bits(name: str, values: list) -> int:
 class PerMessageDeflateOffer(PerMessageCompressOffer, PerMessageDeflateMixin):
     """What a client offers."""
 
-    def __init__(self, acceptNoContextTakeover=True, acceptMaxWindowBits=True,
-                 requestNoContextTakeover=False, requestMaxWindowBits=0):
+    def __init__(
+        self,
+        acceptNoContextTakeover=True,
+        acceptMaxWindowBits=True,
+        requestNoContextTakeover=False,
+        requestMaxWindowBits=0,
+    ):
         for value in (acceptNoContextTakeover, acceptMaxWindowBits, requestNoContextTakeover):
             if type(value) is not bool:
                 raise TypeError(f"invalid type {type(value)} for a permessage-deflate flag")
@@ -121,29 +126,42 @@ class PerMessageDeflateOffer(PerMessageCompressOffer, PerMessageDeflateMixin):
         return "; ".join(parts)
 
     def __json__(self) -> dict:
-        return {"extension": self.EXTENSION_NAME,
-                "acceptNoContextTakeover": self.acceptNoContextTakeover,
-                "acceptMaxWindowBits": self.acceptMaxWindowBits,
-                "requestNoContextTakeover": self.requestNoContextTakeover,
-                "requestMaxWindowBits": self.requestMaxWindowBits}
+        return {
+            "extension": self.EXTENSION_NAME,
+            "acceptNoContextTakeover": self.acceptNoContextTakeover,
+            "acceptMaxWindowBits": self.acceptMaxWindowBits,
+            "requestNoContextTakeover": self.requestNoContextTakeover,
+            "requestMaxWindowBits": self.requestMaxWindowBits,
+        }
 
     def __repr__(self) -> str:
-        return (f"PerMessageDeflateOffer(acceptNoContextTakeover={self.acceptNoContextTakeover}, "
-                f"acceptMaxWindowBits={self.acceptMaxWindowBits}, "
-                f"requestNoContextTakeover={self.requestNoContextTakeover}, "
-                f"requestMaxWindowBits={self.requestMaxWindowBits})")
+        return (
+            f"PerMessageDeflateOffer(acceptNoContextTakeover={self.acceptNoContextTakeover}, "
+            f"acceptMaxWindowBits={self.acceptMaxWindowBits}, "
+            f"requestNoContextTakeover={self.requestNoContextTakeover}, "
+            f"requestMaxWindowBits={self.requestMaxWindowBits})"
+        )
 
 
 class PerMessageDeflateOfferAccept(PerMessageCompressOfferAccept, PerMessageDeflateMixin):
     """How a server accepts an offer (server side; the cases define acceptors with it)."""
 
-    def __init__(self, offer, requestNoContextTakeover=False, requestMaxWindowBits=0,
-                 noContextTakeover=None, windowBits=None, memLevel=None):
+    def __init__(
+        self,
+        offer,
+        requestNoContextTakeover=False,
+        requestMaxWindowBits=0,
+        noContextTakeover=None,
+        windowBits=None,
+        memLevel=None,
+    ):
         if not isinstance(offer, PerMessageDeflateOffer):
             raise TypeError(f"invalid type {type(offer)} for offer")
         if requestNoContextTakeover and not offer.acceptNoContextTakeover:
             raise ValueError("requestNoContextTakeover: feature unsupported by client")
-        if requestMaxWindowBits and (requestMaxWindowBits not in WINDOW_BITS or not offer.acceptMaxWindowBits):
+        if requestMaxWindowBits and (
+            requestMaxWindowBits not in WINDOW_BITS or not offer.acceptMaxWindowBits
+        ):
             raise ValueError(f"invalid requestMaxWindowBits {requestMaxWindowBits}")
         self.offer = offer
         self.requestNoContextTakeover = requestNoContextTakeover
@@ -168,8 +186,13 @@ class PerMessageDeflateOfferAccept(PerMessageCompressOfferAccept, PerMessageDefl
 class PerMessageDeflateResponse(PerMessageCompressResponse, PerMessageDeflateMixin):
     """What a server answered."""
 
-    def __init__(self, client_max_window_bits, client_no_context_takeover,
-                 server_max_window_bits, server_no_context_takeover):
+    def __init__(
+        self,
+        client_max_window_bits,
+        client_no_context_takeover,
+        server_max_window_bits,
+        server_no_context_takeover,
+    ):
         self.client_max_window_bits = client_max_window_bits
         self.client_no_context_takeover = client_no_context_takeover
         self.server_max_window_bits = server_max_window_bits
@@ -197,11 +220,13 @@ class PerMessageDeflateResponse(PerMessageCompressResponse, PerMessageDeflateMix
         return cls(client_max, client_nct, server_max, server_nct)
 
     def __json__(self) -> dict:
-        return {"extension": self.EXTENSION_NAME,
-                "client_max_window_bits": self.client_max_window_bits,
-                "client_no_context_takeover": self.client_no_context_takeover,
-                "server_max_window_bits": self.server_max_window_bits,
-                "server_no_context_takeover": self.server_no_context_takeover}
+        return {
+            "extension": self.EXTENSION_NAME,
+            "client_max_window_bits": self.client_max_window_bits,
+            "client_no_context_takeover": self.client_no_context_takeover,
+            "server_max_window_bits": self.server_max_window_bits,
+            "server_no_context_takeover": self.server_no_context_takeover,
+        }
 
     def __repr__(self) -> str:
         return f"PerMessageDeflateResponse({self.__json__()!r})"
@@ -215,8 +240,10 @@ class PerMessageDeflateResponseAccept(PerMessageCompressResponseAccept, PerMessa
             raise TypeError(f"invalid type {type(response)} for response")
         if noContextTakeover is not None and response.client_no_context_takeover and not noContextTakeover:
             raise ValueError("noContextTakeover: the server requested it")
-        if windowBits is not None and (windowBits not in WINDOW_BITS or (
-                response.client_max_window_bits and windowBits > response.client_max_window_bits)):
+        if windowBits is not None and (
+            windowBits not in WINDOW_BITS
+            or (response.client_max_window_bits and windowBits > response.client_max_window_bits)
+        ):
             raise ValueError(f"invalid windowBits {windowBits}")
         if memLevel is not None and memLevel not in MEM_LEVELS:
             raise ValueError(f"invalid memLevel {memLevel}")
@@ -232,8 +259,15 @@ class PerMessageDeflate(PerMessageCompress, PerMessageDeflateMixin):
     DEFAULT_WINDOW_BITS = zlib.MAX_WBITS
     DEFAULT_MEM_LEVEL = 8
 
-    def __init__(self, isServer, server_no_context_takeover, client_no_context_takeover,
-                 server_max_window_bits, client_max_window_bits, mem_level):
+    def __init__(
+        self,
+        isServer,
+        server_no_context_takeover,
+        client_no_context_takeover,
+        server_max_window_bits,
+        client_max_window_bits,
+        mem_level,
+    ):
         self._isServer = isServer
         self.server_no_context_takeover = server_no_context_takeover
         self.client_no_context_takeover = client_no_context_takeover
@@ -246,31 +280,40 @@ class PerMessageDeflate(PerMessageCompress, PerMessageDeflateMixin):
     @classmethod
     def createFromResponseAccept(cls, isServer, accept):
         response = accept.response
-        return cls(isServer,
-                   response.server_no_context_takeover,
-                   accept.noContextTakeover if accept.noContextTakeover is not None
-                   else response.client_no_context_takeover,
-                   response.server_max_window_bits,
-                   accept.windowBits if accept.windowBits is not None else response.client_max_window_bits,
-                   accept.memLevel)
+        return cls(
+            isServer,
+            response.server_no_context_takeover,
+            accept.noContextTakeover
+            if accept.noContextTakeover is not None
+            else response.client_no_context_takeover,
+            response.server_max_window_bits,
+            accept.windowBits if accept.windowBits is not None else response.client_max_window_bits,
+            accept.memLevel,
+        )
 
     @classmethod
     def createFromOfferAccept(cls, isServer, accept):
-        return cls(isServer,
-                   accept.noContextTakeover if accept.noContextTakeover is not None
-                   else accept.offer.requestNoContextTakeover,
-                   accept.requestNoContextTakeover,
-                   accept.windowBits if accept.windowBits is not None else accept.offer.requestMaxWindowBits,
-                   accept.requestMaxWindowBits,
-                   accept.memLevel)
+        return cls(
+            isServer,
+            accept.noContextTakeover
+            if accept.noContextTakeover is not None
+            else accept.offer.requestNoContextTakeover,
+            accept.requestNoContextTakeover,
+            accept.windowBits if accept.windowBits is not None else accept.offer.requestMaxWindowBits,
+            accept.requestMaxWindowBits,
+            accept.memLevel,
+        )
 
     def __json__(self) -> dict:
-        return {"extension": self.EXTENSION_NAME, "isServer": self._isServer,
-                "server_no_context_takeover": self.server_no_context_takeover,
-                "client_no_context_takeover": self.client_no_context_takeover,
-                "server_max_window_bits": self.server_max_window_bits,
-                "client_max_window_bits": self.client_max_window_bits,
-                "mem_level": self.mem_level}
+        return {
+            "extension": self.EXTENSION_NAME,
+            "isServer": self._isServer,
+            "server_no_context_takeover": self.server_no_context_takeover,
+            "client_no_context_takeover": self.client_no_context_takeover,
+            "server_max_window_bits": self.server_max_window_bits,
+            "client_max_window_bits": self.client_max_window_bits,
+            "mem_level": self.mem_level,
+        }
 
     def _own(self) -> tuple[bool, int]:
         if self._isServer:
@@ -285,7 +328,9 @@ class PerMessageDeflate(PerMessageCompress, PerMessageDeflateMixin):
     def startCompressMessage(self) -> None:
         no_takeover, bits = self._own()
         if self._compressor is None or no_takeover:
-            self._compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits, self.mem_level)
+            self._compressor = zlib.compressobj(
+                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits, self.mem_level
+            )
 
     def compressMessageData(self, data: bytes) -> bytes:
         return self._compressor.compress(data)

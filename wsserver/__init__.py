@@ -2,7 +2,7 @@
 
 from wsserver.endpoints.base import Endpoint
 from wsserver.protocol.close_codes import CloseCode
-from wsserver.runtime.broker import BrokerUnavailable
+from wsserver.runtime.envelope import BrokerUnavailable
+from wsserver.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["BrokerUnavailable", "CloseCode", "Endpoint", "__version__"]

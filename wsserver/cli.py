@@ -9,12 +9,12 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from wsserver import __version__
 from wsserver.config import Config, ConfigError, dump_config
 from wsserver.config.flags import apply_overrides, check_overrides, cli_keys, flag_metavar
 from wsserver.config.settings import describe
 from wsserver.logs import configure as configure_logging
 from wsserver.logs import log
+from wsserver.version import __version__
 
 logger = logging.getLogger("wsserver.cli")
 
@@ -189,7 +189,7 @@ def cmd_adapter_test(args: argparse.Namespace) -> int:
         known = ", ".join(a.name for a in config.adapters) or "none"
         print(f"{config.source}: no [[adapters]] entry named {args.name!r} (known: {known})", file=sys.stderr)
         return EXIT_CONFIG
-    from wsserver.adapters.tls import check_adapter_tls, registry_setup
+    from wsserver.security.adapter_tls import check_adapter_tls, registry_setup
 
     problems = check_adapter_tls(config)
     if problems:

@@ -720,7 +720,7 @@ class MasterCollector:
             reloads.add_metric([result], state.reloads.get(result, 0))
         yield reloads
         info = InfoMetricFamily(BUILD_INFO.name.removesuffix("_info"), BUILD_INFO.help)
-        from wsserver import __version__
+        from wsserver.version import __version__
 
         info.add_metric([], {"version": __version__, "python": platform.python_version()})
         yield info

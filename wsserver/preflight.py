@@ -27,9 +27,9 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from wsserver.adapters.tls import check_adapter_tls
 from wsserver.config import Config, ConfigError, JWTConfig, load_config, parse_config, require_ports
 from wsserver.config.host import HostChecks
+from wsserver.security.adapter_tls import check_adapter_tls
 from wsserver.security.jwt import JWTKeyError, load_key_material, parse_key
 from wsserver.security.passwords import HashFormatError, check_hash
 from wsserver.security.sni import check_port_sni

@@ -39,8 +39,8 @@ from tests.support.backends import (  # noqa: E402
 )
 from wsserver.adapters import Adapter, AuthResult, Decision, parse_adapter  # noqa: E402
 from wsserver.adapters.cli import adapter_test  # noqa: E402
-from wsserver.adapters.tls import RegistrySetup  # noqa: E402
 from wsserver.config.tls_settings import TruststoreConfig  # noqa: E402
+from wsserver.security.adapter_tls import RegistrySetup  # noqa: E402
 from wsserver.security.keystores import load_truststore  # noqa: E402
 from wsserver.security.tls import TLSMaterial  # noqa: E402
 
@@ -269,7 +269,7 @@ def test_all_backends_down_is_unavailable_within_the_time_limits(kit: Kit) -> No
 def test_ldaps_with_a_jks_truststore(slapd_pair, adapter_pki) -> None:
     ensure_running(slapd_pair)
     jks_path = adapter_pki.jks_truststore()
-    # The registry the workers use (wsserver.adapters.tls.registry_setup), with one [[truststores]].
+    # The registry the workers use (wsserver.security.adapter_tls.registry_setup), with one [[truststores]].
     material = TLSMaterial(
         truststores={
             "corp-ca": load_truststore(

@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.backends import redis_server  # noqa: F401 - a fixture
 from wsserver.config.schema import ClusterConfig
-from wsserver.runtime import broker
+from wsserver.runtime import broker, envelope
 from wsserver.runtime.groups import Groups
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ def listen(b: broker.Broker, group: str):
     import redis
 
     pubsub = redis.Redis.from_url(b.cluster.broker).pubsub()
-    pubsub.subscribe(broker.channel_of(group))
+    pubsub.subscribe(envelope.channel_of(group))
     assert pubsub.get_message(timeout=2)["type"] == "subscribe"
     return pubsub
 
@@ -34,11 +34,11 @@ def test_publish_appends_to_the_stream_and_publishes_the_offset(redis_server):  
     b = make_broker(redis_server.url, ttl=60)
     pubsub = listen(b, "g")
     offsets = [b.publish("g", f"m{n}") for n in range(3)] + [b.publish("g", b"\x00bin")]
-    assert [broker.parse_offset(o) for o in offsets] == sorted(broker.parse_offset(o) for o in offsets)
+    assert [envelope.parse_offset(o) for o in offsets] == sorted(envelope.parse_offset(o) for o in offsets)
     got = []
     for _ in range(4):
         message = pubsub.get_message(timeout=2)
-        got.append(broker.decode_message(message["data"]))
+        got.append(envelope.decode_message(message["data"]))
     assert got == [
         (b.origin, "m0", offsets[0]),
         (b.origin, "m1", offsets[1]),
@@ -46,8 +46,8 @@ def test_publish_appends_to_the_stream_and_publishes_the_offset(redis_server):  
         (b.origin, b"\x00bin", offsets[3]),
     ]
     client = b._client
-    assert client.xlen(broker.history_key("g")) == 4
-    assert 0 < client.ttl(broker.history_key("g")) <= 60
+    assert client.xlen(envelope.history_key("g")) == 4
+    assert 0 < client.ttl(envelope.history_key("g")) <= 60
 
     complete, entries = b.recover("g", offsets[0])
     assert complete is True
@@ -62,7 +62,7 @@ def test_recover_reports_a_trimmed_history(redis_server):  # noqa: F811
     first = b.publish("g", "old")
     for n in range(300):  # MAXLEN ~ trims whole nodes (100 entries): go well past them
         last = b.publish("g", f"m{n}")
-    assert b._client.xlen(broker.history_key("g")) < 300
+    assert b._client.xlen(envelope.history_key("g")) < 300
     complete, entries = b.recover("g", first)
     assert complete is False
     assert entries and entries[-1] == (last, "m299")
@@ -80,7 +80,7 @@ def test_publish_without_redis_raises_broker_unavailable():
     from tests.support.server import free_port
 
     b = make_broker(f"redis://127.0.0.1:{free_port()}/0")
-    with pytest.raises(broker.BrokerUnavailable):
+    with pytest.raises(envelope.BrokerUnavailable):
         b.publish("g", "x")
-    with pytest.raises(broker.BrokerUnavailable):
+    with pytest.raises(envelope.BrokerUnavailable):
         b.recover("g", "1-0")

@@ -9,7 +9,7 @@ import pytest
 from tests.support.backends import redis_server  # noqa: F401 - a fixture
 from tests.unit.test_presence import _Session
 from wsserver.runtime import presence
-from wsserver.runtime.broker import BrokerUnavailable, Names
+from wsserver.runtime.envelope import BrokerUnavailable, Names
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""wsserver.adapters.tls.RegistrySetup: adapter truststore/keystore aliases in the keystore registry."""
+"""wsserver.security.adapter_tls.RegistrySetup: adapter truststore/keystore aliases in the keystore registry."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 import trustme
 
 from tests.support.tlsstores import PASSWORD, ca_cert, issue, write_jks, write_pem_files
-from wsserver.adapters.tls import RegistrySetup, StoreReferenceError, client_context, is_path
+from wsserver.adapters.tls import StoreReferenceError, client_context, is_path
 from wsserver.config.tls_settings import KeystoreConfig, TruststoreConfig
+from wsserver.security.adapter_tls import RegistrySetup
 from wsserver.security.keystores import load_keystore, load_truststore
 from wsserver.security.tls import TLSMaterial
 

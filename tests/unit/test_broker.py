@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from wsserver.runtime import broker
+from wsserver.runtime import envelope
 
 
 def test_envelope_round_trips_text_and_binary():
     origin = b"\x01\x02\x03\x04\x05\x06\x07\x08"
-    text = broker.encode_envelope(origin, "héllo")
+    text = envelope.encode_envelope(origin, "héllo")
     assert text == b"\x11" + origin + "héllo".encode()
-    assert broker.decode_envelope(text) == (origin, "héllo")
-    data = broker.encode_envelope(origin, b"\x00\xff")
+    assert envelope.decode_envelope(text) == (origin, "héllo")
+    data = envelope.encode_envelope(origin, b"\x00\xff")
     assert data == b"\x10" + origin + b"\x00\xff"
-    assert broker.decode_envelope(data) == (origin, b"\x00\xff")
-    assert broker.decode_envelope(broker.encode_envelope(origin, "")) == (origin, "")
-    assert broker.decode_envelope(broker.encode_envelope(origin, bytearray(b"x"))) == (origin, b"x")
+    assert envelope.decode_envelope(data) == (origin, b"\x00\xff")
+    assert envelope.decode_envelope(envelope.encode_envelope(origin, "")) == (origin, "")
+    assert envelope.decode_envelope(envelope.encode_envelope(origin, bytearray(b"x"))) == (origin, b"x")
 
 
 @pytest.mark.parametrize(
@@ -30,18 +30,18 @@ def test_envelope_round_trips_text_and_binary():
     ],
 )
 def test_bad_envelopes_are_refused(data):
-    with pytest.raises(broker.EnvelopeError):
-        broker.decode_envelope(data)
+    with pytest.raises(envelope.EnvelopeError):
+        envelope.decode_envelope(data)
 
 
 def test_channel_names():
-    assert broker.channel_of("kitchen") == "wsserver:group:kitchen"
+    assert envelope.channel_of("kitchen") == "wsserver:group:kitchen"
 
 
 def test_broker_unavailable_is_public():
     import wsserver
 
-    assert wsserver.BrokerUnavailable is broker.BrokerUnavailable
+    assert wsserver.BrokerUnavailable is envelope.BrokerUnavailable
 
 
 class _Session:
@@ -69,10 +69,10 @@ def test_groups_membership_hooks_and_relay_first(groups):
     groups.join(a, "g")
 
     def failing_relay(group, message):
-        raise broker.BrokerUnavailable("down")
+        raise envelope.BrokerUnavailable("down")
 
     groups.set_relay(failing_relay)
-    with pytest.raises(broker.BrokerUnavailable):
+    with pytest.raises(envelope.BrokerUnavailable):
         groups.publish("g", "x")
     assert a.sent == []  # the hook failed first: nobody got it
     groups.set_relay(lambda group, message: None)

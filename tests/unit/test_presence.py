@@ -7,7 +7,7 @@ import json
 
 from tests.support.backends import redis_server  # noqa: F401 - a fixture
 from wsserver.runtime import presence
-from wsserver.runtime.broker import Names
+from wsserver.runtime.envelope import Names
 
 
 class _Session:

@@ -30,7 +30,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from wsserver import __version__
 from wsserver.config import PortConfig
 from wsserver.logs import log
 from wsserver.prefork import relay
@@ -38,6 +37,7 @@ from wsserver.prefork.child import fork as fork_child
 from wsserver.prefork.service import MasterControl, MasterService, MasterView, WorkerView
 from wsserver.protocol.address import format_peer
 from wsserver.runtime.listeners import BoundListener, bind_listener
+from wsserver.version import __version__
 
 if TYPE_CHECKING:
     from wsserver.config import Config

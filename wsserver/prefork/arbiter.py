@@ -37,7 +37,6 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wsserver import __version__
 from wsserver.config import MAX_WORKERS, Config, ConfigError, PortConfig
 from wsserver.config.flags import apply_overrides
 from wsserver.logs import configure as configure_logging
@@ -54,6 +53,7 @@ from wsserver.prefork.worker import CLOSE_GRACE, Heartbeat, LoadBoard, WorkerSpe
 from wsserver.runtime.limits import ConnectionTable
 from wsserver.runtime.listeners import BoundListener
 from wsserver.security.ratelimit_shared import SharedAuthLimits
+from wsserver.version import __version__
 
 logger = logging.getLogger("wsserver.arbiter")
 

@@ -33,20 +33,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from wsserver.logs import log
 from wsserver.protocol import encode_message
-from wsserver.runtime.broker import parse_offset
-
-if TYPE_CHECKING:
-    from wsserver.runtime.session import Session
+from wsserver.runtime.envelope import parse_offset
 
 logger = logging.getLogger("wsserver.groups")
 
 RelayHook = Callable[[str, "str | bytes"], "str | None"]
 GroupHook = Callable[[str], None]
 Deliver = Callable[[str, "str | bytes", "str | None"], None]
+
+
+class Session(Protocol):
+    """What a group asks of its members (wsserver.runtime.session.Session is one); typed here so
+    that groups need not import the session, which imports them."""
+
+    id: str
+    user: str | None
+
+    def send(self, message: str | bytes) -> None: ...
+
+    def send_encoded(self, message: str | bytes, frame: bytes) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from wsserver.logs import log
-from wsserver.runtime.broker import BrokerUnavailable
+from wsserver.runtime.envelope import BrokerUnavailable
 
 if TYPE_CHECKING:
-    from wsserver.runtime.broker import Names
+    from wsserver.runtime.envelope import Names
 
 logger = logging.getLogger("wsserver.presence")
 

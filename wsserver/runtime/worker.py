@@ -20,7 +20,6 @@ from gevent.hub import Waiter
 
 from wsserver import metrics
 from wsserver.adapters.service import build_adapters
-from wsserver.adapters.tls import registry_setup
 from wsserver.config import Config, PortConfig
 from wsserver.logs import log
 from wsserver.metrics import adapter_observer
@@ -34,6 +33,7 @@ from wsserver.runtime.pool import ExecutorPool, Scheduler
 from wsserver.runtime.session import Session
 from wsserver.runtime.tls import wrap_server_socket
 from wsserver.security.access import IPRules
+from wsserver.security.adapter_tls import registry_setup
 from wsserver.security.auth import Authenticator
 from wsserver.security.ocsp_check import client_check_for
 from wsserver.security.ratelimit_shared import SharedAuthLimits

@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, unquote_plus
 from wsserver.protocol.basic_auth import BasicAuthError, parse_basic
 from wsserver.security import passwords
 from wsserver.security.jwt import JWTError, JWTVerifier
+from wsserver.security.outcome import Outcome, RunBlocking
 from wsserver.security.ratelimit import FailureLimiter, Limiter
 from wsserver.security.users import User, UserTable
 
@@ -41,8 +42,6 @@ __all__ = ["METHODS", "AuthDecision", "AuthEvent", "Authenticator", "Outcome", "
 
 METHODS = ("none", "password", "token", "jwt", "certificate", "adapter")
 REALM = "wsserver"
-
-RunBlocking = Callable[..., Any]
 
 
 def _direct(fn: Callable[..., Any], *args: Any) -> Any:
@@ -66,16 +65,6 @@ class AuthDecision:
     @property
     def ok(self) -> bool:
         return self.status == 200
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the credentials proved, before counting: the result of :meth:`Authenticator.verify`."""
-
-    result: str  # ok | anonymous | missing | invalid | forbidden
-    user: User | None = None
-    reason: str = ""
-    name: str = ""  # a configured user's name on a failed attempt, for the log
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,26 @@ so a wrong password never spends a one-time code. A backend outage in either ste
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote_plus
 
 from wsserver.adapters.otp import code_problem, split_secret
 from wsserver.security import passwords
-from wsserver.security.users import User
+from wsserver.security.outcome import Outcome, RunBlocking
+from wsserver.security.users import User, UserTable
 
 if TYPE_CHECKING:
     from wsserver.protocol import HandshakeRequest
-    from wsserver.security.auth import Authenticator, Outcome, RunBlocking
+
+
+class TwoFactorPort(Protocol):
+    """What the two steps need of the port's authenticator (security/auth.py's Authenticator)."""
+
+    adapter: Any  # the OTP adapter (wsserver.adapters.service.Adapter)
+    adapters: Mapping[str, Any]  # every adapter: the first factor may be one
+    users: UserTable
+    timeout: float
 
 
 def is_otp_adapter(adapter: Any) -> bool:
@@ -56,10 +66,8 @@ def _code_from_request(request: HandshakeRequest, o: Any) -> str | None:
 
 
 def verify_two_factor(
-    auth: Authenticator, request: HandshakeRequest, name: str, secret: str, run_blocking: RunBlocking
+    auth: TwoFactorPort, request: HandshakeRequest, name: str, secret: str, run_blocking: RunBlocking
 ) -> Outcome:
-    from wsserver.security.auth import Outcome
-
     adapter = auth.adapter
     o = adapter.settings.gemalto
     deadline = time.monotonic() + auth.timeout

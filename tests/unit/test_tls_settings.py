@@ -14,11 +14,11 @@ import trustme
 from OpenSSL import SSL, crypto
 
 from tests.support.tlsstores import PASSWORD, issue, write_jks, write_pem_files
+from wsserver.config import Config, dump_config
 from wsserver.config.tls_settings import (
     KeystoreConfig,
     PemKeyConfig,
     check_tls_references,
-    keystore_to_toml,
     parse_keystores,
     parse_truststores,
 )
@@ -125,8 +125,10 @@ def test_pem_keys_table_and_array_forms_agree():
         PemKeyConfig("one", "1.crt", "1.key"),
         PemKeyConfig("two words", "2.crt", "2.key", "ca.pem"),
     )
-    # keystore_to_toml writes the array form, which parses back to the same entry.
-    assert parse_keystores([keystore_to_toml(store)], SRC) == ((store,), [])
+    # The writer (wsserver check) writes the array form, which parses back to the same entry.
+    written = tomllib.loads(dump_config(Config(keystores=(store,))))["keystores"]
+    assert written[0]["keys"][1]["alias"] == "two words"
+    assert parse_keystores(written, SRC) == ((store,), [])
 
 
 def test_truststore_shape():

@@ -22,7 +22,6 @@ from wsserver.config.host import PURE, HostChecks
 from wsserver.config.settings import Builder, Errors, setting
 from wsserver.config.tls_settings import ALIAS_HELP, ALIAS_PATTERN, usable
 
-ADAPTER_TYPES = ("ldap", "radius", "http", "ocsp", "gemalto")
 # Other names accepted for a type (the seed calls the one-time-password adapter "otp" too).
 TYPE_ALIASES = {"otp": "gemalto"}
 

@@ -17,7 +17,7 @@ Every problem is one line, in the config loader's format::
     wsserver.toml: keystores[0].type = "pfx": must be one of "pem", "pkcs12", "jks", "pkcs11"
 
 A PEM keystore names its keys in a table (``[keystores.keys.ALIAS]``) or an array of tables
-(``[[keystores.keys]]`` with an ``alias`` key, the form :func:`keystore_to_toml` writes)::
+(``[[keystores.keys]]`` with an ``alias`` key, the form ``wsserver check`` writes)::
 
     [[keystores]]
     alias = "main"
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from wsserver.config.settings import Builder, Errors, ValueRule, setting
@@ -43,8 +43,6 @@ from wsserver.config.tomltext import toml_value
 
 KEYSTORE_TYPES = ("pem", "pkcs12", "jks", "pkcs11")
 TRUSTSTORE_TYPES = ("pem", "pkcs12", "jks")
-CLIENT_CERTS = ("none", "request", "require")
-MIN_VERSIONS = ("1.2", "1.3")
 
 ALIAS_PATTERN = r"[A-Za-z0-9_.-]{1,255}"
 ALIAS_HELP = "1-255 characters of a-z A-Z 0-9 _ . -"
@@ -59,10 +57,6 @@ TRUSTSTORE_TYPE = ValueRule(
     lambda value: value in TRUSTSTORE_TYPES,
     f"one of {_TRUSTSTORE_TYPE_HELP} (a PKCS#11 keystore serves as its own truststore)",
 )
-
-
-def choices_text(choices: Iterable[str]) -> str:
-    return "one of " + ", ".join(toml_value(c) for c in choices)
 
 
 # --- the tables -----------------------------------------------------------------------------
@@ -478,24 +472,3 @@ def resolve_path(path: str, base_dir: str | os.PathLike[str] | None) -> str:
     if not path or os.path.isabs(path) or base_dir is None:
         return path
     return os.path.join(os.fspath(base_dir), path)
-
-
-# --- writing back (for `wsserver check` and the admin API's atomic writes) -------------------
-
-
-def keystore_to_toml(ks: KeystoreConfig | TruststoreConfig) -> dict[str, Any]:
-    """The TOML table of one entry (the inverse of the parse); PEM keys as an array of tables."""
-    out: dict[str, Any] = {"alias": ks.alias, "type": ks.type}
-    for f in fields(ks):
-        if f.name in ("alias", "type", "keys"):
-            continue
-        value = getattr(ks, f.name)
-        if value:
-            out[f.name] = value
-    keys = getattr(ks, "keys", ())
-    if keys:
-        out["keys"] = [
-            {"alias": k.alias, "cert": k.cert, "key": k.key, **({"chain": k.chain} if k.chain else {})}
-            for k in keys
-        ]
-    return out

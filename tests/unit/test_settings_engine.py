@@ -202,3 +202,21 @@ def test_adapters_keystores_and_sni_are_written_back_and_read_again() -> None:
         "chain": "ca.pem",
     }
     assert "ldap" not in data["adapters"][0] and data["adapters"][1]["gemalto"]["first_factor"] == "corp"
+
+
+@pytest.mark.parametrize(("value", "shown"), [("{}", ""), ("[1]", " = [1]"), ("3", " = 3")])
+def test_a_tag_of_the_wrong_type_is_an_error_line_not_a_crash(value: str, shown: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(f'[[adapters]]\nname = "a"\ntype = {value}\n')
+    assert exc.value.errors == [
+        f'<string>: adapters[0].type{shown}: must be one of "ldap", "radius", "http", "ocsp", "gemalto"'
+    ]
+
+
+def test_a_bad_array_of_stores_is_not_reported_again_by_its_references() -> None:
+    """keystores = 3 is one error: the port naming a keystore is not also told it names none."""
+    with pytest.raises(ConfigError) as exc:
+        parse_config(
+            'keystores = 3\n[[ports]]\nalias = "p"\nport = 1\nprotocol = "wss"\n[ports.tls]\nkeystore = "k"\n'
+        )
+    assert exc.value.errors == ["<string>: keystores = 3: must be an array of tables ([[keystores]])"]

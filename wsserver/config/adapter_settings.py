@@ -221,7 +221,7 @@ class AdapterSettings:
 def prepare_adapter(table: dict[str, Any], path: str, errors: Errors) -> dict[str, Any]:
     """Before the shape pass: the type's other name, and the refused security protocols."""
     table = dict(table)
-    if table.get("type") in TYPE_ALIASES:
+    if isinstance(table.get("type"), str) and table["type"] in TYPE_ALIASES:
         alias = table["type"]
         table["type"] = TYPE_ALIASES[alias]
         if alias in table and table["type"] not in table:
@@ -310,13 +310,13 @@ def check_adapters(errors: Errors, adapters: Sequence[AdapterSettings]) -> None:
     seen: dict[str, str] = {}
     for i, a in enumerate(adapters):
         path = f"adapters[{i}]"
-        if errors.is_bad(path):
+        if errors.has_bad_within(path):
             continue
         if a.name in seen:
             errors.bad_value(f"{path}.name", f"duplicate adapter name (also {seen[a.name]})", a.name)
         else:
             seen[a.name] = path
-    by_name = {a.name: (i, a) for i, a in enumerate(adapters) if not errors.is_bad(f"adapters[{i}]")}
+    by_name = {a.name: (i, a) for i, a in enumerate(adapters) if not errors.has_bad_within(f"adapters[{i}]")}
     for i, a in by_name.values():
         if a.type != "gemalto" or a.gemalto is None or a.gemalto.first_factor in ("", "users"):
             continue

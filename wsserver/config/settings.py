@@ -523,26 +523,30 @@ class Builder:
         self, cls: type[T], value: Any, path: str, keyed_by: str | None = None
     ) -> tuple[bool, tuple[T, ...]]:
         """An array of tables; with ``keyed_by`` also a table of tables named by that key."""
+        name = table_name(path)
+        item_shape = f"[[{name}]]"
         if keyed_by is not None and isinstance(value, dict):
             # [keystores.keys.NAME]: the table's name is the keyed field's value.
+            item_shape = f"[{name}.NAME]"
             items = [
-                (f"{path}.{path_key(name)}", {keyed_by: name, **table} if isinstance(table, dict) else table)
-                for name, table in value.items()
+                (f"{path}.{path_key(key)}", {keyed_by: key, **table} if isinstance(table, dict) else table)
+                for key, table in value.items()
             ]
         elif isinstance(value, list):
             items = [(f"{path}[{i}]", table) for i, table in enumerate(value)]
         else:
-            shape = f"([[{table_name(path)}]])"
-            if keyed_by is not None:
-                shape = f"([{table_name(path)}.NAME] or [[{table_name(path)}]] with {keyed_by})"
-            self.errors.bad_value(path, f"must be an array of tables {shape}", value)
+            if keyed_by is None:
+                message = f"must be an array of tables ([[{name}]])"
+            else:
+                message = f"must be a table of tables ([{name}.NAME]) or an array of tables ([[{name}]] with {keyed_by})"
+            self.errors.bad_value(path, message, value)
             return False, ()
         built: list[T] = []
         for sub, table in items:
             if isinstance(table, dict):
                 built.append(self.table(cls, table, sub))
             else:
-                self.errors.bad_value(sub, f"must be a table ([[{table_name(path)}]])", table)
+                self.errors.bad_value(sub, f"must be a table ({item_shape})", table)
                 # A stand-in keeps the indexes of the following entries right for the rules pass.
                 built.append(cls())
         if keyed_by is not None and isinstance(value, list):

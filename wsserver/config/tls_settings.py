@@ -52,10 +52,10 @@ KEY_ALIAS_PATTERN = r"[^\x00-\x1f\x7f]{1,255}"
 KEY_ALIAS_HELP = "1-255 printable characters"
 ENV_PATTERN = r"|[A-Za-z_][A-Za-z0-9_]*"
 ENV_HELP = "an environment variable name (A-Z a-z 0-9 _)"
-_TRUSTSTORE_TYPE_HELP = ", ".join(toml_value(t) for t in TRUSTSTORE_TYPES)
+_TRUSTSTORE_TYPES = "one of " + ", ".join(toml_value(t) for t in TRUSTSTORE_TYPES)
 TRUSTSTORE_TYPE = ValueRule(
     lambda value: value in TRUSTSTORE_TYPES,
-    f"one of {_TRUSTSTORE_TYPE_HELP} (a PKCS#11 keystore serves as its own truststore)",
+    f"{_TRUSTSTORE_TYPES} (a PKCS#11 keystore serves as its own truststore)",
 )
 
 
@@ -116,7 +116,7 @@ class TruststoreConfig:
     """One ``[[truststores]]`` entry: certificates only."""
 
     alias: str = setting("", required=True, pattern=ALIAS_PATTERN, pattern_help=ALIAS_HELP)
-    type: str = setting("", required=True, pattern_help=TRUSTSTORE_TYPE.allowed, rule=TRUSTSTORE_TYPE)
+    type: str = setting("", required=True, pattern_help=_TRUSTSTORE_TYPES, rule=TRUSTSTORE_TYPE)
     path: str = setting("", help="pem: a file of certificates or a directory of *.pem/*.crt files")
     password_env: str = setting("", pattern=ENV_PATTERN, pattern_help=ENV_HELP)
     password_file: str = setting("")
@@ -186,7 +186,7 @@ def check_truststore(errors: Errors, ts: TruststoreConfig, path: str) -> None:
 def usable(errors: Errors, items: Sequence[Any], name: str) -> tuple[tuple[Any, ...], bool]:
     """The entries of ``[[name]]`` without errors, and whether that is all of them."""
     good = tuple(item for i, item in enumerate(items) if not errors.has_bad_within(f"{name}[{i}]"))
-    return good, len(good) == len(items)
+    return good, not errors.has_bad_within(name)
 
 
 def _parse_stores(

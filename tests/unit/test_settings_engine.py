@@ -8,6 +8,7 @@ import tomllib
 
 import pytest
 
+from tests.support.configs import EVERY_TABLE
 from wsserver.cli import build_parser
 from wsserver.config import Config, ConfigError, dump_config, parse_config
 from wsserver.config.adapter_settings import AdapterSettings, LdapOptions, RadiusOptions
@@ -145,53 +146,14 @@ def test_overrides_are_checked_like_the_file_and_applied_once() -> None:
     ]
 
 
-ADAPTERS_AND_STORES = """
-[[keystores]]
-alias = "pem"
-type = "pem"
-[keystores.keys.one]
-cert = "one.crt"
-key = "one.key"
-[keystores.keys."two words"]
-cert = "two.crt"
-key = "two.key"
-chain = "ca.pem"
-
-[[truststores]]
-alias = "clients"
-type = "pem"
-path = "clients.pem"
-
-[[adapters]]
-name = "corp"
-type = "radius"
-servers = [{ url = "radius://127.0.0.1:1812" }]
-[adapters.radius]
-secret_file = "secret"
-attributes = { Service-Type = "Login-User", NAS-Port = 7 }
-
-[[adapters]]
-name = "otp"
-type = "otp"
-servers = [{ url = "http://127.0.0.1:5001" }]
-[adapters.otp]
-first_factor = "corp"
-
-[[ports]]
-alias = "wss"
-port = 8443
-protocol = "wss"
-[ports.tls]
-keystore = "pem"
-key_alias = "one"
-[ports.tls.sni]
-"two.example" = "two words"
-"""
-
-
 def test_adapters_keystores_and_sni_are_written_back_and_read_again() -> None:
-    cfg = parse_config(ADAPTERS_AND_STORES)
-    assert [a.type for a in cfg.adapters] == ["radius", "gemalto"]  # "otp" is gemalto's other name
+    cfg = parse_config(EVERY_TABLE)
+    assert [a.type for a in cfg.adapters] == [
+        "radius",
+        "ldap",
+        "gemalto",
+        "ocsp",
+    ]  # "otp" is gemalto's other name
     text = dump_config(cfg)
     assert parse_config(text) == cfg
     data = tomllib.loads(text)
@@ -201,7 +163,7 @@ def test_adapters_keystores_and_sni_are_written_back_and_read_again() -> None:
         "key": "two.key",
         "chain": "ca.pem",
     }
-    assert "ldap" not in data["adapters"][0] and data["adapters"][1]["gemalto"]["first_factor"] == "corp"
+    assert "ldap" not in data["adapters"][0] and data["adapters"][2]["gemalto"]["first_factor"] == "corp"
 
 
 @pytest.mark.parametrize(("value", "shown"), [("{}", ""), ("[1]", " = [1]"), ("3", " = 3")])

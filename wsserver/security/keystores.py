@@ -27,10 +27,11 @@ import datetime
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from wsserver.config.tls_settings import KeystoreConfig, TruststoreConfig, resolve_path
@@ -224,8 +225,8 @@ def _password_hint(store: KeystoreConfig | TruststoreConfig, prefix: str = "") -
 # --- checks of one key ----------------------------------------------------------------------
 
 
-def _spki(key: object) -> bytes:
-    return key.public_bytes(  # type: ignore[attr-defined]
+def _spki(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(
         serialization.Encoding.DER,
         serialization.PublicFormat.SubjectPublicKeyInfo,
     )
@@ -648,7 +649,7 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 def _load_jks(
     store: KeystoreConfig | TruststoreConfig, path: str, data: bytes, password: str | None, kind: str
-) -> object:
+) -> Any:  # a jks.KeyStore: pyjks has no type information
     import jks  # pyjks
 
     if data[:4] not in (b"\xfe\xed\xfe\xed", b"\xce\xce\xce\xce"):
@@ -688,7 +689,7 @@ def _load_jks_keystore(
     ks = _load_jks(store, path, data, password, "keystore")
     entries: dict[str, KeyEntry] = {}
     problems: dict[str, str] = {}
-    for alias, pk in ks.private_keys.items():  # type: ignore[attr-defined]
+    for alias, pk in ks.private_keys.items():
         if not pk.is_decrypted():
             try:
                 pk.decrypt(key_password if key_password is not None else password)
@@ -707,7 +708,7 @@ def _load_jks_keystore(
             problems[alias] = f"unusable key entry: {exc}"
             continue
         _entry(store.alias, alias, key, certs, entries, problems, now)
-    trusted = tuple(x509.load_der_x509_certificate(tc.cert) for tc in ks.certs.values())  # type: ignore[attr-defined]
+    trusted = tuple(x509.load_der_x509_certificate(tc.cert) for tc in ks.certs.values())
     return Keystore(store.alias, "jks", entries, trusted, problems)
 
 
@@ -763,8 +764,8 @@ def load_truststore(
         certs = ([p12.cert.certificate] if p12.cert else []) + [c.certificate for c in p12.additional_certs]
     elif store.type == "jks":
         ks = _load_jks(store, path, _read_file(store.alias, path, "path", kind), password, kind)
-        certs = [x509.load_der_x509_certificate(tc.cert) for tc in ks.certs.values()]  # type: ignore[attr-defined]
-        for pk in ks.private_keys.values():  # type: ignore[attr-defined]
+        certs = [x509.load_der_x509_certificate(tc.cert) for tc in ks.certs.values()]
+        for pk in ks.private_keys.values():
             certs += [x509.load_der_x509_certificate(der) for _type, der in pk.cert_chain]
     else:
         raise KeystoreError(store.alias, f"unknown truststore type {store.type!r}", kind=kind)

@@ -23,7 +23,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 __all__ = [
     "SCRYPT_DEFAULTS",
@@ -104,9 +104,10 @@ def _scrypt(password: bytes, n: int, r: int, p: int, salt: bytes, length: int) -
     return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=128 * n * r + (1 << 20), dklen=length)
 
 
-def _argon2() -> object | None:
+def _argon2() -> Any:
+    """The argon2 module (argon2-cffi, optional), or None when it is not installed."""
     try:
-        import argon2  # type: ignore[import-not-found]
+        import argon2  # type: ignore[import-not-found]  # optional: the test extras do not install it
     except ImportError:
         return None
     return argon2
@@ -126,7 +127,7 @@ def check_hash(text: str) -> str:
         if argon2 is None:
             raise HashFormatError(ARGON2_HELP)
         try:
-            argon2.extract_parameters(text)  # type: ignore[attr-defined]
+            argon2.extract_parameters(text)
         except Exception:
             raise HashFormatError(
                 "not a valid argon2 hash ($argon2id$v=19$m=...,t=...,p=...$salt$hash)"
@@ -156,7 +157,7 @@ def hash_password(
         argon2 = _argon2()
         if argon2 is None:
             raise RuntimeError(ARGON2_HELP)
-        return argon2.PasswordHasher().hash(secret)  # type: ignore[attr-defined]
+        return argon2.PasswordHasher().hash(secret)
     if algorithm != "scrypt":
         raise ValueError(f"unknown algorithm {algorithm!r}; use scrypt or argon2")
     n = scrypt_n or SCRYPT_DEFAULTS[0]
@@ -185,8 +186,8 @@ def verify(stored: str, password: str | bytes) -> bool:
             if argon2 is None:
                 return False
             try:
-                return bool(argon2.PasswordHasher().verify(stored, secret))  # type: ignore[attr-defined]
-            except argon2.exceptions.VerificationError:  # type: ignore[attr-defined]
+                return bool(argon2.PasswordHasher().verify(stored, secret))
+            except argon2.exceptions.VerificationError:
                 return False
     except (HashFormatError, ValueError, MemoryError):
         return False

@@ -19,7 +19,10 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from wsserver.config.schema import AuthRateLimitConfig
 
 __all__ = ["FailureLimiter", "client_key"]
 
@@ -63,12 +66,13 @@ class FailureLimiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
 
     @classmethod
-    def from_config(cls, cfg: object, clock: Callable[[], float] = time.monotonic) -> FailureLimiter | None:
+    def from_config(
+        cls, cfg: AuthRateLimitConfig, clock: Callable[[], float] = time.monotonic
+    ) -> FailureLimiter | None:
         """None when ``burst = 0`` (no limit)."""
-        burst = cfg.burst  # type: ignore[attr-defined]
-        if burst == 0:
+        if cfg.burst == 0:
             return None
-        return cls(burst, cfg.refill_per_minute, cfg.max_clients, cfg.ipv6_prefix, clock)  # type: ignore[attr-defined]
+        return cls(cfg.burst, cfg.refill_per_minute, cfg.max_clients, cfg.ipv6_prefix, clock)
 
     def __len__(self) -> int:
         return len(self._buckets)

@@ -116,8 +116,11 @@ def build_server_context(
     ctx.use_certificate(entry.certificate)
     for cert in entry.chain:
         ctx.add_extra_chain_cert(cert)
+    # The registry holds RSA, EC and EdDSA keys, which pyOpenSSL takes; its annotation is narrower than
+    # the PrivateKeyTypes union (which includes DH and X25519 keys, never in a keystore here).
     ctx.use_privatekey(entry.private_key)  # type: ignore[arg-type]
     ctx.check_privatekey()
+    # pyOpenSSL annotates the callback's return as bytes; SSL.NO_OVERLAPPING_PROTOCOLS (no ALPN) is allowed too.
     ctx.set_alpn_select_callback(_select_alpn)  # type: ignore[arg-type]
     # Session resumption needs a context id once peers are verified; 32 bytes at most.
     ctx.set_session_id(hashlib.sha256(session_id).digest()[:32])

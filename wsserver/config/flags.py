@@ -10,20 +10,20 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from wsserver.config.settings import TABLES, Builder, ConfigError, Errors, Key, join, keys, walk
+from wsserver.config.settings import TABLE, Builder, ConfigError, Errors, Key, join, keys
 
 T = TypeVar("T")
 
 
-def cli_keys(cls: type) -> list[tuple[str, Key]]:
-    """(dotted path, key) of every setting below ``cls`` that has a command-line flag."""
+def cli_keys(cls: type, path: str = "") -> list[tuple[str, Key]]:
+    """(dotted path, key) of every setting below ``cls`` that has a command-line flag; arrays of
+    tables are not entered (one flag cannot set a key of every [[ports]] entry)."""
     out = []
-    for header, table, holder in walk(cls):
-        if holder is not None and holder.kind == TABLES:
-            continue  # one flag cannot set a key of every [[ports]] entry
-        for key in keys(table).values():
-            if key.meta("cli"):
-                out.append((join(header, key.name), key))
+    for key in keys(cls).values():
+        if key.meta("cli"):
+            out.append((join(path, key.name), key))
+        elif key.kind == TABLE and key.table is not None:
+            out += cli_keys(key.table, join(path, key.name))
     return out
 
 

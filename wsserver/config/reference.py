@@ -22,7 +22,7 @@ from wsserver.config.schema import (
     PortConfig,
     UserConfig,
 )
-from wsserver.config.settings import TABLE, TABLES, Key, allowed, keys, tag_of, walk
+from wsserver.config.settings import SCALAR, TABLE, TABLES, Key, allowed, keys, tag_of, walk
 from wsserver.config.writer import toml_value, write_atomic
 
 # Keys whose values must match other keys (see wsserver/config/rules.py).
@@ -102,29 +102,19 @@ Unknown keys are errors, not ignored: a typo must not silently leave a default i
 
 def _tables(cls: type) -> Iterator[tuple[str, type, str]]:
     """(header, dataclass, help) for each table below ``cls``, parents before children."""
+    seen: dict[str, type] = {}  # path -> table class, to find a variant's parent
     for path, table, holder in walk(cls):
+        seen[path] = table
         if holder is None:
             continue  # the file itself
-        last = holder_key(cls, path)
-        header = f"[[{path}]]" if last.kind == TABLES else f"[{path}]"
-        note = last.help
-        if last.meta("variant"):
-            tag = tag_of(keys(holder_key(cls, path.rsplit(".", 1)[0]).table or cls))
-            note = f"the options of `{tag} = {toml_value(last.name)}`; absent: all defaults"
-        elif last.meta("keyed_by"):
-            key = last.meta("keyed_by")
-            note = f"{note}; also written `[{path}.NAME]`, NAME being the `{key}`"
+        header = f"[[{path}]]" if holder.kind == TABLES else f"[{path}]"
+        note = holder.help
+        if holder.meta("variant"):
+            tag = tag_of(keys(seen[path.rpartition(".")[0]]))
+            note = f"the options of `{tag} = {toml_value(holder.name)}`; absent: all defaults"
+        elif holder.meta("keyed_by"):
+            note = f"{note}; also written `[{path}.NAME]`, NAME being the `{holder.meta('keyed_by')}`"
         yield header, table, note
-
-
-def holder_key(cls: type, path: str) -> Key:
-    """The key that holds the table at ``path`` (dotted, no indexes)."""
-    *parents, last = path.split(".")
-    for name in parents:
-        table = keys(cls)[name].table
-        assert table is not None
-        cls = table
-    return keys(cls)[last]
 
 
 def _cell(text: str) -> str:
@@ -145,7 +135,7 @@ def _allowed(cls: type, key: Key) -> str:
     text = allowed(key)
     refers = _REFERS_TO.get((cls, key.name))
     if refers:
-        text = f"{text}, {refers}" if key.kind != "scalar" else refers
+        text = f"{text}, {refers}" if key.kind != SCALAR else refers
     return _cell(text)
 
 
@@ -158,10 +148,7 @@ def _table_section(header: str, cls: type, help_text: str) -> list[str]:
     for name, key in table_keys.items():
         if key.kind in (TABLE, TABLES):
             continue  # a table of its own section
-        default = _default(key)
-        if name == tag_of(table_keys):
-            default = "(required)"
-        lines.append(f"| `{name}` | {default} | {_allowed(cls, key)} | {_cell(key.help)} |")
+        lines.append(f"| `{name}` | {_default(key)} | {_allowed(cls, key)} | {_cell(key.help)} |")
     return lines
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from wsserver.config.adapter_settings import check_adapter, check_adapters
 from wsserver.config.ocsp_settings import check_port_ocsp
 from wsserver.config.schema import Config, PortConfig
-from wsserver.config.settings import Errors
+from wsserver.config.settings import Errors, known_names
 from wsserver.config.tls_settings import check_keystore, check_tls_references, check_truststore, usable
 from wsserver.config.tomltext import toml_value
 from wsserver.config.values import is_ip
@@ -74,11 +74,6 @@ def check_rules(cfg: Config, errors: Errors) -> Config:
 def _indexed(name: str, items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
     for i, item in enumerate(items):
         yield f"{name}[{i}]", item
-
-
-def _known(names: Iterable[str], what: str) -> str:
-    names = list(names)
-    return "known: " + ", ".join(toml_value(n) for n in names) if names else f"no {what} configured"
 
 
 def _check_unique(errors: Errors, table: str, items: Iterable[Any], key: str, what: str) -> None:
@@ -151,7 +146,7 @@ def _check_package_refs(cfg: Config, errors: Errors) -> None:
             if item.package and item.package not in names and not errors.is_bad(f"{path}.package"):
                 errors.add(
                     f"{path}.package",
-                    f"must name a [[packages]] entry ({_known(names, '[[packages]]')})",
+                    f"must name a [[packages]] entry ({known_names(names, '[[packages]]')})",
                     item.package,
                 )
 
@@ -169,7 +164,7 @@ def _check_endpoint_refs(cfg: Config, errors: Errors) -> None:
                 if endpoint not in paths:
                     errors.add(
                         f"{list_path}[{i}]",
-                        f"must be a configured endpoint path ({_known(paths, '[[endpoints]]')})",
+                        f"must be a configured endpoint path ({known_names(paths, '[[endpoints]]')})",
                         endpoint,
                     )
 
@@ -198,7 +193,7 @@ def _check_certificate_and_adapter_auth(cfg: Config, errors: Errors) -> None:
             if found is None:
                 errors.add(
                     f"{path}.client_auth",
-                    f"must name an [[adapters]] entry ({_known(list(adapters), '[[adapters]]')})",
+                    f"must name an [[adapters]] entry ({known_names(list(adapters), '[[adapters]]')})",
                     auth,
                 )
             elif found.type == "ocsp":
@@ -264,7 +259,9 @@ def _check_users(cfg: Config, errors: Errors) -> None:
             for i, item in enumerate(getattr(user, key)):
                 if item not in known:
                     errors.add(
-                        f"{path}.{key}[{i}]", f"must be a configured {what} ({_known(known, what)})", item
+                        f"{path}.{key}[{i}]",
+                        f"must be a configured {what} ({known_names(known, what)})",
+                        item,
                     )
 
 
@@ -280,7 +277,7 @@ def _check_client_auth(cfg: Config, errors: Errors) -> None:
         ):
             errors.add(
                 f"{path}.no_auth_user",
-                f'must be "" or a [[users]] name ({_known(names, "[[users]]")})',
+                f'must be "" or a [[users]] name ({known_names(names, "[[users]]")})',
                 port.no_auth_user,
             )
         if errors.is_bad(f"{path}.client_auth"):
@@ -407,7 +404,7 @@ def _check_admin(cfg: Config, errors: Errors, keystores: Iterable[Any], keystore
     if a.tls.keystore and a.tls.keystore not in aliases and keystores_complete:
         errors.add(
             "admin.tls.keystore",
-            f"must name a [[keystores]] entry ({_known(aliases, '[[keystores]]')})",
+            f"must name a [[keystores]] entry ({known_names(aliases, '[[keystores]]')})",
             a.tls.keystore,
         )
     elif a.tls.key_alias and not a.tls.keystore:

@@ -224,14 +224,13 @@ def tag_of(table_keys: Mapping[str, Key]) -> str | None:
     return next((k.name for k in table_keys.values() if k.meta("tag")), None)
 
 
-def walk(cls: type, path: str = "") -> Iterator[tuple[str, type, Key | None]]:
-    """(TOML header path, table class, the key holding it) for ``cls`` and every table below it."""
-    yield path, cls, None
+def walk(cls: type, path: str = "", holder: Key | None = None) -> Iterator[tuple[str, type, Key | None]]:
+    """(TOML header path, table class, the key holding it) for ``cls`` and every table below it,
+    parents before children; the key is None for ``cls`` itself."""
+    yield path, cls, holder
     for key in keys(cls).values():
         if key.table is not None:
-            sub = f"{path}.{key.name}" if path else key.name
-            for header, table, holder in walk(key.table, sub):
-                yield header, table, holder or key
+            yield from walk(key.table, join(path, key.name), key)
 
 
 # --- describing what a key allows ------------------------------------------------------------
@@ -257,20 +256,16 @@ def _plural(kinds: tuple[type, ...]) -> str:
 def describe(key: Key) -> str:
     """What a key allows, worded to follow "must be" (also the docs' "Allowed" column)."""
     if key.choices and key.kind == SCALAR:
-        return "one of " + ", ".join(toml_value(c) for c in key.choices)
+        return one_of(key.choices)
     pattern_help: str | None = key.meta("pattern_help")
     if pattern_help:
         return pattern_help
     if key.kind == SCALAR:
-        if key.types == (bool,):
-            return "a boolean (true/false)"
         if float in key.types:
             return "a number" + _range(key)
         if key.types == (int,):
             return "an integer" + _range(key)
-        if key.types == (str,):
-            return "a string"
-        return "a string or an integer" if key.types == (str, int) else "a valid value"
+        return _one_value(key.types)
     if key.kind == ARRAY:
         return f"an array of {_plural(key.types)}"
     if key.kind == MAP:
@@ -291,11 +286,25 @@ def allowed(key: Key) -> str:
 
 
 def _describe_item(key: Key) -> str:
-    if key.choices:
-        return "one of " + ", ".join(toml_value(c) for c in key.choices)
-    if key.types == (str, int):
+    """What each item of an array or a table of free names must be."""
+    return one_of(key.choices) if key.choices else _one_value(key.types)
+
+
+def _one_value(kinds: tuple[type, ...]) -> str:
+    if kinds == (str, int):
         return "a string or an integer"
-    return _SINGULARS.get(key.types, "a value")
+    return _SINGULARS.get(kinds, "a valid value")
+
+
+def one_of(choices: Iterable[Any]) -> str:
+    """'one of "a", "b"': choices as the operator writes them."""
+    return "one of " + ", ".join(toml_value(c) for c in choices)
+
+
+def known_names(names: Iterable[str], what: str) -> str:
+    """'known: "a", "b"' for a reference to a name that is not configured, or "no WHAT configured"."""
+    names = list(names)
+    return "known: " + ", ".join(toml_value(n) for n in names) if names else f"no {what} configured"
 
 
 # --- error lines ------------------------------------------------------------------------------
@@ -329,8 +338,6 @@ class Errors:
     text (config/host.py). An empty ``source`` leaves the prefix out (command-line flags).
     """
 
-    NO_VALUE = _NO_VALUE
-
     def __init__(self, source: str, host: HostChecks = PURE) -> None:
         self.source = source
         self.host = host
@@ -359,7 +366,7 @@ class Errors:
 
     def has_bad_within(self, path: str) -> bool:
         """Whether ``path`` or any key inside it was found bad."""
-        return any(b == path or b.startswith((path + ".", path + "[")) for b in self.bad) or self.is_bad(path)
+        return self.is_bad(path) or any(b.startswith((path + ".", path + "[")) for b in self.bad)
 
     def _bad_one(self, path: str) -> bool:
         return any(path == b or path.startswith((b + ".", b + "[")) for b in self.bad)

@@ -34,11 +34,11 @@ together (an alias is checked against what the same file declares).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from wsserver.config.settings import Builder, Errors, ValueRule, setting
+from wsserver.config.settings import Builder, Errors, ValueRule, known_names, one_of, setting
 from wsserver.config.tomltext import toml_value
 
 KEYSTORE_TYPES = ("pem", "pkcs12", "jks", "pkcs11")
@@ -52,7 +52,7 @@ KEY_ALIAS_PATTERN = r"[^\x00-\x1f\x7f]{1,255}"
 KEY_ALIAS_HELP = "1-255 printable characters"
 ENV_PATTERN = r"|[A-Za-z_][A-Za-z0-9_]*"
 ENV_HELP = "an environment variable name (A-Z a-z 0-9 _)"
-_TRUSTSTORE_TYPES = "one of " + ", ".join(toml_value(t) for t in TRUSTSTORE_TYPES)
+_TRUSTSTORE_TYPES = one_of(TRUSTSTORE_TYPES)
 TRUSTSTORE_TYPE = ValueRule(
     lambda value: value in TRUSTSTORE_TYPES,
     f"{_TRUSTSTORE_TYPES} (a PKCS#11 keystore serves as its own truststore)",
@@ -316,11 +316,6 @@ def port_tls_options(port: _Port, index: int, server_tls: _ServerTLS) -> PortTLS
     )
 
 
-def _known(names: Iterable[str], what: str) -> str:
-    names = list(names)
-    return "known: " + ", ".join(toml_value(n) for n in names) if names else f"no {what} configured"
-
-
 def check_tls_references(
     server_tls: _ServerTLS,
     ports: Sequence[_Port],
@@ -348,7 +343,9 @@ def check_tls_references(
         if alias in stores:
             return stores[alias]
         if keystores_complete:
-            errors.add(key, f"must name a [[keystores]] entry ({_known(stores, '[[keystores]]')})", alias)
+            errors.add(
+                key, f"must name a [[keystores]] entry ({known_names(stores, '[[keystores]]')})", alias
+            )
         return None
 
     if server_tls.keystore:
@@ -395,7 +392,7 @@ def check_tls_references(
             errors.add(
                 options.truststore_key,
                 "must name a [[truststores]] or [[keystores]] entry "
-                f"({_known([*trusts, *stores], '[[truststores]]')})",
+                f"({known_names([*trusts, *stores], '[[truststores]]')})",
                 options.truststore,
             )
         if options.truststore and options.client_certs == "none":
@@ -444,14 +441,14 @@ def _check_key_alias(errors: Errors, ks: KeystoreConfig, key_alias: str, key: st
         errors.add(
             key,
             f"keystore {toml_value(ks.alias)} has no key alias {toml_value(key_alias)} "
-            f"({_known(aliases, 'key aliases')})",
+            f"({known_names(aliases, 'key aliases')})",
             key_alias,
         )
     elif not key_alias and len(aliases) > 1:
         errors.add(
             key,
             f"is required: keystore {toml_value(ks.alias)} ({store_key}) holds {len(aliases)} keys "
-            f"({_known(aliases, 'key aliases')})",
+            f"({known_names(aliases, 'key aliases')})",
         )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import time
 
 import pytest
@@ -10,6 +9,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.support.backends import BASE_DN, RADIUS_SECRET, USERS, BlackHole, ensure_running, free_port
+from tests.support.basic_auth import echo_status
 from tests.support.server import free_port as free_tcp_port
 
 pytestmark = pytest.mark.integration
@@ -36,18 +36,7 @@ def _ldap_adapter(urls: list[str]) -> str:
 
 
 def _status(port: int, user: str, password: str) -> int:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    try:
-        with connect(
-            f"ws://127.0.0.1:{port}/echo",
-            additional_headers={"Authorization": f"Basic {token}"},
-            open_timeout=10,
-        ) as ws:
-            ws.send("hi")
-            assert ws.recv(timeout=5) == "hi"
-            return 101
-    except InvalidStatus as exc:
-        return exc.response.status_code
+    return echo_status(port, user, password, open_timeout=10)
 
 
 def test_ldap_adapter_good_bad_and_missing_credentials(start_server, slapd_pair):

@@ -8,7 +8,6 @@ its subject, and wsserver itself with ``client_auth = "adapter:..."``; a WebSock
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import os
 import subprocess
@@ -17,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import trustme
-from websockets.exceptions import InvalidStatus
-from websockets.sync.client import connect
 
 from tests.support.backends import BASE_DN, USERS, HttpAuthServer, Pki, ensure_running
+from tests.support.basic_auth import echo_status
 from tests.support.server import REPO
 from tests.support.server import free_port as free_tcp_port
 from tests.support.tlsstores import (
@@ -75,19 +73,7 @@ def _adapter(name: str, kind: str, urls: list[str], **tls: str) -> str:
     )
 
 
-def _status(port: int, user: str, password: str) -> int:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    try:
-        with connect(
-            f"ws://127.0.0.1:{port}/echo",
-            additional_headers={"Authorization": f"Basic {token}"},
-            open_timeout=15,
-        ) as ws:
-            ws.send("hi")
-            assert ws.recv(timeout=5) == "hi"
-            return 101
-    except InvalidStatus as exc:
-        return exc.response.status_code
+_status = echo_status
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,15 @@ is used when the first is down, and every backend request reaches the metrics ob
 
 from __future__ import annotations
 
-import base64
 import socket
 import time
 
 import pytest
-from websockets.exceptions import InvalidStatus
-from websockets.sync.client import connect
 
 pytest.register_assert_rewrite("tests.support.otp_backends")  # also a plugin (below): no warning
 
 from tests.support.backends import RADIUS_SECRET, USERS, ensure_running, free_port  # noqa: E402
+from tests.support.basic_auth import echo_status  # noqa: E402
 from tests.support.otp_backends import OTP_USERS, Totp  # noqa: E402
 from tests.support.server import free_port as free_tcp_port  # noqa: E402
 from wsserver.adapters import Adapter, Decision, parse_adapter  # noqa: E402
@@ -72,19 +70,7 @@ def _config(port: int, adapters: str, users: str = "") -> str:
     )
 
 
-def _status(port: int, user: str, password: str, query: str = "", headers: dict | None = None) -> int:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    try:
-        with connect(
-            f"ws://127.0.0.1:{port}/echo{query}",
-            additional_headers={"Authorization": f"Basic {token}", **(headers or {})},
-            open_timeout=15,
-        ) as ws:
-            ws.send("hi")
-            assert ws.recv(timeout=5) == "hi"
-            return 101
-    except InvalidStatus as exc:
-        return exc.response.status_code
+_status = echo_status
 
 
 def _start(start_server, adapters: str, users: str = "") -> int:

@@ -27,7 +27,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.support.backends import OPENSSL, free_port, have_commands, make_ocsp_responder
+from tests.support.backends import OPENSSL, SelfSignedCA, free_port, have_commands, make_ocsp_responder
 from tests.support.server import ServerProcess
 
 pytestmark = [
@@ -49,38 +49,18 @@ def _pem(obj) -> bytes:
     )
 
 
-class WssOcspPki:
+class WssOcspPki(SelfSignedCA):
     """A CA whose certificates' AIA names one responder: a server certificate for 127.0.0.1 and
     client certificates (keys included). ``index`` is the responder's index.txt: good, good2 and
     the server certificate valid, revoked revoked, unknown absent. Has what
     ``make_ocsp_responder`` reads (``index``, ``ca_pem``, ``ca_key_pem``)."""
 
     def __init__(self, directory: Path, responder_port: int) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        now = dt.datetime.now(dt.UTC)
+        super().__init__(directory, "Test wss OCSP CA", now)
         self.dir = directory
         self.responder_port = responder_port
         self.aia_url = f"http://127.0.0.1:{responder_port}/"
-        now = dt.datetime.now(dt.UTC)
-        self.ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test wss OCSP CA")])
-        self.ca = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.ca_key.public_key())
-            .serial_number(1)
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-            )
-            .sign(self.ca_key, hashes.SHA256())
-        )
-        self.ca_pem = directory / "ca.pem"
-        self.ca_pem.write_bytes(_pem(self.ca))
-        self.ca_key_pem = directory / "ca.key"
-        self.ca_key_pem.write_bytes(_pem(self.ca_key))
         for cn, serial in CLIENTS.items():
             self._issue(cn, serial, f"{cn}.test", now, ExtendedKeyUsageOID.CLIENT_AUTH)
         self._issue(

@@ -340,16 +340,14 @@ server default {{
 # --- OCSP ----------------------------------------------------------------------------------------
 
 
-class OcspPki:
-    """A CA with a good (serial 0x1001) and a revoked (0x1002) client certificate whose AIA
-    points at ``aia_url``, and the responder's index.txt."""
+class SelfSignedCA:
+    """A self-signed EC CA for the OCSP tests, written to ``directory`` as ca.pem and ca.key (what
+    ``make_ocsp_responder`` reads)."""
 
-    def __init__(self, directory: Path, aia_url: str) -> None:
+    def __init__(self, directory: Path, common_name: str, now: dt.datetime) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.dir = directory
-        now = dt.datetime.now(dt.UTC)
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test OCSP CA")])
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         self.ca = (
             x509.CertificateBuilder()
             .subject_name(ca_name)
@@ -364,9 +362,6 @@ class OcspPki:
             )
             .sign(self.ca_key, hashes.SHA256())
         )
-        self.good = self._issue(0x1001, "good.test", aia_url, now)
-        self.revoked = self._issue(0x1002, "revoked.test", aia_url, now)
-        self.unknown = self._issue(0x1003, "unknown.test", aia_url, now)
         self.ca_pem = directory / "ca.pem"
         self.ca_pem.write_bytes(self.ca.public_bytes(serialization.Encoding.PEM))
         self.ca_key_pem = directory / "ca.key"
@@ -375,6 +370,19 @@ class OcspPki:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
         )
+
+
+class OcspPki(SelfSignedCA):
+    """A CA with a good (serial 0x1001) and a revoked (0x1002) client certificate whose AIA
+    points at ``aia_url``, and the responder's index.txt."""
+
+    def __init__(self, directory: Path, aia_url: str) -> None:
+        now = dt.datetime.now(dt.UTC)
+        super().__init__(directory, "Test OCSP CA", now)
+        self.dir = directory
+        self.good = self._issue(0x1001, "good.test", aia_url, now)
+        self.revoked = self._issue(0x1002, "revoked.test", aia_url, now)
+        self.unknown = self._issue(0x1003, "unknown.test", aia_url, now)
         for name in ("good", "revoked", "unknown"):
             (directory / f"{name}.pem").write_bytes(
                 getattr(self, name).public_bytes(serialization.Encoding.PEM)

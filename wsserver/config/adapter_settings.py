@@ -271,8 +271,6 @@ def parse_adapters(
     """Every ``[[adapters]]`` table, with the rules across them; only the valid ones are returned."""
     errors = Errors(source, host)
     _ok, built = Builder(errors).tables(AdapterSettings, prepare_adapters(tables, errors), "adapters")
-    for i, adapter in enumerate(built):
-        check_adapter(errors, adapter, f"adapters[{i}]")
     check_adapters(errors, built)
     return usable(errors, built, "adapters")[0], errors.lines
 
@@ -306,7 +304,10 @@ def check_adapter(errors: Errors, s: AdapterSettings, path: str) -> None:
 
 
 def check_adapters(errors: Errors, adapters: Sequence[AdapterSettings]) -> None:
-    """Across adapters: unique names, and first factors that name a password adapter."""
+    """Every adapter's own rules, then across adapters: unique names, and first factors that name
+    a password adapter."""
+    for i, adapter in enumerate(adapters):
+        check_adapter(errors, adapter, f"adapters[{i}]")
     seen: dict[str, str] = {}
     for i, a in enumerate(adapters):
         path = f"adapters[{i}]"

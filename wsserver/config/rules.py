@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from wsserver.config.adapter_settings import check_adapter, check_adapters
+from wsserver.config.adapter_settings import check_adapters
 from wsserver.config.ocsp_settings import check_port_ocsp
 from wsserver.config.schema import Config, PortConfig
 from wsserver.config.settings import Errors, known_names
@@ -31,8 +31,6 @@ CLIENT_AUTH = ("none", "password", "token", "jwt", "certificate", "adapter:<name
 def check_rules(cfg: Config, errors: Errors) -> Config:
     """Run every rule; returns ``cfg`` with only the usable adapters, keystores and truststores
     (the same as ``cfg`` when no error was found)."""
-    for i, adapter in enumerate(cfg.adapters):
-        check_adapter(errors, adapter, f"adapters[{i}]")
     check_adapters(errors, cfg.adapters)
     for i, ks in enumerate(cfg.keystores):
         check_keystore(errors, ks, f"keystores[{i}]")

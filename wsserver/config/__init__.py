@@ -13,8 +13,6 @@ from wsserver.config.loader import (
     require_ports,
 )
 from wsserver.config.schema import (
-    ALIAS_HELP,
-    ALIAS_PATTERN,
     MAX_WORKERS,
     AccessConfig,
     AdminConfig,
@@ -34,6 +32,7 @@ from wsserver.config.schema import (
     UserConfig,
 )
 from wsserver.config.settings import setting
+from wsserver.config.values import ALIAS_HELP, ALIAS_PATTERN
 from wsserver.config.writer import dump_config, write_atomic
 
 __all__ = [

@@ -19,8 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from wsserver.config.host import PURE, HostChecks
-from wsserver.config.settings import Builder, Errors, setting
-from wsserver.config.tls_settings import ALIAS_HELP, ALIAS_PATTERN, usable
+from wsserver.config.settings import Builder, Errors, setting, usable
+from wsserver.config.values import ALIAS_HELP, ALIAS_PATTERN
 
 # Other names accepted for a type (the seed calls the one-time-password adapter "otp" too).
 TYPE_ALIASES = {"otp": "gemalto"}

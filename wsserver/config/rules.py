@@ -19,8 +19,8 @@ from typing import Any
 from wsserver.config.adapter_settings import check_adapters
 from wsserver.config.ocsp_settings import check_port_ocsp
 from wsserver.config.schema import Config, PortConfig
-from wsserver.config.settings import Errors, known_names
-from wsserver.config.tls_settings import check_keystore, check_tls_references, check_truststore, usable
+from wsserver.config.settings import Errors, known_names, usable
+from wsserver.config.tls_settings import check_keystore, check_tls_references, check_truststore
 from wsserver.config.tomltext import toml_value
 from wsserver.config.values import is_ip
 

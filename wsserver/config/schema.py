@@ -15,9 +15,8 @@ from wsserver.config import values
 from wsserver.config.adapter_settings import AdapterSettings
 from wsserver.config.settings import setting
 from wsserver.config.tls_settings import KeystoreConfig, TruststoreConfig
+from wsserver.config.values import ALIAS_HELP, ALIAS_PATTERN
 
-ALIAS_PATTERN = r"[A-Za-z0-9_.-]{1,255}"
-ALIAS_HELP = "1-255 characters of a-z A-Z 0-9 _ . -"
 # The most worker processes one master runs: the --workers flag, SIGTTIN and the shared
 # tables the master sizes before it forks (prefork LoadBoard, runtime ConnectionTable) all
 # follow this one number.

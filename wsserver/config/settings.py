@@ -372,6 +372,12 @@ class Errors:
         return any(path == b or path.startswith((b + ".", b + "[")) for b in self.bad)
 
 
+def usable(errors: Errors, items: Sequence[Any], name: str) -> tuple[tuple[Any, ...], bool]:
+    """The entries of ``[[name]]`` without errors, and whether that is all of them."""
+    good = tuple(item for i, item in enumerate(items) if not errors.has_bad_within(f"{name}[{i}]"))
+    return good, not errors.has_bad_within(name)
+
+
 # --- building: TOML tables -> frozen dataclasses -----------------------------------------------
 
 

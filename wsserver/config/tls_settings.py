@@ -38,14 +38,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from wsserver.config.settings import Builder, Errors, ValueRule, known_names, one_of, setting
+from wsserver.config.settings import Builder, Errors, ValueRule, known_names, one_of, setting, usable
 from wsserver.config.tomltext import toml_value
+from wsserver.config.values import ALIAS_HELP, ALIAS_PATTERN
 
 KEYSTORE_TYPES = ("pem", "pkcs12", "jks", "pkcs11")
 TRUSTSTORE_TYPES = ("pem", "pkcs12", "jks")
 
-ALIAS_PATTERN = r"[A-Za-z0-9_.-]{1,255}"
-ALIAS_HELP = "1-255 characters of a-z A-Z 0-9 _ . -"
 # Key aliases come from other tools (keytool lower-cases them, PKCS#12 friendly names may hold
 # spaces): any printable text without control characters.
 KEY_ALIAS_PATTERN = r"[^\x00-\x1f\x7f]{1,255}"
@@ -181,12 +180,6 @@ def check_truststore(errors: Errors, ts: TruststoreConfig, path: str) -> None:
     if not ts.path and not errors.is_bad(f"{path}.path", f"{path}.type"):
         what = " or directory)" if ts.type == "pem" else ")"
         errors.bad_value(f"{path}.path", "is required (a certificate file" + what)
-
-
-def usable(errors: Errors, items: Sequence[Any], name: str) -> tuple[tuple[Any, ...], bool]:
-    """The entries of ``[[name]]`` without errors, and whether that is all of them."""
-    good = tuple(item for i, item in enumerate(items) if not errors.has_bad_within(f"{name}[{i}]"))
-    return good, not errors.has_bad_within(name)
 
 
 def _parse_stores(

@@ -10,6 +10,10 @@ from urllib.parse import urlsplit
 
 from wsserver.config.settings import ValueRule
 
+# Names other keys refer to: ports, packages, keystores, truststores, adapters.
+ALIAS_PATTERN = r"[A-Za-z0-9_.-]{1,255}"
+ALIAS_HELP = "1-255 characters of a-z A-Z 0-9 _ . -"
+
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"(?=.{{1,253}}\Z){_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 _ORIGIN_SCHEMES = ("http", "https", "ws", "wss")
